@@ -1,0 +1,279 @@
+/* op_elementwise.c - binary ops with NumPy broadcasting (add, sub, mul, div) and unary
+ * ops (scalar add/mul, neg, exp, log, sqrt, rsqrt, pow, abs, clamp, activations): forward
+ * kernels and backward rules. */
+#include <math.h>
+
+#include "autograd/tape.h"
+
+/* ---- broadcasting ---------------------------------------------------------- */
+
+typedef struct bcast {
+    int64_t shape[BG_MAX_DIMS];  /* output shape padded to 4 dims */
+    int64_t sa[BG_MAX_DIMS], sb[BG_MAX_DIMS]; /* element strides of a and b (0 = broadcast) */
+    int ndim;
+} bcast;
+
+/* Strides of t as seen from the padded output shape. */
+static void bcast_strides(const bg_tensor *t, const int64_t *pad_shape, int64_t *st)
+{
+    int off = BG_MAX_DIMS - t->ndim;
+    for (int i = 0; i < BG_MAX_DIMS; i++) {
+        int j = i - off;
+        st[i] = (j < 0 || t->shape[j] == 1 || pad_shape[i] == 1) ? 0 : t->stride[j];
+    }
+}
+
+static int bcast_init(bcast *bc, const bg_tensor *a, const bg_tensor *b, const char *op)
+{
+    bc->ndim = a->ndim > b->ndim ? a->ndim : b->ndim;
+    for (int i = 0; i < BG_MAX_DIMS; i++) {
+        int ia = i - (BG_MAX_DIMS - a->ndim), ib = i - (BG_MAX_DIMS - b->ndim);
+        int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
+        if (da != db && da != 1 && db != 1) {
+            char s1[64], s2[64];
+            return bg__error(a->ctx, BG_ESHAPE, "%s: %s and %s cannot broadcast (dim %d: %lld "
+                             "vs %lld)", op, bg__shape_str(a, s1, sizeof s1),
+                             bg__shape_str(b, s2, sizeof s2), i - (BG_MAX_DIMS - bc->ndim),
+                             (long long)da, (long long)db);
+        }
+        bc->shape[i] = da > db ? da : db;
+        if (da == 0 || db == 0) bc->shape[i] = 0;
+    }
+    bcast_strides(a, bc->shape, bc->sa);
+    bcast_strides(b, bc->shape, bc->sb);
+    return BG_OK;
+}
+
+/* Runs BODY for every output element; io is the contiguous output index and ia, ib the
+ * element offsets in a and b. The caller's bool bc_par selects the OpenMP loop. */
+#define BCAST_LOOP(bc, BODY)                                                          \
+    do {                                                                                   \
+        const int64_t d0 = (bc)->shape[0], d1 = (bc)->shape[1], d2 = (bc)->shape[2];       \
+        const int64_t d3 = (bc)->shape[3];                                                 \
+        const int64_t rows = d0 * d1 * d2;                                                 \
+        _Pragma("omp parallel for schedule(static) if(bc_par)")                               \
+        for (int64_t r = 0; r < rows; r++) {                                               \
+            int64_t i0 = r / (d1 * d2), i1 = (r / d2) % d1, i2 = r % d2;                   \
+            int64_t ra = i0 * (bc)->sa[0] + i1 * (bc)->sa[1] + i2 * (bc)->sa[2];           \
+            int64_t rb = i0 * (bc)->sb[0] + i1 * (bc)->sb[1] + i2 * (bc)->sb[2];           \
+            for (int64_t i3 = 0; i3 < d3; i3++) {                                          \
+                int64_t io = r * d3 + i3, ia = ra + i3 * (bc)->sa[3];                      \
+                int64_t ib = rb + i3 * (bc)->sb[3];                                        \
+                (void)ia; (void)ib; BODY;                                                  \
+            }                                                                              \
+        }                                                                                  \
+    } while (0)
+
+static bg_tensor *binary(int op, const char *name, bg_tensor *a, bg_tensor *b)
+{
+    bg_ctx *ctx = bg__op_begin(name, 2, (bg_tensor *[]){ a, b });
+    if (!ctx) return NULL;
+    if (a->dtype != BG_F32 || b->dtype != BG_F32) {
+        bg__error(ctx, BG_EINVAL, "%s: inputs must be f32 (got %s, %s)", name,
+                  bg_dtype_name(a->dtype), bg_dtype_name(b->dtype));
+        return NULL;
+    }
+    bcast bc;
+    if (bcast_init(&bc, a, b, name)) return NULL;
+    bg_tensor *out = bg__step_new(ctx, BG_F32, bc.ndim, bc.shape + BG_MAX_DIMS - bc.ndim);
+    if (!out) return NULL;
+    const float *pa = a->data, *pb = b->data;
+    float *po = out->data;
+    bool bc_par = bg__numel(out->ndim, out->shape) > BG_PAR_MIN;
+    switch (op) {
+    case BG_OP_ADD: BCAST_LOOP(&bc, po[io] = pa[ia] + pb[ib]); break;
+    case BG_OP_SUB: BCAST_LOOP(&bc, po[io] = pa[ia] - pb[ib]); break;
+    case BG_OP_MUL: BCAST_LOOP(&bc, po[io] = pa[ia] * pb[ib]); break;
+    default: BCAST_LOOP(&bc, po[io] = pa[ia] / pb[ib]); break;
+    }
+    bg__record(op, out, 2, (bg_tensor *[]){ a, b });
+    return out;
+}
+
+bg_tensor *bg_add(bg_tensor *a, bg_tensor *b) { return binary(BG_OP_ADD, "add", a, b); }
+bg_tensor *bg_sub(bg_tensor *a, bg_tensor *b) { return binary(BG_OP_SUB, "sub", a, b); }
+bg_tensor *bg_mul(bg_tensor *a, bg_tensor *b) { return binary(BG_OP_MUL, "mul", a, b); }
+bg_tensor *bg_div(bg_tensor *a, bg_tensor *b) { return binary(BG_OP_DIV, "div", a, b); }
+
+/* Gradient of one side of a binary op. The grad buffer of the side is contiguous in that
+ * side's shape; seen through broadcast strides several outputs may land on one element,
+ * so the loop runs in parallel only when no broadcasting reduces into it. */
+static void binary_grad_side(bg_node *node, int side)
+{
+    bg_tensor *a = node->in[0], *b = node->in[1], *t = node->in[side];
+    if (!bg__needs_grad(t)) return;
+    float *g = bg__grad_of(t);
+    if (!g) return;
+    const float *go = bg__grad_of(node->out);
+    /* Operate on contiguous stand-ins so offsets index the grad buffers directly. */
+    bg_tensor ca = *a, cb = *b;
+    bg__contig_strides(a->ndim, a->shape, ca.stride);
+    bg__contig_strides(b->ndim, b->shape, cb.stride);
+    const float *pa = bg__contig_data(a), *pb = bg__contig_data(b);
+    bcast bc;
+    bcast_init(&bc, &ca, &cb, "backward");
+    bool bc_par = bg__same_shape(t, node->out) && bg__numel(t->ndim, t->shape) > BG_PAR_MIN;
+    int op = node->op;
+    if (side == 0) {
+        switch (op) {
+        case BG_OP_ADD:
+        case BG_OP_SUB: BCAST_LOOP(&bc, g[ia] += go[io]); break;
+        case BG_OP_MUL: BCAST_LOOP(&bc, g[ia] += go[io] * pb[ib]); break;
+        default: BCAST_LOOP(&bc, g[ia] += go[io] / pb[ib]); break;
+        }
+    } else {
+        switch (op) {
+        case BG_OP_ADD: BCAST_LOOP(&bc, g[ib] += go[io]); break;
+        case BG_OP_SUB: BCAST_LOOP(&bc, g[ib] -= go[io]); break;
+        case BG_OP_MUL: BCAST_LOOP(&bc, g[ib] += go[io] * pa[ia]); break;
+        default: BCAST_LOOP(&bc, g[ib] -= go[io] * pa[ia] / (pb[ib] * pb[ib])); break;
+        }
+    }
+}
+
+static void binary_backward(bg_node *node)
+{
+    binary_grad_side(node, 0);
+    binary_grad_side(node, 1);
+}
+
+void bg__backward_add(bg_node *node) { binary_backward(node); }
+void bg__backward_sub(bg_node *node) { binary_backward(node); }
+void bg__backward_mul(bg_node *node) { binary_backward(node); }
+void bg__backward_div(bg_node *node) { binary_backward(node); }
+
+/* ---- unary ------------------------------------------------------------------ */
+
+static inline float gelu_f(float x) { return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)); }
+static inline float sigmoid_f(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static float unary_fwd(int op, float x, const float *p)
+{
+    switch (op) {
+    case BG_OP_ADD_SCALAR: return x + p[0];
+    case BG_OP_MUL_SCALAR: return x * p[0];
+    case BG_OP_NEG: return -x;
+    case BG_OP_EXP: return expf(x);
+    case BG_OP_LOG: return logf(x);
+    case BG_OP_SQRT: return sqrtf(x);
+    case BG_OP_RSQRT: return 1.0f / sqrtf(x);
+    case BG_OP_POW: return powf(x, p[0]);
+    case BG_OP_ABS: return fabsf(x);
+    case BG_OP_CLAMP: return fminf(fmaxf(x, p[0]), p[1]);
+    case BG_OP_RELU: return x > 0.0f ? x : 0.0f;
+    case BG_OP_SILU: return x * sigmoid_f(x);
+    case BG_OP_GELU: return gelu_f(x);
+    case BG_OP_SIGMOID: return sigmoid_f(x);
+    case BG_OP_TANH: return tanhf(x);
+    }
+    return 0.0f;
+}
+
+/* d y / d x given input x and output y. */
+static float unary_deriv(int op, float x, float y, const float *p)
+{
+    switch (op) {
+    case BG_OP_ADD_SCALAR: return 1.0f;
+    case BG_OP_MUL_SCALAR: return p[0];
+    case BG_OP_NEG: return -1.0f;
+    case BG_OP_EXP: return y;
+    case BG_OP_LOG: return 1.0f / x;
+    case BG_OP_SQRT: return 0.5f / y;
+    case BG_OP_RSQRT: return -0.5f * y / x;
+    case BG_OP_POW: return p[0] * powf(x, p[0] - 1.0f);
+    case BG_OP_ABS: return x > 0.0f ? 1.0f : (x < 0.0f ? -1.0f : 0.0f);
+    case BG_OP_CLAMP: return (x >= p[0] && x <= p[1]) ? 1.0f : 0.0f;
+    case BG_OP_RELU: return x > 0.0f ? 1.0f : 0.0f;
+    case BG_OP_SILU: {
+        float s = sigmoid_f(x);
+        return s * (1.0f + x * (1.0f - s));
+    }
+    case BG_OP_GELU:
+        return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) +
+               x * 0.39894228040143268f * expf(-0.5f * x * x);
+    case BG_OP_SIGMOID: return y * (1.0f - y);
+    case BG_OP_TANH: return 1.0f - y * y;
+    }
+    return 0.0f;
+}
+
+static bg_tensor *unary(int op, bg_tensor *a, float p0, float p1)
+{
+    const char *name = bg_op_name(op);
+    bg_ctx *ctx = bg__op_begin(name, 1, (bg_tensor *[]){ a });
+    if (!ctx) return NULL;
+    if (a->dtype != BG_F32) {
+        bg__error(ctx, BG_EINVAL, "%s: input must be f32 (got %s)", name, bg_dtype_name(a->dtype));
+        return NULL;
+    }
+    bg_tensor *out = bg__step_new(ctx, BG_F32, a->ndim, a->shape);
+    if (!out) return NULL;
+    const float *x = bg__contig_data(a);
+    if (!x) return NULL;
+    float *y = out->data;
+    const float p[2] = { p0, p1 };
+    int64_t n = bg__numel(a->ndim, a->shape);
+#pragma omp parallel for schedule(static) if (n > BG_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) y[i] = unary_fwd(op, x[i], p);
+    bg_node *node = bg__record(op, out, 1, (bg_tensor *[]){ a });
+    if (node) {
+        node->f[0] = p0;
+        node->f[1] = p1;
+        node->aux = (void *)x; /* contiguous input values (arena or the input itself) */
+    }
+    return out;
+}
+
+static void unary_backward(bg_node *node)
+{
+    bg_tensor *a = node->in[0];
+    if (!bg__needs_grad(a)) return;
+    float *g = bg__grad_of(a);
+    const float *go = bg__grad_of(node->out), *x = node->aux, *y = node->out->data;
+    if (!g || !go) return;
+    int64_t n = bg__numel(a->ndim, a->shape);
+    int op = node->op;
+    const float *p = node->f;
+#pragma omp parallel for schedule(static) if (n > BG_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) g[i] += go[i] * unary_deriv(op, x[i], y[i], p);
+}
+
+bg_tensor *bg_add_scalar(bg_tensor *a, float s) { return unary(BG_OP_ADD_SCALAR, a, s, 0); }
+bg_tensor *bg_mul_scalar(bg_tensor *a, float s) { return unary(BG_OP_MUL_SCALAR, a, s, 0); }
+bg_tensor *bg_neg(bg_tensor *a) { return unary(BG_OP_NEG, a, 0, 0); }
+bg_tensor *bg_exp(bg_tensor *a) { return unary(BG_OP_EXP, a, 0, 0); }
+bg_tensor *bg_log(bg_tensor *a) { return unary(BG_OP_LOG, a, 0, 0); }
+bg_tensor *bg_sqrt(bg_tensor *a) { return unary(BG_OP_SQRT, a, 0, 0); }
+bg_tensor *bg_rsqrt(bg_tensor *a) { return unary(BG_OP_RSQRT, a, 0, 0); }
+bg_tensor *bg_pow(bg_tensor *a, float p) { return unary(BG_OP_POW, a, p, 0); }
+bg_tensor *bg_abs(bg_tensor *a) { return unary(BG_OP_ABS, a, 0, 0); }
+bg_tensor *bg_relu(bg_tensor *a) { return unary(BG_OP_RELU, a, 0, 0); }
+bg_tensor *bg_silu(bg_tensor *a) { return unary(BG_OP_SILU, a, 0, 0); }
+bg_tensor *bg_gelu(bg_tensor *a) { return unary(BG_OP_GELU, a, 0, 0); }
+bg_tensor *bg_sigmoid(bg_tensor *a) { return unary(BG_OP_SIGMOID, a, 0, 0); }
+bg_tensor *bg_tanh(bg_tensor *a) { return unary(BG_OP_TANH, a, 0, 0); }
+
+bg_tensor *bg_clamp(bg_tensor *a, float lo, float hi)
+{
+    if (a && !(lo <= hi)) {
+        bg__error(a->ctx, BG_EINVAL, "clamp: lo %g > hi %g", (double)lo, (double)hi);
+        return NULL;
+    }
+    return unary(BG_OP_CLAMP, a, lo, hi);
+}
+
+void bg__backward_add_scalar(bg_node *node) { unary_backward(node); }
+void bg__backward_mul_scalar(bg_node *node) { unary_backward(node); }
+void bg__backward_neg(bg_node *node) { unary_backward(node); }
+void bg__backward_exp(bg_node *node) { unary_backward(node); }
+void bg__backward_log(bg_node *node) { unary_backward(node); }
+void bg__backward_sqrt(bg_node *node) { unary_backward(node); }
+void bg__backward_rsqrt(bg_node *node) { unary_backward(node); }
+void bg__backward_pow(bg_node *node) { unary_backward(node); }
+void bg__backward_abs(bg_node *node) { unary_backward(node); }
+void bg__backward_clamp(bg_node *node) { unary_backward(node); }
+void bg__backward_relu(bg_node *node) { unary_backward(node); }
+void bg__backward_silu(bg_node *node) { unary_backward(node); }
+void bg__backward_gelu(bg_node *node) { unary_backward(node); }
+void bg__backward_sigmoid(bg_node *node) { unary_backward(node); }
+void bg__backward_tanh(bg_node *node) { unary_backward(node); }

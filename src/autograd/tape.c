@@ -1,0 +1,197 @@
+/* tape.c - recording ops, the backward walk, gradient buffers and the op table. */
+#include <math.h>
+
+#include "autograd/tape.h"
+
+static const char *const op_names[] = {
+#define BG_OP(e, n, k) #n,
+#include "autograd/ops.def"
+#undef BG_OP
+};
+
+static const bg_backward_fn backward_fns[] = {
+#define BG_OP(e, n, k) bg__backward_##n,
+#include "autograd/ops.def"
+#undef BG_OP
+};
+
+int bg_op_count(void) { return BG_OP_COUNT; }
+const char *bg_op_name(int op) { return (op >= 0 && op < BG_OP_COUNT) ? op_names[op] : NULL; }
+
+bg_ctx *bg__op_begin(const char *op, int n, bg_tensor *const *in)
+{
+    bg_ctx *ctx = NULL;
+    for (int i = 0; i < n; i++) {
+        if (!in[i]) return NULL; /* an earlier error is already recorded */
+        if (!bg__check_live(in[i], op)) return NULL;
+        if (!ctx) ctx = in[i]->ctx;
+        if (in[i]->ctx != ctx) {
+            bg__error(ctx, BG_EINVAL, "%s: inputs belong to different contexts", op);
+            return NULL;
+        }
+        if (in[i]->device != in[0]->device) {
+            bg__error(ctx, BG_EDEVICE, "%s: input %d is on %s, input 0 on %s (copy with "
+                      "bg_tensor_to first)", op, i, in[i]->device == BG_CPU ? "cpu" : "cuda",
+                      in[0]->device == BG_CPU ? "cpu" : "cuda");
+            return NULL;
+        }
+    }
+    if (ctx && ctx->err_code) return NULL; /* sticky: keep the first error */
+    return ctx;
+}
+
+bg_node *bg__record(int op, bg_tensor *out, int n_in, bg_tensor *const *in)
+{
+    if (!out) return NULL;
+    bg_ctx *ctx = out->ctx;
+    if (!ctx->grad_enabled) return NULL;
+    bool any = false;
+    for (int i = 0; i < n_in; i++) any = any || (in[i] && in[i]->requires_grad);
+    if (!any) return NULL;
+    struct bg_tape *tape = ctx->tape;
+    if (tape->n == tape->cap) {
+        size_t cap = tape->cap ? tape->cap * 2 : 256;
+        bg_node *nodes = bg__realloc(ctx, tape->nodes, cap * sizeof *nodes);
+        if (!nodes) {
+            bg__error(ctx, BG_ENOMEM, "autograd: out of memory growing the tape");
+            return NULL;
+        }
+        tape->nodes = nodes;
+        tape->cap = cap;
+    }
+    bg_node *node = &tape->nodes[tape->n++];
+    memset(node, 0, sizeof *node);
+    node->op = op;
+    node->n_in = n_in;
+    node->out = out;
+    for (int i = 0; i < n_in; i++) {
+        node->in[i] = in[i];
+        if (in[i]) in[i]->recorded_epoch = tape->epoch;
+    }
+    out->requires_grad = true;
+    out->is_leaf = false;
+    return node;
+}
+
+void bg__tape_clear(bg_ctx *ctx)
+{
+    ctx->tape->n = 0;
+    ctx->tape->epoch++;
+}
+
+float *bg__grad_of(bg_tensor *t)
+{
+    if (!bg__needs_grad(t)) return NULL;
+    if (t->grad) return t->grad->data;
+    bg_ctx *ctx = t->ctx;
+    bg_tensor *g;
+    if (t->persistent) {
+        g = bg_tensor_new(ctx, BG_F32, t->ndim, t->shape);
+        if (g) snprintf(g->name, sizeof g->name, "%.58s.grad", t->name);
+    } else {
+        g = bg_zeros(ctx, BG_F32, t->ndim, t->shape);
+    }
+    if (!g) return NULL;
+    t->grad = g;
+    return g->data;
+}
+
+void bg__add_strided(float *dst, const int64_t *dst_stride, const float *src, int ndim,
+                     const int64_t *shape)
+{
+    int64_t sh[BG_MAX_DIMS] = { 1, 1, 1, 1 }, st[BG_MAX_DIMS] = { 0, 0, 0, 0 };
+    int off = BG_MAX_DIMS - ndim;
+    for (int i = 0; i < ndim; i++) {
+        sh[off + i] = shape[i];
+        st[off + i] = dst_stride[i];
+    }
+    int64_t k = 0;
+    for (int64_t a = 0; a < sh[0]; a++)
+        for (int64_t b = 0; b < sh[1]; b++)
+            for (int64_t c = 0; c < sh[2]; c++) {
+                float *d = dst + a * st[0] + b * st[1] + c * st[2];
+                for (int64_t e = 0; e < sh[3]; e++) d[e * st[3]] += src[k++];
+            }
+}
+
+static int backward_walk(bg_ctx *ctx)
+{
+    struct bg_tape *tape = ctx->tape;
+    for (size_t i = tape->n; i-- > 0;) {
+        bg_node *node = &tape->nodes[i];
+        if (!node->out->grad) continue; /* nothing flowed into this node */
+        backward_fns[node->op](node);
+        if (ctx->err_code) return ctx->err_code;
+    }
+    return BG_OK;
+}
+
+static int backward_begin(bg_tensor *out, const char *what)
+{
+    if (!out) return BG_EINVAL;
+    if (!bg__check_live(out, what)) return BG_ESTATE;
+    bg_ctx *ctx = out->ctx;
+    if (ctx->err_code) return ctx->err_code;
+    if (!out->requires_grad || out->is_leaf)
+        return bg__error(ctx, BG_ESTATE, "%s: tensor does not require grad (no recorded op "
+                         "produced it; is grad mode on and a parameter involved?)", what);
+    if (out->recorded_epoch > ctx->tape->epoch || ctx->tape->n == 0)
+        return bg__error(ctx, BG_ESTATE, "%s: the tape is empty (backward already ran this "
+                         "step?)", what);
+    return BG_OK;
+}
+
+int bg_backward(bg_tensor *loss)
+{
+    int rc = backward_begin(loss, "bg_backward");
+    if (rc) return rc;
+    bg_ctx *ctx = loss->ctx;
+    if (bg__numel(loss->ndim, loss->shape) != 1) {
+        char s[64];
+        return bg__error(ctx, BG_ESHAPE, "bg_backward: loss %s is not a scalar; pass a seed "
+                         "gradient with bg_backward_seed", bg__shape_str(loss, s, sizeof s));
+    }
+    float v = bg__f32(loss)[0];
+    if (!isfinite(v))
+        return bg__error(ctx, BG_ENONFINITE, "bg_backward: loss is %f", (double)v);
+    float *g = bg__grad_of(loss);
+    if (!g) return ctx->err_code ? ctx->err_code : BG_ENOMEM;
+    g[0] += 1.0f;
+    rc = backward_walk(ctx);
+    bg__tape_clear(ctx);
+    return rc;
+}
+
+int bg_backward_seed(bg_tensor *out, const bg_tensor *seed)
+{
+    int rc = backward_begin(out, "bg_backward_seed");
+    if (rc) return rc;
+    bg_ctx *ctx = out->ctx;
+    if (!seed || !bg__check_live(seed, "bg_backward_seed") || !bg__same_shape(out, seed) ||
+        seed->dtype != BG_F32) {
+        char a[64], b[64];
+        return bg__error(ctx, BG_ESHAPE, "bg_backward_seed: seed %s does not match output %s",
+                         seed ? bg__shape_str(seed, a, sizeof a) : "NULL",
+                         bg__shape_str(out, b, sizeof b));
+    }
+    float *g = bg__grad_of(out);
+    if (!g) return ctx->err_code ? ctx->err_code : BG_ENOMEM;
+    const float *s = bg__contig_data(seed);
+    int64_t n = bg__numel(out->ndim, out->shape);
+    for (int64_t i = 0; i < n; i++) g[i] += s[i];
+    rc = backward_walk(ctx);
+    bg__tape_clear(ctx);
+    return rc;
+}
+
+void bg_tensor_zero_grad(bg_tensor *t)
+{
+    if (t && t->magic == BG_MAGIC_LIVE && t->grad)
+        memset(t->grad->data, 0, (size_t)bg__numel(t->ndim, t->shape) * sizeof(float));
+}
+
+void bg_zero_grad(bg_ctx *ctx)
+{
+    for (bg_tensor *t = ctx->persist_list; t; t = t->next_persist)
+        if (t->requires_grad) bg_tensor_zero_grad(t);
+}

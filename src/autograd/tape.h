@@ -1,0 +1,63 @@
+/* tape.h - the autograd tape: nodes recorded in creation order (a topological order),
+ * the op enum generated from ops.def, and the helpers backward rules use. */
+#ifndef BG_TAPE_H
+#define BG_TAPE_H
+
+#include "bitgrad/autograd.h"
+#include "tensor/tensor_impl.h"
+
+enum bg_op_id {
+#define BG_OP(e, n, k) BG_OP_##e,
+#include "autograd/ops.def"
+#undef BG_OP
+    BG_OP_COUNT
+};
+
+#define BG_NODE_MAX_IN 8
+
+typedef struct bg_node {
+    int op;
+    int n_in;
+    bg_tensor *in[BG_NODE_MAX_IN];
+    bg_tensor *out;
+    bg_tensor *saved[3];   /* values the backward rule needs (arena) */
+    void *aux;             /* op-specific arena buffer (masks, statistics) */
+    float f[4];            /* op parameters */
+    int64_t i[4];
+} bg_node;
+
+struct bg_tape {
+    bg_node *nodes;
+    size_t n, cap;
+    uint64_t epoch; /* bumped each time the tape is consumed or cleared */
+};
+
+typedef void (*bg_backward_fn)(bg_node *node);
+
+/* Records out = op(in...) when grad mode is on and an input requires grad. Returns the
+ * node (to fill parameters and saved values) or NULL when nothing is recorded. */
+BG_INTERNAL bg_node *bg__record(int op, bg_tensor *out, int n_in, bg_tensor *const *in);
+BG_INTERNAL void bg__tape_clear(bg_ctx *ctx);
+
+/* Contiguous float gradient buffer of t (same logical shape), created zeroed on first
+ * use: persistent for persistent tensors, arena otherwise. NULL if t needs no grad. */
+BG_INTERNAL float *bg__grad_of(bg_tensor *t);
+static inline bool bg__needs_grad(const bg_tensor *t) { return t && t->requires_grad; }
+
+/* Shared front-end checks: returns the ctx of the inputs, or NULL after recording an
+ * error (NULL input, dead tensor, mixed contexts or devices, non-f32 where f32 needed). */
+BG_INTERNAL bg_ctx *bg__op_begin(const char *op, int n, bg_tensor *const *in);
+
+/* dst[strided] += src[contiguous], iterating src's shape in row-major order. */
+BG_INTERNAL void bg__add_strided(float *dst, const int64_t *dst_stride, const float *src,
+                                 int ndim, const int64_t *shape);
+
+/* Backward rules, one per op (defined next to each op's forward). */
+#define BG_OP(e, n, k) BG_INTERNAL void bg__backward_##n(bg_node *node);
+#include "autograd/ops.def"
+#undef BG_OP
+
+/* OpenMP parallel threshold (elements) for elementwise work. */
+#define BG_PAR_MIN 32768
+
+#endif

@@ -1,0 +1,126 @@
+/* tensor_impl.h - private layout of bg_ctx and bg_tensor, and the helpers every
+ * part of the library shares: allocation (counted), errors, shape arithmetic. */
+#ifndef BG_TENSOR_IMPL_H
+#define BG_TENSOR_IMPL_H
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bitgrad/tensor.h"
+
+#define BG_INTERNAL __attribute__((visibility("hidden")))
+
+#define BG_MAGIC_LIVE 0x7447424cu /* "LBGt" */
+#define BG_MAGIC_DEAD 0xdeadbeefu
+
+/* Internal invariant check: a failure is a bug in bitgrad, never caused by input. */
+#define BG_ASSERT(cond)                                                                    \
+    do {                                                                                   \
+        if (!(cond)) {                                                                     \
+            fprintf(stderr, "bitgrad: internal error at %s:%d: %s\n", __FILE__, __LINE__,  \
+                    #cond);                                                                \
+            abort();                                                                       \
+        }                                                                                  \
+    } while (0)
+
+struct bg_tape; /* autograd/tape.h */
+
+typedef struct bg_arena_chunk {
+    unsigned char *base;
+    size_t cap;
+    size_t used;
+} bg_arena_chunk;
+
+typedef struct bg_arena {
+    bg_arena_chunk *chunks;
+    int n_chunks, cap_chunks;
+    int cur;             /* chunk being filled */
+    size_t used_total;   /* bytes handed out this step (incl. alignment) */
+    size_t high_water;
+    size_t default_chunk;
+} bg_arena;
+
+struct bg_tensor {
+    uint32_t magic;
+    bool persistent;
+    bool requires_grad;
+    bool is_leaf;        /* not produced by a recorded op */
+    bool owns_data;      /* persistent tensor that freed its data with itself */
+    int ndim;
+    bg_dtype dtype;
+    bg_device device;
+    int64_t shape[BG_MAX_DIMS];
+    int64_t stride[BG_MAX_DIMS];
+    void *data;          /* first element */
+    bg_ctx *ctx;
+    bg_tensor *grad;     /* persistent grad for persistent tensors; arena grad during backward */
+    bg_tensor *next_step;  /* list of step tensors of this step (for invalidation) */
+    bg_tensor *prev_persist, *next_persist;
+    const bg_tensor *view_of; /* base tensor when this is a view */
+    uint64_t recorded_epoch; /* tape epoch in which this tensor was an op input, or 0 */
+    char name[BG_NAME_MAX];
+};
+
+struct bg_ctx {
+    bg_device device;
+    bool grad_enabled;
+    bool training;
+    int err_code;
+    char err_msg[512];
+    bg_arena arena;
+    struct bg_tape *tape;
+    bg_tensor *step_list;     /* step tensors of the current step */
+    bg_tensor *persist_list;  /* persistent tensors */
+    uint64_t rng;
+    bool has_spare_normal;
+    float spare_normal;
+    uint64_t heap_allocs;
+    uint64_t matmul_calls;
+    uint64_t steps;
+    size_t persistent_bytes;
+    void *device_state;       /* backend-specific (CUDA) */
+};
+
+/* ---- allocation (every heap allocation of a ctx is counted) ---- */
+BG_INTERNAL void *bg__malloc(bg_ctx *ctx, size_t size);
+BG_INTERNAL void *bg__calloc(bg_ctx *ctx, size_t n, size_t size);
+BG_INTERNAL void *bg__realloc(bg_ctx *ctx, void *p, size_t size);
+BG_INTERNAL void *bg__aligned_alloc(bg_ctx *ctx, size_t size);
+
+/* ---- arena ---- */
+BG_INTERNAL void *bg__arena_alloc(bg_ctx *ctx, size_t size);
+BG_INTERNAL void bg__arena_reset(bg_ctx *ctx);
+BG_INTERNAL void bg__arena_free(bg_ctx *ctx);
+
+/* ---- errors ---- */
+/* Records the first error on the ctx (printf-style message); returns code. */
+BG_INTERNAL int bg__error(bg_ctx *ctx, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Formats a shape as "[4,3]" into buf. */
+BG_INTERNAL const char *bg__shape_str(const bg_tensor *t, char *buf, size_t n);
+/* Checks that t is a live tensor; records an error naming op otherwise. */
+BG_INTERNAL bool bg__check_live(const bg_tensor *t, const char *op);
+
+/* ---- tensor construction ---- */
+/* A new step tensor (arena) with contiguous layout; data uninitialised. */
+BG_INTERNAL bg_tensor *bg__step_new(bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *shape);
+/* A step view of base with the given shape/strides/data pointer. */
+BG_INTERNAL bg_tensor *bg__step_view(const bg_tensor *base, int ndim, const int64_t *shape,
+                                     const int64_t *stride, void *data);
+BG_INTERNAL void bg__contig_strides(int ndim, const int64_t *shape, int64_t *stride);
+BG_INTERNAL int64_t bg__numel(int ndim, const int64_t *shape);
+BG_INTERNAL bool bg__is_contig(const bg_tensor *t);
+BG_INTERNAL bool bg__same_shape(const bg_tensor *a, const bg_tensor *b);
+/* Writes a (any layout, F32) into the contiguous float buffer dst. */
+BG_INTERNAL void bg__gather_f32(const bg_tensor *a, float *dst);
+/* A contiguous F32 pointer for a: a itself if contiguous, else a packed arena copy. */
+BG_INTERNAL const float *bg__contig_data(const bg_tensor *a);
+
+static inline float *bg__f32(const bg_tensor *t) { return (float *)t->data; }
+
+/* RNG: splitmix64-seeded xoshiro-like generator, deterministic across platforms. */
+BG_INTERNAL uint64_t bg__rng_next(bg_ctx *ctx);
+
+#endif
