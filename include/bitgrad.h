@@ -6,5 +6,8 @@
 #include "bitgrad/tensor.h"
 #include "bitgrad/autograd.h"
 #include "bitgrad/quant.h"
+#include "bitgrad/ternary.h"
+#include "bitgrad/nn.h"
+#include "bitgrad/optim.h"
 
 #endif

@@ -89,6 +89,14 @@ BG_API bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v);
 /* Inverted dropout with probability p, active only while the ctx is training. */
 BG_API bg_tensor *bg_dropout(bg_tensor *a, float p);
 
+/* ---- BitNet b1.58 straight-through quantizers (DESIGN.md section 5) --------------
+ * Forward: x + lambda * (Q(x) - x); backward: the identity. */
+/* Absmean ternary weights over the last axis as rows: mode is a bg_wq_mode
+ * (0 per tensor, 1 per row, 2 per group of `group` weights of a row). */
+BG_API bg_tensor *bg_weight_quant(bg_tensor *w, int mode, int64_t group, float lambda);
+/* Absmax activations with `bits` (2..8): per token (each row of the last axis) or per tensor. */
+BG_API bg_tensor *bg_act_quant(bg_tensor *x, int bits, bool per_tensor, float lambda);
+
 /* ---- op table introspection (tests iterate it) ------------------------------ */
 BG_API int bg_op_count(void);
 BG_API const char *bg_op_name(int op);

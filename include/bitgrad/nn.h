@@ -1,0 +1,115 @@
+/* bitgrad/nn.h - modules: Linear and BitLinear, Embedding, RMSNorm, LayerNorm, Dropout,
+ * Sequential, and the bitnet transformer (exactly llama.cpp's "bitnet" graph). Parameter
+ * names are hierarchical and equal to the GGUF tensor names ("blk.0.attn_q.weight"). */
+#ifndef BITGRAD_NN_H
+#define BITGRAD_NN_H
+
+#include "bitgrad/autograd.h"
+#include "bitgrad/ternary.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct bg_module bg_module;
+
+typedef enum bg_module_kind {
+    BG_MOD_LINEAR = 0,  /* Linear or BitLinear (bitlinear flag) */
+    BG_MOD_EMBEDDING,
+    BG_MOD_RMSNORM,
+    BG_MOD_LAYERNORM,
+    BG_MOD_DROPOUT,
+    BG_MOD_SEQUENTIAL,
+    BG_MOD_RELU,
+    BG_MOD_BITNET,
+    BG_MOD_CUSTOM,
+} bg_module_kind;
+
+/* BitLinear configuration (DESIGN.md section 5). */
+typedef struct bg_bitlinear_config {
+    int weight_mode;      /* bg_wq_mode: per tensor (default), per row, per group */
+    int64_t group;        /* group size for BG_WQ_PER_GROUP */
+    int act_bits;         /* 2..8, default 8 */
+    bool act_per_tensor;  /* default false: per token */
+    bool quant_weights;   /* STE on the weights (default true) */
+    bool quant_acts;      /* STE on the activations (default true) */
+    float lambda;         /* blend 0..1 (warm-up), default 1 */
+} bg_bitlinear_config;
+
+BG_API bg_bitlinear_config bg_bitlinear_default(void);
+
+/* ---- generic module API ----------------------------------------------------- */
+BG_API bg_tensor *bg_module_forward(bg_module *m, bg_tensor *x);
+BG_API void bg_module_free(bg_module **m);
+BG_API bg_module_kind bg_module_kind_of(const bg_module *m);
+BG_API const char *bg_module_name(const bg_module *m);
+BG_API int bg_module_n_children(const bg_module *m);
+BG_API bg_module *bg_module_child(const bg_module *m, int i);
+/* Depth-first search for a module by its full name ("blk.0.attn_q"). */
+BG_API bg_module *bg_module_find(bg_module *m, const char *name);
+/* Parameters of m and its descendants, in registration order. */
+BG_API int bg_module_n_params(const bg_module *m);
+BG_API bg_tensor *bg_module_param(const bg_module *m, int i);
+BG_API bg_tensor *bg_module_find_param(const bg_module *m, const char *name);
+/* Number of scalars: all, or only those that require grad. */
+BG_API int64_t bg_module_count(const bg_module *m, bool trainable_only);
+BG_API void bg_module_set_training(bg_module *m, bool training);
+BG_API bool bg_module_training(const bg_module *m);
+/* Fills every Linear/Embedding weight with N(0, std) and norms with 1 (ctx RNG). */
+BG_API void bg_module_init_normal(bg_module *m, float std);
+
+/* ---- layers ------------------------------------------------------------------ */
+/* y = x W^T (+ b); W [out, in]. Input [.., in]. */
+BG_API bg_module *bg_linear_new(bg_ctx *ctx, const char *name, int64_t in, int64_t out, bool bias);
+/* y = ActQ(x) WQ(W)^T (+ b). cfg NULL means the defaults. */
+BG_API bg_module *bg_bitlinear_new(bg_ctx *ctx, const char *name, int64_t in, int64_t out,
+                                   bool bias, const bg_bitlinear_config *cfg);
+BG_API bool bg_linear_is_bit(const bg_module *m);
+BG_API int bg_linear_set_config(bg_module *m, const bg_bitlinear_config *cfg);
+BG_API bg_bitlinear_config bg_linear_config(const bg_module *m);
+BG_API bg_tensor *bg_linear_weight(const bg_module *m);
+BG_API bg_tensor *bg_linear_bias(const bg_module *m);
+/* Sets lambda on every BitLinear under m. */
+BG_API void bg_module_set_lambda(bg_module *m, float lambda);
+/* Turns every Linear under m into a BitLinear with cfg, keeping its weights, except those
+ * whose full name matches one of the fnmatch patterns in exclude (may be NULL). Returns
+ * the number converted. */
+BG_API int bg_module_to_bitlinear(bg_module *m, const bg_bitlinear_config *cfg,
+                                  const char *const *exclude, int n_exclude);
+/* Inference mode for BitLinear: weights quantized once to codes + scale; the forward runs
+ * int8 activations x ternary codes with int32 accumulation (no grad). Off: latent weights. */
+BG_API int bg_module_set_inference(bg_module *m, bool on);
+
+BG_API bg_module *bg_embedding_new(bg_ctx *ctx, const char *name, int64_t n_vocab, int64_t dim);
+BG_API bg_module *bg_rmsnorm_new(bg_ctx *ctx, const char *name, int64_t dim, float eps);
+BG_API bg_module *bg_layernorm_new(bg_ctx *ctx, const char *name, int64_t dim, float eps, bool bias);
+BG_API bg_module *bg_dropout_new(bg_ctx *ctx, float p);
+BG_API bg_module *bg_relu_new(bg_ctx *ctx);
+/* Runs children in order; takes ownership of them. */
+BG_API bg_module *bg_sequential_new(bg_ctx *ctx, const char *name, bg_module *const *mods, int n);
+
+/* ---- the bitnet transformer (DESIGN.md section 6) --------------------------- */
+typedef struct bg_bitnet_config {
+    int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx;
+    float eps, rope_base;
+    bool bitlinear;             /* projections are BitLinear (else full-precision Linear) */
+    bg_bitlinear_config quant;  /* their configuration */
+} bg_bitnet_config;
+
+BG_API bg_bitnet_config bg_bitnet_default(void);
+BG_API bg_module *bg_bitnet_new(bg_ctx *ctx, const bg_bitnet_config *cfg);
+BG_API const bg_bitnet_config *bg_bitnet_get_config(const bg_module *m);
+/* ids I32 [B, T] (or [T]) -> logits [B, T, n_vocab]; positions start at pos0. */
+BG_API bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids);
+/* Mean next-token cross-entropy: logits of ids[:, :-1] against ids[:, 1:] (targets equal
+ * to ignore_index are skipped). */
+BG_API bg_tensor *bg_bitnet_loss(bg_module *m, bg_tensor *ids, int ignore_index);
+/* W2-style init: weights N(0, std), norms 1. */
+BG_API void bg_bitnet_init(bg_module *m, float std);
+
+/* Losses as functions (ops in autograd.h): bg_cross_entropy, bg_mse. */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,314 @@
+/* op_attention.c - rotary position embedding (NEOX pairing, as llama.cpp) and causal
+ * scaled-dot-product attention with grouped-query heads on the CPU: forward kernels and
+ * backward rules.
+ *
+ * Attention multiplies through cblas_sgemm on the per-head [T, D] matrices inside the
+ * [B, T, H, D] layout (leading dimension H*D), so no head is copied out. sgemm is never
+ * called inside an OpenMP region (OpenBLAS threads itself); OpenMP only runs the row
+ * softmax between the products. Heads are visited in a fixed order, so gradients of a kv
+ * head shared by several query heads sum the same way for any thread count. */
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+
+#include "autograd/tape.h"
+
+static bool check_f32_cpu(bg_ctx *ctx, const char *op, const char *what, const bg_tensor *t)
+{
+    if (t->device != BG_CPU) {
+        bg__error(ctx, BG_EUNSUPPORTED, "%s: %s is on cuda; this op runs on the cpu only", op,
+                  what);
+        return false;
+    }
+    if (t->dtype != BG_F32) {
+        bg__error(ctx, BG_EINVAL, "%s: %s must be f32 (got %s)", op, what,
+                  bg_dtype_name(t->dtype));
+        return false;
+    }
+    return true;
+}
+
+/* ---- rope --------------------------------------------------------------------- */
+
+/* cos and sin of (pos0 + t) * base^(-2i/n_rot) for t < T, i < n_rot/2, computed in
+ * double: [T, half] cosines followed by [T, half] sines. */
+static float *rope_table(bg_ctx *ctx, int64_t T, int n_rot, float base, int64_t pos0)
+{
+    int half = n_rot / 2;
+    float *tab = bg__arena_alloc(ctx, (size_t)(2 * T * half) * sizeof *tab);
+    if (!tab) return NULL;
+    for (int64_t t = 0; t < T; t++) {
+        for (int i = 0; i < half; i++) {
+            double theta = (double)(pos0 + t) * pow((double)base, -2.0 * i / n_rot);
+            tab[t * half + i] = (float)cos(theta);
+            tab[T * half + t * half + i] = (float)sin(theta);
+        }
+    }
+    return tab;
+}
+
+/* dst = R(sign * theta) src over every (b, t, h) row of D values (dst += when accumulate):
+ * (x_i, x_{i+half}) -> (x_i cos - x_{i+half} sin, x_i sin + x_{i+half} cos). */
+static void rope_apply(const float *src, float *dst, const float *tab, int64_t BT, int64_t T,
+                       int64_t H, int64_t D, int n_rot, float sign, bool accumulate)
+{
+    int half = n_rot / 2;
+    int64_t rows = BT * H;
+#pragma omp parallel for schedule(static) if (rows * D > BG_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t t = (r / H) % T;
+        const float *cs = tab + t * half, *sn = tab + T * half + t * half;
+        const float *x = src + r * D;
+        float *y = dst + r * D;
+        for (int i = 0; i < half; i++) {
+            float c = cs[i], s = sign * sn[i], x0 = x[i], x1 = x[i + half];
+            float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+            if (accumulate) {
+                y[i] += y0;
+                y[i + half] += y1;
+            } else {
+                y[i] = y0;
+                y[i + half] = y1;
+            }
+        }
+        for (int64_t j = n_rot; j < D; j++) y[j] = accumulate ? y[j] + x[j] : x[j];
+    }
+}
+
+static bool rope_check(bg_ctx *ctx, const bg_tensor *x, int n_rot, float base)
+{
+    if (!check_f32_cpu(ctx, "rope", "x", x)) return false;
+    char s[64];
+    if (x->ndim != 3 && x->ndim != 4) {
+        bg__error(ctx, BG_ESHAPE, "rope: x %s must be [T, H, D] or [B, T, H, D]",
+                  bg__shape_str(x, s, sizeof s));
+        return false;
+    }
+    int64_t D = x->shape[x->ndim - 1];
+    if (n_rot <= 0 || n_rot % 2 != 0 || n_rot > D) {
+        bg__error(ctx, BG_EINVAL, "rope: x %s: n_rot %d must be even, > 0 and <= D = %lld",
+                  bg__shape_str(x, s, sizeof s), n_rot, (long long)D);
+        return false;
+    }
+    if (!(base > 0.0f) || !isfinite(base)) {
+        bg__error(ctx, BG_EINVAL, "rope: base %g must be finite and > 0", (double)base);
+        return false;
+    }
+    return true;
+}
+
+bg_tensor *bg_rope(bg_tensor *x, int n_rot, float base, int64_t pos0)
+{
+    bg_ctx *ctx = bg__op_begin("rope", 1, (bg_tensor *[]){ x });
+    if (!ctx || !rope_check(ctx, x, n_rot, base)) return NULL;
+    int nd = x->ndim;
+    int64_t T = x->shape[nd - 3], H = x->shape[nd - 2], D = x->shape[nd - 1];
+    int64_t BT = bg__numel(nd - 2, x->shape);
+    const float *xd = bg__contig_data(x);
+    float *tab = rope_table(ctx, T, n_rot, base, pos0);
+    bg_tensor *out = bg__step_new(ctx, BG_F32, nd, x->shape);
+    if (!xd || !tab || !out) return NULL;
+    rope_apply(xd, out->data, tab, BT, T, H, D, n_rot, 1.0f, false);
+    bg_node *node = bg__record(BG_OP_ROPE, out, 1, (bg_tensor *[]){ x });
+    if (node) {
+        node->aux = tab;
+        node->i[0] = n_rot;
+    }
+    return out;
+}
+
+/* The rotation is orthogonal: the gradient rotates back by -theta. */
+void bg__backward_rope(bg_node *node)
+{
+    bg_tensor *x = node->in[0];
+    if (!bg__needs_grad(x)) return;
+    float *gx = bg__grad_of(x);
+    const float *gy = bg__grad_of(node->out);
+    if (!gx || !gy) return;
+    int nd = x->ndim;
+    int64_t T = x->shape[nd - 3], H = x->shape[nd - 2], D = x->shape[nd - 1];
+    int64_t BT = bg__numel(nd - 2, x->shape);
+    rope_apply(gy, gx, node->aux, BT, T, H, D, (int)node->i[0], -1.0f, true);
+}
+
+/* ---- attention ------------------------------------------------------------------- */
+
+typedef struct attn_dims {
+    int B, T, H, Hkv, D;
+} attn_dims;
+
+typedef struct attn_saved {
+    attn_dims d;
+    const float *q, *k, *v; /* contiguous [B, T, H(kv), D] */
+    float *P;               /* softmax probabilities [B, H, T, T] */
+} attn_saved;
+
+static bool attn_check(bg_ctx *ctx, const bg_tensor *q, const bg_tensor *k,
+                       const bg_tensor *v, attn_dims *d)
+{
+    if (!check_f32_cpu(ctx, "attention", "q", q) || !check_f32_cpu(ctx, "attention", "k", k) ||
+        !check_f32_cpu(ctx, "attention", "v", v))
+        return false;
+    char s1[64], s2[64], s3[64];
+    const char *why = NULL;
+    if (q->ndim != 4 || k->ndim != 4 || !bg__same_shape(k, v))
+        why = "q must be [B, T, H, D] and k, v the same [B, T, Hkv, D]";
+    else if (k->shape[0] != q->shape[0] || k->shape[1] != q->shape[1] ||
+             k->shape[3] != q->shape[3])
+        why = "B, T and D of q and k differ";
+    else if (q->shape[3] == 0 || k->shape[2] == 0 || q->shape[2] % k->shape[2] != 0)
+        why = "H must be a multiple of Hkv > 0, and D > 0";
+    else if (q->shape[1] > INT_MAX / 2 || q->shape[2] * q->shape[3] > INT_MAX ||
+             q->shape[0] > INT_MAX)
+        why = "dimensions too large for BLAS int";
+    if (why) {
+        bg__error(ctx, BG_ESHAPE, "attention: q %s, k %s, v %s: %s",
+                  bg__shape_str(q, s1, sizeof s1), bg__shape_str(k, s2, sizeof s2),
+                  bg__shape_str(v, s3, sizeof s3), why);
+        return false;
+    }
+    *d = (attn_dims){ .B = (int)q->shape[0], .T = (int)q->shape[1], .H = (int)q->shape[2],
+                      .Hkv = (int)k->shape[2], .D = (int)q->shape[3] };
+    return true;
+}
+
+/* Row i of S [T, T] becomes softmax over columns 0..i; columns after i become 0. */
+static void causal_softmax(float *S, int T)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)T * T > BG_PAR_MIN)
+    for (int i = 0; i < T; i++) {
+        float *r = S + (int64_t)i * T, m = -INFINITY;
+        for (int j = 0; j <= i; j++) m = fmaxf(m, r[j]);
+        double s = 0.0;
+        for (int j = 0; j <= i; j++) {
+            r[j] = expf(r[j] - m);
+            s += r[j];
+        }
+        float inv = (float)(1.0 / s);
+        for (int j = 0; j <= i; j++) r[j] *= inv;
+        for (int j = i + 1; j < T; j++) r[j] = 0.0f;
+    }
+}
+
+/* out[b, :, h, :] = softmax(scale * Q K^T, causal) V for every (b, h); P[b, h] keeps the
+ * probabilities when keep_all, else one [T, T] scratch is reused. */
+static void attn_forward(bg_ctx *ctx, const attn_dims *d, const float *q, const float *k,
+                         const float *v, float *P, bool keep_all, float *out)
+{
+    int T = d->T, D = d->D, ldq = d->H * D, ldk = d->Hkv * D, group = d->H / d->Hkv;
+    float scale = (float)(1.0 / sqrt((double)D));
+    for (int b = 0; b < d->B; b++) {
+        for (int h = 0; h < d->H; h++) {
+            const float *qh = q + (int64_t)b * T * ldq + (int64_t)h * D;
+            const float *kh = k + (int64_t)b * T * ldk + (int64_t)(h / group) * D;
+            const float *vh = v + (int64_t)b * T * ldk + (int64_t)(h / group) * D;
+            float *Ph = keep_all ? P + ((int64_t)b * d->H + h) * T * T : P;
+            float *oh = out + (int64_t)b * T * ldq + (int64_t)h * D;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, qh, ldq, kh,
+                        ldk, 0.0f, Ph, T);
+            causal_softmax(Ph, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, Ph, T, vh,
+                        ldk, 0.0f, oh, ldq);
+            ctx->matmul_calls += 2;
+        }
+    }
+}
+
+bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
+{
+    bg_ctx *ctx = bg__op_begin("attention", 3, (bg_tensor *[]){ q, k, v });
+    attn_dims d;
+    if (!ctx || !attn_check(ctx, q, k, v, &d)) return NULL;
+    bg_tensor *out = bg__step_new(ctx, BG_F32, 4, q->shape);
+    if (!out) return NULL;
+    const float *qd = bg__contig_data(q), *kd = bg__contig_data(k), *vd = bg__contig_data(v);
+    /* Keep every head's probabilities only when backward will need them. */
+    bool keep_all = ctx->grad_enabled && (q->requires_grad || k->requires_grad ||
+                                          v->requires_grad);
+    int64_t n_p = (int64_t)d.T * d.T * (keep_all ? (int64_t)d.B * d.H : 1);
+    float *P = bg__arena_alloc(ctx, (size_t)n_p * sizeof *P);
+    attn_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
+    if (!qd || !kd || !vd || !P || !sv) return NULL;
+    if (d.T > 0) attn_forward(ctx, &d, qd, kd, vd, P, keep_all, out->data);
+    bg_node *node = bg__record(BG_OP_ATTENTION, out, 3, (bg_tensor *[]){ q, k, v });
+    if (node) {
+        BG_ASSERT(keep_all);
+        *sv = (attn_saved){ .d = d, .q = qd, .k = kd, .v = vd, .P = P };
+        node->aux = sv;
+    }
+    return out;
+}
+
+/* dS = P * (dP - rowsum(dP * P)) in place of dP; masked entries have P = 0, so dS = 0. */
+static void softmax_grad_rows(const float *P, float *dP, int T)
+{
+#pragma omp parallel for schedule(static) if ((int64_t)T * T > BG_PAR_MIN)
+    for (int i = 0; i < T; i++) {
+        const float *p = P + (int64_t)i * T;
+        float *g = dP + (int64_t)i * T;
+        double s = 0.0;
+        for (int j = 0; j <= i; j++) s += (double)g[j] * p[j];
+        for (int j = 0; j <= i; j++) g[j] = p[j] * (g[j] - (float)s);
+        for (int j = i + 1; j < T; j++) g[j] = 0.0f;
+    }
+}
+
+typedef struct attn_grads {
+    const float *go;       /* dO, [B, T, H, D] */
+    float *gq, *gk, *gv;   /* NULL where no grad is needed */
+    float *dS;             /* [T, T] scratch */
+} attn_grads;
+
+/* Gradients of one (b, h): accumulates into dQ of head h and dK, dV of its kv head. */
+static void attn_backward_head(bg_ctx *ctx, const attn_saved *sv, const attn_grads *g, int b,
+                               int h)
+{
+    const attn_dims *d = &sv->d;
+    int T = d->T, D = d->D, ldq = d->H * D, ldk = d->Hkv * D, kvh = h / (d->H / d->Hkv);
+    float scale = (float)(1.0 / sqrt((double)D));
+    int64_t oq = (int64_t)b * T * ldq + (int64_t)h * D;
+    int64_t ok = (int64_t)b * T * ldk + (int64_t)kvh * D;
+    const float *P = sv->P + ((int64_t)b * d->H + h) * T * T;
+    if (g->gv) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, P, T, g->go + oq,
+                    ldq, 1.0f, g->gv + ok, ldk);
+        ctx->matmul_calls++;
+    }
+    if (!g->gq && !g->gk) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, g->go + oq, ldq,
+                sv->v + ok, ldk, 0.0f, g->dS, T);
+    ctx->matmul_calls++;
+    softmax_grad_rows(P, g->dS, T);
+    if (g->gq) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, g->dS, T,
+                    sv->k + ok, ldk, 1.0f, g->gq + oq, ldq);
+        ctx->matmul_calls++;
+    }
+    if (g->gk) {
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, g->dS, T,
+                    sv->q + oq, ldq, 1.0f, g->gk + ok, ldk);
+        ctx->matmul_calls++;
+    }
+}
+
+void bg__backward_attention(bg_node *node)
+{
+    const attn_saved *sv = node->aux;
+    bg_ctx *ctx = node->out->ctx;
+    if (sv->d.T == 0) return; /* empty: no gradient */
+    attn_grads g = { 0 };
+    g.go = bg__grad_of(node->out);
+    if (!g.go) return;
+    bg_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2];
+    if ((bg__needs_grad(q) && !(g.gq = bg__grad_of(q))) ||
+        (bg__needs_grad(k) && !(g.gk = bg__grad_of(k))) ||
+        (bg__needs_grad(v) && !(g.gv = bg__grad_of(v))))
+        return;
+    if (g.gq || g.gk) {
+        g.dS = bg__arena_alloc(ctx, (size_t)sv->d.T * (size_t)sv->d.T * sizeof *g.dS);
+        if (!g.dS) return;
+    }
+    /* Sequential over (b, h): query heads of one kv group add into it in head order. */
+    for (int b = 0; b < sv->d.B; b++)
+        for (int h = 0; h < sv->d.H; h++) attn_backward_head(ctx, sv, &g, b, h);
+}

@@ -1,0 +1,648 @@
+/* op_nn.c - neural-network ops on the CPU: embedding (gather; scatter-add backward),
+ * softmax and log_softmax, fused cross-entropy, mse, fused rmsnorm and layernorm, and
+ * inverted dropout. Each forward kernel sits next to its backward rule.
+ *
+ * Determinism: a row is always computed by one thread, and every reduction across rows
+ * (parameter gradients, scalar losses) runs in an order fixed by the shapes alone, so
+ * results are bit-identical for any number of OpenMP threads. */
+#include <math.h>
+
+#include "autograd/tape.h"
+
+/* Columns per block when a reduction over rows is split between threads by columns. */
+#define COL_BLOCK 32
+/* Elements per partial sum of a whole-tensor reduction (fixed, never per thread). */
+#define SUM_BLOCK 4096
+
+/* ---- shared checks and helpers ------------------------------------------------ */
+
+static bool check_f32_cpu(bg_ctx *ctx, const char *op, const char *what, const bg_tensor *t)
+{
+    if (t->device != BG_CPU) {
+        bg__error(ctx, BG_EUNSUPPORTED, "%s: %s is on cuda; this op runs on the cpu only", op,
+                  what);
+        return false;
+    }
+    if (t->dtype != BG_F32) {
+        bg__error(ctx, BG_EINVAL, "%s: %s must be f32 (got %s)", op, what,
+                  bg_dtype_name(t->dtype));
+        return false;
+    }
+    return true;
+}
+
+static bool check_i32_cpu(bg_ctx *ctx, const char *op, const char *what, const bg_tensor *t)
+{
+    if (t->device != BG_CPU) {
+        bg__error(ctx, BG_EUNSUPPORTED, "%s: %s is on cuda; this op runs on the cpu only", op,
+                  what);
+        return false;
+    }
+    if (t->dtype != BG_I32) {
+        bg__error(ctx, BG_EINVAL, "%s: %s must be i32 (got %s)", op, what,
+                  bg_dtype_name(t->dtype));
+        return false;
+    }
+    return true;
+}
+
+/* Number of rows of a [.., C] tensor (the product of all but the last dimension). */
+static int64_t n_rows(const bg_tensor *t) { return bg__numel(t->ndim - 1, t->shape); }
+
+/* A contiguous int32 pointer for t: its own data, or a packed arena copy. */
+static const int32_t *contig_i32(const bg_tensor *t)
+{
+    if (bg__is_contig(t)) return t->data;
+    int64_t n = bg__numel(t->ndim, t->shape);
+    int32_t *buf = bg__arena_alloc(t->ctx, (size_t)n * sizeof *buf);
+    if (!buf) return NULL;
+    const int32_t *src = t->data;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t off = 0, rest = i;
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            off += (rest % t->shape[d]) * t->stride[d];
+            rest /= t->shape[d];
+        }
+        buf[i] = src[off];
+    }
+    return buf;
+}
+
+/* Formats the multi-index of flat position i of t as "[1,2]". */
+static const char *index_str(const bg_tensor *t, int64_t i, char *buf, size_t n)
+{
+    int64_t idx[BG_MAX_DIMS] = { 0 };
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        idx[d] = t->shape[d] ? i % t->shape[d] : 0;
+        i = t->shape[d] ? i / t->shape[d] : 0;
+    }
+    size_t off = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < t->ndim && off < n; d++)
+        off += (size_t)snprintf(buf + off, n - off, d ? ",%lld" : "%lld", (long long)idx[d]);
+    if (off < n) snprintf(buf + off, n - off, "]");
+    return buf;
+}
+
+/* ---- embedding ---------------------------------------------------------------- */
+
+static bool embedding_check(bg_ctx *ctx, const bg_tensor *weight, const bg_tensor *ids)
+{
+    if (!check_f32_cpu(ctx, "embedding", "weight", weight) ||
+        !check_i32_cpu(ctx, "embedding", "ids", ids))
+        return false;
+    if (weight->ndim != 2 || ids->ndim > BG_MAX_DIMS - 1) {
+        char s1[64], s2[64];
+        bg__error(ctx, BG_ESHAPE, "embedding: weight %s and ids %s: weight must be [V, D] and "
+                  "ids at most %d-D", bg__shape_str(weight, s1, sizeof s1),
+                  bg__shape_str(ids, s2, sizeof s2), BG_MAX_DIMS - 1);
+        return false;
+    }
+    return true;
+}
+
+bg_tensor *bg_embedding(bg_tensor *weight, bg_tensor *ids)
+{
+    bg_ctx *ctx = bg__op_begin("embedding", 2, (bg_tensor *[]){ weight, ids });
+    if (!ctx || !embedding_check(ctx, weight, ids)) return NULL;
+    const int32_t *id = contig_i32(ids);
+    if (!id) return NULL;
+    int64_t V = weight->shape[0], D = weight->shape[1], n = bg__numel(ids->ndim, ids->shape);
+    for (int64_t i = 0; i < n; i++) {
+        if (id[i] < 0 || id[i] >= V) {
+            char s[80];
+            bg__error(ctx, BG_EINVAL, "embedding: id %d at ids%s is out of range [0, %lld)",
+                      (int)id[i], index_str(ids, i, s, sizeof s), (long long)V);
+            return NULL;
+        }
+    }
+    int64_t shape[BG_MAX_DIMS];
+    for (int d = 0; d < ids->ndim; d++) shape[d] = ids->shape[d];
+    shape[ids->ndim] = D;
+    bg_tensor *out = bg__step_new(ctx, BG_F32, ids->ndim + 1, shape);
+    if (!out) return NULL;
+    const float *w = weight->data;
+    float *y = out->data;
+    int64_t s0 = weight->stride[0], s1 = weight->stride[1];
+#pragma omp parallel for schedule(static) if (n * D > BG_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) {
+        const float *row = w + (int64_t)id[i] * s0;
+        for (int64_t c = 0; c < D; c++) y[i * D + c] = row[c * s1];
+    }
+    bg_node *node = bg__record(BG_OP_EMBEDDING, out, 2, (bg_tensor *[]){ weight, ids });
+    if (node) node->aux = (void *)id;
+    return out;
+}
+
+/* Scatter-add: each thread owns a block of columns and adds the rows in order, so a weight
+ * row hit by several ids sums them in id-position order whatever the thread count. */
+void bg__backward_embedding(bg_node *node)
+{
+    bg_tensor *w = node->in[0], *ids = node->in[1];
+    if (!bg__needs_grad(w)) return;
+    float *gw = bg__grad_of(w);
+    const float *go = bg__grad_of(node->out);
+    if (!gw || !go) return;
+    const int32_t *id = node->aux;
+    int64_t D = w->shape[1], n = bg__numel(ids->ndim, ids->shape);
+    int64_t n_blk = (D + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static) if (n * D > BG_PAR_MIN)
+    for (int64_t blk = 0; blk < n_blk; blk++) {
+        int64_t c0 = blk * COL_BLOCK, c1 = c0 + COL_BLOCK < D ? c0 + COL_BLOCK : D;
+        for (int64_t i = 0; i < n; i++) {
+            float *dst = gw + (int64_t)id[i] * D;
+            const float *src = go + i * D;
+            for (int64_t c = c0; c < c1; c++) dst[c] += src[c];
+        }
+    }
+}
+
+/* ---- softmax and log_softmax --------------------------------------------------- */
+
+static void softmax_row(const float *x, float *y, int64_t C, bool log_out)
+{
+    float m = -INFINITY;
+    for (int64_t c = 0; c < C; c++) m = fmaxf(m, x[c]);
+    double s = 0.0;
+    if (log_out) {
+        for (int64_t c = 0; c < C; c++) s += expf(x[c] - m);
+        float ls = (float)log(s);
+        for (int64_t c = 0; c < C; c++) y[c] = (x[c] - m) - ls;
+    } else {
+        for (int64_t c = 0; c < C; c++) {
+            y[c] = expf(x[c] - m);
+            s += y[c];
+        }
+        float inv = (float)(1.0 / s);
+        for (int64_t c = 0; c < C; c++) y[c] *= inv;
+    }
+}
+
+static bg_tensor *softmax_op(int op, const char *name, bg_tensor *a)
+{
+    bg_ctx *ctx = bg__op_begin(name, 1, (bg_tensor *[]){ a });
+    if (!ctx || !check_f32_cpu(ctx, name, "input", a)) return NULL;
+    if (a->ndim < 1) {
+        bg__error(ctx, BG_ESHAPE, "%s: input is 0-D; it needs a last axis", name);
+        return NULL;
+    }
+    const float *x = bg__contig_data(a);
+    bg_tensor *out = x ? bg__step_new(ctx, BG_F32, a->ndim, a->shape) : NULL;
+    if (!out) return NULL;
+    int64_t rows = n_rows(a), C = a->shape[a->ndim - 1];
+    float *y = out->data;
+    bool log_out = op == BG_OP_LOG_SOFTMAX;
+#pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) softmax_row(x + r * C, y + r * C, C, log_out);
+    bg__record(op, out, 1, (bg_tensor *[]){ a });
+    return out;
+}
+
+bg_tensor *bg_softmax(bg_tensor *a) { return softmax_op(BG_OP_SOFTMAX, "softmax", a); }
+bg_tensor *bg_log_softmax(bg_tensor *a)
+{
+    return softmax_op(BG_OP_LOG_SOFTMAX, "log_softmax", a);
+}
+
+/* softmax: dx = y * (dy - sum(dy * y)); log_softmax: dx = dy - exp(y) * sum(dy). */
+static void softmax_backward(bg_node *node, bool log_out)
+{
+    bg_tensor *a = node->in[0];
+    if (!bg__needs_grad(a)) return;
+    float *gx = bg__grad_of(a);
+    const float *gy = bg__grad_of(node->out);
+    if (!gx || !gy) return;
+    const float *y = node->out->data;
+    int64_t rows = n_rows(a), C = a->shape[a->ndim - 1];
+#pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *yr = y + r * C, *gr = gy + r * C;
+        float *xr = gx + r * C;
+        double s = 0.0;
+        if (log_out) {
+            for (int64_t c = 0; c < C; c++) s += gr[c];
+            for (int64_t c = 0; c < C; c++) xr[c] += gr[c] - expf(yr[c]) * (float)s;
+        } else {
+            for (int64_t c = 0; c < C; c++) s += (double)gr[c] * yr[c];
+            for (int64_t c = 0; c < C; c++) xr[c] += yr[c] * (gr[c] - (float)s);
+        }
+    }
+}
+
+void bg__backward_softmax(bg_node *node) { softmax_backward(node, false); }
+void bg__backward_log_softmax(bg_node *node) { softmax_backward(node, true); }
+
+/* ---- cross-entropy -------------------------------------------------------------- */
+
+typedef struct ce_saved {
+    const float *logits; /* contiguous [rows, V] */
+    const int32_t *targets;
+    float *lse;          /* log-sum-exp per row */
+} ce_saved;
+
+static bool ce_check(bg_ctx *ctx, const bg_tensor *logits, const bg_tensor *targets,
+                     float eps)
+{
+    if (!check_f32_cpu(ctx, "cross_entropy", "logits", logits) ||
+        !check_i32_cpu(ctx, "cross_entropy", "targets", targets))
+        return false;
+    bool ok = logits->ndim >= 1 && targets->ndim == logits->ndim - 1 &&
+              logits->shape[logits->ndim - 1] > 0;
+    for (int d = 0; ok && d < targets->ndim; d++) ok = targets->shape[d] == logits->shape[d];
+    if (!ok) {
+        char s1[64], s2[64];
+        bg__error(ctx, BG_ESHAPE, "cross_entropy: logits %s and targets %s: targets must have "
+                  "the shape of logits without its last (non-empty) axis",
+                  bg__shape_str(logits, s1, sizeof s1), bg__shape_str(targets, s2, sizeof s2));
+        return false;
+    }
+    if (!(eps >= 0.0f && eps < 1.0f)) {
+        bg__error(ctx, BG_EINVAL, "cross_entropy: label_smoothing %g is not in [0, 1)",
+                  (double)eps);
+        return false;
+    }
+    return true;
+}
+
+/* Counts the rows that take part; records an error for a target outside [0, V). */
+static int64_t ce_count(bg_ctx *ctx, const bg_tensor *targets, const int32_t *t, int64_t rows,
+                        int64_t V, int ignore_index)
+{
+    int64_t count = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        if (t[r] == ignore_index) continue;
+        if (t[r] < 0 || t[r] >= V) {
+            char s[80];
+            bg__error(ctx, BG_EINVAL, "cross_entropy: target %d at targets%s is out of range "
+                      "[0, %lld) and is not ignore_index (%d)", (int)t[r],
+                      index_str(targets, r, s, sizeof s), (long long)V, ignore_index);
+            return -1;
+        }
+        count++;
+    }
+    return count;
+}
+
+/* Loss of every row into loss[] (0 for ignored rows) and its log-sum-exp into lse[]. */
+static void ce_rows(const float *x, const int32_t *t, int64_t rows, int64_t V, int ignore_index,
+                    float eps, float *lse, double *loss)
+{
+#pragma omp parallel for schedule(static) if (rows * V > BG_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * V;
+        float m = -INFINITY;
+        for (int64_t j = 0; j < V; j++) m = fmaxf(m, xr[j]);
+        double s = 0.0, sx = 0.0;
+        for (int64_t j = 0; j < V; j++) {
+            s += expf(xr[j] - m);
+            sx += xr[j];
+        }
+        double l = (double)m + log(s);
+        lse[r] = (float)l;
+        loss[r] = 0.0;
+        if (t[r] != ignore_index)
+            loss[r] = -(1.0 - eps) * (xr[t[r]] - l) - (eps / (double)V) * (sx - (double)V * l);
+    }
+}
+
+bg_tensor *bg_cross_entropy(bg_tensor *logits, bg_tensor *targets, int ignore_index,
+                            float label_smoothing)
+{
+    bg_ctx *ctx = bg__op_begin("cross_entropy", 2, (bg_tensor *[]){ logits, targets });
+    if (!ctx || !ce_check(ctx, logits, targets, label_smoothing)) return NULL;
+    int64_t rows = n_rows(logits), V = logits->shape[logits->ndim - 1];
+    const int32_t *t = contig_i32(targets);
+    if (!t) return NULL;
+    int64_t count = ce_count(ctx, targets, t, rows, V, ignore_index);
+    if (count < 0) return NULL;
+    const float *x = bg__contig_data(logits);
+    float *lse = bg__arena_alloc(ctx, (size_t)rows * sizeof *lse);
+    double *loss = bg__arena_alloc(ctx, (size_t)rows * sizeof *loss);
+    ce_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
+    bg_tensor *out = bg__step_new(ctx, BG_F32, 0, NULL);
+    if (!x || !lse || !loss || !sv || !out) return NULL;
+    ce_rows(x, t, rows, V, ignore_index, label_smoothing, lse, loss);
+    double total = 0.0;
+    for (int64_t r = 0; r < rows; r++) total += loss[r];
+    bg__f32(out)[0] = count ? (float)(total / (double)count) : 0.0f;
+    bg_node *node = bg__record(BG_OP_CROSS_ENTROPY, out, 2, (bg_tensor *[]){ logits, targets });
+    if (node) {
+        *sv = (ce_saved){ .logits = x, .targets = t, .lse = lse };
+        node->aux = sv;
+        node->f[0] = label_smoothing;
+        node->i[0] = ignore_index;
+        node->i[1] = count;
+    }
+    return out;
+}
+
+/* dlogits = (softmax - ((1 - eps) * onehot + eps / V)) * gout / count. */
+void bg__backward_cross_entropy(bg_node *node)
+{
+    bg_tensor *logits = node->in[0];
+    int64_t count = node->i[1];
+    if (!bg__needs_grad(logits) || count == 0) return;
+    float *gx = bg__grad_of(logits);
+    const float *go = bg__grad_of(node->out);
+    if (!gx || !go) return;
+    const ce_saved *sv = node->aux;
+    int64_t rows = n_rows(logits), V = logits->shape[logits->ndim - 1];
+    int ignore_index = (int)node->i[0];
+    float eps = node->f[0], k = go[0] / (float)count;
+    float smooth = eps / (float)V, hit = 1.0f - eps;
+#pragma omp parallel for schedule(static) if (rows * V > BG_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        int32_t t = sv->targets[r];
+        if (t == ignore_index) continue;
+        const float *xr = sv->logits + r * V;
+        float *gr = gx + r * V, l = sv->lse[r];
+        for (int64_t j = 0; j < V; j++) gr[j] += (expf(xr[j] - l) - smooth) * k;
+        gr[t] -= hit * k;
+    }
+}
+
+/* ---- mse -------------------------------------------------------------------------- */
+
+/* sum((a - b)^2) over fixed-size blocks summed in order: the same for any thread count. */
+static double sum_sq_diff(bg_ctx *ctx, const float *a, const float *b, int64_t n)
+{
+    int64_t n_blk = (n + SUM_BLOCK - 1) / SUM_BLOCK;
+    double *part = bg__arena_alloc(ctx, (size_t)n_blk * sizeof *part);
+    if (!part) return NAN;
+#pragma omp parallel for schedule(static) if (n > BG_PAR_MIN)
+    for (int64_t blk = 0; blk < n_blk; blk++) {
+        int64_t i1 = (blk + 1) * SUM_BLOCK < n ? (blk + 1) * SUM_BLOCK : n;
+        double s = 0.0;
+        for (int64_t i = blk * SUM_BLOCK; i < i1; i++) {
+            double d = (double)a[i] - (double)b[i];
+            s += d * d;
+        }
+        part[blk] = s;
+    }
+    double total = 0.0;
+    for (int64_t blk = 0; blk < n_blk; blk++) total += part[blk];
+    return total;
+}
+
+bg_tensor *bg_mse(bg_tensor *a, bg_tensor *b)
+{
+    bg_ctx *ctx = bg__op_begin("mse", 2, (bg_tensor *[]){ a, b });
+    if (!ctx || !check_f32_cpu(ctx, "mse", "a", a) || !check_f32_cpu(ctx, "mse", "b", b))
+        return NULL;
+    int64_t n = bg__numel(a->ndim, a->shape);
+    if (!bg__same_shape(a, b) || n == 0) {
+        char s1[64], s2[64];
+        bg__error(ctx, BG_ESHAPE, "mse: %s and %s: shapes must be equal and non-empty (no "
+                  "broadcasting)", bg__shape_str(a, s1, sizeof s1),
+                  bg__shape_str(b, s2, sizeof s2));
+        return NULL;
+    }
+    const float *pa = bg__contig_data(a), *pb = bg__contig_data(b);
+    const float **sv = bg__arena_alloc(ctx, 2 * sizeof *sv);
+    bg_tensor *out = bg__step_new(ctx, BG_F32, 0, NULL);
+    if (!pa || !pb || !sv || !out) return NULL;
+    double s = sum_sq_diff(ctx, pa, pb, n);
+    if (ctx->err_code) return NULL;
+    bg__f32(out)[0] = (float)(s / (double)n);
+    bg_node *node = bg__record(BG_OP_MSE, out, 2, (bg_tensor *[]){ a, b });
+    if (node) {
+        sv[0] = pa;
+        sv[1] = pb;
+        node->aux = (void *)sv;
+    }
+    return out;
+}
+
+void bg__backward_mse(bg_node *node)
+{
+    const float *const *sv = node->aux;
+    const float *pa = sv[0], *pb = sv[1];
+    const float *go = bg__grad_of(node->out);
+    if (!go) return;
+    int64_t n = bg__numel(node->in[0]->ndim, node->in[0]->shape);
+    float k = 2.0f * go[0] / (float)n;
+    for (int side = 0; side < 2; side++) {
+        bg_tensor *t = node->in[side];
+        if (!bg__needs_grad(t)) continue;
+        float *g = bg__grad_of(t);
+        if (!g) return;
+        float ks = side ? -k : k;
+#pragma omp parallel for schedule(static) if (n > BG_PAR_MIN)
+        for (int64_t i = 0; i < n; i++) g[i] += ks * (pa[i] - pb[i]);
+    }
+}
+
+/* ---- rmsnorm and layernorm ------------------------------------------------------ */
+
+typedef struct norm_saved {
+    const float *x;    /* contiguous [rows, C] */
+    const float *w;    /* contiguous [C] or NULL */
+    float *mean;       /* per row; NULL for rmsnorm */
+    float *rstd;       /* per row */
+} norm_saved;
+
+static bool norm_check(bg_ctx *ctx, const char *op, const bg_tensor *x, const bg_tensor *w,
+                       const bg_tensor *b, float eps)
+{
+    if (!check_f32_cpu(ctx, op, "x", x) || (w && !check_f32_cpu(ctx, op, "weight", w)) ||
+        (b && !check_f32_cpu(ctx, op, "bias", b)))
+        return false;
+    char s1[64], s2[64];
+    if (x->ndim < 1) {
+        bg__error(ctx, BG_ESHAPE, "%s: x is 0-D; it needs a last axis", op);
+        return false;
+    }
+    int64_t C = x->shape[x->ndim - 1];
+    const bg_tensor *p[2] = { w, b };
+    for (int i = 0; i < 2; i++) {
+        if (p[i] && (p[i]->ndim != 1 || p[i]->shape[0] != C)) {
+            bg__error(ctx, BG_ESHAPE, "%s: x %s and %s %s: %s must be [%lld]", op,
+                      bg__shape_str(x, s1, sizeof s1), i ? "bias" : "weight",
+                      bg__shape_str(p[i], s2, sizeof s2), i ? "bias" : "weight", (long long)C);
+            return false;
+        }
+    }
+    if (!(eps >= 0.0f) || !isfinite(eps)) {
+        bg__error(ctx, BG_EINVAL, "%s: eps %g must be finite and >= 0", op, (double)eps);
+        return false;
+    }
+    return true;
+}
+
+/* Normalizes every row: mean is NULL for rmsnorm (no centering, mean of squares). */
+static void norm_rows(const float *x, const float *w, const float *b, int64_t rows, int64_t C,
+                      float eps, float *mean, float *rstd, float *y)
+{
+#pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * C;
+        double mu = 0.0, ss = 0.0;
+        if (mean) {
+            for (int64_t c = 0; c < C; c++) mu += xr[c];
+            mu = C ? mu / (double)C : 0.0;
+            mean[r] = (float)mu;
+        }
+        for (int64_t c = 0; c < C; c++) ss += ((double)xr[c] - mu) * ((double)xr[c] - mu);
+        float rs = (float)(1.0 / sqrt((C ? ss / (double)C : 0.0) + (double)eps));
+        float m = (float)mu;
+        rstd[r] = rs;
+        float *yr = y + r * C;
+        for (int64_t c = 0; c < C; c++) {
+            float v = (xr[c] - m) * rs;
+            if (w) v *= w[c];
+            if (b) v += b[c];
+            yr[c] = v;
+        }
+    }
+}
+
+static bg_tensor *norm_op(int op, const char *name, bg_tensor *x, bg_tensor *w, bg_tensor *b,
+                          float eps)
+{
+    bg_tensor *given[3];
+    int n = 0;
+    given[n++] = x;
+    if (w) given[n++] = w;
+    if (b) given[n++] = b;
+    bg_ctx *ctx = bg__op_begin(name, n, given);
+    if (!ctx || !norm_check(ctx, name, x, w, b, eps)) return NULL;
+    int64_t rows = n_rows(x), C = x->shape[x->ndim - 1];
+    bool layer = op == BG_OP_LAYERNORM;
+    norm_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
+    if (!sv) return NULL;
+    sv->x = bg__contig_data(x);
+    sv->w = w ? bg__contig_data(w) : NULL;
+    const float *bd = b ? bg__contig_data(b) : NULL;
+    sv->mean = layer ? bg__arena_alloc(ctx, (size_t)rows * sizeof(float)) : NULL;
+    sv->rstd = bg__arena_alloc(ctx, (size_t)rows * sizeof(float));
+    if (!sv->x || (w && !sv->w) || (b && !bd) || (layer && !sv->mean) || !sv->rstd) return NULL;
+    bg_tensor *out = bg__step_new(ctx, BG_F32, x->ndim, x->shape);
+    if (!out) return NULL;
+    norm_rows(sv->x, sv->w, bd, rows, C, eps, sv->mean, sv->rstd, out->data);
+    bg_node *node = layer ? bg__record(op, out, 3, (bg_tensor *[]){ x, w, b })
+                          : bg__record(op, out, 2, (bg_tensor *[]){ x, w });
+    if (node) node->aux = sv;
+    return out;
+}
+
+bg_tensor *bg_rmsnorm(bg_tensor *x, bg_tensor *weight, float eps)
+{
+    return norm_op(BG_OP_RMSNORM, "rmsnorm", x, weight, NULL, eps);
+}
+
+bg_tensor *bg_layernorm(bg_tensor *x, bg_tensor *weight, bg_tensor *bias, float eps)
+{
+    return norm_op(BG_OP_LAYERNORM, "layernorm", x, weight, bias, eps);
+}
+
+/* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w; rmsnorm drops mean(g). */
+static void norm_dx(const norm_saved *sv, const float *gy, int64_t rows, int64_t C, float *gx)
+{
+#pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = sv->x + r * C, *gr = gy + r * C;
+        float m = sv->mean ? sv->mean[r] : 0.0f, rs = sv->rstd[r];
+        double sg = 0.0, sgx = 0.0;
+        for (int64_t c = 0; c < C; c++) {
+            float g = sv->w ? gr[c] * sv->w[c] : gr[c];
+            sg += g;
+            sgx += (double)g * ((xr[c] - m) * rs);
+        }
+        float mg = sv->mean ? (float)(sg / (double)C) : 0.0f, mgx = (float)(sgx / (double)C);
+        float *dr = gx + r * C;
+        for (int64_t c = 0; c < C; c++) {
+            float g = sv->w ? gr[c] * sv->w[c] : gr[c];
+            dr[c] += rs * (g - mg - (xr[c] - m) * rs * mgx);
+        }
+    }
+}
+
+/* dw = sum_rows dy * xhat, db = sum_rows dy: threads own column blocks and add the rows in
+ * order (in double), so the sums do not depend on the thread count. */
+static void norm_param_grads(const norm_saved *sv, const float *gy, int64_t rows, int64_t C,
+                             float *gw, float *gb)
+{
+    int64_t n_blk = (C + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
+    for (int64_t blk = 0; blk < n_blk; blk++) {
+        int64_t c0 = blk * COL_BLOCK, nc = c0 + COL_BLOCK < C ? COL_BLOCK : C - c0;
+        double aw[COL_BLOCK] = { 0 }, ab[COL_BLOCK] = { 0 };
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = sv->x + r * C + c0, *gr = gy + r * C + c0;
+            float m = sv->mean ? sv->mean[r] : 0.0f, rs = sv->rstd[r];
+            for (int64_t c = 0; c < nc; c++) {
+                aw[c] += (double)gr[c] * ((xr[c] - m) * rs);
+                ab[c] += gr[c];
+            }
+        }
+        for (int64_t c = 0; c < nc; c++) {
+            if (gw) gw[c0 + c] += (float)aw[c];
+            if (gb) gb[c0 + c] += (float)ab[c];
+        }
+    }
+}
+
+static void norm_backward(bg_node *node)
+{
+    const norm_saved *sv = node->aux;
+    bg_tensor *x = node->in[0], *w = node->in[1], *b = node->n_in > 2 ? node->in[2] : NULL;
+    const float *gy = bg__grad_of(node->out);
+    if (!gy) return;
+    int64_t rows = n_rows(x), C = x->shape[x->ndim - 1];
+    if (bg__needs_grad(x)) {
+        float *gx = bg__grad_of(x);
+        if (!gx) return;
+        norm_dx(sv, gy, rows, C, gx);
+    }
+    float *gw = bg__needs_grad(w) ? bg__grad_of(w) : NULL;
+    float *gb = bg__needs_grad(b) ? bg__grad_of(b) : NULL;
+    if ((bg__needs_grad(w) && !gw) || (bg__needs_grad(b) && !gb)) return;
+    if (gw || gb) norm_param_grads(sv, gy, rows, C, gw, gb);
+}
+
+void bg__backward_rmsnorm(bg_node *node) { norm_backward(node); }
+void bg__backward_layernorm(bg_node *node) { norm_backward(node); }
+
+/* ---- dropout -------------------------------------------------------------------- */
+
+bg_tensor *bg_dropout(bg_tensor *a, float p)
+{
+    bg_ctx *ctx = bg__op_begin("dropout", 1, (bg_tensor *[]){ a });
+    if (!ctx || !check_f32_cpu(ctx, "dropout", "input", a)) return NULL;
+    if (!(p >= 0.0f && p < 1.0f)) {
+        bg__error(ctx, BG_EINVAL, "dropout: p = %g is not in [0, 1)", (double)p);
+        return NULL;
+    }
+    if (!ctx->training || p == 0.0f) return a;
+    int64_t n = bg__numel(a->ndim, a->shape);
+    const float *x = bg__contig_data(a);
+    unsigned char *keep = bg__arena_alloc(ctx, (size_t)n);
+    bg_tensor *out = bg__step_new(ctx, BG_F32, a->ndim, a->shape);
+    if (!x || !keep || !out) return NULL;
+    /* Drawn in element order on one thread: the mask depends on the seed alone. */
+    for (int64_t i = 0; i < n; i++) keep[i] = bg_rand_uniform(ctx) >= p;
+    float scale = (float)(1.0 / (1.0 - (double)p));
+    float *y = out->data;
+#pragma omp parallel for schedule(static) if (n > BG_PAR_MIN)
+    for (int64_t i = 0; i < n; i++) y[i] = keep[i] ? x[i] * scale : 0.0f;
+    bg_node *node = bg__record(BG_OP_DROPOUT, out, 1, (bg_tensor *[]){ a });
+    if (node) {
+        node->aux = keep;
+        node->f[0] = scale;
+    }
+    return out;
+}
+
+void bg__backward_dropout(bg_node *node)
+{
+    bg_tensor *a = node->in[0];
+    if (!bg__needs_grad(a)) return;
+    float *gx = bg__grad_of(a);
+    const float *gy = bg__grad_of(node->out);
+    if (!gx || !gy) return;
+    const unsigned char *keep = node->aux;
+    float scale = node->f[0];
+    int64_t n = bg__numel(a->ndim, a->shape);
+#pragma omp parallel for schedule(static) if (n > BG_PAR_MIN)
+    for (int64_t i = 0; i < n; i++)
+        if (keep[i]) gx[i] += gy[i] * scale;
+}

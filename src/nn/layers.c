@@ -1,0 +1,268 @@
+/* layers.c - Linear / BitLinear (training forward through the STE ops, and the int8 x
+ * ternary inference forward), Embedding, RMSNorm, LayerNorm, Dropout, ReLU, Sequential. */
+#include <math.h>
+
+#include "bitgrad/ternary.h"
+#include "nn/module_impl.h"
+
+bg_bitlinear_config bg_bitlinear_default(void)
+{
+    return (bg_bitlinear_config){ .weight_mode = BG_WQ_PER_TENSOR, .group = 0, .act_bits = 8,
+                                  .act_per_tensor = false, .quant_weights = true,
+                                  .quant_acts = true, .lambda = 1.0f };
+}
+
+static int check_cfg(bg_ctx *ctx, const bg_bitlinear_config *c)
+{
+    if (c->act_bits < 2 || c->act_bits > 8)
+        return bg__error(ctx, BG_EINVAL, "bitlinear: act_bits %d outside 2..8", c->act_bits);
+    if ((unsigned)c->weight_mode > BG_WQ_PER_GROUP ||
+        (c->weight_mode == BG_WQ_PER_GROUP && c->group < 1))
+        return bg__error(ctx, BG_EINVAL, "bitlinear: bad weight mode %d / group %lld",
+                         c->weight_mode, (long long)c->group);
+    if (!(c->lambda >= 0.0f && c->lambda <= 1.0f))
+        return bg__error(ctx, BG_EINVAL, "bitlinear: lambda %g outside [0,1]", (double)c->lambda);
+    return BG_OK;
+}
+
+/* Inference: int8 activations (per token) x ternary codes, int32 accumulation. */
+static bg_tensor *linear_infer(bg_module *m, bg_tensor *x)
+{
+    bg_ctx *ctx = m->ctx;
+    bg_tensor *w = m->params[0];
+    int64_t in = w->shape[1], out = w->shape[0];
+    int64_t rows = bg__numel(x->ndim - 1, x->shape);
+    int64_t shape[BG_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = out;
+    bg_tensor *y = bg__step_new(ctx, BG_F32, x->ndim, shape);
+    int8_t *lx = bg__arena_alloc(ctx, (size_t)(rows * in));
+    float *sx = bg__arena_alloc(ctx, (size_t)rows * sizeof(float));
+    const float *xd = bg__contig_data(x);
+    if (!y || !lx || !sx || !xd) return NULL;
+    bg_act_quantize(xd, rows, in, m->cfg.act_bits, lx, sx);
+    bg_ternary_matmul_ref(lx, sx, m->codes, m->scales, m->cfg.weight_mode == BG_WQ_PER_ROW, rows,
+                          out, in, y->data);
+    if (m->n_params > 1) {
+        float *yd = y->data;
+        const float *b = m->params[1]->data;
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < out; j++) yd[r * out + j] += b[j];
+    }
+    return y;
+}
+
+bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x)
+{
+    if (!x) return NULL;
+    bg_tensor *w = m->params[0];
+    if (x->ndim < 1 || x->shape[x->ndim - 1] != w->shape[1]) {
+        char s[64];
+        bg__error(m->ctx, BG_ESHAPE, "%s: input %s, expected last dimension %lld", m->name,
+                  bg__shape_str(x, s, sizeof s), (long long)w->shape[1]);
+        return NULL;
+    }
+    if (m->bit && m->inference) return linear_infer(m, x);
+    bg_tensor *xin = x, *wq = w;
+    if (m->bit && m->cfg.quant_acts)
+        xin = bg_act_quant(x, m->cfg.act_bits, m->cfg.act_per_tensor, m->cfg.lambda);
+    if (m->bit && m->cfg.quant_weights)
+        wq = bg_weight_quant(w, m->cfg.weight_mode, m->cfg.group, m->cfg.lambda);
+    bg_tensor *y = bg_matmul(xin, bg_transpose(wq, 0, 1));
+    if (m->n_params > 1) y = bg_add(y, m->params[1]);
+    return y;
+}
+
+static bg_module *linear_make(bg_ctx *ctx, const char *name, int64_t in, int64_t out, bool bias,
+                              bool bit, const bg_bitlinear_config *cfg)
+{
+    bg_bitlinear_config c = cfg ? *cfg : bg_bitlinear_default();
+    if (check_cfg(ctx, &c)) return NULL;
+    bg_module *m = bg__module_alloc(ctx, BG_MOD_LINEAR, name);
+    if (!m) return NULL;
+    m->bit = bit;
+    m->cfg = c;
+    m->forward = bg__linear_forward;
+    bool ok = bg__module_add_param(m, "weight", 2, (int64_t[]){ out, in }) != NULL;
+    if (ok && bias) ok = bg__module_add_param(m, "bias", 1, (int64_t[]){ out }) != NULL;
+    if (!ok) {
+        bg_module_free(&m);
+        return NULL;
+    }
+    /* Kaiming-uniform-like default init, as torch.nn.Linear. */
+    float bound = in > 0 ? 1.0f / sqrtf((float)in) : 0.0f;
+    bg_tensor_fill_uniform(m->params[0], -bound, bound);
+    if (bias) bg_tensor_fill_uniform(m->params[1], -bound, bound);
+    return m;
+}
+
+bg_module *bg_linear_new(bg_ctx *ctx, const char *name, int64_t in, int64_t out, bool bias)
+{
+    return linear_make(ctx, name, in, out, bias, false, NULL);
+}
+
+bg_module *bg_bitlinear_new(bg_ctx *ctx, const char *name, int64_t in, int64_t out, bool bias,
+                            const bg_bitlinear_config *cfg)
+{
+    return linear_make(ctx, name, in, out, bias, true, cfg);
+}
+
+bool bg_linear_is_bit(const bg_module *m) { return m && m->kind == BG_MOD_LINEAR && m->bit; }
+bg_bitlinear_config bg_linear_config(const bg_module *m) { return m->cfg; }
+bg_tensor *bg_linear_weight(const bg_module *m) { return m->n_params > 0 ? m->params[0] : NULL; }
+bg_tensor *bg_linear_bias(const bg_module *m) { return m->n_params > 1 ? m->params[1] : NULL; }
+
+int bg_linear_set_config(bg_module *m, const bg_bitlinear_config *cfg)
+{
+    if (!m || !cfg || m->kind != BG_MOD_LINEAR) return BG_EINVAL;
+    int rc = check_cfg(m->ctx, cfg);
+    if (rc) return rc;
+    m->cfg = *cfg;
+    return BG_OK;
+}
+
+static int set_inference_one(bg_module *m, bool on)
+{
+    free(m->codes);
+    free(m->scales);
+    m->codes = NULL;
+    m->scales = NULL;
+    m->inference = false;
+    if (!on) return BG_OK;
+    if (m->cfg.weight_mode == BG_WQ_PER_GROUP || m->cfg.act_per_tensor)
+        return bg__error(m->ctx, BG_EUNSUPPORTED, "%s: inference kernel supports per-tensor or "
+                         "per-row weight scales and per-token activations", m->name);
+    bg_tensor *w = m->params[0];
+    int64_t rows = w->shape[0], cols = w->shape[1];
+    int64_t ns = bg_ternary_n_scales(rows, cols, (bg_wq_mode)m->cfg.weight_mode, 0);
+    m->codes = bg__malloc(m->ctx, (size_t)(rows * cols));
+    m->scales = bg__malloc(m->ctx, (size_t)ns * sizeof(float));
+    if (!m->codes || !m->scales) return bg__error(m->ctx, BG_ENOMEM, "inference: out of memory");
+    bg_ternary_quantize(w->data, rows, cols, (bg_wq_mode)m->cfg.weight_mode, 0, m->codes,
+                        m->scales);
+    m->inference = true;
+    return BG_OK;
+}
+
+int bg_module_set_inference(bg_module *m, bool on)
+{
+    if (!m) return BG_EINVAL;
+    if (m->kind == BG_MOD_LINEAR && m->bit) {
+        int rc = set_inference_one(m, on);
+        if (rc) return rc;
+    }
+    for (int i = 0; i < m->n_children; i++) {
+        int rc = bg_module_set_inference(m->children[i], on);
+        if (rc) return rc;
+    }
+    return BG_OK;
+}
+
+/* ---- simple layers -------------------------------------------------------------- */
+
+static bg_tensor *embedding_forward(bg_module *m, bg_tensor *ids)
+{
+    return bg_embedding(m->params[0], ids);
+}
+
+bg_module *bg_embedding_new(bg_ctx *ctx, const char *name, int64_t n_vocab, int64_t dim)
+{
+    bg_module *m = bg__module_alloc(ctx, BG_MOD_EMBEDDING, name);
+    if (!m) return NULL;
+    m->forward = embedding_forward;
+    if (!bg__module_add_param(m, "weight", 2, (int64_t[]){ n_vocab, dim })) {
+        bg_module_free(&m);
+        return NULL;
+    }
+    bg_tensor_fill_randn(m->params[0], 0.0f, 1.0f);
+    return m;
+}
+
+static bg_tensor *rmsnorm_forward(bg_module *m, bg_tensor *x)
+{
+    return bg_rmsnorm(x, m->params[0], m->eps);
+}
+
+static bg_tensor *layernorm_forward(bg_module *m, bg_tensor *x)
+{
+    return bg_layernorm(x, m->params[0], m->n_params > 1 ? m->params[1] : NULL, m->eps);
+}
+
+static bg_module *norm_make(bg_ctx *ctx, bg_module_kind kind, const char *name, int64_t dim,
+                            float eps, bool bias)
+{
+    bg_module *m = bg__module_alloc(ctx, kind, name);
+    if (!m) return NULL;
+    m->eps = eps;
+    m->forward = kind == BG_MOD_RMSNORM ? rmsnorm_forward : layernorm_forward;
+    bool ok = bg__module_add_param(m, "weight", 1, (int64_t[]){ dim }) != NULL;
+    if (ok && bias) ok = bg__module_add_param(m, "bias", 1, (int64_t[]){ dim }) != NULL;
+    if (!ok) {
+        bg_module_free(&m);
+        return NULL;
+    }
+    bg_tensor_fill(m->params[0], 1.0f);
+    return m;
+}
+
+bg_module *bg_rmsnorm_new(bg_ctx *ctx, const char *name, int64_t dim, float eps)
+{
+    return norm_make(ctx, BG_MOD_RMSNORM, name, dim, eps, false);
+}
+
+bg_module *bg_layernorm_new(bg_ctx *ctx, const char *name, int64_t dim, float eps, bool bias)
+{
+    return norm_make(ctx, BG_MOD_LAYERNORM, name, dim, eps, bias);
+}
+
+static bg_tensor *dropout_forward(bg_module *m, bg_tensor *x)
+{
+    return m->training ? bg_dropout(x, m->p) : x;
+}
+
+bg_module *bg_dropout_new(bg_ctx *ctx, float p)
+{
+    if (ctx && !(p >= 0.0f && p < 1.0f)) {
+        bg__error(ctx, BG_EINVAL, "dropout: p %g outside [0, 1)", (double)p);
+        return NULL;
+    }
+    bg_module *m = bg__module_alloc(ctx, BG_MOD_DROPOUT, "dropout");
+    if (m) {
+        m->p = p;
+        m->forward = dropout_forward;
+    }
+    return m;
+}
+
+static bg_tensor *relu_forward(bg_module *m, bg_tensor *x)
+{
+    (void)m;
+    return bg_relu(x);
+}
+
+bg_module *bg_relu_new(bg_ctx *ctx)
+{
+    bg_module *m = bg__module_alloc(ctx, BG_MOD_RELU, "relu");
+    if (m) m->forward = relu_forward;
+    return m;
+}
+
+static bg_tensor *sequential_forward(bg_module *m, bg_tensor *x)
+{
+    for (int i = 0; i < m->n_children && x; i++) x = bg_module_forward(m->children[i], x);
+    return x;
+}
+
+bg_module *bg_sequential_new(bg_ctx *ctx, const char *name, bg_module *const *mods, int n)
+{
+    bg_module *m = bg__module_alloc(ctx, BG_MOD_SEQUENTIAL, name);
+    if (!m) return NULL;
+    m->forward = sequential_forward;
+    for (int i = 0; i < n; i++) {
+        if (!mods[i] || bg__module_add_child(m, mods[i])) {
+            bg_module_free(&m);
+            return NULL;
+        }
+    }
+    return m;
+}

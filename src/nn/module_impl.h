@@ -1,0 +1,41 @@
+/* module_impl.h - private layout of bg_module shared by the nn sources. */
+#ifndef BG_MODULE_IMPL_H
+#define BG_MODULE_IMPL_H
+
+#include "bitgrad/nn.h"
+#include "tensor/tensor_impl.h"
+
+#define BG_MOD_MAX_PARAMS 4
+
+struct bg_module {
+    bg_module_kind kind;
+    char name[BG_NAME_MAX];
+    bg_ctx *ctx;
+    bool training;
+    bg_tensor *params[BG_MOD_MAX_PARAMS]; /* own parameters (weight, bias) */
+    int n_params;
+    bg_module **children;
+    int n_children, cap_children;
+    bg_tensor *(*forward)(bg_module *m, bg_tensor *x);
+    /* Linear / BitLinear */
+    bool bit;
+    bg_bitlinear_config cfg;
+    bool inference;
+    int8_t *codes;        /* inference: ternary codes [out, in] */
+    float *scales;        /* inference: weight scales */
+    /* norms, dropout */
+    float eps, p;
+    /* bitnet */
+    bg_bitnet_config bcfg;
+    /* adapters (LoRA), owned by the adapter code */
+    void *adapters;
+};
+
+BG_INTERNAL bg_module *bg__module_alloc(bg_ctx *ctx, bg_module_kind kind, const char *name);
+BG_INTERNAL int bg__module_add_child(bg_module *m, bg_module *child);
+/* Creates a parameter named "<module name>.<local>" and registers it. */
+BG_INTERNAL bg_tensor *bg__module_add_param(bg_module *m, const char *local, int ndim,
+                                            const int64_t *shape);
+BG_INTERNAL bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x);
+
+#endif

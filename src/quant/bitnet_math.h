@@ -1,0 +1,69 @@
+/* bitnet_math.h - the BitNet b1.58 quantizer formulas, once, as static inline functions.
+ *
+ * Training (STE ops), export (TQ packing with exact scales) and inference (int8 x ternary
+ * kernels) all call these, on the CPU and - through BG_HD - in CUDA kernels, so the CPU
+ * tests cover the exact math the GPU runs. DESIGN.md section 5:
+ *   s_w   = max(mean(|W|), 1e-5)          mean accumulated in double, rounded to float
+ *   codes = clamp(round(W / s_w), -1, 1)  round = half away from zero (roundf)
+ *   s_x   = Qp / max(max(|x|), 1e-5)      Qp = 2^(bits-1) - 1
+ *   x_q   = clamp(round(x * s_x), -Qp-1, Qp) / s_x */
+#ifndef BG_BITNET_MATH_H
+#define BG_BITNET_MATH_H
+
+#include <math.h>
+#include <stdint.h>
+
+#ifdef __CUDACC__
+#define BG_HD __host__ __device__
+#else
+#define BG_HD
+#endif
+
+#define BG_QUANT_EPS 1e-5f
+
+/* Scale of a group of n weights: max(mean |w|, eps). */
+static inline BG_HD float bg_absmean_scale(const float *w, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += fabs((double)w[i]);
+    float mean = n > 0 ? (float)(s / (double)n) : 0.0f;
+    return mean > BG_QUANT_EPS ? mean : BG_QUANT_EPS;
+}
+
+/* Ternary code of w under scale s_w: -1, 0 or +1. */
+static inline BG_HD int8_t bg_ternary_code(float w, float s_w)
+{
+    float r = roundf(w / s_w);
+    return (int8_t)(r > 1.0f ? 1 : (r < -1.0f ? -1 : (int)r));
+}
+
+static inline BG_HD float bg_qp(int bits) { return (float)((1 << (bits - 1)) - 1); }
+
+/* Activation scale of a group whose largest magnitude is amax. */
+static inline BG_HD float bg_absmax_scale(float amax, int bits)
+{
+    return bg_qp(bits) / (amax > BG_QUANT_EPS ? amax : BG_QUANT_EPS);
+}
+
+/* Integer level of x under scale s_x, clamped to [-Qp-1, Qp]. */
+static inline BG_HD int32_t bg_act_level(float x, float s_x, int bits)
+{
+    float qp = bg_qp(bits), r = roundf(x * s_x);
+    r = r > qp ? qp : (r < -qp - 1.0f ? -qp - 1.0f : r);
+    return (int32_t)r;
+}
+
+static inline BG_HD float bg_absmax(const float *x, int64_t n)
+{
+    float m = 0.0f;
+    for (int64_t i = 0; i < n; i++) m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
+    return m;
+}
+
+/* The straight-through blend x + lambda * (q - x): lambda = 1 is full quantization. */
+static inline BG_HD float bg_ste_blend(float x, float q, float lambda)
+{
+    return lambda == 1.0f ? q : x + lambda * (q - x);
+}
+
+#endif
