@@ -107,6 +107,45 @@ BG_API bg_tensor *bg_bitnet_loss(bg_module *m, bg_tensor *ids, int ignore_index)
 /* W2-style init: weights N(0, std), norms 1. */
 BG_API void bg_bitnet_init(bg_module *m, float std);
 
+/* ---- freezing (DESIGN.md §3: a frozen parameter gets no gradient and no dW GEMM) ---- */
+/* Sets requires_grad on every parameter whose full name matches the fnmatch pattern
+ * ("blk.*.attn_*"); returns how many matched (0: BG_ENOTFOUND is not raised, check it). */
+BG_API int bg_module_freeze(bg_module *m, const char *pattern);
+BG_API int bg_module_unfreeze(bg_module *m, const char *pattern);
+/* "trainable params: N || all params: M || trainable%: P" (as peft), to out. */
+BG_API void bg_module_print_trainable(const bg_module *m, void *file /* FILE* */);
+
+/* ---- LoRA adapters (peft semantics) ---------------------------------------------- */
+#define BG_LORA_MAX_ADAPTERS 4
+
+typedef struct bg_lora_config {
+    int rank;
+    float alpha;
+    float dropout;              /* on the adapter's input, while training */
+    bool rslora;                /* scale alpha / sqrt(r) instead of alpha / r */
+    bool gaussian_init;         /* A ~ N(0, 1/r) instead of Kaiming-uniform */
+    const char *const *targets; /* fnmatch patterns on module names ("blk.*.attn_q") */
+    int n_targets;
+} bg_lora_config;
+
+BG_API bg_lora_config bg_lora_default(void);
+/* Adds adapter `name` to every Linear/BitLinear whose name matches a target: A [r, in]
+ * (Kaiming-uniform a=sqrt(5), or Gaussian), B [out, r] zero; y = base(x) + s * B A x.
+ * Freezes every base parameter of m and makes the new adapter active. Errors (nothing
+ * changed): no module matches, rank < 1 or larger than a layer, duplicate name. Returns
+ * the number of wrapped modules. */
+BG_API int bg_lora_add(bg_module *m, const char *name, const bg_lora_config *cfg);
+/* Makes `name` the active adapter (NULL: none active, the base model alone). */
+BG_API int bg_lora_set_active(bg_module *m, const char *name);
+/* Folds the active adapter into the base weights (W += s B A); for a BitLinear base the
+ * latent weights change and are re-quantized: *flipped gets the number of ternary codes
+ * that changed (may be NULL). While merged the adapter path is skipped. */
+BG_API int bg_lora_merge(bg_module *m, int64_t *flipped);
+BG_API int bg_lora_unmerge(bg_module *m);
+/* Adapter tensors of adapter `name` (A then B per wrapped module) into out (max n). */
+BG_API int bg_lora_params(bg_module *m, const char *name, bg_tensor **out, int max);
+BG_API float bg_lora_scale(const bg_lora_config *cfg);
+
 /* Losses as functions (ops in autograd.h): bg_cross_entropy, bg_mse. */
 
 #ifdef __cplusplus

@@ -172,45 +172,70 @@ static bool attn_check(bg_ctx *ctx, const bg_tensor *q, const bg_tensor *k,
     return true;
 }
 
-/* Row i of S [T, T] becomes softmax over columns 0..i; columns after i become 0. */
-static void causal_softmax(float *S, int T)
+/* Heads are processed in chunks whose [T, T] score matrices fit this budget: all score
+ * products of a chunk, then one parallel softmax over all its rows, then all output
+ * products. Switching between OpenMP and OpenBLAS threads once per chunk rather than per
+ * head keeps their spinning workers from stealing each other's cores. The chunk size
+ * depends on T only, and chunking never changes a result. */
+#define ATTN_CHUNK_BYTES ((int64_t)32 << 20)
+
+static int64_t heads_per_chunk(int T)
 {
-#pragma omp parallel for schedule(static) if ((int64_t)T * T > BG_PAR_MIN)
-    for (int i = 0; i < T; i++) {
-        float *r = S + (int64_t)i * T, m = -INFINITY;
-        for (int j = 0; j <= i; j++) m = fmaxf(m, r[j]);
+    int64_t per_head = (int64_t)T * T * (int64_t)sizeof(float);
+    return ATTN_CHUNK_BYTES / per_head > 1 ? ATTN_CHUNK_BYTES / per_head : 1;
+}
+
+/* Offsets of head bh = b * H + h: its [T, D] block of q/out and of its kv head in k/v. */
+static void head_offsets(const attn_dims *d, int64_t bh, int64_t *oq, int64_t *okv)
+{
+    int64_t b = bh / d->H, h = bh % d->H, group = d->H / d->Hkv, D = d->D;
+    *oq = b * d->T * d->H * D + h * D;
+    *okv = b * d->T * d->Hkv * D + (h / group) * D;
+}
+
+/* Each of the n_rows rows of [T, T] blocks (row i of its block) becomes softmax over
+ * columns 0..i; columns after i become 0. */
+static void causal_softmax(float *S, int64_t n_rows, int T)
+{
+#pragma omp parallel for schedule(static) if (n_rows * T > BG_PAR_MIN)
+    for (int64_t r = 0; r < n_rows; r++) {
+        int64_t i = r % T;
+        float *row = S + r * T, m = -INFINITY;
+        for (int64_t j = 0; j <= i; j++) m = fmaxf(m, row[j]);
         double s = 0.0;
-        for (int j = 0; j <= i; j++) {
-            r[j] = expf(r[j] - m);
-            s += r[j];
+        for (int64_t j = 0; j <= i; j++) {
+            row[j] = expf(row[j] - m);
+            s += row[j];
         }
         float inv = (float)(1.0 / s);
-        for (int j = 0; j <= i; j++) r[j] *= inv;
-        for (int j = i + 1; j < T; j++) r[j] = 0.0f;
+        for (int64_t j = 0; j <= i; j++) row[j] *= inv;
+        for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
     }
 }
 
-/* out[b, :, h, :] = softmax(scale * Q K^T, causal) V for every (b, h); P[b, h] keeps the
- * probabilities when keep_all, else one [T, T] scratch is reused. */
+/* out = softmax(scale * Q K^T, causal) V for every head. P holds every head's
+ * probabilities [B, H, T, T] when keep_all, else one chunk's worth reused. */
 static void attn_forward(bg_ctx *ctx, const attn_dims *d, const float *q, const float *k,
                          const float *v, float *P, bool keep_all, float *out)
 {
-    int T = d->T, D = d->D, ldq = d->H * D, ldk = d->Hkv * D, group = d->H / d->Hkv;
+    int T = d->T, D = d->D, ldq = d->H * D, ldk = d->Hkv * D;
     float scale = (float)(1.0 / sqrt((double)D));
-    for (int b = 0; b < d->B; b++) {
-        for (int h = 0; h < d->H; h++) {
-            const float *qh = q + (int64_t)b * T * ldq + (int64_t)h * D;
-            const float *kh = k + (int64_t)b * T * ldk + (int64_t)(h / group) * D;
-            const float *vh = v + (int64_t)b * T * ldk + (int64_t)(h / group) * D;
-            float *Ph = keep_all ? P + ((int64_t)b * d->H + h) * T * T : P;
-            float *oh = out + (int64_t)b * T * ldq + (int64_t)h * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, qh, ldq, kh,
-                        ldk, 0.0f, Ph, T);
-            causal_softmax(Ph, T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, Ph, T, vh,
-                        ldk, 0.0f, oh, ldq);
-            ctx->matmul_calls += 2;
+    int64_t n_bh = (int64_t)d->B * d->H, chunk = heads_per_chunk(T), TT = (int64_t)T * T;
+    for (int64_t c0 = 0; c0 < n_bh; c0 += chunk) {
+        int64_t c1 = c0 + chunk < n_bh ? c0 + chunk : n_bh, oq, okv;
+        float *Pc = keep_all ? P + c0 * TT : P;
+        for (int64_t bh = c0; bh < c1; bh++) {
+            head_offsets(d, bh, &oq, &okv);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q + oq, ldq,
+                        k + okv, ldk, 0.0f, Pc + (bh - c0) * TT, T);
         }
+        causal_softmax(Pc, (c1 - c0) * T, T);
+        for (int64_t bh = c0; bh < c1; bh++) {
+            head_offsets(d, bh, &oq, &okv);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f,
+                        Pc + (bh - c0) * TT, T, v + okv, ldk, 0.0f, out + oq, ldq);
+        }
+        ctx->matmul_calls += (uint64_t)(2 * (c1 - c0));
     }
 }
 
@@ -225,7 +250,8 @@ bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
     /* Keep every head's probabilities only when backward will need them. */
     bool keep_all = ctx->grad_enabled && (q->requires_grad || k->requires_grad ||
                                           v->requires_grad);
-    int64_t n_p = (int64_t)d.T * d.T * (keep_all ? (int64_t)d.B * d.H : 1);
+    int64_t n_bh = (int64_t)d.B * d.H, chunk = heads_per_chunk(d.T);
+    int64_t n_p = (int64_t)d.T * d.T * (keep_all || n_bh < chunk ? n_bh : chunk);
     float *P = bg__arena_alloc(ctx, (size_t)n_p * sizeof *P);
     attn_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
     if (!qd || !kd || !vd || !P || !sv) return NULL;
@@ -239,55 +265,61 @@ bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
     return out;
 }
 
-/* dS = P * (dP - rowsum(dP * P)) in place of dP; masked entries have P = 0, so dS = 0. */
-static void softmax_grad_rows(const float *P, float *dP, int T)
+/* dS = P * (dP - rowsum(dP * P)) in place of dP, over n_rows rows of [T, T] blocks;
+ * masked entries have P = 0, so their dS is 0. */
+static void softmax_grad_rows(const float *P, float *dP, int64_t n_rows, int T)
 {
-#pragma omp parallel for schedule(static) if ((int64_t)T * T > BG_PAR_MIN)
-    for (int i = 0; i < T; i++) {
-        const float *p = P + (int64_t)i * T;
-        float *g = dP + (int64_t)i * T;
+#pragma omp parallel for schedule(static) if (n_rows * T > BG_PAR_MIN)
+    for (int64_t r = 0; r < n_rows; r++) {
+        int64_t i = r % T;
+        const float *p = P + r * T;
+        float *g = dP + r * T;
         double s = 0.0;
-        for (int j = 0; j <= i; j++) s += (double)g[j] * p[j];
-        for (int j = 0; j <= i; j++) g[j] = p[j] * (g[j] - (float)s);
-        for (int j = i + 1; j < T; j++) g[j] = 0.0f;
+        for (int64_t j = 0; j <= i; j++) s += (double)g[j] * p[j];
+        for (int64_t j = 0; j <= i; j++) g[j] = p[j] * (g[j] - (float)s);
+        for (int64_t j = i + 1; j < T; j++) g[j] = 0.0f;
     }
 }
 
 typedef struct attn_grads {
     const float *go;       /* dO, [B, T, H, D] */
     float *gq, *gk, *gv;   /* NULL where no grad is needed */
-    float *dS;             /* [T, T] scratch */
+    float *dS;             /* one chunk of [T, T] scratch */
 } attn_grads;
 
-/* Gradients of one (b, h): accumulates into dQ of head h and dK, dV of its kv head. */
-static void attn_backward_head(bg_ctx *ctx, const attn_saved *sv, const attn_grads *g, int b,
-                               int h)
+/* Gradients of heads c0..c1-1: dV += P^T dO and dP = dO V^T per head, dS for all rows at
+ * once, then dQ += scale dS K and dK += scale dS^T Q. Heads go in order, so a kv head
+ * shared by a group of query heads sums their contributions in head order. */
+static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_grads *g,
+                                int64_t c0, int64_t c1)
 {
     const attn_dims *d = &sv->d;
-    int T = d->T, D = d->D, ldq = d->H * D, ldk = d->Hkv * D, kvh = h / (d->H / d->Hkv);
+    int T = d->T, D = d->D, ldq = d->H * D, ldk = d->Hkv * D;
+    int64_t TT = (int64_t)T * T, oq, okv;
     float scale = (float)(1.0 / sqrt((double)D));
-    int64_t oq = (int64_t)b * T * ldq + (int64_t)h * D;
-    int64_t ok = (int64_t)b * T * ldk + (int64_t)kvh * D;
-    const float *P = sv->P + ((int64_t)b * d->H + h) * T * T;
-    if (g->gv) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, P, T, g->go + oq,
-                    ldq, 1.0f, g->gv + ok, ldk);
-        ctx->matmul_calls++;
+    bool need_ds = g->gq || g->gk;
+    for (int64_t bh = c0; bh < c1; bh++) {
+        head_offsets(d, bh, &oq, &okv);
+        if (g->gv)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, sv->P + bh * TT,
+                        T, g->go + oq, ldq, 1.0f, g->gv + okv, ldk);
+        if (need_ds)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, g->go + oq, ldq,
+                        sv->v + okv, ldk, 0.0f, g->dS + (bh - c0) * TT, T);
+        ctx->matmul_calls += (uint64_t)(g->gv != NULL) + need_ds;
     }
-    if (!g->gq && !g->gk) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, g->go + oq, ldq,
-                sv->v + ok, ldk, 0.0f, g->dS, T);
-    ctx->matmul_calls++;
-    softmax_grad_rows(P, g->dS, T);
-    if (g->gq) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, g->dS, T,
-                    sv->k + ok, ldk, 1.0f, g->gq + oq, ldq);
-        ctx->matmul_calls++;
-    }
-    if (g->gk) {
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, g->dS, T,
-                    sv->q + oq, ldq, 1.0f, g->gk + ok, ldk);
-        ctx->matmul_calls++;
+    if (!need_ds) return;
+    softmax_grad_rows(sv->P + c0 * TT, g->dS, (c1 - c0) * T, T);
+    for (int64_t bh = c0; bh < c1; bh++) {
+        head_offsets(d, bh, &oq, &okv);
+        const float *dS = g->dS + (bh - c0) * TT;
+        if (g->gq)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T,
+                        sv->k + okv, ldk, 1.0f, g->gq + oq, ldq);
+        if (g->gk)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T,
+                        sv->q + oq, ldq, 1.0f, g->gk + okv, ldk);
+        ctx->matmul_calls += (uint64_t)(g->gq != NULL) + (g->gk != NULL);
     }
 }
 
@@ -304,11 +336,12 @@ void bg__backward_attention(bg_node *node)
         (bg__needs_grad(k) && !(g.gk = bg__grad_of(k))) ||
         (bg__needs_grad(v) && !(g.gv = bg__grad_of(v))))
         return;
+    int64_t n_bh = (int64_t)sv->d.B * sv->d.H, chunk = heads_per_chunk(sv->d.T);
+    if (chunk > n_bh) chunk = n_bh;
     if (g.gq || g.gk) {
-        g.dS = bg__arena_alloc(ctx, (size_t)sv->d.T * (size_t)sv->d.T * sizeof *g.dS);
+        g.dS = bg__arena_alloc(ctx, (size_t)(chunk * sv->d.T * sv->d.T) * sizeof *g.dS);
         if (!g.dS) return;
     }
-    /* Sequential over (b, h): query heads of one kv group add into it in head order. */
-    for (int b = 0; b < sv->d.B; b++)
-        for (int h = 0; h < sv->d.H; h++) attn_backward_head(ctx, sv, &g, b, h);
+    for (int64_t c0 = 0; c0 < n_bh; c0 += chunk)
+        attn_backward_chunk(ctx, sv, &g, c0, c0 + chunk < n_bh ? c0 + chunk : n_bh);
 }

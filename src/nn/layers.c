@@ -3,7 +3,7 @@
 #include <math.h>
 
 #include "bitgrad/ternary.h"
-#include "nn/module_impl.h"
+#include "nn/lora_impl.h"
 
 bg_bitlinear_config bg_bitlinear_default(void)
 {
@@ -43,9 +43,9 @@ static bg_tensor *linear_infer(bg_module *m, bg_tensor *x)
     bg_act_quantize(xd, rows, in, m->cfg.act_bits, lx, sx);
     bg_ternary_matmul_ref(lx, sx, m->codes, m->scales, m->cfg.weight_mode == BG_WQ_PER_ROW, rows,
                           out, in, y->data);
-    if (m->n_params > 1) {
+    if (bg_linear_bias(m)) {
         float *yd = y->data;
-        const float *b = m->params[1]->data;
+        const float *b = bg_linear_bias(m)->data;
         for (int64_t r = 0; r < rows; r++)
             for (int64_t j = 0; j < out; j++) yd[r * out + j] += b[j];
     }
@@ -62,15 +62,16 @@ bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x)
                   bg__shape_str(x, s, sizeof s), (long long)w->shape[1]);
         return NULL;
     }
-    if (m->bit && m->inference) return linear_infer(m, x);
+    if (m->bit && m->inference) return bg__lora_apply(m, x, linear_infer(m, x));
     bg_tensor *xin = x, *wq = w;
     if (m->bit && m->cfg.quant_acts)
         xin = bg_act_quant(x, m->cfg.act_bits, m->cfg.act_per_tensor, m->cfg.lambda);
     if (m->bit && m->cfg.quant_weights)
         wq = bg_weight_quant(w, m->cfg.weight_mode, m->cfg.group, m->cfg.lambda);
     bg_tensor *y = bg_matmul(xin, bg_transpose(wq, 0, 1));
-    if (m->n_params > 1) y = bg_add(y, m->params[1]);
-    return y;
+    bg_tensor *b = bg_linear_bias(m);
+    if (b) y = bg_add(y, b);
+    return bg__lora_apply(m, x, y);
 }
 
 static bg_module *linear_make(bg_ctx *ctx, const char *name, int64_t in, int64_t out, bool bias,
@@ -110,7 +111,14 @@ bg_module *bg_bitlinear_new(bg_ctx *ctx, const char *name, int64_t in, int64_t o
 bool bg_linear_is_bit(const bg_module *m) { return m && m->kind == BG_MOD_LINEAR && m->bit; }
 bg_bitlinear_config bg_linear_config(const bg_module *m) { return m->cfg; }
 bg_tensor *bg_linear_weight(const bg_module *m) { return m->n_params > 0 ? m->params[0] : NULL; }
-bg_tensor *bg_linear_bias(const bg_module *m) { return m->n_params > 1 ? m->params[1] : NULL; }
+bg_tensor *bg_linear_bias(const bg_module *m)
+{
+    /* Adapter tensors follow the base parameters; a bias is named "<module>.bias". */
+    if (m->n_params < 2) return NULL;
+    const char *n = bg_tensor_name(m->params[1]);
+    size_t len = strlen(n);
+    return (len >= 5 && strcmp(n + len - 5, ".bias") == 0) ? m->params[1] : NULL;
+}
 
 int bg_linear_set_config(bg_module *m, const bg_bitlinear_config *cfg)
 {

@@ -151,7 +151,7 @@ void bg_module_init_normal(bg_module *m, float std)
 {
     if (m->kind == BG_MOD_LINEAR || m->kind == BG_MOD_EMBEDDING) {
         bg_tensor_fill_randn(m->params[0], 0.0f, std);
-        if (m->n_params > 1) bg_tensor_fill(m->params[1], 0.0f);
+        if (m->kind == BG_MOD_LINEAR && bg_linear_bias(m)) bg_tensor_fill(bg_linear_bias(m), 0.0f);
     } else if (m->kind == BG_MOD_RMSNORM || m->kind == BG_MOD_LAYERNORM) {
         bg_tensor_fill(m->params[0], 1.0f);
         if (m->n_params > 1) bg_tensor_fill(m->params[1], 0.0f);

@@ -5,7 +5,7 @@
 #include "bitgrad/nn.h"
 #include "tensor/tensor_impl.h"
 
-#define BG_MOD_MAX_PARAMS 4
+#define BG_MOD_MAX_PARAMS (2 + 2 * BG_LORA_MAX_ADAPTERS)
 
 struct bg_module {
     bg_module_kind kind;

@@ -105,10 +105,11 @@ int bg_optim_add_group(bg_optim *o, bg_tensor *const *params, int n, float lr, f
     return g;
 }
 
-/* Weights of Linear layers decay; norms, embeddings and biases do not. */
+/* Weights of Linear layers and LoRA matrices decay; norms, embeddings, biases do not. */
 static bool decays(const bg_module *owner, const bg_tensor *t)
 {
-    return owner->kind == BG_MOD_LINEAR && t == owner->params[0];
+    return owner->kind == BG_MOD_LINEAR &&
+           (t == owner->params[0] || strstr(bg_tensor_name(t), ".lora_") != NULL);
 }
 
 static void collect(bg_module *m, bool want_decay, bg_tensor **out, int *n)
