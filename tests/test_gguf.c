@@ -380,7 +380,300 @@ static void rewrite_from_scratch(const char *golden, const char *out, int align6
 
 /* ---- round trip of every type, then gguf-py ------------------------------------------------ */
 
-@@ROUNDTRIP@@
+static const char *const rt_strs[] = {"tok\"en", "back\\slash", "tab\there", "\xe2\x96\x81hi",
+                                      "\xc4\x80", ""};
+
+/* Extremes of every value type, empty strings and arrays, characters JSON must escape. */
+static const kv_expect rt_kvs[] = {
+    {"general.architecture", BG_GGUF_STRING, .s = "bitgrad-roundtrip"},
+    {"general.alignment", BG_GGUF_U32, .u = 128},
+    {"rt.u8", BG_GGUF_U8, .u = 255},
+    {"rt.i8", BG_GGUF_I8, .i = -128},
+    {"rt.u16", BG_GGUF_U16, .u = 65535},
+    {"rt.i16", BG_GGUF_I16, .i = -32768},
+    {"rt.u32", BG_GGUF_U32, .u = UINT32_MAX},
+    {"rt.i32", BG_GGUF_I32, .i = INT32_MIN},
+    {"rt.f32", BG_GGUF_F32, .f = -0.0},
+    {"rt.f32.denormal", BG_GGUF_F32, .f = 1.401298464324817e-45},
+    {"rt.bool", BG_GGUF_BOOL, .u = 0},
+    {"rt.str.empty", BG_GGUF_STRING, .s = ""},
+    {"rt.str.escapes", BG_GGUF_STRING, .s = "quote \" backslash \\ newline \n tab \t \x01 end"},
+    {"rt.u64", BG_GGUF_U64, .u = UINT64_MAX},
+    {"rt.i64", BG_GGUF_I64, .i = INT64_MIN},
+    {"rt.f64", BG_GGUF_F64, .f = DBL_MAX},
+    {"rt.f64.denormal", BG_GGUF_F64, .f = 4.9406564584124654e-324},
+    ARR("rt.arr.str", BG_GGUF_STRING, rt_strs),
+    ARR("rt.arr.u8", BG_GGUF_U8, a_u8),
+    ARR("rt.arr.i8", BG_GGUF_I8, a_i8),
+    ARR("rt.arr.u16", BG_GGUF_U16, a_u16),
+    ARR("rt.arr.i16", BG_GGUF_I16, a_i16),
+    ARR("rt.arr.u32", BG_GGUF_U32, a_u32),
+    ARR("rt.arr.i32", BG_GGUF_I32, a_i32),
+    ARR("rt.arr.f32", BG_GGUF_F32, a_f32),
+    ARR("rt.arr.bool", BG_GGUF_BOOL, a_bool),
+    ARR("rt.arr.u64", BG_GGUF_U64, a_u64),
+    ARR("rt.arr.i64", BG_GGUF_I64, a_i64),
+    ARR("rt.arr.f64", BG_GGUF_F64, a_f64),
+    {"rt.arr.empty_u8", BG_GGUF_ARRAY, BG_GGUF_U8, .n = 0},
+    {"rt.arr.empty_f64", BG_GGUF_ARRAY, BG_GGUF_F64, .n = 0},
+    {"rt.arr.empty_str", BG_GGUF_ARRAY, BG_GGUF_STRING, .n = 0},
+};
+#define N_RT_KVS ((int)(sizeof rt_kvs / sizeof rt_kvs[0]))
+
+typedef struct rt_tensor {
+    const char *name;
+    int type, n_dims;
+    int64_t ne[4];
+    int from_codes; /* packed from ternary codes with d = 1 */
+} rt_tensor;
+
+static const rt_tensor rt_tensors[] = {
+    {"rt.f32.4d", BG_GGML_F32, 4, {3, 2, 2, 2}, 0},
+    {"rt.f16", BG_GGML_F16, 1, {7, 1, 1, 1}, 0},
+    {"rt.bf16", BG_GGML_BF16, 2, {5, 3, 1, 1}, 0},
+    {"rt.q8_0", BG_GGML_Q8_0, 2, {64, 3, 1, 1}, 0},
+    {"rt.i8", BG_GGML_I8, 1, {10, 1, 1, 1}, 0},
+    {"rt.i16", BG_GGML_I16, 1, {3, 1, 1, 1}, 0},
+    {"rt.i32", BG_GGML_I32, 2, {4, 2, 1, 1}, 0},
+    {"rt.f64", BG_GGML_F64, 1, {5, 1, 1, 1}, 0},
+    {"rt.tq2_0.codes", BG_GGML_TQ2_0, 2, {256, 3, 1, 1}, 1},
+    {"rt.tq1_0.codes", BG_GGML_TQ1_0, 2, {512, 2, 1, 1}, 1},
+    {"rt.tq2_0.quant", BG_GGML_TQ2_0, 3, {256, 2, 2, 1}, 0},
+    {"rt.tq1_0.quant", BG_GGML_TQ1_0, 1, {256, 1, 1, 1}, 0},
+};
+#define N_RT_TENSORS ((int)(sizeof rt_tensors / sizeof rt_tensors[0]))
+
+typedef struct rt_data {
+    uint8_t *bytes;   /* what was added */
+    size_t nbytes;
+    float *want;      /* the values a reader must return */
+    int64_t n;
+} rt_data;
+
+/* Makes the tensor's bytes and expected values: integers for I types, codes for TQ codes. */
+static int make_rt_tensor(const rt_tensor *t, uint64_t seed, rt_data *d)
+{
+    d->n = t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3];
+    d->nbytes = bg_ggml_row_size(t->type, t->ne[0]) * (size_t)(d->n / t->ne[0]);
+    d->bytes = malloc(d->nbytes);
+    d->want = malloc((size_t)d->n * sizeof(float));
+    float *src = malloc((size_t)d->n * sizeof(float));
+    int8_t *codes = malloc((size_t)d->n);
+    int rc = d->bytes && d->want && src && codes ? 0 : BG_ENOMEM;
+    bool ints = t->type == BG_GGML_I8 || t->type == BG_GGML_I16 || t->type == BG_GGML_I32;
+    for (int64_t i = 0; rc == 0 && i < d->n; i++) {
+        codes[i] = (int8_t)(harness_lcg(&seed) % 3u) - 1;
+        src[i] = t->from_codes ? (float)codes[i] : harness_uniform(&seed, -2.0f, 2.0f);
+        if (ints)
+            src[i] = roundf(src[i] * 60.0f);
+    }
+    if (rc == 0 && t->from_codes)
+        rc = t->type == BG_GGML_TQ2_0 ? bg_tq2_0_pack_codes(codes, 1.0f, d->bytes, d->n)
+                                      : bg_tq1_0_pack_codes(codes, 1.0f, d->bytes, d->n);
+    else if (rc == 0)
+        rc = bg_ggml_quantize(t->type, src, d->bytes, d->n / t->ne[0], t->ne[0]);
+    if (rc == 0)
+        rc = bg_ggml_dequantize(t->type, d->bytes, d->want, d->n);
+    if (rc == 0 && t->type != BG_GGML_Q8_0 && t->type != BG_GGML_F16 &&
+        t->type != BG_GGML_BF16 && !(t->type >= BG_GGML_TQ1_0 && !t->from_codes))
+        rc = memcmp(d->want, src, (size_t)d->n * sizeof(float)) ? BG_EINVAL : 0; /* lossless */
+    free(src);
+    free(codes);
+    return rc;
+}
+
+static void json_str(FILE *f, const char *s, size_t n)
+{
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* Element j of an array of GGUF type t (or the scalar of e when arr is NULL). */
+static void json_value(FILE *f, int t, const kv_expect *e, const void *arr, size_t j)
+{
+    const char *s;
+    switch (t) {
+    case BG_GGUF_U8: fprintf(f, "%u", arr ? ((const uint8_t *)arr)[j] : (unsigned)e->u); break;
+    case BG_GGUF_I8: fprintf(f, "%d", arr ? ((const int8_t *)arr)[j] : (int)e->i); break;
+    case BG_GGUF_U16: fprintf(f, "%u", arr ? ((const uint16_t *)arr)[j] : (unsigned)e->u); break;
+    case BG_GGUF_I16: fprintf(f, "%d", arr ? ((const int16_t *)arr)[j] : (int)e->i); break;
+    case BG_GGUF_U32: fprintf(f, "%lu", arr ? (unsigned long)((const uint32_t *)arr)[j]
+                                            : (unsigned long)e->u); break;
+    case BG_GGUF_I32: fprintf(f, "%ld", arr ? (long)((const int32_t *)arr)[j] : (long)e->i); break;
+    case BG_GGUF_F32: fprintf(f, "%.9g", arr ? (double)((const float *)arr)[j] : e->f); break;
+    case BG_GGUF_BOOL:
+        fputs((arr ? ((const bool *)arr)[j] : e->u != 0) ? "true" : "false", f);
+        break;
+    case BG_GGUF_U64: fprintf(f, "%llu", (unsigned long long)(arr ? ((const uint64_t *)arr)[j]
+                                                                  : e->u)); break;
+    case BG_GGUF_I64: fprintf(f, "%lld", (long long)(arr ? ((const int64_t *)arr)[j] : e->i));
+        break;
+    case BG_GGUF_F64: fprintf(f, "%.17g", arr ? ((const double *)arr)[j] : e->f); break;
+    default:
+        s = arr ? ((const char *const *)arr)[j] : e->s;
+        json_str(f, s, strlen(s));
+        break;
+    }
+}
+
+/* The expectations file of tests/gguf_readback.py for the round-trip file. */
+static void write_expect_json(const char *path, const bg_gguf *g, rt_data *data)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return;
+    fprintf(f, "{\"version\": 3, \"alignment\": 128, \"n_kv\": %d, \"n_tensors\": %d,\n"
+            "\"data_offset\": %llu, \"kv\": [\n", N_RT_KVS, N_RT_TENSORS,
+            (unsigned long long)bg_gguf_data_offset(g));
+    for (int i = 0; i < N_RT_KVS; i++) {
+        const kv_expect *e = &rt_kvs[i];
+        fprintf(f, "%s{\"key\": \"%s\", \"type_id\": %d, ", i ? ",\n" : "", e->key, e->type);
+        if (e->type == BG_GGUF_ARRAY) {
+            fprintf(f, "\"elem_type_id\": %d, \"value\": [", e->arr_type);
+            for (size_t j = 0; j < e->n; j++) {
+                fputs(j ? ", " : "", f);
+                json_value(f, e->arr_type, e, e->arr, j);
+            }
+            fputs("]}", f);
+        } else {
+            fputs("\"value\": ", f);
+            json_value(f, e->type, e, NULL, 0);
+            fputs("}", f);
+        }
+    }
+    fputs("],\n\"tensors\": [\n", f);
+    for (int k = 0; k < N_RT_TENSORS; k++) {
+        const rt_tensor *t = &rt_tensors[k];
+        fprintf(f, "%s{\"name\": \"%s\", \"n_dims\": %d, \"ggml_type_id\": %d, \"ne\": [",
+                k ? ",\n" : "", t->name, t->n_dims, t->type);
+        for (int d = 0; d < t->n_dims; d++)
+            fprintf(f, "%s%lld", d ? ", " : "", (long long)t->ne[d]);
+        fprintf(f, "], \"offset\": %llu, \"nbytes\": %zu, \"values\": [",
+                (unsigned long long)bg_gguf_tensor_offset(g, k), data[k].nbytes);
+        for (int64_t i = 0; i < data[k].n; i++)
+            fprintf(f, "%s%.9g", i ? ", " : "", (double)data[k].want[i]);
+        fputs("]}", f);
+    }
+    fputs("]}\n", f);
+    fclose(f);
+}
+
+/* Runs tests/gguf_readback.py; exit 77 (python3 or gguf missing) is reported, not failed. */
+static void run_readback(const char *gguf, const char *json)
+{
+    const char *src = getenv("BG_SOURCE_DIR");
+    char cmd[3072];
+    snprintf(cmd, sizeof cmd, "python3 '%s/tests/gguf_readback.py' '%s' '%s'", src ? src : ".",
+             gguf, json);
+    printf("     running: %s\n", cmd);
+    fflush(stdout);
+    int st = system(cmd);
+    int code = st != -1 && WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    if (code == 77 || code == 127)
+        printf("SKIP gguf-py readback of %s: python3 or its gguf package is missing\n", gguf);
+    else
+        check(code == 0, "gguf-py (gguf.GGUFReader) reads %s as expected (exit %d)", gguf, code);
+}
+
+static void check_rt_tensors(const bg_gguf *g, rt_data *data)
+{
+    uint64_t off = 0;
+    for (int k = 0; k < N_RT_TENSORS; k++) {
+        const rt_tensor *t = &rt_tensors[k];
+        const int64_t *ne = bg_gguf_tensor_ne(g, k);
+        float *got = malloc((size_t)data[k].n * sizeof(float));
+        bool ok = ne && got && !strcmp(bg_gguf_tensor_name(g, k), t->name) &&
+                  bg_gguf_tensor_n_dims(g, k) == t->n_dims && bg_gguf_tensor_type(g, k) == t->type &&
+                  !memcmp(ne, t->ne, sizeof t->ne) && bg_gguf_tensor_offset(g, k) == off &&
+                  bg_gguf_tensor_nbytes(g, k) == data[k].nbytes &&
+                  !memcmp(bg_gguf_tensor_data(g, k), data[k].bytes, data[k].nbytes) &&
+                  bg_gguf_read_tensor_f32(g, k, got) == 0 &&
+                  !memcmp(got, data[k].want, (size_t)data[k].n * sizeof(float));
+        check(ok, "tensor %-15s %-5s n_dims %d, offset %llu, %zu bytes and %lld values back",
+              t->name, bg_ggml_type_name(t->type), t->n_dims, (unsigned long long)off,
+              data[k].nbytes, (long long)data[k].n);
+        off += (data[k].nbytes + 127) / 128 * 128;
+        free(got);
+    }
+}
+
+static void test_roundtrip(const char *path, const char *json)
+{
+    bg_gguf_writer *w = NULL;
+    rt_data data[N_RT_TENSORS] = {{0}};
+    int rc = bg_gguf_writer_create(&w);
+    for (int i = 0; rc == 0 && i < N_RT_KVS; i++)
+        rc = set_kv(w, &rt_kvs[i]);
+    /* replacing a value keeps the key's place (rt.u16 ends as the table says) */
+    rc = rc ? rc : bg_gguf_writer_set_str(w, "rt.u16", "temporary");
+    rc = rc ? rc : bg_gguf_writer_set_u16(w, "rt.u16", 65535);
+    check(rc == 0 && bg_gguf_writer_n_kv(w) == N_RT_KVS, "set %d keys of every type (rc %d)",
+          N_RT_KVS, rc);
+    check(bg_gguf_writer_set_u64(w, "general.alignment", 64) == BG_EINVAL &&
+          bg_gguf_writer_set_u32(w, "general.alignment", 48) == BG_EINVAL &&
+          bg_gguf_writer_set_u32(w, "", 1) == BG_EINVAL &&
+          bg_gguf_writer_set_arr(w, "x", BG_GGUF_ARRAY, a_u8, 1) == BG_EINVAL,
+          "writer refuses a non-u32 or non-power-of-two alignment, an empty key, nested arrays");
+    for (int k = 0; rc == 0 && k < N_RT_TENSORS; k++) {
+        const rt_tensor *t = &rt_tensors[k];
+        rc = make_rt_tensor(t, 1000u + (uint64_t)k, &data[k]);
+        rc = rc ? rc : bg_gguf_writer_add_tensor(w, t->name, t->type, t->n_dims, t->ne,
+                                                 data[k].bytes, data[k].nbytes);
+    }
+    check(rc == 0, "made and added %d tensors (rc %d)", N_RT_TENSORS, rc);
+    int64_t ne[2] = {256, 1}, ne_bad[1] = {100};
+    check(bg_gguf_writer_add_tensor(w, "rt.f16", BG_GGML_F32, 1, ne, data[0].bytes, 1024) ==
+          BG_EINVAL && bg_gguf_writer_add_tensor(w, "bad", BG_GGML_TQ2_0, 1, ne_bad, data[0].bytes,
+          66) == BG_ESHAPE && bg_gguf_writer_add_tensor(w, "bad", BG_GGML_F32, 5, ne,
+          data[0].bytes, 4) == BG_EINVAL && bg_gguf_writer_add_tensor(w, "bad", 31, 1, ne,
+          data[0].bytes, 4) == BG_EINVAL && bg_gguf_writer_add_tensor(w, "bad", BG_GGML_F32, 1,
+          ne, data[0].bytes, 4) == BG_EINVAL, "writer refuses a duplicate name, a row that is "
+          "not whole blocks, n_dims 5, an unknown type, a wrong byte count");
+    char err[256] = "";
+    rc = bg_gguf_writer_write(w, path, err, sizeof err);
+    bg_gguf_writer_free(&w);
+    bg_gguf *g = NULL;
+    if (!check(rc == 0 && bg_gguf_open(&g, path, err, sizeof err) == 0, "write and reopen %s (%s)",
+               path, err))
+        goto out;
+    check(bg_gguf_alignment(g) == 128 && bg_gguf_data_offset(g) % 128 == 0 &&
+          bg_gguf_n_kv(g) == N_RT_KVS && bg_gguf_n_tensors(g) == N_RT_TENSORS,
+          "alignment 128, data offset %llu, %d keys, %d tensors",
+          (unsigned long long)bg_gguf_data_offset(g), N_RT_KVS, N_RT_TENSORS);
+    for (int i = 0; i < N_RT_KVS; i++)
+        check(kv_matches(g, i, &rt_kvs[i]), "kv %2d %-18s %-4s %s back in place", i,
+              rt_kvs[i].key, bg_gguf_type_name(rt_kvs[i].type),
+              rt_kvs[i].type == BG_GGUF_ARRAY ? bg_gguf_type_name(rt_kvs[i].arr_type) : "");
+    float f;
+    check(bg_gguf_get_f32(g, bg_gguf_find_key(g, "rt.f32"), &f) == 0 && signbit(f),
+          "f32 -0.0 keeps its sign");
+    check_rt_tensors(g, data);
+    write_expect_json(json, g, data);
+    run_readback(path, json);
+out:
+    bg_gguf_free(&g);
+    for (int k = 0; k < N_RT_TENSORS; k++) {
+        free(data[k].bytes);
+        free(data[k].want);
+    }
+}
+
+/* The readback script against ground truth: the golden file and the JSON made with it. */
+static void test_python_golden(const char *golden)
+{
+    char json[1100];
+    snprintf(json, sizeof json, "%s.json", golden);
+    run_readback(golden, json);
+}
 /* ---- atomic write ------------------------------------------------------------------------- */
 
 static bg_gguf_writer *small_writer(void)

@@ -97,6 +97,13 @@ BG_API bg_tensor *bg_weight_quant(bg_tensor *w, int mode, int64_t group, float l
 /* Absmax activations with `bits` (2..8): per token (each row of the last axis) or per tensor. */
 BG_API bg_tensor *bg_act_quant(bg_tensor *x, int bits, bool per_tensor, float lambda);
 
+/* Fused BitLinear at full quantization (lambda 1): y = ActQ(x) . WQ(w)^T computed as in
+ * inference, y = (acc * s_w) / s_x with acc the exact integer product of activation levels
+ * and ternary codes, so the result does not depend on summation order. x [.., in],
+ * w [out, in]; per-token activations of act_bits; per-tensor (per_row false) or per-row
+ * weight scales. Backward: dX = dY W_q, dW = dY^T x_q (the straight-through estimator). */
+BG_API bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row);
+
 /* ---- op table introspection (tests iterate it) ------------------------------ */
 BG_API int bg_op_count(void);
 BG_API const char *bg_op_name(int op);

@@ -9,8 +9,9 @@
 
 #include "autograd/tape.h"
 
-/* Columns per block when a reduction over rows is split between threads by columns. */
-#define COL_BLOCK 32
+/* Most row blocks a parameter-gradient reduction over rows is cut into (fixed, never per
+ * thread, so the summation order depends on the shapes alone). */
+#define NORM_ROW_BLOCKS 64
 /* Elements per partial sum of a whole-tensor reduction (fixed, never per thread). */
 #define SUM_BLOCK 4096
 
@@ -133,25 +134,30 @@ bg_tensor *bg_embedding(bg_tensor *weight, bg_tensor *ids)
     return out;
 }
 
-/* Scatter-add: each thread owns a block of columns and adds the rows in order, so a weight
- * row hit by several ids sums them in id-position order whatever the thread count. */
+/* Scatter-add. Positions are grouped by id with a stable counting sort; one thread owns
+ * each weight row and adds its positions in position order, whatever the thread count. */
 void bg__backward_embedding(bg_node *node)
 {
     bg_tensor *w = node->in[0], *ids = node->in[1];
     if (!bg__needs_grad(w)) return;
     float *gw = bg__grad_of(w);
     const float *go = bg__grad_of(node->out);
-    if (!gw || !go) return;
+    bg_ctx *ctx = w->ctx;
     const int32_t *id = node->aux;
-    int64_t D = w->shape[1], n = bg__numel(ids->ndim, ids->shape);
-    int64_t n_blk = (D + COL_BLOCK - 1) / COL_BLOCK;
+    int64_t V = w->shape[0], D = w->shape[1], n = bg__numel(ids->ndim, ids->shape);
+    int64_t *start = bg__arena_alloc(ctx, (size_t)(V + 1) * sizeof *start);
+    int64_t *order = bg__arena_alloc(ctx, (size_t)n * sizeof *order);
+    if (!gw || !go || !start || !order) return;
+    memset(start, 0, (size_t)(V + 1) * sizeof *start);
+    for (int64_t i = 0; i < n; i++) start[id[i] + 1]++;
+    for (int64_t v = 0; v < V; v++) start[v + 1] += start[v];
+    for (int64_t i = 0; i < n; i++) order[start[id[i]]++] = i; /* start[v] is now end of v */
 #pragma omp parallel for schedule(static) if (n * D > BG_PAR_MIN)
-    for (int64_t blk = 0; blk < n_blk; blk++) {
-        int64_t c0 = blk * COL_BLOCK, c1 = c0 + COL_BLOCK < D ? c0 + COL_BLOCK : D;
-        for (int64_t i = 0; i < n; i++) {
-            float *dst = gw + (int64_t)id[i] * D;
-            const float *src = go + i * D;
-            for (int64_t c = c0; c < c1; c++) dst[c] += src[c];
+    for (int64_t v = 0; v < V; v++) {
+        float *dst = gw + v * D;
+        for (int64_t k = v ? start[v - 1] : 0; k < start[v]; k++) {
+            const float *src = go + order[k] * D;
+            for (int64_t c = 0; c < D; c++) dst[c] += src[c];
         }
     }
 }
@@ -556,28 +562,40 @@ static void norm_dx(const norm_saved *sv, const float *gy, int64_t rows, int64_t
     }
 }
 
-/* dw = sum_rows dy * xhat, db = sum_rows dy: threads own column blocks and add the rows in
- * order (in double), so the sums do not depend on the thread count. */
-static void norm_param_grads(const norm_saved *sv, const float *gy, int64_t rows, int64_t C,
-                             float *gw, float *gb)
+/* dw = sum_rows dy * xhat, db = sum_rows dy. The rows are cut into a number of blocks
+ * that depends on rows alone; each block sums its rows in order (in double), then each
+ * column sums the blocks in order: the result does not depend on the thread count. */
+static void norm_param_grads(bg_ctx *ctx, const norm_saved *sv, const float *gy, int64_t rows,
+                             int64_t C, float *gw, float *gb)
 {
-    int64_t n_blk = (C + COL_BLOCK - 1) / COL_BLOCK;
+    int64_t n_blk = rows < NORM_ROW_BLOCKS ? rows : NORM_ROW_BLOCKS;
+    if (n_blk == 0 || C == 0) return;
+    int64_t per = (rows + n_blk - 1) / n_blk;
+    double *pw = bg__arena_alloc(ctx, (size_t)(2 * n_blk * C) * sizeof *pw), *pb = pw + n_blk * C;
+    if (!pw) return;
 #pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
     for (int64_t blk = 0; blk < n_blk; blk++) {
-        int64_t c0 = blk * COL_BLOCK, nc = c0 + COL_BLOCK < C ? COL_BLOCK : C - c0;
-        double aw[COL_BLOCK] = { 0 }, ab[COL_BLOCK] = { 0 };
-        for (int64_t r = 0; r < rows; r++) {
-            const float *xr = sv->x + r * C + c0, *gr = gy + r * C + c0;
+        double *aw = pw + blk * C, *ab = pb + blk * C;
+        for (int64_t c = 0; c < C; c++) aw[c] = ab[c] = 0.0;
+        int64_t r1 = (blk + 1) * per < rows ? (blk + 1) * per : rows;
+        for (int64_t r = blk * per; r < r1; r++) {
+            const float *xr = sv->x + r * C, *gr = gy + r * C;
             float m = sv->mean ? sv->mean[r] : 0.0f, rs = sv->rstd[r];
-            for (int64_t c = 0; c < nc; c++) {
-                aw[c] += (double)gr[c] * ((xr[c] - m) * rs);
-                ab[c] += gr[c];
+            for (int64_t c = 0; c < C; c++) {
+                aw[c] += (double)(gr[c] * ((xr[c] - m) * rs));
+                ab[c] += (double)gr[c];
             }
         }
-        for (int64_t c = 0; c < nc; c++) {
-            if (gw) gw[c0 + c] += (float)aw[c];
-            if (gb) gb[c0 + c] += (float)ab[c];
+    }
+#pragma omp parallel for schedule(static) if (n_blk * C > BG_PAR_MIN)
+    for (int64_t c = 0; c < C; c++) {
+        double sw = 0.0, sb = 0.0;
+        for (int64_t blk = 0; blk < n_blk; blk++) {
+            sw += pw[blk * C + c];
+            sb += pb[blk * C + c];
         }
+        if (gw) gw[c] += (float)sw;
+        if (gb) gb[c] += (float)sb;
     }
 }
 
@@ -596,7 +614,7 @@ static void norm_backward(bg_node *node)
     float *gw = bg__needs_grad(w) ? bg__grad_of(w) : NULL;
     float *gb = bg__needs_grad(b) ? bg__grad_of(b) : NULL;
     if ((bg__needs_grad(w) && !gw) || (bg__needs_grad(b) && !gb)) return;
-    if (gw || gb) norm_param_grads(sv, gy, rows, C, gw, gb);
+    if (gw || gb) norm_param_grads(x->ctx, sv, gy, rows, C, gw, gb);
 }
 
 void bg__backward_rmsnorm(bg_node *node) { norm_backward(node); }

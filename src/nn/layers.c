@@ -63,6 +63,15 @@ bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x)
         return NULL;
     }
     if (m->bit && m->inference) return bg__lora_apply(m, x, linear_infer(m, x));
+    const bg_bitlinear_config *c = &m->cfg;
+    if (m->bit && c->quant_acts && c->quant_weights && c->lambda == 1.0f && !c->act_per_tensor &&
+        c->weight_mode != BG_WQ_PER_GROUP) {
+        /* Full quantization: the fused, order-independent integer form. */
+        bg_tensor *y = bg_bitlinear(x, w, c->act_bits, c->weight_mode == BG_WQ_PER_ROW);
+        bg_tensor *b = bg_linear_bias(m);
+        if (b) y = bg_add(y, b);
+        return bg__lora_apply(m, x, y);
+    }
     bg_tensor *xin = x, *wq = w;
     if (m->bit && m->cfg.quant_acts)
         xin = bg_act_quant(x, m->cfg.act_bits, m->cfg.act_per_tensor, m->cfg.lambda);

@@ -1,0 +1,113 @@
+/* op_bitlinear.c - the fused BitLinear op at full quantization: activation levels times
+ * ternary codes through sgemm (exact: every partial sum is an integer below 2^24), then
+ * y = (acc * s_w) / s_x, the inference formula of DESIGN.md section 5. Backward is the
+ * straight-through estimator: dX = dY W_q and dW = dY^T x_q. */
+#include <cblas.h>
+
+#include "autograd/tape.h"
+#include "quant/bitnet_math.h"
+
+typedef struct bitlinear_saved {
+    float *levels;   /* [rows, in] activation levels as floats */
+    float *s_x;      /* [rows] */
+    float *codes;    /* [out, in] ternary codes as floats */
+    float *s_w;      /* [1] or [out] */
+    int64_t rows, in, out;
+    bool per_row;
+} bitlinear_saved;
+
+static void quantize_acts(const float *x, int64_t rows, int64_t in, int bits, float *lv, float *sx)
+{
+#pragma omp parallel for schedule(static) if (rows * in > BG_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * in;
+        float s = bg_absmax_scale(bg_absmax(xr, in), bits);
+        sx[r] = s;
+        for (int64_t i = 0; i < in; i++) lv[r * in + i] = (float)bg_act_level(xr[i], s, bits);
+    }
+}
+
+static void quantize_weights(const float *w, int64_t out, int64_t in, bool per_row, float *codes,
+                             float *s_w)
+{
+    if (!per_row) s_w[0] = bg_absmean_scale(w, out * in);
+#pragma omp parallel for schedule(static) if (out * in > BG_PAR_MIN)
+    for (int64_t j = 0; j < out; j++) {
+        if (per_row) s_w[j] = bg_absmean_scale(w + j * in, in);
+        float s = s_w[per_row ? j : 0];
+        for (int64_t i = 0; i < in; i++) codes[j * in + i] = (float)bg_ternary_code(w[j * in + i], s);
+    }
+}
+
+bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
+{
+    bg_ctx *ctx = bg__op_begin("bitlinear", 2, (bg_tensor *[]){ x, w });
+    if (!ctx) return NULL;
+    char s1[64], s2[64];
+    if (x->dtype != BG_F32 || w->dtype != BG_F32 || w->ndim != 2 || x->ndim < 1 ||
+        x->shape[x->ndim - 1] != w->shape[1] || act_bits < 2 || act_bits > 8) {
+        bg__error(ctx, BG_ESHAPE, "bitlinear: x %s, w %s, %d bits: need f32 x [.., in], "
+                  "w [out, in], 2..8 bits", bg__shape_str(x, s1, sizeof s1),
+                  bg__shape_str(w, s2, sizeof s2), act_bits);
+        return NULL;
+    }
+    int64_t in = w->shape[1], out = w->shape[0], rows = bg__numel(x->ndim - 1, x->shape);
+    int64_t shape[BG_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = out;
+    bg_tensor *y = bg__step_new(ctx, BG_F32, x->ndim, shape);
+    bitlinear_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
+    const float *xd = bg__contig_data(x), *wd = bg__contig_data(w);
+    if (!y || !sv || !xd || !wd) return NULL;
+    *sv = (bitlinear_saved){ .rows = rows, .in = in, .out = out, .per_row = per_row };
+    sv->levels = bg__arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
+    sv->s_x = bg__arena_alloc(ctx, (size_t)rows * sizeof(float));
+    sv->codes = bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
+    sv->s_w = bg__arena_alloc(ctx, (size_t)(per_row ? out : 1) * sizeof(float));
+    if (!sv->levels || !sv->s_x || !sv->codes || !sv->s_w) return NULL;
+    quantize_acts(xd, rows, in, act_bits, sv->levels, sv->s_x);
+    quantize_weights(wd, out, in, per_row, sv->codes, sv->s_w);
+    float *yd = y->data;
+    if (rows > 0 && out > 0) {
+        ctx->matmul_calls++;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f,
+                    sv->levels, (int)in, sv->codes, (int)in, 0.0f, yd, (int)out);
+    }
+#pragma omp parallel for schedule(static) if (rows * out > BG_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t j = 0; j < out; j++)
+            yd[r * out + j] = (yd[r * out + j] * sv->s_w[per_row ? j : 0]) / sv->s_x[r];
+    bg_node *node = bg__record(BG_OP_BITLINEAR, y, 2, (bg_tensor *[]){ x, w });
+    if (node) node->aux = sv;
+    return y;
+}
+
+void bg__backward_bitlinear(bg_node *node)
+{
+    bitlinear_saved *sv = node->aux;
+    bg_tensor *x = node->in[0], *w = node->in[1];
+    bg_ctx *ctx = x->ctx;
+    const float *dy = bg__grad_of(node->out);
+    int64_t rows = sv->rows, in = sv->in, out = sv->out;
+    if (rows == 0 || out == 0 || in == 0) return;
+    if (bg__needs_grad(x)) { /* dX += dY W_q, W_q = codes * s_w */
+        float *dx = bg__grad_of(x), *wq = bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
+        if (!dx || !wq) return;
+        for (int64_t j = 0; j < out; j++)
+            for (int64_t i = 0; i < in; i++)
+                wq[j * in + i] = sv->codes[j * in + i] * sv->s_w[sv->per_row ? j : 0];
+        ctx->matmul_calls++;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)in, (int)out, 1.0f,
+                    dy, (int)out, wq, (int)in, 1.0f, dx, (int)in);
+    }
+    if (bg__needs_grad(w)) { /* dW += dY^T x_q, x_q = levels / s_x */
+        float *dw = bg__grad_of(w), *xq = bg__arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
+        if (!dw || !xq) return;
+#pragma omp parallel for schedule(static) if (rows * in > BG_PAR_MIN)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t i = 0; i < in; i++) xq[r * in + i] = sv->levels[r * in + i] / sv->s_x[r];
+        ctx->matmul_calls++;
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)rows, 1.0f,
+                    dy, (int)out, xq, (int)in, 1.0f, dw, (int)in);
+    }
+}
