@@ -38,7 +38,8 @@ static inline harness_state *harness_state_(void)
 static inline void harness_count(bool ok)
 {
     if (ok) harness_state_()->passed++;
-    else harness_state_()->failed++;
+    else
+        harness_state_()->failed++;
 }
 
 __attribute__((format(printf, 4, 5))) static inline bool
@@ -85,13 +86,11 @@ static inline bool check_close(const char *name, const float *got, const float *
                                double rtol, double atol)
 {
     double max_abs = 0.0, max_want = 0.0;
-    int64_t worst = -1;
-    bool finite = true;
+    int64_t worst = -1, first_bad = -1;
     for (int64_t i = 0; i < n; i++) {
         double g = got[i], w = want[i];
         if (isfinite(w) && !isfinite(g)) {
-            finite = false;
-            if (worst < 0) worst = i;
+            if (first_bad < 0) first_bad = i;
             continue;
         }
         double d = fabs(g - w);
@@ -101,13 +100,15 @@ static inline bool check_close(const char *name, const float *got, const float *
         }
         if (fabs(w) > max_want) max_want = fabs(w);
     }
+    bool finite = first_bad < 0;
+    if (!finite) worst = first_bad;
     double max_rel = max_abs / (max_want > 1e-30 ? max_want : 1e-30);
     bool ok = finite && (max_rel <= rtol || max_abs <= atol);
     printf("  %-44s max abs diff %.3e  max rel diff %.3e  (rtol %.0e atol %.0e) %s\n", name,
            max_abs, max_rel, rtol, atol, ok ? "ok" : "FAIL");
     if (!ok && worst >= 0)
-        printf("    worst at [%lld]: got %.9g want %.9g%s\n", (long long)worst,
-               (double)got[worst], (double)want[worst], finite ? "" : " (non-finite output)");
+        printf("    worst at [%lld]: got %.9g want %.9g%s\n", (long long)worst, (double)got[worst],
+               (double)want[worst], finite ? "" : " (non-finite output)");
     harness_count(ok);
     return ok;
 }
@@ -297,15 +298,16 @@ static inline bool gradcheck(bg_ctx *ctx, gc_build_fn build, void *user, bg_tens
     double l0 = gc_weighted_sum_(out, r, n_out, buf);
     bg_tensor *seed = bg_from_data(ctx, BG_F32, bg_tensor_ndim(out), bg_tensor_shape(out), r);
     int rc = bg_backward_seed(out, seed);
-    bool ok = CHECK(rc == BG_OK && isfinite(l0), "%s: backward returned %d (%s), L = %g", name,
-                    rc, bg_ctx_error(ctx), l0);
+    bool ok = CHECK(rc == BG_OK && isfinite(l0), "%s: backward returned %d (%s), L = %g", name, rc,
+                    bg_ctx_error(ctx), l0);
     for (int i = 0; ok && i < n_inputs; i++) {
         if (!bg_tensor_requires_grad(inputs[i])) continue;
         int64_t n = bg_tensor_numel(inputs[i]);
         analytic[i] = calloc((size_t)(n > 0 ? n : 1), sizeof(float));
         bg_tensor *g = bg_tensor_grad(inputs[i]);
         if (g && analytic[i]) bg_tensor_read(g, analytic[i]);
-        else if (!g) printf("  %s: input %d received no gradient (treated as zeros)\n", name, i);
+        else if (!g)
+            printf("  %s: input %d received no gradient (treated as zeros)\n", name, i);
     }
     bg_ctx_clear_error(ctx);
     bg_step_end(ctx);
@@ -315,8 +317,8 @@ static inline bool gradcheck(bg_ctx *ctx, gc_build_fn build, void *user, bg_tens
     if (ok) {
         double l_off = gc_eval_(ctx, build, user, inputs, r, n_out, buf);
         ok = CHECK(fabs(l_off - l0) <= 1e-5 * (fabs(l0) + 1.0),
-                   "%s: forward differs between grad mode on (L = %.9g) and off (L = %.9g)",
-                   name, l0, l_off);
+                   "%s: forward differs between grad mode on (L = %.9g) and off (L = %.9g)", name,
+                   l0, l_off);
     }
     for (int i = 0; ok && i < n_inputs; i++) {
         if (!analytic[i]) continue;

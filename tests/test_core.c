@@ -146,11 +146,28 @@ static void test_views(bg_ctx *ctx)
     bg_tensor *wsl = bg_slice(w, 0, 0, 2);
     int rc = wsl ? bg_tensor_write(wsl, junk) : BG_EINVAL;
     CHECK(y && rc == BG_ESTATE,
-          "write through a view of a tensor recorded on the tape: got %d, want BG_ESTATE (%d)",
-          rc, BG_ESTATE);
+          "write through a view of a tensor recorded on the tape: got %d, want BG_ESTATE (%d)", rc,
+          BG_ESTATE);
     CHECK(same_values(w, wv, 4), "the recorded tensor must be unchanged");
     bg_ctx_clear_error(ctx);
     bg_step_end(ctx);
+
+    /* The other direction: a view of a plain tensor is recorded as an input (the matmul
+     * saves it for dW); writing the base would change what backward reads. */
+    bg_tensor *d = bg_tensor_new(ctx, BG_F32, 2, S(2, 4));
+    float dv[8] = { 1, 2, 3, 4, 5, 6, 7, 8 }, dj[8] = { 0 };
+    bg_tensor_write(d, dv);
+    bg_tensor *dsl = bg_slice(d, 0, 0, 1); /* [1,4], not recorded itself: d needs no grad */
+    bg_tensor *wm = bg_param(ctx, "wm", 2, S(4, 2));
+    bg_tensor *ym = bg_matmul(dsl, wm);
+    rc = bg_tensor_write(d, dj);
+    CHECK(ym && rc == BG_ESTATE,
+          "write to the base of a view the tape recorded: got %d, want BG_ESTATE (%d)", rc,
+          BG_ESTATE);
+    bg_ctx_clear_error(ctx);
+    bg_step_end(ctx);
+    bg_tensor_free(&wm);
+    bg_tensor_free(&d);
     bg_tensor_free(&w);
     bg_tensor_free(&p);
 }
@@ -182,8 +199,8 @@ static void test_grad_accumulation(bg_ctx *ctx)
     CHECK(same_values(bg_tensor_grad(w), want2, 3), "two backwards without zero_grad = 2x");
     bg_zero_grad(ctx);
     bg_tensor_read(bg_tensor_grad(w), g);
-    CHECK(same_values(bg_tensor_grad(w), zero, 3), "bg_zero_grad resets (got %g %g %g)", g[0],
-          g[1], g[2]);
+    CHECK(same_values(bg_tensor_grad(w), zero, 3), "bg_zero_grad resets (got %g %g %g)", g[0], g[1],
+          g[2]);
     CHECK(accum_step(ctx, w) == BG_OK, "backward 3");
     bg_tensor_zero_grad(w);
     CHECK(same_values(bg_tensor_grad(w), zero, 3), "bg_tensor_zero_grad resets");
@@ -276,8 +293,9 @@ static void test_errors(bg_ctx *ctx)
     bg_tensor *m = bg_matmul(a, b);
     const char *msg = bg_ctx_error(ctx);
     printf("  matmul mismatch message: \"%s\"\n", msg);
-    CHECK(m == NULL && bg_ctx_error_code(ctx) == BG_ESHAPE, "matmul [4,3] x [5,2]: want NULL and "
-          "BG_ESHAPE, got %s and %d", m ? "a tensor" : "NULL", bg_ctx_error_code(ctx));
+    CHECK(m == NULL && bg_ctx_error_code(ctx) == BG_ESHAPE,
+          "matmul [4,3] x [5,2]: want NULL and BG_ESHAPE, got %s and %d", m ? "a tensor" : "NULL",
+          bg_ctx_error_code(ctx));
     CHECK(strstr(msg, "matmul") && strstr(msg, "[4,3]") && strstr(msg, "[5,2]"),
           "the message names the op and both shapes: \"%s\"", msg);
     char first[512];
@@ -445,11 +463,10 @@ static void test_memory(void)
         last = l;
         bg_ctx_stats s = stats(ctx);
         if (step == 0) after1 = s;
-        else if (changed_at < 0 &&
-                 (s.heap_allocs != after1.heap_allocs ||
-                  s.arena_high_water != after1.arena_high_water ||
-                  s.arena_bytes != after1.arena_bytes ||
-                  s.persistent_bytes != after1.persistent_bytes))
+        else if (changed_at < 0 && (s.heap_allocs != after1.heap_allocs ||
+                                    s.arena_high_water != after1.arena_high_water ||
+                                    s.arena_bytes != after1.arena_bytes ||
+                                    s.persistent_bytes != after1.persistent_bytes))
             changed_at = step;
     }
     bg_ctx_stats s = stats(ctx);
@@ -457,9 +474,8 @@ static void test_memory(void)
     CHECK(changed_at < 0,
           "memory changed after step 1 (first at step %d): heap_allocs %llu -> %llu, "
           "arena_high_water %zu -> %zu, arena_bytes %zu -> %zu",
-          changed_at + 1, (unsigned long long)after1.heap_allocs,
-          (unsigned long long)s.heap_allocs, after1.arena_high_water, s.arena_high_water,
-          after1.arena_bytes, s.arena_bytes);
+          changed_at + 1, (unsigned long long)after1.heap_allocs, (unsigned long long)s.heap_allocs,
+          after1.arena_high_water, s.arena_high_water, after1.arena_bytes, s.arena_bytes);
     printf("  heap_allocs %llu, arena %zu bytes, high water %zu; loss %.4f -> %.4f\n",
            (unsigned long long)s.heap_allocs, s.arena_bytes, s.arena_high_water, first, last);
     CHECK(isfinite(first) && isfinite(last) && last < 0.25f * first,
@@ -495,8 +511,16 @@ static void test_values(bg_ctx *ctx)
     bg_tensor_free(&k);
 
     /* F32 -> F16 -> F32 of values exact in fp16 is the identity */
-    float ex[10] = { 0.0f, 1.0f, -2.0f, 0.5f, 1024.0f, 65504.0f, -6.103515625e-05f,
-                     3.140625f, 5.9604644775390625e-08f, -0.0999755859375f };
+    float ex[10] = { 0.0f,
+                     1.0f,
+                     -2.0f,
+                     0.5f,
+                     1024.0f,
+                     65504.0f,
+                     -6.103515625e-05f,
+                     3.140625f,
+                     5.9604644775390625e-08f,
+                     -0.0999755859375f };
     bg_tensor *f32 = bg_tensor_new(ctx, BG_F32, 1, S(10));
     bg_tensor *f16 = bg_tensor_new(ctx, BG_F16, 1, S(10));
     bg_tensor *back = bg_tensor_new(ctx, BG_F32, 1, S(10));
@@ -507,16 +531,17 @@ static void test_values(bg_ctx *ctx)
               "copy F32 -> F16 -> F32");
         CHECK(same_values(back, ex, 10), "F32 -> F16 -> F32 round trip of exact values");
         CHECK(same_values(f16, ex, 10), "reading an F16 tensor gives the values");
-        float exb[10] = { 0.0f, 1.0f, -2.0f, 0.5f, 1024.0f, 3.140625f, -0.0078125f,
-                          12884901888.0f /* 1.5 * 2^33 */, -65536.0f, 0.375f };
+        float exb[10] = { 0.0f,      1.0f,      -2.0f,       0.5f,
+                          1024.0f,   3.140625f, -0.0078125f, 12884901888.0f /* 1.5 * 2^33 */,
+                          -65536.0f, 0.375f };
         bg_tensor_write(f32, exb);
         CHECK(bg_tensor_copy(bf, f32) == BG_OK && bg_tensor_copy(back, bf) == BG_OK &&
                   same_values(back, exb, 10),
               "F32 -> BF16 -> F32 round trip of exact values");
         float half[2] = { 1.0f + 1.0f / 2048.0f, 1.0f + 3.0f / 2048.0f }; /* ties */
         float even[2] = { 1.0f, 1.0f + 4.0f / 2048.0f };
-        bg_tensor *h2 = bg_tensor_new(ctx, BG_F32, 1, S(2)), *h16 = bg_tensor_new(ctx, BG_F16, 1,
-                                                                                   S(2));
+        bg_tensor *h2 = bg_tensor_new(ctx, BG_F32, 1, S(2)),
+                  *h16 = bg_tensor_new(ctx, BG_F16, 1, S(2));
         bg_tensor_write(h2, half);
         CHECK(bg_tensor_copy(h16, h2) == BG_OK && same_values(h16, even, 2),
               "F32 -> F16 rounds ties to even");

@@ -13,7 +13,7 @@
 /* ---- inputs ------------------------------------------------------------------------ */
 
 static uint64_t g_rng = 20240601u;
-static const char *g_opname; /* the op whose case is running */
+static const char *g_opname;  /* the op whose case is running */
 static bg_tensor *g_pool[64]; /* persistent tensors of the current case */
 static int g_npool;
 
@@ -85,13 +85,15 @@ static bg_tensor *param_spread(bg_ctx *ctx, int ndim, const int64_t *shape, floa
 
 /* ---- one build function for every case ---------------------------------------------- */
 
+/* clang-format off */
 enum kind {
     K_ADD, K_SUB, K_MUL, K_DIV, K_ADD_SCALAR, K_MUL_SCALAR, K_NEG, K_EXP, K_LOG, K_SQRT,
     K_RSQRT, K_POW, K_ABS, K_CLAMP, K_RELU, K_SILU, K_GELU, K_SIGMOID, K_TANH, K_SUM, K_MEAN,
     K_MAX, K_MATMUL, K_RESHAPE, K_PERMUTE, K_TRANSPOSE, K_SLICE, K_CONCAT, K_CONTIGUOUS,
     K_EMBEDDING, K_SOFTMAX, K_LOG_SOFTMAX, K_CROSS_ENTROPY, K_MSE, K_RMSNORM, K_LAYERNORM,
-    K_ROPE, K_ATTENTION, K_DROPOUT, K_WEIGHT_QUANT, K_ACT_QUANT,
+    K_ROPE, K_ATTENTION, K_DROPOUT, K_WEIGHT_QUANT, K_ACT_QUANT, K_BITLINEAR,
 };
+/* clang-format on */
 
 typedef struct opcall {
     int kind;
@@ -170,6 +172,7 @@ static bg_tensor *build_op(void *user, bg_tensor *const *in)
         return bg_dropout(a, c->f0);
     case K_WEIGHT_QUANT: return bg_weight_quant(a, (int)c->i0, c->i1, c->f0);
     case K_ACT_QUANT: return bg_act_quant(a, (int)c->i0, c->keepdim, c->f0);
+    case K_BITLINEAR: return bg_bitlinear(a, in[1], (int)c->i0, c->keepdim);
     }
     return NULL;
 }
@@ -252,8 +255,8 @@ static void ref_rmsnorm(const float *x, const float *w, float *y, int rows, int 
 }
 
 /* NEOX rope on [B, T, H, D]: dims i and i + n_rot/2 rotate by (pos0 + t) * base^(-2i/n_rot). */
-static void ref_rope(const float *x, float *y, int b, int t, int h, int d, int n_rot,
-                     double base, int pos0)
+static void ref_rope(const float *x, float *y, int b, int t, int h, int d, int n_rot, double base,
+                     int pos0)
 {
     int half = n_rot / 2;
     for (int ib = 0; ib < b; ib++)
@@ -342,11 +345,8 @@ static void case_binary(bg_ctx *ctx, int kind)
         int na, nb;
         int64_t sa[3], sb[3];
     } pairs[] = {
-        { 2, 2, { 3, 4 }, { 3, 4 } },
-        { 2, 1, { 3, 4 }, { 4 } },
-        { 3, 2, { 2, 1, 4 }, { 3, 1 } },
-        { 1, 2, { 4 }, { 3, 4 } },
-        { 2, 2, { 3, 1 }, { 1, 4 } },
+        { 2, 2, { 3, 4 }, { 3, 4 } }, { 2, 1, { 3, 4 }, { 4 } },    { 3, 2, { 2, 1, 4 }, { 3, 1 } },
+        { 1, 2, { 4 }, { 3, 4 } },    { 2, 2, { 3, 1 }, { 1, 4 } },
     };
     const float zero = 0.0f;
     for (size_t p = 0; p < sizeof pairs / sizeof pairs[0]; p++) {
@@ -381,9 +381,9 @@ static void case_unary(bg_ctx *ctx, int kind)
     switch (kind) {
     case K_ADD_SCALAR: c.f0 = 2.5f; break;
     case K_MUL_SCALAR: c.f0 = -1.5f; break;
-    case K_LOG: case K_SQRT: case K_RSQRT:
-        x = param_u(ctx, 2, S(3, 5), 0.5f, 3.0f, NULL, 0, 0.0f);
-        break;
+    case K_LOG:
+    case K_SQRT:
+    case K_RSQRT: x = param_u(ctx, 2, S(3, 5), 0.5f, 3.0f, NULL, 0, 0.0f); break;
     case K_POW:
         c.f0 = 3.0f;
         x = param_u(ctx, 2, S(3, 5), 0.5f, 2.0f, NULL, 0, 0.0f);
@@ -392,9 +392,8 @@ static void case_unary(bg_ctx *ctx, int kind)
         x = param_u(ctx, 2, S(3, 5), 0.5f, 2.0f, NULL, 0, 0.0f);
         name = "pow p=0.5";
         break;
-    case K_ABS: case K_RELU:
-        x = param_u(ctx, 2, S(3, 5), -2.0f, 2.0f, &zero, 1, 0.05f);
-        break;
+    case K_ABS:
+    case K_RELU: x = param_u(ctx, 2, S(3, 5), -2.0f, 2.0f, &zero, 1, 0.05f); break;
     case K_CLAMP:
         c.f0 = -0.5f, c.f1 = 0.5f;
         x = param_u(ctx, 2, S(3, 5), -1.5f, 1.5f, bounds, 2, 0.05f);
@@ -498,9 +497,11 @@ static void case_matmul(bg_ctx *ctx, int kind)
         float *at = malloc(sizeof(float) * bt * m * k), *btr = malloc(sizeof(float) * bb * k * n);
         float *want = malloc(sizeof(float) * bt * m * n);
         if (mm[i].ta) ref_t(a, at, bt, k, m);
-        else memcpy(at, a, sizeof(float) * bt * m * k);
+        else
+            memcpy(at, a, sizeof(float) * bt * m * k);
         if (mm[i].tb) ref_t(b, btr, bb, n, k);
-        else memcpy(btr, b, sizeof(float) * bb * k * n);
+        else
+            memcpy(btr, b, sizeof(float) * bb * k * n);
         ref_matmul(at, btr, want, bt, m, k, n, mm[i].b_batched);
         char name[96];
         snprintf(name, sizeof name, "%s forward", mm[i].name);
@@ -543,7 +544,9 @@ static void case_shape(bg_ctx *ctx, int kind)
             int nd;
             int64_t s[3];
             bool t;
-        } rs[] = { { 2, { 2, -1 }, false }, { 3, { 2, 3, 2 }, false }, { 1, { -1 }, true },
+        } rs[] = { { 2, { 2, -1 }, false },
+                   { 3, { 2, 3, 2 }, false },
+                   { 1, { -1 }, true },
                    { 2, { 6, 2 }, true } };
         for (int i = 0; i < 4; i++) {
             x = param_u(ctx, 2, S(3, 4), -2.0f, 2.0f, NULL, 0, 0);
@@ -636,8 +639,8 @@ static void case_softmax(bg_ctx *ctx, int kind)
     float big[4] = { 1000.0f, 999.0f, -1000.0f, 998.0f }, wb[4];
     bg_tensor *xb = param_v(ctx, 2, S(1, 4), big);
     ref_softmax(big, wb, 1, 4, lf);
-    fwd_check(ctx, lf ? "log_softmax forward, logits ~1000" : "softmax forward, logits ~1000",
-              &c, &xb, wb, 4, 1e-5);
+    fwd_check(ctx, lf ? "log_softmax forward, logits ~1000" : "softmax forward, logits ~1000", &c,
+              &xb, wb, 4, 1e-5);
 }
 
 static void case_cross_entropy(bg_ctx *ctx, int kind)
@@ -656,8 +659,9 @@ static void case_cross_entropy(bg_ctx *ctx, int kind)
         { "cross_entropy [2,3,5] smoothing 0.1", t6, 3, { 2, 3, 5 }, { 2, 3 }, 0.1f },
     };
     for (int i = 0; i < 3; i++) {
-        opcall c = { .kind = kind, .ids = ce[i].t, .ids_ndim = ce[i].nd - 1, .i0 = -100,
-                     .f0 = ce[i].eps };
+        opcall c = {
+            .kind = kind, .ids = ce[i].t, .ids_ndim = ce[i].nd - 1, .i0 = -100, .f0 = ce[i].eps
+        };
         memcpy(c.ids_shape, ce[i].st, sizeof ce[i].st);
         bg_tensor *x = param_n(ctx, ce[i].nd, ce[i].sx, 1.5f);
         gc(ctx, ce[i].name, &c, &x, 1, NULL);
@@ -775,7 +779,8 @@ static void case_dropout(bg_ctx *ctx, int kind)
         int dropped = 0, bad = 0;
         for (int i = 0; i < 2000; i++) {
             if (y[i] == 0.0f) dropped++;
-            else if (fabsf(y[i] - xv[i] / 0.7f) > 1e-6f * fabsf(y[i])) bad++;
+            else if (fabsf(y[i] - xv[i] / 0.7f) > 1e-6f * fabsf(y[i]))
+                bad++;
         }
         CHECK(bad == 0, "dropout: %d kept values are not x / (1 - p)", bad);
         CHECK(dropped > 500 && dropped < 700, "dropout p=0.3 dropped %d of 2000", dropped);
@@ -834,8 +839,8 @@ static void ste_identity(bg_ctx *ctx, const char *name, opcall *c, bg_tensor *x)
     for (int64_t i = 0; i < n; i++) seed[i] = harness_uniform(&g_rng, -1.0f, 1.0f);
     bg_tensor_zero_grad(x);
     bg_tensor *y = build_op(c, &x);
-    int rc = y ? bg_backward_seed(y, bg_from_data(ctx, BG_F32, bg_tensor_ndim(y),
-                                                  bg_tensor_shape(y), seed))
+    int rc = y ? bg_backward_seed(
+                     y, bg_from_data(ctx, BG_F32, bg_tensor_ndim(y), bg_tensor_shape(y), seed))
                : BG_EINVAL;
     float *g = rc == BG_OK ? harness_read(bg_tensor_grad(x)) : NULL;
     if (CHECK(g != NULL, "%s: backward failed: %s", name, bg_ctx_error(ctx))) {
@@ -873,6 +878,54 @@ static void case_quant(bg_ctx *ctx, int kind)
             ste_identity(ctx, name, &c, x);
             free(xv);
         }
+}
+
+/* Fused BitLinear: forward = ActQ(x) . WQ(w)^T, backward the STE pair dX = dY W_q and
+ * dW = dY^T x_q; checked against naive products of the reference quantizers. */
+static void case_bitlinear(bg_ctx *ctx, int kind)
+{
+    enum { ROWS = 6, IN = 16, OUT = 8 };
+    for (int v = 0; v < 3; v++) {
+        int bits = v == 2 ? 4 : 8;
+        bool per_row = v == 1;
+        opcall c = { .kind = kind, .i0 = bits, .keepdim = per_row };
+        bg_tensor *in[2] = { param_n(ctx, 3, S(2, 3, IN), 1.0f),
+                             param_n(ctx, 2, S(OUT, IN), 1.0f) };
+        float *x = read_param(in[0]), *w = read_param(in[1]);
+        float xq[ROWS * IN], wq[OUT * IN], wqt[IN * OUT], y[ROWS * OUT], seed[ROWS * OUT];
+        float dx[ROWS * IN], dw[OUT * IN], seedt[OUT * ROWS];
+        ref_act_quant(x, xq, ROWS, IN, bits, 1.0f);
+        ref_weight_quant(w, wq, OUT, IN, per_row ? 1 : 0, 0, 1.0f);
+        ref_t(wq, wqt, 1, OUT, IN);
+        ref_matmul(xq, wqt, y, 1, ROWS, IN, OUT, false);
+        char name[96];
+        snprintf(name, sizeof name, "bitlinear %d bits %s forward", bits,
+                 per_row ? "per-row" : "per-tensor");
+        fwd_check(ctx, name, &c, in, y, ROWS * OUT, 1e-5);
+
+        for (int i = 0; i < ROWS * OUT; i++) seed[i] = harness_uniform(&g_rng, -1.0f, 1.0f);
+        ref_matmul(seed, wq, dx, 1, ROWS, OUT, IN, false);
+        ref_t(seed, seedt, 1, ROWS, OUT);
+        ref_matmul(seedt, xq, dw, 1, OUT, ROWS, IN, false);
+        bg_tensor_zero_grad(in[0]);
+        bg_tensor_zero_grad(in[1]);
+        bg_tensor *out = build_op(&c, in);
+        int rc = out ? bg_backward_seed(out, bg_from_data(ctx, BG_F32, 3, S(2, 3, OUT), seed))
+                     : BG_EINVAL;
+        float *gx = rc == BG_OK ? harness_read(bg_tensor_grad(in[0])) : NULL;
+        float *gw = rc == BG_OK ? harness_read(bg_tensor_grad(in[1])) : NULL;
+        if (CHECK(gx && gw, "%s: backward failed: %s", name, bg_ctx_error(ctx))) {
+            snprintf(name, sizeof name, "bitlinear %d bits %s dX = dY W_q", bits,
+                     per_row ? "per-row" : "per-tensor");
+            check_close(name, gx, dx, ROWS * IN, 1e-5, 1e-6);
+            snprintf(name, sizeof name, "bitlinear %d bits %s dW = dY^T x_q", bits,
+                     per_row ? "per-row" : "per-tensor");
+            check_close(name, gw, dw, OUT * IN, 1e-5, 1e-6);
+        }
+        bg_ctx_clear_error(ctx);
+        bg_step_end(ctx);
+        free(x), free(w), free(gx), free(gw);
+    }
 }
 
 /* ---- thread-count determinism ---------------------------------------------------------- */
@@ -1017,6 +1070,7 @@ static const struct {
     { "dropout", case_dropout, K_DROPOUT },
     { "weight_quant", case_quant, K_WEIGHT_QUANT },
     { "act_quant", case_quant, K_ACT_QUANT },
+    { "bitlinear", case_bitlinear, K_BITLINEAR },
 };
 
 int main(void)

@@ -21,8 +21,7 @@ static bool check_f32_cpu(bg_ctx *ctx, const char *op, const char *what, const b
         return false;
     }
     if (t->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "%s: %s must be f32 (got %s)", op, what,
-                  bg_dtype_name(t->dtype));
+        bg__error(ctx, BG_EINVAL, "%s: %s must be f32 (got %s)", op, what, bg_dtype_name(t->dtype));
         return false;
     }
     return true;
@@ -143,8 +142,8 @@ typedef struct attn_saved {
     float *P;               /* softmax probabilities [B, H, T, T] */
 } attn_saved;
 
-static bool attn_check(bg_ctx *ctx, const bg_tensor *q, const bg_tensor *k,
-                       const bg_tensor *v, attn_dims *d)
+static bool attn_check(bg_ctx *ctx, const bg_tensor *q, const bg_tensor *k, const bg_tensor *v,
+                       attn_dims *d)
 {
     if (!check_f32_cpu(ctx, "attention", "q", q) || !check_f32_cpu(ctx, "attention", "k", k) ||
         !check_f32_cpu(ctx, "attention", "v", v))
@@ -153,8 +152,7 @@ static bool attn_check(bg_ctx *ctx, const bg_tensor *q, const bg_tensor *k,
     const char *why = NULL;
     if (q->ndim != 4 || k->ndim != 4 || !bg__same_shape(k, v))
         why = "q must be [B, T, H, D] and k, v the same [B, T, Hkv, D]";
-    else if (k->shape[0] != q->shape[0] || k->shape[1] != q->shape[1] ||
-             k->shape[3] != q->shape[3])
+    else if (k->shape[0] != q->shape[0] || k->shape[1] != q->shape[1] || k->shape[3] != q->shape[3])
         why = "B, T and D of q and k differ";
     else if (q->shape[3] == 0 || k->shape[2] == 0 || q->shape[2] % k->shape[2] != 0)
         why = "H must be a multiple of Hkv > 0, and D > 0";
@@ -167,8 +165,11 @@ static bool attn_check(bg_ctx *ctx, const bg_tensor *q, const bg_tensor *k,
                   bg__shape_str(v, s3, sizeof s3), why);
         return false;
     }
-    *d = (attn_dims){ .B = (int)q->shape[0], .T = (int)q->shape[1], .H = (int)q->shape[2],
-                      .Hkv = (int)k->shape[2], .D = (int)q->shape[3] };
+    *d = (attn_dims){ .B = (int)q->shape[0],
+                      .T = (int)q->shape[1],
+                      .H = (int)q->shape[2],
+                      .Hkv = (int)k->shape[2],
+                      .D = (int)q->shape[3] };
     return true;
 }
 
@@ -248,8 +249,7 @@ bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
     if (!out) return NULL;
     const float *qd = bg__contig_data(q), *kd = bg__contig_data(k), *vd = bg__contig_data(v);
     /* Keep every head's probabilities only when backward will need them. */
-    bool keep_all = ctx->grad_enabled && (q->requires_grad || k->requires_grad ||
-                                          v->requires_grad);
+    bool keep_all = ctx->grad_enabled && (q->requires_grad || k->requires_grad || v->requires_grad);
     int64_t n_bh = (int64_t)d.B * d.H, chunk = heads_per_chunk(d.T);
     int64_t n_p = (int64_t)d.T * d.T * (keep_all || n_bh < chunk ? n_bh : chunk);
     float *P = bg__arena_alloc(ctx, (size_t)n_p * sizeof *P);
@@ -282,16 +282,16 @@ static void softmax_grad_rows(const float *P, float *dP, int64_t n_rows, int T)
 }
 
 typedef struct attn_grads {
-    const float *go;       /* dO, [B, T, H, D] */
-    float *gq, *gk, *gv;   /* NULL where no grad is needed */
-    float *dS;             /* one chunk of [T, T] scratch */
+    const float *go;     /* dO, [B, T, H, D] */
+    float *gq, *gk, *gv; /* NULL where no grad is needed */
+    float *dS;           /* one chunk of [T, T] scratch */
 } attn_grads;
 
 /* Gradients of heads c0..c1-1: dV += P^T dO and dP = dO V^T per head, dS for all rows at
  * once, then dQ += scale dS K and dK += scale dS^T Q. Heads go in order, so a kv head
  * shared by a group of query heads sums their contributions in head order. */
-static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_grads *g,
-                                int64_t c0, int64_t c1)
+static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_grads *g, int64_t c0,
+                                int64_t c1)
 {
     const attn_dims *d = &sv->d;
     int T = d->T, D = d->D, ldq = d->H * D, ldk = d->Hkv * D;
@@ -301,8 +301,8 @@ static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_gr
     for (int64_t bh = c0; bh < c1; bh++) {
         head_offsets(d, bh, &oq, &okv);
         if (g->gv)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, sv->P + bh * TT,
-                        T, g->go + oq, ldq, 1.0f, g->gv + okv, ldk);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, sv->P + bh * TT, T,
+                        g->go + oq, ldq, 1.0f, g->gv + okv, ldk);
         if (need_ds)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, g->go + oq, ldq,
                         sv->v + okv, ldk, 0.0f, g->dS + (bh - c0) * TT, T);
@@ -317,8 +317,8 @@ static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_gr
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T,
                         sv->k + okv, ldk, 1.0f, g->gq + oq, ldq);
         if (g->gk)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T,
-                        sv->q + oq, ldq, 1.0f, g->gk + okv, ldk);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->q + oq,
+                        ldq, 1.0f, g->gk + okv, ldk);
         ctx->matmul_calls += (uint64_t)(g->gq != NULL) + (g->gk != NULL);
     }
 }

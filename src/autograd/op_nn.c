@@ -25,8 +25,7 @@ static bool check_f32_cpu(bg_ctx *ctx, const char *op, const char *what, const b
         return false;
     }
     if (t->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "%s: %s must be f32 (got %s)", op, what,
-                  bg_dtype_name(t->dtype));
+        bg__error(ctx, BG_EINVAL, "%s: %s must be f32 (got %s)", op, what, bg_dtype_name(t->dtype));
         return false;
     }
     return true;
@@ -40,8 +39,7 @@ static bool check_i32_cpu(bg_ctx *ctx, const char *op, const char *what, const b
         return false;
     }
     if (t->dtype != BG_I32) {
-        bg__error(ctx, BG_EINVAL, "%s: %s must be i32 (got %s)", op, what,
-                  bg_dtype_name(t->dtype));
+        bg__error(ctx, BG_EINVAL, "%s: %s must be i32 (got %s)", op, what, bg_dtype_name(t->dtype));
         return false;
     }
     return true;
@@ -93,9 +91,11 @@ static bool embedding_check(bg_ctx *ctx, const bg_tensor *weight, const bg_tenso
         return false;
     if (weight->ndim != 2 || ids->ndim > BG_MAX_DIMS - 1) {
         char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE, "embedding: weight %s and ids %s: weight must be [V, D] and "
-                  "ids at most %d-D", bg__shape_str(weight, s1, sizeof s1),
-                  bg__shape_str(ids, s2, sizeof s2), BG_MAX_DIMS - 1);
+        bg__error(ctx, BG_ESHAPE,
+                  "embedding: weight %s and ids %s: weight must be [V, D] and "
+                  "ids at most %d-D",
+                  bg__shape_str(weight, s1, sizeof s1), bg__shape_str(ids, s2, sizeof s2),
+                  BG_MAX_DIMS - 1);
         return false;
     }
     return true;
@@ -166,6 +166,7 @@ void bg__backward_embedding(bg_node *node)
 
 static void softmax_row(const float *x, float *y, int64_t C, bool log_out)
 {
+    if (C == 0) return;
     float m = -INFINITY;
     for (int64_t c = 0; c < C; c++) m = fmaxf(m, x[c]);
     double s = 0.0;
@@ -204,10 +205,7 @@ static bg_tensor *softmax_op(int op, const char *name, bg_tensor *a)
 }
 
 bg_tensor *bg_softmax(bg_tensor *a) { return softmax_op(BG_OP_SOFTMAX, "softmax", a); }
-bg_tensor *bg_log_softmax(bg_tensor *a)
-{
-    return softmax_op(BG_OP_LOG_SOFTMAX, "log_softmax", a);
-}
+bg_tensor *bg_log_softmax(bg_tensor *a) { return softmax_op(BG_OP_LOG_SOFTMAX, "log_softmax", a); }
 
 /* softmax: dx = y * (dy - sum(dy * y)); log_softmax: dx = dy - exp(y) * sum(dy). */
 static void softmax_backward(bg_node *node, bool log_out)
@@ -242,11 +240,10 @@ void bg__backward_log_softmax(bg_node *node) { softmax_backward(node, true); }
 typedef struct ce_saved {
     const float *logits; /* contiguous [rows, V] */
     const int32_t *targets;
-    float *lse;          /* log-sum-exp per row */
+    float *lse; /* log-sum-exp per row */
 } ce_saved;
 
-static bool ce_check(bg_ctx *ctx, const bg_tensor *logits, const bg_tensor *targets,
-                     float eps)
+static bool ce_check(bg_ctx *ctx, const bg_tensor *logits, const bg_tensor *targets, float eps)
 {
     if (!check_f32_cpu(ctx, "cross_entropy", "logits", logits) ||
         !check_i32_cpu(ctx, "cross_entropy", "targets", targets))
@@ -256,7 +253,8 @@ static bool ce_check(bg_ctx *ctx, const bg_tensor *logits, const bg_tensor *targ
     for (int d = 0; ok && d < targets->ndim; d++) ok = targets->shape[d] == logits->shape[d];
     if (!ok) {
         char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE, "cross_entropy: logits %s and targets %s: targets must have "
+        bg__error(ctx, BG_ESHAPE,
+                  "cross_entropy: logits %s and targets %s: targets must have "
                   "the shape of logits without its last (non-empty) axis",
                   bg__shape_str(logits, s1, sizeof s1), bg__shape_str(targets, s2, sizeof s2));
         return false;
@@ -278,9 +276,10 @@ static int64_t ce_count(bg_ctx *ctx, const bg_tensor *targets, const int32_t *t,
         if (t[r] == ignore_index) continue;
         if (t[r] < 0 || t[r] >= V) {
             char s[80];
-            bg__error(ctx, BG_EINVAL, "cross_entropy: target %d at targets%s is out of range "
-                      "[0, %lld) and is not ignore_index (%d)", (int)t[r],
-                      index_str(targets, r, s, sizeof s), (long long)V, ignore_index);
+            bg__error(ctx, BG_EINVAL,
+                      "cross_entropy: target %d at targets%s is out of range "
+                      "[0, %lld) and is not ignore_index (%d)",
+                      (int)t[r], index_str(targets, r, s, sizeof s), (long long)V, ignore_index);
             return -1;
         }
         count++;
@@ -397,9 +396,10 @@ bg_tensor *bg_mse(bg_tensor *a, bg_tensor *b)
     int64_t n = bg__numel(a->ndim, a->shape);
     if (!bg__same_shape(a, b) || n == 0) {
         char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE, "mse: %s and %s: shapes must be equal and non-empty (no "
-                  "broadcasting)", bg__shape_str(a, s1, sizeof s1),
-                  bg__shape_str(b, s2, sizeof s2));
+        bg__error(ctx, BG_ESHAPE,
+                  "mse: %s and %s: shapes must be equal and non-empty (no "
+                  "broadcasting)",
+                  bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2));
         return NULL;
     }
     const float *pa = bg__contig_data(a), *pb = bg__contig_data(b);
@@ -440,10 +440,10 @@ void bg__backward_mse(bg_node *node)
 /* ---- rmsnorm and layernorm ------------------------------------------------------ */
 
 typedef struct norm_saved {
-    const float *x;    /* contiguous [rows, C] */
-    const float *w;    /* contiguous [C] or NULL */
-    float *mean;       /* per row; NULL for rmsnorm */
-    float *rstd;       /* per row */
+    const float *x; /* contiguous [rows, C] */
+    const float *w; /* contiguous [C] or NULL */
+    float *mean;    /* per row; NULL for rmsnorm */
+    float *rstd;    /* per row */
 } norm_saved;
 
 static bool norm_check(bg_ctx *ctx, const char *op, const bg_tensor *x, const bg_tensor *w,

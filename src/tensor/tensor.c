@@ -112,6 +112,8 @@ void bg_ctx_free(bg_ctx **pctx)
     if (!pctx || !*pctx) return;
     bg_ctx *ctx = *pctx;
     bg_step_end(ctx);
+    /* Gradients are persistent tensors of the list too: free each tensor once. */
+    for (bg_tensor *t = ctx->persist_list; t; t = t->next_persist) t->grad = NULL;
     while (ctx->persist_list) {
         bg_tensor *t = ctx->persist_list;
         bg_tensor_free(&t);
