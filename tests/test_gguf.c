@@ -92,7 +92,7 @@ static const uint32_t a_u32[] = {1, 2, 4294967295u};
 static const int32_t a_i32[] = {-1, 0, 2147483647};
 static const float a_f32[] = {1.5f, -0.25f, 0.001f};
 static const bool a_bool[] = {true, false, true};
-static const char *const a_str[] = {"a", "", "\xc3\xbcn\xc3\xaf" "code"};
+static const char *const a_str[] = {"a", "", "\303\274n\303\257code"}; /* "ünïcode" */
 static const uint64_t a_u64[] = {0, UINT64_MAX};
 static const int64_t a_i64[] = {INT64_MIN, INT64_MAX};
 static const double a_f64[] = {3.141592653589793, -1e300};
@@ -347,7 +347,8 @@ static void rewrite_by_copy(const char *golden, const char *out)
                                            bg_gguf_tensor_n_dims(g, i), bg_gguf_tensor_ne(g, i),
                                            bg_gguf_tensor_data(g, i), bg_gguf_tensor_nbytes(g, i));
     rc = rc ? rc : bg_gguf_writer_write(w, out, err, sizeof err);
-    check(rc == 0, "copy every kv and tensor of the golden file into a writer, write (%s)", err);
+    check(rc == 0, "copy every kv and tensor of the golden file into a writer, write%s%s",
+          rc ? ": " : "", rc ? err : "");
     bg_gguf_writer_free(&w);
     bg_gguf_free(&g);
     compare_with_golden(out, golden, "written by copy_kv + add_tensor_ref");
@@ -373,7 +374,8 @@ static void rewrite_from_scratch(const char *golden, const char *out, int align6
     rc = rc ? rc : bg_gguf_writer_write(w, out, err, sizeof err);
     check(rc == 0 && bg_gguf_writer_n_kv(w) == N_GOLDEN_KVS + align64 &&
           bg_gguf_writer_n_tensors(w) == 5,
-          "set_* every key, quantize and add every tensor, write (rc %d %s)", rc, err);
+          "set_* every key, quantize and add every tensor, write%s%s", rc ? ": " : "",
+          rc ? err : "");
     bg_gguf_writer_free(&w);
     compare_with_golden(out, golden, "written from scratch");
 }
@@ -642,8 +644,8 @@ static void test_roundtrip(const char *path, const char *json)
     rc = bg_gguf_writer_write(w, path, err, sizeof err);
     bg_gguf_writer_free(&w);
     bg_gguf *g = NULL;
-    if (!check(rc == 0 && bg_gguf_open(&g, path, err, sizeof err) == 0, "write and reopen %s (%s)",
-               path, err))
+    rc = rc ? rc : bg_gguf_open(&g, path, err, sizeof err);
+    if (!check(rc == 0, "write and reopen %s%s%s", path, rc ? ": " : "", rc ? err : ""))
         goto out;
     check(bg_gguf_alignment(g) == 128 && bg_gguf_data_offset(g) % 128 == 0 &&
           bg_gguf_n_kv(g) == N_RT_KVS && bg_gguf_n_tensors(g) == N_RT_TENSORS,

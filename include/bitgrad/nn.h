@@ -79,6 +79,10 @@ BG_API int bg_module_to_bitlinear(bg_module *m, const bg_bitlinear_config *cfg,
 /* Inference mode for BitLinear: weights quantized once to codes + scale; the forward runs
  * int8 activations x ternary codes with int32 accumulation (no grad). Off: latent weights. */
 BG_API int bg_module_set_inference(bg_module *m, bool on);
+/* In inference mode, quantize activations as llama.cpp's CPU TQ kernels do (Q8_K: blocks of
+ * 256, d = max / -127 from the element of largest magnitude, round half to even) and sum
+ * the blocks' integer dots as they do, so that logits match llama.cpp's to ~1e-6. */
+BG_API void bg_module_set_llama_emulation(bg_module *m, bool on);
 
 BG_API bg_module *bg_embedding_new(bg_ctx *ctx, const char *name, int64_t n_vocab, int64_t dim);
 BG_API bg_module *bg_rmsnorm_new(bg_ctx *ctx, const char *name, int64_t dim, float eps);

@@ -50,6 +50,16 @@ BG_API int bg_optim_n_params(const bg_optim *o);
 BG_API bg_tensor *bg_optim_param(const bg_optim *o, int i);
 BG_API bg_tensor *bg_optim_state(const bg_optim *o, int i, int which); /* 0: m/momentum, 1: v */
 BG_API int bg_optim_set_steps(bg_optim *o, int64_t steps);
+/* Read-back of the configuration, groups and schedule factors (for checkpoints). */
+BG_API bg_optim_config bg_optim_get_config(const bg_optim *o);
+BG_API int bg_optim_param_group(const bg_optim *o, int i); /* group of parameter i, or BG_EINVAL */
+BG_API float bg_optim_group_lr(const bg_optim *o, int group);           /* NAN if no such group */
+BG_API float bg_optim_group_weight_decay(const bg_optim *o, int group); /* NAN if no such group */
+BG_API float bg_optim_lr_scale(const bg_optim *o);
+BG_API float bg_optim_wd_scale(const bg_optim *o);
+/* Creates the moment tensors (zeros) now instead of at the first step, so that a checkpoint
+ * can fill them. Idempotent. */
+BG_API int bg_optim_init_state(bg_optim *o);
 
 /* Clipping over the parameters of the optimizer; returns the norm before clipping. */
 BG_API float bg_clip_grad_norm(bg_optim *o, float max_norm);

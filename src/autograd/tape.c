@@ -66,7 +66,10 @@ bg_node *bg__record(int op, bg_tensor *out, int n_in, bg_tensor *const *in)
     node->out = out;
     for (int i = 0; i < n_in; i++) {
         node->in[i] = in[i];
-        if (in[i]) in[i]->recorded_epoch = tape->epoch;
+        if (!in[i]) continue;
+        in[i]->recorded_epoch = tape->epoch;
+        /* Views share storage: a write through any alias must see the mark. */
+        if (in[i]->view_of) ((bg_tensor *)in[i]->view_of)->recorded_epoch = tape->epoch;
     }
     out->requires_grad = true;
     out->is_leaf = false;

@@ -25,6 +25,53 @@ static int check_cfg(bg_ctx *ctx, const bg_bitlinear_config *c)
     return BG_OK;
 }
 
+/* llama.cpp's nearest_int: round half to even through the float magic number. */
+static inline int nearest_even(float v)
+{
+    float f = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &f, sizeof i);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
+/* One output row as llama.cpp computes TQ x Q8_K: per block of 256, activations scaled by
+ * -127 / (signed element of largest magnitude), an integer dot with the codes, and
+ * sumf += sumi * d_x; then the projection's scale. */
+static void infer_row_llama(const float *x, int64_t in, const int8_t *codes, int64_t out,
+                            const float *s_w, bool per_row, float *y, int8_t *q, float *dx)
+{
+    int64_t nb = in / 256;
+    for (int64_t b = 0; b < nb; b++) {
+        const float *xb = x + b * 256;
+        float amax = 0.0f, maxv = 0.0f;
+        for (int i = 0; i < 256; i++)
+            if (fabsf(xb[i]) > amax) {
+                amax = fabsf(xb[i]);
+                maxv = xb[i];
+            }
+        if (amax == 0.0f) {
+            dx[b] = 0.0f;
+            memset(q + b * 256, 0, 256);
+            continue;
+        }
+        float iscale = -127.0f / maxv;
+        for (int i = 0; i < 256; i++) {
+            int v = nearest_even(iscale * xb[i]);
+            q[b * 256 + i] = (int8_t)(v > 127 ? 127 : v);
+        }
+        dx[b] = 1.0f / iscale;
+    }
+    for (int64_t j = 0; j < out; j++) {
+        float sumf = 0.0f;
+        for (int64_t b = 0; b < nb; b++) {
+            int32_t sumi = 0;
+            for (int i = 0; i < 256; i++) sumi += (int32_t)q[b * 256 + i] * codes[j * in + b * 256 + i];
+            sumf += (float)sumi * dx[b];
+        }
+        y[j] = sumf * s_w[per_row ? j : 0];
+    }
+}
+
 /* Inference: int8 activations (per token) x ternary codes, int32 accumulation. */
 static bg_tensor *linear_infer(bg_module *m, bg_tensor *x)
 {
@@ -40,9 +87,17 @@ static bg_tensor *linear_infer(bg_module *m, bg_tensor *x)
     float *sx = bg__arena_alloc(ctx, (size_t)rows * sizeof(float));
     const float *xd = bg__contig_data(x);
     if (!y || !lx || !sx || !xd) return NULL;
-    bg_act_quantize(xd, rows, in, m->cfg.act_bits, lx, sx);
-    bg_ternary_matmul_ref(lx, sx, m->codes, m->scales, m->cfg.weight_mode == BG_WQ_PER_ROW, rows,
-                          out, in, y->data);
+    bool per_row = m->cfg.weight_mode == BG_WQ_PER_ROW;
+    if (m->emulate_llama && in % 256 == 0) {
+        float *dxb = bg__arena_alloc(ctx, (size_t)(in / 256 + 1) * sizeof(float));
+        if (!dxb) return NULL;
+        for (int64_t r = 0; r < rows; r++)
+            infer_row_llama(xd + r * in, in, m->codes, out, m->scales, per_row,
+                            bg__f32(y) + r * out, lx, dxb);
+    } else {
+        bg_act_quantize(xd, rows, in, m->cfg.act_bits, lx, sx);
+        bg_ternary_matmul_ref(lx, sx, m->codes, m->scales, per_row, rows, out, in, y->data);
+    }
     if (bg_linear_bias(m)) {
         float *yd = y->data;
         const float *b = bg_linear_bias(m)->data;
@@ -159,6 +214,13 @@ static int set_inference_one(bg_module *m, bool on)
                         m->scales);
     m->inference = true;
     return BG_OK;
+}
+
+void bg_module_set_llama_emulation(bg_module *m, bool on)
+{
+    if (!m) return;
+    m->emulate_llama = on;
+    for (int i = 0; i < m->n_children; i++) bg_module_set_llama_emulation(m->children[i], on);
 }
 
 int bg_module_set_inference(bg_module *m, bool on)

@@ -21,6 +21,7 @@ struct bg_module {
     bool bit;
     bg_bitlinear_config cfg;
     bool inference;
+    bool emulate_llama;   /* inference: llama.cpp's Q8_K activation blocks */
     int8_t *codes;        /* inference: ternary codes [out, in] */
     float *scales;        /* inference: weight scales */
     /* norms, dropout */

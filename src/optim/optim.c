@@ -248,6 +248,34 @@ static void adam_update(const bg_optim *o, opt_param *op, float lr, float wd)
     }
 }
 
+bg_optim_config bg_optim_get_config(const bg_optim *o) { return o->cfg; }
+float bg_optim_lr_scale(const bg_optim *o) { return o->lr_scale; }
+float bg_optim_wd_scale(const bg_optim *o) { return o->wd_scale; }
+
+int bg_optim_param_group(const bg_optim *o, int i)
+{
+    return (o && i >= 0 && i < o->n_params) ? o->params[i].group : BG_EINVAL;
+}
+
+float bg_optim_group_lr(const bg_optim *o, int group)
+{
+    return (o && group >= 0 && group < o->n_groups) ? o->groups[group].lr : NAN;
+}
+
+float bg_optim_group_weight_decay(const bg_optim *o, int group)
+{
+    return (o && group >= 0 && group < o->n_groups) ? o->groups[group].wd : NAN;
+}
+
+int bg_optim_init_state(bg_optim *o)
+{
+    if (!o) return BG_EINVAL;
+    for (int i = 0; i < o->n_params; i++)
+        if (ensure_state(o, &o->params[i]))
+            return bg__error(o->ctx, BG_ENOMEM, "optim: out of memory");
+    return BG_OK;
+}
+
 static bool grads_finite(const bg_optim *o)
 {
     for (int i = 0; i < o->n_params; i++) {

@@ -287,7 +287,10 @@ int bg_tensor_read(const bg_tensor *t, float *dst)
 static int check_writable(bg_tensor *t, const char *what)
 {
     if (!bg__check_live(t, what)) return BG_EINVAL;
-    if (t->recorded_epoch && t->recorded_epoch == t->ctx->tape->epoch && t->ctx->tape->n > 0)
+    const bg_tensor *root = t->view_of ? t->view_of : t;
+    uint64_t ep = t->ctx->tape->epoch;
+    bool recorded = (t->recorded_epoch == ep || root->recorded_epoch == ep) && t->ctx->tape->n > 0;
+    if (recorded)
         return bg__error(t->ctx, BG_ESTATE,
                          "%s: in-place write to tensor '%s' that the autograd tape recorded "
                          "(run backward or bg_step_end first)", what, t->name);
