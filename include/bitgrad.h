@@ -9,5 +9,6 @@
 #include "bitgrad/ternary.h"
 #include "bitgrad/nn.h"
 #include "bitgrad/optim.h"
+#include "bitgrad/checkpoint.h"
 
 #endif

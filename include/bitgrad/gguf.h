@@ -10,7 +10,10 @@
  * value in place), tensors in the order added, the data section aligned to general.alignment
  * (a UINT32 power of two; 32 when unset) with zero padding after every tensor including the
  * last, the same layout as gguf-py's GGUFWriter. bg_gguf_writer_write writes PATH.tmp, flushes
- * and fsyncs it, then renames it over PATH; on failure PATH is untouched and PATH.tmp removed. */
+ * and fsyncs it, then renames it over PATH; on failure PATH is untouched and PATH.tmp removed.
+ *
+ * The host must be little-endian, like the format (the build refuses others); the reader and
+ * writer copy values with memcpy and never dereference unaligned pointers into the file. */
 #ifndef BITGRAD_GGUF_H
 #define BITGRAD_GGUF_H
 
@@ -148,9 +151,8 @@ BG_API int64_t bg_gguf_writer_n_kv(const bg_gguf_writer *w);
  * ne[0] a multiple of the type's block size, nbytes equal to the size those imply (BG_EINVAL /
  * BG_ESHAPE otherwise). add_tensor copies the data; add_tensor_ref keeps the pointer, which
  * must stay valid until the writer is freed. */
-BG_API int bg_gguf_writer_add_tensor(bg_gguf_writer *w, const char *name, int ggml_type,
-                                     int n_dims, const int64_t *ne, const void *data,
-                                     size_t nbytes);
+BG_API int bg_gguf_writer_add_tensor(bg_gguf_writer *w, const char *name, int ggml_type, int n_dims,
+                                     const int64_t *ne, const void *data, size_t nbytes);
 BG_API int bg_gguf_writer_add_tensor_ref(bg_gguf_writer *w, const char *name, int ggml_type,
                                          int n_dims, const int64_t *ne, const void *data,
                                          size_t nbytes);

@@ -54,10 +54,10 @@ enum bg_ggml_type {
     BG_GGML_TYPE_COUNT = 42 /* one past the largest id */
 };
 
-#define BG_QK_TQ 256          /* elements per TQ1_0 / TQ2_0 block */
+#define BG_QK_TQ 256 /* elements per TQ1_0 / TQ2_0 block */
 #define BG_TQ2_0_BLOCK_BYTES 66
 #define BG_TQ1_0_BLOCK_BYTES 54
-#define BG_QK8_0 32           /* elements per Q8_0 block */
+#define BG_QK8_0 32 /* elements per Q8_0 block */
 
 /* Bytes per block, or 0 if the id is not a known ggml type. */
 BG_API size_t bg_ggml_type_size(int ggml_type);

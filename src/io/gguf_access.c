@@ -7,20 +7,11 @@
 
 #include <string.h>
 
-uint32_t bg_gguf_version(const bg_gguf *g)
-{
-    return g ? g->version : 0;
-}
+uint32_t bg_gguf_version(const bg_gguf *g) { return g ? g->version : 0; }
 
-uint32_t bg_gguf_alignment(const bg_gguf *g)
-{
-    return g ? g->alignment : 0;
-}
+uint32_t bg_gguf_alignment(const bg_gguf *g) { return g ? g->alignment : 0; }
 
-uint64_t bg_gguf_data_offset(const bg_gguf *g)
-{
-    return g ? g->data_offset : 0;
-}
+uint64_t bg_gguf_data_offset(const bg_gguf *g) { return g ? g->data_offset : 0; }
 
 /* ---- key/values ----------------------------------------------------------------------- */
 
@@ -29,18 +20,13 @@ static const gguf_kv *kv_at(const bg_gguf *g, int64_t i)
     return g && i >= 0 && i < g->n_kv ? &g->kv[i] : NULL;
 }
 
-int64_t bg_gguf_n_kv(const bg_gguf *g)
-{
-    return g ? g->n_kv : 0;
-}
+int64_t bg_gguf_n_kv(const bg_gguf *g) { return g ? g->n_kv : 0; }
 
 int64_t bg_gguf_find_key(const bg_gguf *g, const char *key)
 {
-    if (!g || !key)
-        return BG_ENOTFOUND;
+    if (!g || !key) return BG_ENOTFOUND;
     for (int64_t i = 0; i < g->n_kv; i++)
-        if (strcmp((const char *)g->pool + g->kv[i].key_off, key) == 0)
-            return i;
+        if (strcmp((const char *)g->pool + g->kv[i].key_off, key) == 0) return i;
     return BG_ENOTFOUND;
 }
 
@@ -59,10 +45,8 @@ int bg_gguf_kv_type(const bg_gguf *g, int64_t i)
 static int get_scalar(const bg_gguf *g, int64_t i, int type, void *out)
 {
     const gguf_kv *kv = kv_at(g, i);
-    if (!kv || !out)
-        return BG_EINVAL;
-    if (kv->type != type)
-        return BG_EFORMAT;
+    if (!kv || !out) return BG_EINVAL;
+    if (kv->type != type) return BG_EFORMAT;
     memcpy(out, kv->raw, bg_gguf_scalar_size(type));
     return 0;
 }
@@ -106,8 +90,7 @@ int bg_gguf_get_bool(const bg_gguf *g, int64_t i, bool *out)
 {
     uint8_t v;
     int rc = out ? get_scalar(g, i, BG_GGUF_BOOL, &v) : BG_EINVAL;
-    if (rc == 0)
-        *out = v != 0;
+    if (rc == 0) *out = v != 0;
     return rc;
 }
 
@@ -129,26 +112,22 @@ int bg_gguf_get_f64(const bg_gguf *g, int64_t i, double *out)
 const char *bg_gguf_get_str(const bg_gguf *g, int64_t i, size_t *len)
 {
     const gguf_kv *kv = kv_at(g, i);
-    if (!kv || kv->type != BG_GGUF_STRING)
-        return NULL;
-    if (len)
-        *len = (size_t)kv->len;
+    if (!kv || kv->type != BG_GGUF_STRING) return NULL;
+    if (len) *len = (size_t)kv->len;
     return (const char *)g->pool + kv->off;
 }
 
 int bg_gguf_get_arr_type(const bg_gguf *g, int64_t i)
 {
     const gguf_kv *kv = kv_at(g, i);
-    if (!kv)
-        return BG_EINVAL;
+    if (!kv) return BG_EINVAL;
     return kv->type == BG_GGUF_ARRAY ? kv->arr_type : BG_EFORMAT;
 }
 
 int64_t bg_gguf_get_arr_n(const bg_gguf *g, int64_t i)
 {
     const gguf_kv *kv = kv_at(g, i);
-    if (!kv)
-        return BG_EINVAL;
+    if (!kv) return BG_EINVAL;
     return kv->type == BG_GGUF_ARRAY ? (int64_t)kv->n : BG_EFORMAT;
 }
 
@@ -156,8 +135,7 @@ const void *bg_gguf_get_arr_data(const bg_gguf *g, int64_t i)
 {
     static const uint64_t empty;
     const gguf_kv *kv = kv_at(g, i);
-    if (!kv || kv->type != BG_GGUF_ARRAY || kv->arr_type == BG_GGUF_STRING)
-        return NULL;
+    if (!kv || kv->type != BG_GGUF_ARRAY || kv->arr_type == BG_GGUF_STRING) return NULL;
     return kv->n == 0 ? (const void *)&empty : (const void *)(g->pool + kv->off);
 }
 
@@ -168,8 +146,7 @@ const char *bg_gguf_get_arr_str(const bg_gguf *g, int64_t i, int64_t j, size_t *
         (uint64_t)j >= kv->n)
         return NULL;
     const uint64_t *ref = g->refs + kv->off + 2 * (uint64_t)j;
-    if (len)
-        *len = (size_t)ref[1];
+    if (len) *len = (size_t)ref[1];
     return (const char *)g->pool + ref[0];
 }
 
@@ -180,18 +157,13 @@ static const gguf_tensor *tensor_at(const bg_gguf *g, int64_t i)
     return g && i >= 0 && i < g->n_tensors ? &g->tensors[i] : NULL;
 }
 
-int64_t bg_gguf_n_tensors(const bg_gguf *g)
-{
-    return g ? g->n_tensors : 0;
-}
+int64_t bg_gguf_n_tensors(const bg_gguf *g) { return g ? g->n_tensors : 0; }
 
 int64_t bg_gguf_find_tensor(const bg_gguf *g, const char *name)
 {
-    if (!g || !name)
-        return BG_ENOTFOUND;
+    if (!g || !name) return BG_ENOTFOUND;
     for (int64_t i = 0; i < g->n_tensors; i++)
-        if (strcmp(g->tensors[i].name, name) == 0)
-            return i;
+        if (strcmp(g->tensors[i].name, name) == 0) return i;
     return BG_ENOTFOUND;
 }
 
@@ -246,8 +218,7 @@ const void *bg_gguf_tensor_data(const bg_gguf *g, int64_t i)
 int bg_gguf_read_tensor_f32(const bg_gguf *g, int64_t i, float *dst)
 {
     const gguf_tensor *t = tensor_at(g, i);
-    if (!t || !dst)
-        return BG_EINVAL;
+    if (!t || !dst) return BG_EINVAL;
     return bg_ggml_dequantize(t->type, bg_gguf_tensor_data(g, i), dst,
                               bg_gguf_tensor_nelements(g, i));
 }

@@ -10,16 +10,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "bitgrad copies little-endian GGUF/ggml data with memcpy: big-endian hosts are unsupported"
+#endif
+
 /* One key/value. Strings and array payloads live in the object's pool (offsets, since the pool
  * grows while parsing); scalars live in raw (little-endian bytes as in the file). */
 typedef struct gguf_kv {
-    uint64_t key_off, key_len;  /* key text in pool, NUL-terminated */
-    int type;                   /* enum bg_gguf_type */
-    int arr_type;               /* element type of an ARRAY */
-    uint64_t n;                 /* element count of an ARRAY */
-    uint64_t off, len;          /* STRING: text in pool; numeric ARRAY: elements in pool
+    uint64_t key_off, key_len; /* key text in pool, NUL-terminated */
+    int type;                  /* enum bg_gguf_type */
+    int arr_type;              /* element type of an ARRAY */
+    uint64_t n;                /* element count of an ARRAY */
+    uint64_t off, len;         /* STRING: text in pool; numeric ARRAY: elements in pool
                                  * (8-aligned, len bytes); string ARRAY: first pair in refs */
-    uint8_t raw[8];             /* scalar value */
+    uint8_t raw[8];            /* scalar value */
 } gguf_kv;
 
 typedef struct gguf_tensor {
@@ -27,29 +31,31 @@ typedef struct gguf_tensor {
     int n_dims;
     int64_t ne[BG_MAX_DIMS];
     int type;
-    uint64_t offset;            /* from the start of the data section */
+    uint64_t offset; /* from the start of the data section */
     uint64_t nbytes;
 } gguf_tensor;
 
 struct bg_gguf {
-    uint8_t *file;              /* the whole file */
+    uint8_t *file; /* the whole file */
     size_t size;
-    int mapped;                 /* file came from mmap (else malloc) */
+    int mapped; /* file came from mmap (else malloc) */
     uint32_t version, alignment;
     uint64_t data_offset;
     int64_t n_kv, n_tensors;
     gguf_kv *kv;
     gguf_tensor *tensors;
-    uint8_t *pool;              /* NUL-terminated strings and aligned array elements */
+    uint8_t *pool; /* NUL-terminated strings and aligned array elements */
     size_t pool_len, pool_cap;
-    uint64_t *refs;             /* (offset, length) pairs of string-array elements */
-    size_t refs_len, refs_cap;  /* in uint64_t units */
+    uint64_t *refs;            /* (offset, length) pairs of string-array elements */
+    size_t refs_len, refs_cap; /* in uint64_t units */
 };
 
 /* Bytes of one scalar of a GGUF value type; 0 for STRING, ARRAY and unknown ids. */
 static inline size_t bg_gguf_scalar_size(int t)
 {
-    static const unsigned char sizes[BG_GGUF_TYPE_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    static const unsigned char sizes[BG_GGUF_TYPE_COUNT] = {
+        1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8
+    };
     return t >= 0 && t < BG_GGUF_TYPE_COUNT ? sizes[t] : 0;
 }
 

@@ -49,8 +49,9 @@ void bg_gguf_quote(char out[80], const char *s, uint64_t len)
 
 const char *bg_gguf_type_name(int t)
 {
-    static const char *const names[BG_GGUF_TYPE_COUNT] = {
-        "u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "str", "arr", "u64", "i64", "f64"};
+    static const char *const names[BG_GGUF_TYPE_COUNT] = { "u8",  "i8",  "u16",  "i16", "u32",
+                                                           "i32", "f32", "bool", "str", "arr",
+                                                           "u64", "i64", "f64" };
     return t >= 0 && t < BG_GGUF_TYPE_COUNT ? names[t] : "unknown";
 }
 
@@ -63,10 +64,7 @@ typedef struct parser {
     size_t errlen;
 } parser;
 
-static size_t left(const parser *ps)
-{
-    return ps->g->size - ps->pos;
-}
+static size_t left(const parser *ps) { return ps->g->size - ps->pos; }
 
 static int read_bytes(parser *ps, void *dst, size_t n, const char *what)
 {
@@ -79,10 +77,7 @@ static int read_bytes(parser *ps, void *dst, size_t n, const char *what)
     return 0;
 }
 
-static uint64_t align_up(uint64_t x, uint64_t a)
-{
-    return (x + a - 1) / a * a;
-}
+static uint64_t align_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 /* Appends n bytes (plus a NUL if asked) at an offset aligned to align; *off gets the offset. */
 static int pool_put(bg_gguf *g, const void *src, size_t n, size_t align, int nul, uint64_t *off)
@@ -91,19 +86,15 @@ static int pool_put(bg_gguf *g, const void *src, size_t n, size_t align, int nul
     size_t need = start + n + (nul ? 1 : 0);
     if (need > g->pool_cap) {
         size_t cap = g->pool_cap ? g->pool_cap : 256;
-        while (cap < need)
-            cap *= 2;
+        while (cap < need) cap *= 2;
         uint8_t *p = realloc(g->pool, cap);
-        if (!p)
-            return BG_ENOMEM;
+        if (!p) return BG_ENOMEM;
         g->pool = p;
         g->pool_cap = cap;
     }
     memset(g->pool + g->pool_len, 0, start - g->pool_len);
-    if (n > 0)
-        memcpy(g->pool + start, src, n);
-    if (nul)
-        g->pool[start + n] = 0;
+    if (n > 0) memcpy(g->pool + start, src, n);
+    if (nul) g->pool[start + n] = 0;
     g->pool_len = need;
     *off = start;
     return 0;
@@ -113,8 +104,7 @@ static int pool_put(bg_gguf *g, const void *src, size_t n, size_t align, int nul
 static int read_string(parser *ps, uint64_t max, const char *what, uint64_t *off, uint64_t *len)
 {
     int rc = read_bytes(ps, len, 8, what);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (*len > max)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: %s: length %llu exceeds the limit %llu", what,
@@ -122,10 +112,10 @@ static int read_string(parser *ps, uint64_t max, const char *what, uint64_t *off
     if (*len > left(ps))
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: %s: string of %llu bytes at offset %zu runs past end of "
-                            "file (%zu)", what, (unsigned long long)*len, ps->pos, ps->g->size);
+                            "file (%zu)",
+                            what, (unsigned long long)*len, ps->pos, ps->g->size);
     rc = pool_put(ps->g, ps->g->file + ps->pos, (size_t)*len, 1, 1, off);
-    if (rc != 0)
-        return bg_gguf_fail(ps->err, ps->errlen, rc, "gguf: out of memory");
+    if (rc != 0) return bg_gguf_fail(ps->err, ps->errlen, rc, "gguf: out of memory");
     ps->pos += (size_t)*len;
     return 0;
 }
@@ -136,15 +126,14 @@ static int read_string_array(parser *ps, gguf_kv *kv, const char *keyq)
     if (kv->n > left(ps) / 8)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: key '%s': array of %llu strings cannot fit in the %zu bytes "
-                            "left", keyq, (unsigned long long)kv->n, left(ps));
+                            "left",
+                            keyq, (unsigned long long)kv->n, left(ps));
     size_t need = g->refs_len + 2 * (size_t)kv->n;
     if (need > g->refs_cap) {
         size_t cap = g->refs_cap ? g->refs_cap : 64;
-        while (cap < need)
-            cap *= 2;
+        while (cap < need) cap *= 2;
         uint64_t *r = realloc(g->refs, cap * sizeof *r);
-        if (!r)
-            return bg_gguf_fail(ps->err, ps->errlen, BG_ENOMEM, "gguf: out of memory");
+        if (!r) return bg_gguf_fail(ps->err, ps->errlen, BG_ENOMEM, "gguf: out of memory");
         g->refs = r;
         g->refs_cap = cap;
     }
@@ -154,8 +143,7 @@ static int read_string_array(parser *ps, gguf_kv *kv, const char *keyq)
     for (uint64_t j = 0; j < kv->n; j++) {
         uint64_t off, len;
         int rc = read_string(ps, UINT64_MAX, what, &off, &len);
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
         g->refs[g->refs_len++] = off;
         g->refs[g->refs_len++] = len;
     }
@@ -166,16 +154,13 @@ static int read_array(parser *ps, gguf_kv *kv, const char *keyq)
 {
     int32_t et;
     int rc = read_bytes(ps, &et, 4, "array element type");
-    if (rc == 0)
-        rc = read_bytes(ps, &kv->n, 8, "array element count");
-    if (rc != 0)
-        return rc;
+    if (rc == 0) rc = read_bytes(ps, &kv->n, 8, "array element count");
+    if (rc != 0) return rc;
     kv->arr_type = et;
     if (et == BG_GGUF_ARRAY)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: key '%s': arrays of arrays are not supported", keyq);
-    if (et == BG_GGUF_STRING)
-        return read_string_array(ps, kv, keyq);
+    if (et == BG_GGUF_STRING) return read_string_array(ps, kv, keyq);
     size_t esz = bg_gguf_scalar_size(et);
     if (esz == 0)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
@@ -183,12 +168,11 @@ static int read_array(parser *ps, gguf_kv *kv, const char *keyq)
     if (kv->n > left(ps) / esz)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: key '%s': array of %llu %s elements runs past end of file "
-                            "(%zu)", keyq, (unsigned long long)kv->n, bg_gguf_type_name(et),
-                            ps->g->size);
+                            "(%zu)",
+                            keyq, (unsigned long long)kv->n, bg_gguf_type_name(et), ps->g->size);
     kv->len = kv->n * esz;
     rc = pool_put(ps->g, ps->g->file + ps->pos, (size_t)kv->len, 8, 0, &kv->off);
-    if (rc != 0)
-        return bg_gguf_fail(ps->err, ps->errlen, rc, "gguf: out of memory");
+    if (rc != 0) return bg_gguf_fail(ps->err, ps->errlen, rc, "gguf: out of memory");
     if (et == BG_GGUF_BOOL)
         for (uint64_t j = 0; j < kv->n; j++)
             ps->g->pool[kv->off + j] = ps->g->pool[kv->off + j] != 0;
@@ -200,10 +184,8 @@ static int read_value(parser *ps, gguf_kv *kv, const char *keyq)
 {
     char what[120];
     snprintf(what, sizeof what, "value of key '%s'", keyq);
-    if (kv->type == BG_GGUF_STRING)
-        return read_string(ps, UINT64_MAX, what, &kv->off, &kv->len);
-    if (kv->type == BG_GGUF_ARRAY)
-        return read_array(ps, kv, keyq);
+    if (kv->type == BG_GGUF_STRING) return read_string(ps, UINT64_MAX, what, &kv->off, &kv->len);
+    if (kv->type == BG_GGUF_ARRAY) return read_array(ps, kv, keyq);
     size_t sz = bg_gguf_scalar_size(kv->type);
     if (sz == 0)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
@@ -219,8 +201,7 @@ static int read_kvs(parser *ps)
         char what[64], keyq[80];
         snprintf(what, sizeof what, "key of key/value %lld", (long long)i);
         int rc = read_string(ps, BG_GGUF_KEY_MAX, what, &kv->key_off, &kv->key_len);
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
         const char *key = (const char *)g->pool + kv->key_off;
         if (kv->key_len == 0 || memchr(key, 0, (size_t)kv->key_len))
             return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
@@ -229,12 +210,10 @@ static int read_kvs(parser *ps)
         bg_gguf_quote(keyq, key, kv->key_len);
         int32_t type;
         rc = read_bytes(ps, &type, 4, "value type");
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
         kv->type = type;
         rc = read_value(ps, kv, keyq);
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
     }
     return 0;
 }
@@ -256,12 +235,10 @@ static int cmp_name(const void *a, const void *b)
 /* Sorts refs; returns the index of one of two equal names, or -1. */
 static int64_t find_duplicate(name_ref *refs, int64_t n)
 {
-    if (n < 2)
-        return -1;
+    if (n < 2) return -1;
     qsort(refs, (size_t)n, sizeof *refs, cmp_name);
     for (int64_t i = 1; i < n; i++)
-        if (cmp_name(&refs[i - 1], &refs[i]) == 0)
-            return i;
+        if (cmp_name(&refs[i - 1], &refs[i]) == 0) return i;
     return -1;
 }
 
@@ -270,8 +247,7 @@ static int check_unique(parser *ps, int keys)
     bg_gguf *g = ps->g;
     int64_t n = keys ? g->n_kv : g->n_tensors;
     name_ref *refs = malloc((size_t)(n > 0 ? n : 1) * sizeof *refs);
-    if (!refs)
-        return bg_gguf_fail(ps->err, ps->errlen, BG_ENOMEM, "gguf: out of memory");
+    if (!refs) return bg_gguf_fail(ps->err, ps->errlen, BG_ENOMEM, "gguf: out of memory");
     for (int64_t i = 0; i < n; i++) {
         refs[i].s = keys ? (const char *)g->pool + g->kv[i].key_off : g->tensors[i].name;
         refs[i].len = keys ? (size_t)g->kv[i].key_len : strlen(g->tensors[i].name);
@@ -294,8 +270,7 @@ static int read_header(parser *ps)
 {
     bg_gguf *g = ps->g;
     if (g->size >= 4 && memcmp(g->file, "GGUF", 4) != 0)
-        return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
-                            "gguf: not a GGUF file (bad magic)");
+        return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT, "gguf: not a GGUF file (bad magic)");
     if (g->size < HEADER_BYTES)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: file of %zu bytes is too small for a GGUF header (%u bytes)",
@@ -307,7 +282,8 @@ static int read_header(parser *ps)
     if (g->version == 1 || g->version == 2)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: version %u files are not supported (only version 3); "
-                            "convert the file with a current llama.cpp", g->version);
+                            "convert the file with a current llama.cpp",
+                            g->version);
     if (g->version == 0x03000000u)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: big-endian GGUF files are not supported");
@@ -332,8 +308,7 @@ static int read_alignment(parser *ps)
     bg_gguf *g = ps->g;
     g->alignment = BG_GGUF_DEFAULT_ALIGNMENT;
     int64_t i = bg_gguf_find_key(g, "general.alignment");
-    if (i < 0)
-        return 0;
+    if (i < 0) return 0;
     uint32_t a;
     if (bg_gguf_get_u32(g, i, &a) != 0)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
@@ -350,15 +325,13 @@ static int read_tensor_name(parser *ps, gguf_tensor *t, int64_t i)
 {
     uint64_t len;
     int rc = read_bytes(ps, &len, 8, "tensor name length");
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (len >= BG_NAME_MAX)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: tensor %lld: name of %llu bytes is too long (at most %d)",
                             (long long)i, (unsigned long long)len, BG_NAME_MAX - 1);
     rc = read_bytes(ps, t->name, (size_t)len, "tensor name");
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     t->name[len] = 0;
     if (memchr(t->name, 0, (size_t)len))
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
@@ -371,21 +344,17 @@ static int read_tensor_shape(parser *ps, gguf_tensor *t, const char *q)
 {
     uint32_t n_dims;
     int rc = read_bytes(ps, &n_dims, 4, "tensor n_dims");
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     if (n_dims < 1 || n_dims > BG_MAX_DIMS)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
-                            "gguf: tensor '%s': n_dims %u is not in 1..%d", q, n_dims,
-                            BG_MAX_DIMS);
+                            "gguf: tensor '%s': n_dims %u is not in 1..%d", q, n_dims, BG_MAX_DIMS);
     t->n_dims = (int)n_dims;
     int64_t count = 1;
     for (int d = 0; d < BG_MAX_DIMS; d++) {
         t->ne[d] = 1;
-        if (d >= t->n_dims)
-            continue;
+        if (d >= t->n_dims) continue;
         rc = read_bytes(ps, &t->ne[d], 8, "tensor ne");
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
         if (t->ne[d] < 1)
             return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                                 "gguf: tensor '%s': ne[%d] = %lld is not positive", q, d,
@@ -403,11 +372,9 @@ static int read_tensor_info(parser *ps, int64_t i)
     gguf_tensor *t = &ps->g->tensors[i];
     char q[80];
     int rc = read_tensor_name(ps, t, i);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     bg_gguf_quote(q, t->name, strlen(t->name));
-    if ((rc = read_tensor_shape(ps, t, q)) != 0)
-        return rc;
+    if ((rc = read_tensor_shape(ps, t, q)) != 0) return rc;
     int32_t type;
     if ((rc = read_bytes(ps, &type, 4, "tensor type")) != 0 ||
         (rc = read_bytes(ps, &t->offset, 8, "tensor offset")) != 0)
@@ -420,8 +387,8 @@ static int read_tensor_info(parser *ps, int64_t i)
     if (t->ne[0] % block != 0)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: tensor '%s': row length %lld is not a multiple of the %s "
-                            "block size %lld", q, (long long)t->ne[0], bg_ggml_type_name(type),
-                            (long long)block);
+                            "block size %lld",
+                            q, (long long)t->ne[0], bg_ggml_type_name(type), (long long)block);
     uint64_t bytes = bg_ggml_row_size(type, t->ne[0]);
     for (int d = 1; d < BG_MAX_DIMS && bytes != 0; d++)
         bytes = bytes > UINT64_MAX / (uint64_t)t->ne[d] ? 0 : bytes * (uint64_t)t->ne[d];
@@ -432,7 +399,8 @@ static int read_tensor_info(parser *ps, int64_t i)
     if (t->offset % ps->g->alignment != 0)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: tensor '%s': data offset %llu is not a multiple of the "
-                            "alignment %u", q, (unsigned long long)t->offset, ps->g->alignment);
+                            "alignment %u",
+                            q, (unsigned long long)t->offset, ps->g->alignment);
     return 0;
 }
 
@@ -449,8 +417,7 @@ static int check_data(parser *ps)
 {
     bg_gguf *g = ps->g;
     g->data_offset = align_up(ps->pos, g->alignment);
-    if (g->n_tensors == 0)
-        return 0;
+    if (g->n_tensors == 0) return 0;
     if (g->data_offset > g->size)
         return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                             "gguf: data section at offset %llu starts past end of file (%zu)",
@@ -462,19 +429,18 @@ static int check_data(parser *ps)
             align_up(t->nbytes, g->alignment) > avail - t->offset) {
             char q[80];
             bg_gguf_quote(q, t->name, strlen(t->name));
-            uint64_t abs = t->offset > UINT64_MAX - g->data_offset ? UINT64_MAX
-                                                                  : g->data_offset + t->offset;
+            uint64_t abs =
+                t->offset > UINT64_MAX - g->data_offset ? UINT64_MAX : g->data_offset + t->offset;
             return bg_gguf_fail(ps->err, ps->errlen, BG_EFORMAT,
                                 "gguf: tensor '%s': data offset %llu + %llu bytes (padded to "
-                                "%u) runs past end of file (%zu)", q, (unsigned long long)abs,
-                                (unsigned long long)t->nbytes, g->alignment, g->size);
+                                "%u) runs past end of file (%zu)",
+                                q, (unsigned long long)abs, (unsigned long long)t->nbytes,
+                                g->alignment, g->size);
         }
     }
     const gguf_tensor **order = malloc((size_t)g->n_tensors * sizeof *order);
-    if (!order)
-        return bg_gguf_fail(ps->err, ps->errlen, BG_ENOMEM, "gguf: out of memory");
-    for (int64_t i = 0; i < g->n_tensors; i++)
-        order[i] = &g->tensors[i];
+    if (!order) return bg_gguf_fail(ps->err, ps->errlen, BG_ENOMEM, "gguf: out of memory");
+    for (int64_t i = 0; i < g->n_tensors; i++) order[i] = &g->tensors[i];
     qsort(order, (size_t)g->n_tensors, sizeof *order, cmp_offset);
     int rc = 0;
     for (int64_t i = 1; i < g->n_tensors && rc == 0; i++) {
@@ -492,22 +458,18 @@ static int check_data(parser *ps)
 
 static int parse(bg_gguf *g, char *err, size_t errlen)
 {
-    parser ps = {g, 0, err, errlen};
+    parser ps = { g, 0, err, errlen };
     int rc = read_header(&ps);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     g->kv = calloc((size_t)g->n_kv + 1, sizeof *g->kv);
     g->tensors = calloc((size_t)g->n_tensors + 1, sizeof *g->tensors);
-    if (!g->kv || !g->tensors)
-        return bg_gguf_fail(err, errlen, BG_ENOMEM, "gguf: out of memory");
+    if (!g->kv || !g->tensors) return bg_gguf_fail(err, errlen, BG_ENOMEM, "gguf: out of memory");
     if ((rc = read_kvs(&ps)) != 0 || (rc = check_unique(&ps, 1)) != 0 ||
         (rc = read_alignment(&ps)) != 0)
         return rc;
     for (int64_t i = 0; i < g->n_tensors; i++)
-        if ((rc = read_tensor_info(&ps, i)) != 0)
-            return rc;
-    if ((rc = check_unique(&ps, 0)) != 0)
-        return rc;
+        if ((rc = read_tensor_info(&ps, i)) != 0) return rc;
+    if ((rc = check_unique(&ps, 0)) != 0) return rc;
     return check_data(&ps);
 }
 
@@ -520,8 +482,7 @@ static int finish_open(bg_gguf **out, bg_gguf *g, char *err, size_t errlen)
         bg_gguf_free(&g);
         return rc;
     }
-    if (err && errlen > 0)
-        err[0] = 0;
+    if (err && errlen > 0) err[0] = 0;
     *out = g;
     return 0;
 }
@@ -536,8 +497,7 @@ int bg_gguf_open_memory(bg_gguf **out, const void *data, size_t size, char *err,
         free(g);
         return bg_gguf_fail(err, errlen, BG_ENOMEM, "gguf: out of memory");
     }
-    if (size > 0)
-        memcpy(g->file, data, size);
+    if (size > 0) memcpy(g->file, data, size);
     g->size = size;
     return finish_open(out, g, err, errlen);
 }
@@ -546,22 +506,18 @@ int bg_gguf_open_memory(bg_gguf **out, const void *data, size_t size, char *err,
 static int load_file(bg_gguf *g, int fd, size_t size)
 {
     g->size = size;
-    if (size == 0)
-        return (g->file = malloc(1)) ? 0 : BG_ENOMEM;
+    if (size == 0) return (g->file = malloc(1)) ? 0 : BG_ENOMEM;
     void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p != MAP_FAILED) {
         g->file = p;
         g->mapped = 1;
         return 0;
     }
-    if (!(g->file = malloc(size)))
-        return BG_ENOMEM;
+    if (!(g->file = malloc(size))) return BG_ENOMEM;
     for (size_t done = 0; done < size;) {
         ssize_t r = pread(fd, g->file + done, size - done, (off_t)done);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            return BG_EIO;
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return BG_EIO;
         done += (size_t)r;
     }
     return 0;
@@ -569,8 +525,7 @@ static int load_file(bg_gguf *g, int fd, size_t size)
 
 int bg_gguf_open(bg_gguf **out, const char *path, char *err, size_t errlen)
 {
-    if (!out || !path)
-        return bg_gguf_fail(err, errlen, BG_EINVAL, "gguf: invalid argument");
+    if (!out || !path) return bg_gguf_fail(err, errlen, BG_EINVAL, "gguf: invalid argument");
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -579,8 +534,7 @@ int bg_gguf_open(bg_gguf **out, const char *path, char *err, size_t errlen)
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size > SIZE_MAX) {
         close(fd);
-        return bg_gguf_fail(err, errlen, BG_EIO, "gguf: '%s' is not a readable regular file",
-                            path);
+        return bg_gguf_fail(err, errlen, BG_EIO, "gguf: '%s' is not a readable regular file", path);
     }
     bg_gguf *g = calloc(1, sizeof *g);
     int rc = g ? load_file(g, fd, (size_t)st.st_size) : BG_ENOMEM;
@@ -595,11 +549,9 @@ int bg_gguf_open(bg_gguf **out, const char *path, char *err, size_t errlen)
 
 void bg_gguf_free(bg_gguf **pg)
 {
-    if (!pg || !*pg)
-        return;
+    if (!pg || !*pg) return;
     bg_gguf *g = *pg;
-    if (g->mapped)
-        munmap(g->file, g->size);
+    if (g->mapped) munmap(g->file, g->size);
     else
         free(g->file);
     free(g->kv);

@@ -22,7 +22,7 @@
 typedef struct wkv {
     char *key;
     int type;
-    uint8_t *val;   /* serialized value */
+    uint8_t *val; /* serialized value */
     size_t val_len;
 } wkv;
 
@@ -32,7 +32,7 @@ typedef struct wtensor {
     int64_t ne[BG_MAX_DIMS];
     int type;
     const void *data;
-    void *owned;    /* the copy made by add_tensor, or NULL */
+    void *owned; /* the copy made by add_tensor, or NULL */
     size_t nbytes;
 } wtensor;
 
@@ -52,16 +52,14 @@ typedef struct bbuf {
 
 static void bput(bbuf *b, const void *src, size_t n)
 {
-    if (b->oom || n == 0)
-        return;
+    if (b->oom || n == 0) return;
     if (n > SIZE_MAX - b->len) {
         b->oom = 1;
         return;
     }
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
-        while (cap < b->len + n)
-            cap = cap > SIZE_MAX / 2 ? b->len + n : cap * 2;
+        while (cap < b->len + n) cap = cap > SIZE_MAX / 2 ? b->len + n : cap * 2;
         uint8_t *p = realloc(b->p, cap);
         if (!p) {
             b->oom = 1;
@@ -84,48 +82,37 @@ static void bput_str(bbuf *b, const char *s, uint64_t len)
 
 int bg_gguf_writer_create(bg_gguf_writer **out)
 {
-    if (!out)
-        return BG_EINVAL;
+    if (!out) return BG_EINVAL;
     *out = calloc(1, sizeof **out);
     return *out ? 0 : BG_ENOMEM;
 }
 
 void bg_gguf_writer_free(bg_gguf_writer **pw)
 {
-    if (!pw || !*pw)
-        return;
+    if (!pw || !*pw) return;
     bg_gguf_writer *w = *pw;
     for (size_t i = 0; i < w->n_kv; i++) {
         free(w->kv[i].key);
         free(w->kv[i].val);
     }
-    for (size_t i = 0; i < w->n_t; i++)
-        free(w->t[i].owned);
+    for (size_t i = 0; i < w->n_t; i++) free(w->t[i].owned);
     free(w->kv);
     free(w->t);
     free(w);
     *pw = NULL;
 }
 
-int64_t bg_gguf_writer_n_kv(const bg_gguf_writer *w)
-{
-    return w ? (int64_t)w->n_kv : 0;
-}
+int64_t bg_gguf_writer_n_kv(const bg_gguf_writer *w) { return w ? (int64_t)w->n_kv : 0; }
 
-int64_t bg_gguf_writer_n_tensors(const bg_gguf_writer *w)
-{
-    return w ? (int64_t)w->n_t : 0;
-}
+int64_t bg_gguf_writer_n_tensors(const bg_gguf_writer *w) { return w ? (int64_t)w->n_t : 0; }
 
 /* ---- key/values ----------------------------------------------------------------------- */
 
 static int bad_alignment(const char *key, int type, const bbuf *v)
 {
-    if (strcmp(key, "general.alignment") != 0)
-        return 0;
+    if (strcmp(key, "general.alignment") != 0) return 0;
     uint32_t a;
-    if (type != BG_GGUF_U32 || v->len != 4)
-        return 1;
+    if (type != BG_GGUF_U32 || v->len != 4) return 1;
     memcpy(&a, v->p, 4);
     return a == 0 || (a & (a - 1)) != 0;
 }
@@ -135,13 +122,11 @@ static int set_value(bg_gguf_writer *w, const char *key, int type, bbuf *v)
 {
     size_t klen = key ? strlen(key) : 0;
     int rc = 0;
-    if (!w || klen == 0 || klen > BG_GGUF_KEY_MAX || bad_alignment(key, type, v))
-        rc = BG_EINVAL;
+    if (!w || klen == 0 || klen > BG_GGUF_KEY_MAX || bad_alignment(key, type, v)) rc = BG_EINVAL;
     else if (v->oom)
         rc = BG_ENOMEM;
     size_t i = 0;
-    while (rc == 0 && i < w->n_kv && strcmp(w->kv[i].key, key) != 0)
-        i++;
+    while (rc == 0 && i < w->n_kv && strcmp(w->kv[i].key, key) != 0) i++;
     if (rc == 0 && i == w->n_kv) {
         if (w->n_kv == w->cap_kv) {
             size_t cap = w->cap_kv ? 2 * w->cap_kv : 16;
@@ -154,7 +139,7 @@ static int set_value(bg_gguf_writer *w, const char *key, int type, bbuf *v)
         char *k = w->n_kv < w->cap_kv ? malloc(klen + 1) : NULL;
         if (k) {
             memcpy(k, key, klen + 1);
-            w->kv[w->n_kv++] = (wkv){k, 0, NULL, 0};
+            w->kv[w->n_kv++] = (wkv){ k, 0, NULL, 0 };
         } else {
             rc = BG_ENOMEM;
         }
@@ -172,7 +157,7 @@ static int set_value(bg_gguf_writer *w, const char *key, int type, bbuf *v)
 
 static int set_scalar(bg_gguf_writer *w, const char *key, int type, const void *value)
 {
-    bbuf v = {0};
+    bbuf v = { 0 };
     bput(&v, value, bg_gguf_scalar_size(type));
     return set_value(w, key, type, &v);
 }
@@ -235,9 +220,8 @@ int bg_gguf_writer_set_f64(bg_gguf_writer *w, const char *key, double v)
 
 int bg_gguf_writer_set_str(bg_gguf_writer *w, const char *key, const char *s)
 {
-    if (!s)
-        return BG_EINVAL;
-    bbuf v = {0};
+    if (!s) return BG_EINVAL;
+    bbuf v = { 0 };
     bput_str(&v, s, strlen(s));
     return set_value(w, key, BG_GGUF_STRING, &v);
 }
@@ -246,9 +230,8 @@ int bg_gguf_writer_set_arr(bg_gguf_writer *w, const char *key, int elem_type, co
                            size_t n)
 {
     size_t esz = bg_gguf_scalar_size(elem_type);
-    if ((esz == 0 && elem_type != BG_GGUF_STRING) || (!data && n > 0))
-        return BG_EINVAL;
-    bbuf v = {0};
+    if ((esz == 0 && elem_type != BG_GGUF_STRING) || (!data && n > 0)) return BG_EINVAL;
+    bbuf v = { 0 };
     int32_t et = elem_type;
     uint64_t count = n;
     bput(&v, &et, 4);
@@ -267,8 +250,7 @@ int bg_gguf_writer_set_arr(bg_gguf_writer *w, const char *key, int elem_type, co
         }
     }
     if (elem_type != BG_GGUF_STRING && elem_type != BG_GGUF_BOOL) {
-        if (n > SIZE_MAX / esz)
-            v.oom = 1;
+        if (n > SIZE_MAX / esz) v.oom = 1;
         else
             bput(&v, data, n * esz);
     }
@@ -278,10 +260,9 @@ int bg_gguf_writer_set_arr(bg_gguf_writer *w, const char *key, int elem_type, co
 /* Serializes a reader's value, keeping strings byte-exact (embedded NULs included). */
 int bg_gguf_writer_copy_kv(bg_gguf_writer *w, const bg_gguf *g, int64_t i)
 {
-    if (!w || !g || i < 0 || i >= g->n_kv)
-        return BG_EINVAL;
+    if (!w || !g || i < 0 || i >= g->n_kv) return BG_EINVAL;
     const gguf_kv *kv = &g->kv[i];
-    bbuf v = {0};
+    bbuf v = { 0 };
     if (kv->type == BG_GGUF_STRING) {
         bput_str(&v, (const char *)g->pool + kv->off, kv->len);
     } else if (kv->type == BG_GGUF_ARRAY) {
@@ -311,56 +292,46 @@ static int check_tensor(const bg_gguf_writer *w, const char *name, int type, int
     if (!w || !name || !ne || strlen(name) >= BG_NAME_MAX || n_dims < 1 || n_dims > BG_MAX_DIMS)
         return BG_EINVAL;
     for (size_t i = 0; i < w->n_t; i++)
-        if (strcmp(w->t[i].name, name) == 0)
-            return BG_EINVAL;
+        if (strcmp(w->t[i].name, name) == 0) return BG_EINVAL;
     int64_t block = bg_ggml_block_size(type);
-    if (block == 0)
-        return BG_EINVAL;
+    if (block == 0) return BG_EINVAL;
     uint64_t bytes = 1, count = 1;
     for (int d = 0; d < n_dims; d++) {
-        if (ne[d] < 1 || (uint64_t)ne[d] > (uint64_t)INT64_MAX / count)
-            return BG_ESHAPE;
+        if (ne[d] < 1 || (uint64_t)ne[d] > (uint64_t)INT64_MAX / count) return BG_ESHAPE;
         count *= (uint64_t)ne[d];
     }
-    if (ne[0] % block != 0)
-        return BG_ESHAPE;
+    if (ne[0] % block != 0) return BG_ESHAPE;
     bytes = bg_ggml_row_size(type, ne[0]);
     for (int d = 1; d < n_dims && bytes != 0; d++)
         bytes = bytes > SIZE_MAX / (uint64_t)ne[d] ? 0 : bytes * (uint64_t)ne[d];
-    if (bytes == 0)
-        return BG_ESHAPE;
+    if (bytes == 0) return BG_ESHAPE;
     *expect = (size_t)bytes;
     return 0;
 }
 
-static int add_tensor(bg_gguf_writer *w, const char *name, int type, int n_dims,
-                      const int64_t *ne, const void *data, size_t nbytes, int copy)
+static int add_tensor(bg_gguf_writer *w, const char *name, int type, int n_dims, const int64_t *ne,
+                      const void *data, size_t nbytes, int copy)
 {
     size_t expect = 0;
     int rc = check_tensor(w, name, type, n_dims, ne, &expect);
-    if (rc != 0)
-        return rc;
-    if (!data || nbytes != expect)
-        return BG_EINVAL;
+    if (rc != 0) return rc;
+    if (!data || nbytes != expect) return BG_EINVAL;
     if (w->n_t == w->cap_t) {
         size_t cap = w->cap_t ? 2 * w->cap_t : 16;
         wtensor *p = realloc(w->t, cap * sizeof *p);
-        if (!p)
-            return BG_ENOMEM;
+        if (!p) return BG_ENOMEM;
         w->t = p;
         w->cap_t = cap;
     }
     wtensor *t = &w->t[w->n_t];
     memset(t, 0, sizeof *t);
     if (copy) {
-        if (!(t->owned = malloc(nbytes)))
-            return BG_ENOMEM;
+        if (!(t->owned = malloc(nbytes))) return BG_ENOMEM;
         memcpy(t->owned, data, nbytes);
     }
     strcpy(t->name, name);
     t->n_dims = n_dims;
-    for (int d = 0; d < BG_MAX_DIMS; d++)
-        t->ne[d] = d < n_dims ? ne[d] : 1;
+    for (int d = 0; d < BG_MAX_DIMS; d++) t->ne[d] = d < n_dims ? ne[d] : 1;
     t->type = type;
     t->data = copy ? t->owned : data;
     t->nbytes = nbytes;
@@ -374,8 +345,8 @@ int bg_gguf_writer_add_tensor(bg_gguf_writer *w, const char *name, int ggml_type
     return add_tensor(w, name, ggml_type, n_dims, ne, data, nbytes, 1);
 }
 
-int bg_gguf_writer_add_tensor_ref(bg_gguf_writer *w, const char *name, int ggml_type,
-                                  int n_dims, const int64_t *ne, const void *data, size_t nbytes)
+int bg_gguf_writer_add_tensor_ref(bg_gguf_writer *w, const char *name, int ggml_type, int n_dims,
+                                  const int64_t *ne, const void *data, size_t nbytes)
 {
     return add_tensor(w, name, ggml_type, n_dims, ne, data, nbytes, 0);
 }
@@ -385,13 +356,12 @@ int bg_gguf_writer_add_tensor_ref(bg_gguf_writer *w, const char *name, int ggml_
 typedef struct wfile {
     FILE *f;
     uint64_t pos;
-    int err_no;   /* first write error, 0 if none */
+    int err_no; /* first write error, 0 if none */
 } wfile;
 
 static void wput(wfile *wf, const void *p, size_t n)
 {
-    if (wf->err_no == 0 && n > 0 && fwrite(p, 1, n, wf->f) != n)
-        wf->err_no = errno ? errno : EIO;
+    if (wf->err_no == 0 && n > 0 && fwrite(p, 1, n, wf->f) != n) wf->err_no = errno ? errno : EIO;
     wf->pos += n;
 }
 
@@ -461,15 +431,12 @@ static void sync_parent_dir(const char *path)
     const char *slash = strrchr(path, '/');
     size_t n = slash ? (size_t)(slash - path) : 1;
     char *dir = malloc(n + 1);
-    if (!dir)
-        return;
-    if (slash)
-        memcpy(dir, path, n);
+    if (!dir) return;
+    if (slash) memcpy(dir, path, n);
     else
         dir[0] = '.';
     dir[n] = 0;
-    if (n == 0)
-        strcpy(dir, "/");
+    if (n == 0) strcpy(dir, "/");
     int fd = open(dir, O_RDONLY);
     if (fd >= 0) {
         (void)fsync(fd);
@@ -484,24 +451,20 @@ int bg_gguf_writer_write(const bg_gguf_writer *w, const char *path, char *err, s
         return bg_gguf_fail(err, errlen, BG_EINVAL, "gguf: invalid argument");
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 5);
-    if (!tmp)
-        return bg_gguf_fail(err, errlen, BG_ENOMEM, "gguf: out of memory");
+    if (!tmp) return bg_gguf_fail(err, errlen, BG_ENOMEM, "gguf: out of memory");
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", 5);
-    wfile wf = {fopen(tmp, "wb"), 0, 0};
+    wfile wf = { fopen(tmp, "wb"), 0, 0 };
     if (!wf.f) {
-        int rc = bg_gguf_fail(err, errlen, BG_EIO, "gguf: cannot create '%s': %s", tmp,
-                              strerror(errno));
+        int rc =
+            bg_gguf_fail(err, errlen, BG_EIO, "gguf: cannot create '%s': %s", tmp, strerror(errno));
         free(tmp);
         return rc;
     }
     write_contents(w, &wf);
-    if (wf.err_no == 0 && fflush(wf.f) != 0)
-        wf.err_no = errno ? errno : EIO;
-    if (wf.err_no == 0 && fsync(fileno(wf.f)) != 0)
-        wf.err_no = errno;
-    if (fclose(wf.f) != 0 && wf.err_no == 0)
-        wf.err_no = errno ? errno : EIO;
+    if (wf.err_no == 0 && fflush(wf.f) != 0) wf.err_no = errno ? errno : EIO;
+    if (wf.err_no == 0 && fsync(fileno(wf.f)) != 0) wf.err_no = errno;
+    if (fclose(wf.f) != 0 && wf.err_no == 0) wf.err_no = errno ? errno : EIO;
     const char *stage = "writing";
     if (wf.err_no == 0 && rename(tmp, path) != 0) {
         wf.err_no = errno;
@@ -514,8 +477,7 @@ int bg_gguf_writer_write(const bg_gguf_writer *w, const char *path, char *err, s
                           stage[0] == 'w' ? tmp : path, strerror(wf.err_no));
     } else {
         sync_parent_dir(path);
-        if (err && errlen > 0)
-            err[0] = 0;
+        if (err && errlen > 0) err[0] = 0;
     }
     free(tmp);
     return rc;

@@ -19,8 +19,7 @@ static int block_absmax(const float *x, int n, float *amax)
 {
     float m = 0.0f;
     for (int i = 0; i < n; i++) {
-        if (!isfinite(x[i]))
-            return BG_EINVAL;
+        if (!isfinite(x[i])) return BG_EINVAL;
         float v = fabsf(x[i]);
         m = v > m ? v : m;
     }
@@ -34,8 +33,7 @@ static int block_absmax(const float *x, int n, float *amax)
 static uint8_t trit_of(float x, float id)
 {
     float v = x * id;
-    if (v != v)
-        return 1;
+    if (v != v) return 1;
     long r = v > 1.5f ? 1 : v < -1.5f ? -1 : lroundf(v);
     return (uint8_t)(r + 1);
 }
@@ -43,19 +41,16 @@ static uint8_t trit_of(float x, float id)
 static int quantize_trits(const float *x, uint8_t trits[BG_QK_TQ], float *amax)
 {
     int rc = block_absmax(x, BG_QK_TQ, amax);
-    if (rc != 0)
-        return rc;
+    if (rc != 0) return rc;
     float id = *amax != 0.0f ? 1.0f / *amax : 0.0f;
-    for (int i = 0; i < BG_QK_TQ; i++)
-        trits[i] = trit_of(x[i], id);
+    for (int i = 0; i < BG_QK_TQ; i++) trits[i] = trit_of(x[i], id);
     return 0;
 }
 
 static int codes_to_trits(const int8_t *codes, uint8_t trits[BG_QK_TQ])
 {
     for (int i = 0; i < BG_QK_TQ; i++) {
-        if (codes[i] < -1 || codes[i] > 1)
-            return BG_EINVAL;
+        if (codes[i] < -1 || codes[i] > 1) return BG_EINVAL;
         trits[i] = (uint8_t)(codes[i] + 1);
     }
     return 0;
@@ -69,8 +64,7 @@ static void tq2_0_pack(const uint8_t *t, uint16_t d, uint8_t *blk)
     for (int h = 0; h < 2; h++) {
         for (int m = 0; m < 32; m++) {
             unsigned q = 0;
-            for (int n = 0; n < 4; n++)
-                q |= (unsigned)t[128 * h + 32 * n + m] << (2 * n);
+            for (int n = 0; n < 4; n++) q |= (unsigned)t[128 * h + 32 * n + m] << (2 * n);
             blk[32 * h + m] = (uint8_t)q;
         }
     }
@@ -93,16 +87,14 @@ static void tq2_0_unpack(const uint8_t *blk, uint8_t *q)
 static uint8_t pack_trits5(const uint8_t *t, int stride, int k)
 {
     unsigned q = 0;
-    for (int n = 0; n < k; n++)
-        q = q * 3u + t[n * stride];
-    for (int n = k; n < 5; n++)
-        q *= 3u;
+    for (int n = 0; n < k; n++) q = q * 3u + t[n * stride];
+    for (int n = k; n < 5; n++) q *= 3u;
     return (uint8_t)((q * 256u + 242u) / 243u);
 }
 
 static void unpack_trits5(uint8_t b, uint8_t *t, int stride, int k)
 {
-    static const uint8_t pow3[5] = {1, 3, 9, 27, 81};
+    static const uint8_t pow3[5] = { 1, 3, 9, 27, 81 };
     for (int n = 0; n < k; n++) {
         uint8_t q = (uint8_t)(b * pow3[n]); /* wraps mod 256 by design */
         t[n * stride] = (uint8_t)(((unsigned)q * 3u) >> 8);
@@ -111,23 +103,17 @@ static void unpack_trits5(uint8_t b, uint8_t *t, int stride, int k)
 
 static void tq1_0_pack(const uint8_t *t, uint16_t d, uint8_t *blk)
 {
-    for (int m = 0; m < 32; m++)
-        blk[m] = pack_trits5(t + m, 32, 5);
-    for (int m = 0; m < 16; m++)
-        blk[32 + m] = pack_trits5(t + 160 + m, 16, 5);
-    for (int j = 0; j < 4; j++)
-        blk[48 + j] = pack_trits5(t + 240 + j, 4, 4);
+    for (int m = 0; m < 32; m++) blk[m] = pack_trits5(t + m, 32, 5);
+    for (int m = 0; m < 16; m++) blk[32 + m] = pack_trits5(t + 160 + m, 16, 5);
+    for (int j = 0; j < 4; j++) blk[48 + j] = pack_trits5(t + 240 + j, 4, 4);
     bg_store_le16(blk + 52, d);
 }
 
 static void tq1_0_unpack(const uint8_t *blk, uint8_t *t)
 {
-    for (int m = 0; m < 32; m++)
-        unpack_trits5(blk[m], t + m, 32, 5);
-    for (int m = 0; m < 16; m++)
-        unpack_trits5(blk[32 + m], t + 160 + m, 16, 5);
-    for (int j = 0; j < 4; j++)
-        unpack_trits5(blk[48 + j], t + 240 + j, 4, 4);
+    for (int m = 0; m < 32; m++) unpack_trits5(blk[m], t + m, 32, 5);
+    for (int m = 0; m < 16; m++) unpack_trits5(blk[32 + m], t + 160 + m, 16, 5);
+    for (int j = 0; j < 4; j++) unpack_trits5(blk[48 + j], t + 240 + j, 4, 4);
 }
 
 /* ---- TQ quantize / dequantize ------------------------------------------------ */
@@ -141,8 +127,7 @@ static int quantize_tq(const float *src, uint8_t *dst, int64_t n, tq_pack_fn pac
     for (int64_t b = 0; b < n / BG_QK_TQ; b++) {
         float amax;
         int rc = quantize_trits(src + b * BG_QK_TQ, trits, &amax);
-        if (rc != 0)
-            return rc;
+        if (rc != 0) return rc;
         pack(trits, bg_fp32_to_fp16(amax), dst + (size_t)b * bytes);
     }
     return 0;
@@ -156,8 +141,7 @@ static void dequantize_tq(const uint8_t *src, float *dst, int64_t n, tq_unpack_f
         const uint8_t *blk = src + (size_t)b * bytes;
         float d = bg_fp16_to_fp32(bg_load_le16(blk + bytes - 2));
         unpack(blk, t);
-        for (int i = 0; i < BG_QK_TQ; i++)
-            dst[b * BG_QK_TQ + i] = (float)((int)t[i] - 1) * d;
+        for (int i = 0; i < BG_QK_TQ; i++) dst[b * BG_QK_TQ + i] = (float)((int)t[i] - 1) * d;
     }
 }
 
@@ -186,15 +170,12 @@ void bg_dequantize_tq2_0(const uint8_t *src, float *dst, int64_t n)
 static int pack_codes(const int8_t *codes, float d, void *dst, int64_t n, tq_pack_fn pack,
                       size_t bytes)
 {
-    if (!codes || !dst || n < 0 || !isfinite(d))
-        return BG_EINVAL;
-    if (n % BG_QK_TQ != 0)
-        return BG_ESHAPE;
+    if (!codes || !dst || n < 0 || !isfinite(d)) return BG_EINVAL;
+    if (n % BG_QK_TQ != 0) return BG_ESHAPE;
     uint16_t dh = bg_fp32_to_fp16(d);
     uint8_t trits[BG_QK_TQ];
     for (int64_t b = 0; b < n / BG_QK_TQ; b++) {
-        if (codes_to_trits(codes + b * BG_QK_TQ, trits) != 0)
-            return BG_EINVAL;
+        if (codes_to_trits(codes + b * BG_QK_TQ, trits) != 0) return BG_EINVAL;
         pack(trits, dh, (uint8_t *)dst + (size_t)b * bytes);
     }
     return 0;
@@ -210,29 +191,24 @@ int bg_tq1_0_pack_codes(const int8_t *codes, float d, void *dst, int64_t n)
     return pack_codes(codes, d, dst, n, tq1_0_pack, BG_TQ1_0_BLOCK_BYTES);
 }
 
-int bg_tq_unpack_codes(int ggml_type, const void *src, int8_t *codes, float *d_per_block,
-                       int64_t n)
+int bg_tq_unpack_codes(int ggml_type, const void *src, int8_t *codes, float *d_per_block, int64_t n)
 {
     if (!src || !codes || n < 0 || (ggml_type != BG_GGML_TQ1_0 && ggml_type != BG_GGML_TQ2_0))
         return BG_EINVAL;
-    if (n % BG_QK_TQ != 0)
-        return BG_ESHAPE;
+    if (n % BG_QK_TQ != 0) return BG_ESHAPE;
     bool tq1 = ggml_type == BG_GGML_TQ1_0;
     size_t bytes = tq1 ? BG_TQ1_0_BLOCK_BYTES : BG_TQ2_0_BLOCK_BYTES;
     uint8_t t[BG_QK_TQ];
     for (int64_t b = 0; b < n / BG_QK_TQ; b++) {
         const uint8_t *blk = (const uint8_t *)src + (size_t)b * bytes;
-        if (tq1)
-            tq1_0_unpack(blk, t);
+        if (tq1) tq1_0_unpack(blk, t);
         else
             tq2_0_unpack(blk, t);
         for (int i = 0; i < BG_QK_TQ; i++) {
-            if (t[i] > 2)
-                return BG_EFORMAT;
+            if (t[i] > 2) return BG_EFORMAT;
             codes[b * BG_QK_TQ + i] = (int8_t)(t[i] - 1);
         }
-        if (d_per_block)
-            d_per_block[b] = bg_fp16_to_fp32(bg_load_le16(blk + bytes - 2));
+        if (d_per_block) d_per_block[b] = bg_fp16_to_fp32(bg_load_le16(blk + bytes - 2));
     }
     return 0;
 }
@@ -245,8 +221,7 @@ int bg_quantize_q8_0(const float *src, uint8_t *dst, int64_t n)
         const float *x = src + b * BG_QK8_0;
         uint8_t *blk = dst + (size_t)b * 34;
         float amax;
-        if (block_absmax(x, BG_QK8_0, &amax) != 0)
-            return BG_EINVAL;
+        if (block_absmax(x, BG_QK8_0, &amax) != 0) return BG_EINVAL;
         float d = amax / 127.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         bg_store_le16(blk, bg_fp32_to_fp16(d));

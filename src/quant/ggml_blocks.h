@@ -7,6 +7,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "bitgrad copies little-endian GGUF/ggml data with memcpy: big-endian hosts are unsupported"
+#endif
+
 /* Little-endian fp16 store/load at any alignment. */
 static inline void bg_store_le16(uint8_t *p, uint16_t v)
 {
@@ -14,10 +18,7 @@ static inline void bg_store_le16(uint8_t *p, uint16_t v)
     p[1] = (uint8_t)(v >> 8);
 }
 
-static inline uint16_t bg_load_le16(const uint8_t *p)
-{
-    return (uint16_t)(p[0] | (p[1] << 8));
-}
+static inline uint16_t bg_load_le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
 
 /* Return 0, or BG_EINVAL when src holds a non-finite value. */
 int bg_quantize_q8_0(const float *src, uint8_t *dst, int64_t n);

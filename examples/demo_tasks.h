@@ -1,0 +1,34 @@
+/* demo_tasks.h - the built-in data of the fine-tune example: arithmetic written as text
+ * ("12+34=46\n"), batches of next-token training rows whose loss covers the answer only,
+ * byte windows of a text file (--data), and greedy exact-match evaluation. */
+#ifndef BG_DEMO_TASKS_H
+#define BG_DEMO_TASKS_H
+
+#include <bitgrad.h>
+
+#define DEMO_T 16          /* tokens per row (prompt + answer + padding) */
+#define DEMO_IGNORE (-1)   /* target of positions outside the answer */
+
+typedef enum demo_task { TASK_ADD = 0, TASK_SUB = 1 } demo_task;
+
+typedef struct demo_rng {
+    uint64_t s;
+} demo_rng;
+
+uint32_t demo_rand(demo_rng *r);
+/* Writes "a+b=" (or "a-b=") into prompt and the answer "c\n" into answer. */
+void demo_problem(demo_task task, demo_rng *r, char *prompt, char *answer);
+/* Fills ids [B, DEMO_T] and targets [B, DEMO_T - 1] (next token on answer positions,
+ * DEMO_IGNORE elsewhere). */
+void demo_batch(demo_task task, demo_rng *r, int B, int32_t *ids, int32_t *targets);
+/* Random windows of text: ids [B, T] and targets [B, T-1] = ids shifted by one. */
+void demo_text_batch(const unsigned char *text, size_t len, demo_rng *r, int B, int T,
+                     int32_t *ids, int32_t *targets);
+/* Greedy exact-match accuracy over n held-out problems drawn from seed. */
+double demo_accuracy(bg_module *model, demo_task task, uint64_t seed, int n);
+/* Mean loss of one batch, grad off. */
+double demo_eval_loss(bg_module *model, const int32_t *ids, const int32_t *targets, int B, int T);
+/* Loss tensor of a batch (forward on ids[:, :-1]). */
+bg_tensor *demo_loss(bg_module *model, const int32_t *ids, const int32_t *targets, int B, int T);
+
+#endif

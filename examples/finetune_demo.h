@@ -1,0 +1,22 @@
+/* finetune_demo.h - entry point of the fine-tune example, shared by examples/finetune.c's
+ * main and `bitgrad finetune --demo`. */
+#ifndef BG_FINETUNE_DEMO_H
+#define BG_FINETUNE_DEMO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct demo_options {
+    const char *out_dir;    /* where model.gguf, adapter.gguf, loss.csv, loss.svg go */
+    const char *data_path;  /* --data FILE: byte-level text instead of the built-in tasks */
+    bool quick;             /* shortened run (the e2e test) */
+    uint64_t seed;
+    int steps[3];           /* steps of stages 1..3 (0: the default) */
+} demo_options;
+
+demo_options demo_default_options(void);
+/* Parses --out, --data, --quick, --seed, --steps A,B,C. Returns 0 or prints usage and 2. */
+int demo_parse_args(int argc, char **argv, demo_options *o);
+int bg_finetune_demo(const demo_options *opt);
+
+#endif
