@@ -53,6 +53,29 @@ static int read_config(const bg_gguf *g, bg_bitnet_config *c, char *err, size_t 
     return rc;
 }
 
+/* The BitLinear configuration a bitgrad checkpoint records (absent keys keep defaults). */
+static void read_bitgrad_keys(const bg_gguf *g, bg_bitnet_config *c)
+{
+    int64_t i;
+    bool b;
+    int32_t v;
+    int64_t v64;
+    if ((i = bg_gguf_find_key(g, "bitgrad.bitnet.bitlinear")) >= 0 && !bg_gguf_get_bool(g, i, &b))
+        c->bitlinear = b;
+    if ((i = bg_gguf_find_key(g, "bitgrad.quant.weight_mode")) >= 0 && !bg_gguf_get_i32(g, i, &v))
+        c->quant.weight_mode = v;
+    if ((i = bg_gguf_find_key(g, "bitgrad.quant.group")) >= 0 && !bg_gguf_get_i64(g, i, &v64))
+        c->quant.group = v64;
+    if ((i = bg_gguf_find_key(g, "bitgrad.quant.act_bits")) >= 0 && !bg_gguf_get_i32(g, i, &v))
+        c->quant.act_bits = v;
+    if ((i = bg_gguf_find_key(g, "bitgrad.quant.act_per_tensor")) >= 0 && !bg_gguf_get_bool(g, i, &b))
+        c->quant.act_per_tensor = b;
+    if ((i = bg_gguf_find_key(g, "bitgrad.quant.quant_weights")) >= 0 && !bg_gguf_get_bool(g, i, &b))
+        c->quant.quant_weights = b;
+    if ((i = bg_gguf_find_key(g, "bitgrad.quant.quant_acts")) >= 0 && !bg_gguf_get_bool(g, i, &b))
+        c->quant.quant_acts = b;
+}
+
 /* Latent magnitude m such that absmean(codes * m) == s exactly (float) and m / s >= 1. */
 static float latent_magnitude(int64_t k, int64_t n, float s)
 {
@@ -140,6 +163,7 @@ int bg_bitnet_import(bg_ctx *ctx, const char *path, bg_module **out, char *err, 
         int64_t qi = bg_gguf_find_tensor(g, "blk.0.attn_q.weight");
         int qt = qi >= 0 ? bg_gguf_tensor_type(g, qi) : BG_GGML_F32;
         c.bitlinear = qt == BG_GGML_TQ1_0 || qt == BG_GGML_TQ2_0;
+        read_bitgrad_keys(g, &c); /* a bitgrad checkpoint says what its projections are */
     }
     bg_module *m = rc ? NULL : bg_bitnet_new(ctx, &c);
     if (!rc && !m) rc = bg__io_err(err, errlen, BG_EINVAL, "import: %s", bg_ctx_error(ctx));

@@ -21,13 +21,20 @@
 
 #define BG_QUANT_EPS 1e-5f
 
+/* The scale from s = sum |w| over n weights (accumulated in double): max(mean, eps).
+ * Split out so that a parallel sum (the CUDA kernels') ends in the same formula. */
+static inline BG_HD float bg_absmean_from_sum(double s, int64_t n)
+{
+    float mean = n > 0 ? (float)(s / (double)n) : 0.0f;
+    return mean > BG_QUANT_EPS ? mean : BG_QUANT_EPS;
+}
+
 /* Scale of a group of n weights: max(mean |w|, eps). */
 static inline BG_HD float bg_absmean_scale(const float *w, int64_t n)
 {
     double s = 0.0;
     for (int64_t i = 0; i < n; i++) s += fabs((double)w[i]);
-    float mean = n > 0 ? (float)(s / (double)n) : 0.0f;
-    return mean > BG_QUANT_EPS ? mean : BG_QUANT_EPS;
+    return bg_absmean_from_sum(s, n);
 }
 
 /* Ternary code of w under scale s_w: -1, 0 or +1. */

@@ -1,0 +1,255 @@
+/* k_runtime.cu - the CUDA runtime side of the backend: device probing, the per-ctx stream
+ * and cuBLAS handle, allocation, copies, generic strided kernels (copy, accumulate, fill,
+ * scale, clamp, checks) and the row-major GEMM wrapper over cuBLAS. */
+#include "cuda/k_common.cuh"
+
+/* ---- probing, state ---------------------------------------------------------------------- */
+
+extern "C" int bg__cu_probe(char *msg, size_t n)
+{
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count < 1) {
+        snprintf(msg, n, "cuda: no usable GPU (%s)",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "no device found");
+        cudaGetLastError(); /* clear the sticky runtime error */
+        return 0;
+    }
+    cudaDeviceProp prop;
+    int dev = 0, rt = 0, drv = 0;
+    cudaGetDevice(&dev);
+    if (cudaGetDeviceProperties(&prop, dev) != cudaSuccess) {
+        snprintf(msg, n, "cuda: device %d: cannot read its properties", dev);
+        return 0;
+    }
+    cudaRuntimeGetVersion(&rt);
+    cudaDriverGetVersion(&drv);
+    snprintf(msg, n, "cuda: %s (sm_%d%d, %.1f GiB, %d SMs), runtime %d.%d, driver %d.%d",
+             prop.name, prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30),
+             prop.multiProcessorCount, rt / 1000, rt % 1000 / 10, drv / 1000, drv % 1000 / 10);
+    return count;
+}
+
+extern "C" int bg__cu_state_init(bg_ctx *ctx, bg_cuda_state *s)
+{
+    cudaStream_t stream;
+    cudaError_t e = cudaStreamCreate(&stream);
+    if (e != cudaSuccess)
+        return bg__error(ctx, BG_ENODEV, "cuda: cannot create a stream: %s", cudaGetErrorString(e));
+    s->stream = stream;
+    cublasHandle_t h;
+    cublasStatus_t b = cublasCreate(&h);
+    if (b != CUBLAS_STATUS_SUCCESS)
+        return bg__error(ctx, BG_ENODEV, "cuda: cublasCreate: %s", cublasGetStatusString(b));
+    s->blas = h;
+    /* Plain FP32 GEMMs (no TF32): BitLinear's integer products must stay exact. */
+    cublasSetStream(h, stream);
+    cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    return BG_OK;
+}
+
+extern "C" void bg__cu_state_free(bg_cuda_state *s)
+{
+    if (s->stream) cudaStreamSynchronize((cudaStream_t)s->stream);
+    if (s->blas) cublasDestroy((cublasHandle_t)s->blas);
+    if (s->stream) cudaStreamDestroy((cudaStream_t)s->stream);
+    s->blas = NULL;
+    s->stream = NULL;
+}
+
+/* ---- memory and copies -------------------------------------------------------------------- */
+
+extern "C" void *bg__cu_malloc(bg_ctx *ctx, size_t n)
+{
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, n ? n : 1);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        bg__error(ctx, BG_ENOMEM, "cuda: out of device memory allocating %zu bytes (%s)", n,
+                  cudaGetErrorString(e));
+        return NULL;
+    }
+    ctx->heap_allocs++;
+    return p;
+}
+
+extern "C" void bg__cu_free(void *p)
+{
+    if (p) cudaFree(p);
+}
+
+extern "C" int bg__cu_sync(bg_ctx *ctx)
+{
+    cudaError_t e = cudaStreamSynchronize(bg_cu_stream(ctx));
+    if (e != cudaSuccess)
+        return bg__error(ctx, BG_ENODEV, "cuda: a kernel failed: %s", cudaGetErrorString(e));
+    return BG_OK;
+}
+
+extern "C" int bg__cu_copy(bg_ctx *ctx, void *dst, const void *src, size_t n, int kind)
+{
+    if (n == 0) return BG_OK;
+    cudaMemcpyKind k = kind == BG_CU_H2D   ? cudaMemcpyHostToDevice
+                       : kind == BG_CU_D2H ? cudaMemcpyDeviceToHost
+                                           : cudaMemcpyDeviceToDevice;
+    cudaError_t e = cudaMemcpyAsync(dst, src, n, k, bg_cu_stream(ctx));
+    if (e != cudaSuccess)
+        return bg__error(ctx, BG_ENODEV, "cuda: copy of %zu bytes: %s", n, cudaGetErrorString(e));
+    return kind == BG_CU_D2D ? BG_OK : bg__cu_sync(ctx);
+}
+
+extern "C" void bg__cu_memset(bg_ctx *ctx, void *dst, int byte, size_t n)
+{
+    if (n == 0) return;
+    cudaError_t e = cudaMemsetAsync(dst, byte, n, bg_cu_stream(ctx));
+    if (e != cudaSuccess) bg__error(ctx, BG_ENODEV, "cuda: memset: %s", cudaGetErrorString(e));
+}
+
+/* ---- generic kernels ------------------------------------------------------------------------ */
+
+__global__ void k_fill(float *dst, int64_t n, float v)
+{
+    BG_CU_FOR(i, n) dst[i] = v;
+}
+
+extern "C" void bg__cu_fill(bg_ctx *ctx, float *dst, int64_t n, float v)
+{
+    if (n <= 0) return;
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_fill)(dst, n, v);
+    bg_cu_check(ctx, "fill");
+}
+
+template <typename T>
+__global__ void k_copy_strided(T *dst, bg_cu_layout dl, const T *src, bg_cu_layout sl, int64_t n)
+{
+    BG_CU_FOR(i, n) dst[bg_cu_offset(dl, i)] = src[bg_cu_offset(sl, i)];
+}
+
+extern "C" void bg__cu_copy_strided(bg_ctx *ctx, void *dst, bg_cu_layout dl, const void *src,
+                                    bg_cu_layout sl, int elem_size)
+{
+    int64_t n = bg__cu_numel(&dl);
+    if (n <= 0) return;
+    unsigned g = bg_cu_grid(n);
+    cudaStream_t st = bg_cu_stream(ctx);
+    if (elem_size == 4)
+        BG_LAUNCH(g, st, k_copy_strided<uint32_t>)((uint32_t *)dst, dl, (const uint32_t *)src, sl, n);
+    else if (elem_size == 2)
+        BG_LAUNCH(g, st, k_copy_strided<uint16_t>)((uint16_t *)dst, dl, (const uint16_t *)src, sl, n);
+    else
+        BG_LAUNCH(g, st, k_copy_strided<uint8_t>)((uint8_t *)dst, dl, (const uint8_t *)src, sl, n);
+    bg_cu_check(ctx, "strided copy");
+}
+
+__global__ void k_add_strided(float *dst, bg_cu_layout dl, const float *src, bg_cu_layout sl,
+                              int64_t n, float alpha)
+{
+    BG_CU_FOR(i, n) dst[bg_cu_offset(dl, i)] += alpha * src[bg_cu_offset(sl, i)];
+}
+
+extern "C" void bg__cu_add_strided(bg_ctx *ctx, float *dst, bg_cu_layout dl, const float *src,
+                                   bg_cu_layout sl, float alpha)
+{
+    int64_t n = bg__cu_numel(&dl);
+    if (n <= 0) return;
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_add_strided)(dst, dl, src, sl, n, alpha);
+    bg_cu_check(ctx, "strided add");
+}
+
+__global__ void k_axpy(float *dst, const float *src, int64_t n, float alpha)
+{
+    BG_CU_FOR(i, n) dst[i] += alpha * src[i];
+}
+
+extern "C" void bg__cu_axpy(bg_ctx *ctx, float *dst, const float *src, int64_t n, float alpha)
+{
+    if (n <= 0) return;
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_axpy)(dst, src, n, alpha);
+    bg_cu_check(ctx, "axpy");
+}
+
+__global__ void k_scale(float *x, int64_t n, float s)
+{
+    BG_CU_FOR(i, n) x[i] *= s;
+}
+
+extern "C" void bg__cu_scale(bg_ctx *ctx, float *x, int64_t n, float s)
+{
+    if (n <= 0) return;
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_scale)(x, n, s);
+    bg_cu_check(ctx, "scale");
+}
+
+__global__ void k_clamp(float *x, int64_t n, float lo, float hi)
+{
+    BG_CU_FOR(i, n) x[i] = fminf(fmaxf(x[i], lo), hi);
+}
+
+extern "C" void bg__cu_clamp(bg_ctx *ctx, float *x, int64_t n, float lo, float hi)
+{
+    if (n <= 0) return;
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_clamp)(x, n, lo, hi);
+    bg_cu_check(ctx, "clamp");
+}
+
+__global__ void k_nonfinite(const float *x, int64_t n, int *flag)
+{
+    BG_CU_FOR(i, n)
+    if (!isfinite(x[i])) atomicExch(flag, 1);
+}
+
+extern "C" void bg__cu_nonfinite(bg_ctx *ctx, const float *x, int64_t n, int *flag)
+{
+    if (n <= 0) return;
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_nonfinite)(x, n, flag);
+    bg_cu_check(ctx, "finite check");
+}
+
+/* One block: successive launches on the stream add into acc in order. */
+__global__ void k_sumsq(const float *x, int64_t n, double *acc)
+{
+    __shared__ double sh[BG_CU_THREADS];
+    double s = 0.0;
+    for (int64_t i = threadIdx.x; i < n; i += BG_CU_THREADS) s += (double)x[i] * x[i];
+    s = bg_cu_block_sum(s, sh);
+    if (threadIdx.x == 0) acc[0] += s;
+}
+
+extern "C" void bg__cu_sumsq(bg_ctx *ctx, const float *x, int64_t n, double *acc)
+{
+    if (n <= 0) return;
+    BG_LAUNCH(1, bg_cu_stream(ctx), k_sumsq)(x, n, acc);
+    bg_cu_check(ctx, "sum of squares");
+}
+
+/* ---- GEMM ---------------------------------------------------------------------------------- */
+
+/* Row-major C = A B is column-major C^T = B^T A^T: cuBLAS gets B first, with the row-major
+ * buffers read as their own transposes. */
+extern "C" void bg__cu_gemm(bg_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                            float alpha, const float *A, int64_t lda, int64_t sA, const float *B,
+                            int64_t ldb, int64_t sB, float beta, float *C, int64_t ldc, int64_t sC,
+                            int64_t batch)
+{
+    if (M <= 0 || N <= 0 || batch <= 0) return;
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX || lda > INT32_MAX || ldb > INT32_MAX ||
+        ldc > INT32_MAX || batch > INT32_MAX) {
+        bg__error(ctx, BG_EUNSUPPORTED, "cuda: matmul dimensions exceed cuBLAS's int range");
+        return;
+    }
+    cublasHandle_t h = (cublasHandle_t)bg__cu_state(ctx)->blas;
+    cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    cublasStatus_t st;
+    if (batch == 1)
+        st = cublasSgemm(h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda,
+                         &beta, C, (int)ldc);
+    else
+        st = cublasSgemmStridedBatched(h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb,
+                                       (long long)sB, A, (int)lda, (long long)sA, &beta, C,
+                                       (int)ldc, (long long)sC, (int)batch);
+    ctx->matmul_calls++;
+    if (st != CUBLAS_STATUS_SUCCESS)
+        bg__error(ctx, BG_ENODEV, "cuda: cublasSgemm (%lld x %lld x %lld, batch %lld): %s",
+                  (long long)M, (long long)N, (long long)K, (long long)batch,
+                  cublasGetStatusString(st));
+}

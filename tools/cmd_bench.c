@@ -1,0 +1,186 @@
+/* cmd_bench.c - `bitgrad bench --workload mlp|lm|lora|matvec`: times the reference
+ * workloads (W1 BitLinear MLP, W2 bitnet LM, W3 LoRA on a frozen W2, W4 ternary mat-vec /
+ * mat-mat) and prints one JSON line: median, min and max ms per step after warm-up,
+ * samples or tokens per second, peak RSS. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli.h"
+
+typedef struct bench {
+    bg_ctx *ctx;
+    bg_module *model;
+    bg_optim *opt;
+    int32_t *ids, *tg;
+    int B, T;
+    float *x;      /* W1 inputs */
+    int8_t *codes, *lx;
+    float *s_x, *y;
+    int64_t n, k, cols;
+} bench;
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static int setup_mlp(bench *b)
+{
+    b->B = 256;
+    bg_module *l[5] = { bg_bitlinear_new(b->ctx, "fc1", 784, 1024, false, NULL), bg_relu_new(b->ctx),
+                        bg_bitlinear_new(b->ctx, "fc2", 1024, 1024, false, NULL), bg_relu_new(b->ctx),
+                        bg_bitlinear_new(b->ctx, "fc3", 1024, 10, false, NULL) };
+    b->model = bg_sequential_new(b->ctx, "", l, 5);
+    b->x = malloc(256 * 784 * sizeof(float));
+    b->tg = malloc(256 * sizeof(int32_t));
+    if (!b->model || !b->x || !b->tg) return 1;
+    for (int i = 0; i < 256 * 784; i++) b->x[i] = bg_rand_uniform(b->ctx);
+    for (int i = 0; i < 256; i++) b->tg[i] = i % 10;
+    return 0;
+}
+
+static int setup_lm(bench *b, bool lora)
+{
+    b->B = 16;
+    b->T = 128;
+    bg_bitnet_config c = bg_bitnet_default();
+    b->model = bg_bitnet_new(b->ctx, &c);
+    b->ids = malloc(16 * 129 * sizeof(int32_t));
+    b->tg = malloc(16 * 128 * sizeof(int32_t));
+    if (!b->model || !b->ids || !b->tg) return 1;
+    for (int i = 0; i < 16 * 129; i++) b->ids[i] = (int32_t)(bg_rand_uniform(b->ctx) * 255.0f);
+    for (int i = 0; i < 16 * 128; i++) b->tg[i] = b->ids[(i / 128) * 129 + i % 128 + 1];
+    if (lora) {
+        static const char *t[] = { "blk.*.attn_q", "blk.*.attn_k", "blk.*.attn_v", "blk.*.attn_output" };
+        bg_lora_config lc = bg_lora_default();
+        lc.targets = t;
+        lc.n_targets = 4;
+        if (bg_lora_add(b->model, "default", &lc) <= 0) return 1;
+    }
+    return 0;
+}
+
+/* A fixed pseudo-random integer of i (the data's values do not matter for timing). */
+static uint32_t bench_rand(int64_t i)
+{
+    uint64_t z = (uint64_t)i * 0x9e3779b97f4a7c15ull;
+    z ^= z >> 29;
+    z *= 0xbf58476d1ce4e5b9ull;
+    return (uint32_t)(z >> 32);
+}
+
+static int setup_matvec(bench *b, int64_t cols)
+{
+    b->n = 4096;
+    b->k = 14336;
+    b->cols = cols;
+    b->codes = malloc((size_t)(b->n * b->k));
+    b->lx = malloc((size_t)(cols * b->k));
+    b->s_x = malloc((size_t)cols * sizeof(float));
+    b->y = malloc((size_t)(cols * b->n) * sizeof(float));
+    if (!b->codes || !b->lx || !b->s_x || !b->y) return 1;
+    for (int64_t i = 0; i < b->n * b->k; i++) b->codes[i] = (int8_t)(bench_rand(i) % 3) - 1;
+    for (int64_t i = 0; i < cols * b->k; i++) b->lx[i] = (int8_t)(bench_rand(i + 7) % 255 - 127);
+    for (int64_t i = 0; i < cols; i++) b->s_x[i] = 1.0f;
+    return 0;
+}
+
+/* One training step (or one product for matvec). */
+static int step(bench *b, const char *w)
+{
+    if (strcmp(w, "matvec") == 0 || strcmp(w, "matmat") == 0) {
+        float s_w = 1.0f;
+        return bg_ternary_matmul_ref(b->lx, b->s_x, b->codes, &s_w, false, b->cols, b->n, b->k, b->y);
+    }
+    bg_tensor *loss;
+    if (strcmp(w, "mlp") == 0) {
+        bg_tensor *x = bg_from_data(b->ctx, BG_F32, 2, (int64_t[]){ 256, 784 }, b->x);
+        bg_tensor *y = bg_from_data(b->ctx, BG_I32, 1, (int64_t[]){ 256 }, b->tg);
+        loss = bg_cross_entropy(bg_module_forward(b->model, x), y, -1, 0.0f);
+    } else {
+        int32_t in[16 * 128];
+        for (int i = 0; i < 16 * 128; i++) in[i] = b->ids[(i / 128) * 129 + i % 128];
+        bg_tensor *x = bg_from_data(b->ctx, BG_I32, 2, (int64_t[]){ 16, 128 }, in);
+        bg_tensor *y = bg_from_data(b->ctx, BG_I32, 2, (int64_t[]){ 16, 128 }, b->tg);
+        loss = bg_cross_entropy(bg_bitnet_forward(b->model, x), y, -1, 0.0f);
+    }
+    int rc = loss ? bg_backward(loss) : 1;
+    if (!rc) rc = bg_optim_step(b->opt);
+    bg_optim_zero_grad(b->opt);
+    bg_step_end(b->ctx);
+    return rc;
+}
+
+static int bench_usage(int status)
+{
+    printf("usage: bitgrad bench --workload mlp|lm|lora|matvec|matmat [--steps 20] [--threads N]\n"
+           "  mlp: W1 BitLinear 784-1024-1024-10, batch 256, AdamW\n"
+           "  lm: W2 bitnet LM (256 vocab, n_embd 256, 4 layers, n_ff 768), batch 16x128, AdamW\n"
+           "  lora: W3 = W2 frozen, LoRA r 8 alpha 16 on q, k, v, o\n"
+           "  matvec / matmat: W4 ternary 4096x14336 times int8, 1 / 512 columns (plain C)\n");
+    return status;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    const char *w = NULL, *ss = "20", *ts = NULL;
+    int bad = 0;
+    for (int i = 1; i < argc && !bad; i++) {
+        if (cli_flag(argv, i, "--help")) return bench_usage(0);
+        if (!cli_opt(argc, argv, &i, "--workload", &w, &bad) && !cli_opt(argc, argv, &i, "--steps", &ss, &bad) &&
+            !cli_opt(argc, argv, &i, "--threads", &ts, &bad))
+            return cli_fail(2, "bench: unknown argument %s", argv[i]);
+    }
+    long long steps, threads = 0;
+    if (bad || !w) return bench_usage(2);
+    if (!cli_int("--steps", ss, 1, 100000, &steps) || (ts && !cli_int("--threads", ts, 1, 1024, &threads))) return 2;
+    if (threads) omp_set_num_threads((int)threads);
+    bench b = { 0 };
+    if (bg_ctx_create(&b.ctx, BG_CPU)) return cli_fail(1, "out of memory");
+    bg_ctx_seed(b.ctx, 1);
+    int rc;
+    if (strcmp(w, "mlp") == 0) rc = setup_mlp(&b);
+    else if (strcmp(w, "lm") == 0 || strcmp(w, "lora") == 0) rc = setup_lm(&b, strcmp(w, "lora") == 0);
+    else if (strcmp(w, "matvec") == 0 || strcmp(w, "matmat") == 0) rc = setup_matvec(&b, strcmp(w, "matvec") == 0 ? 1 : 512);
+    else rc = cli_fail(2, "bench: unknown workload '%s'", w);
+    if (!rc && b.model) {
+        bg_optim_config oc = bg_optim_default(BG_ADAMW);
+        b.opt = bg_optim_new(b.ctx, &oc);
+        rc = b.opt && bg_optim_add_module(b.opt, b.model) > 0 ? 0 : 1;
+    }
+    double *ms = malloc((size_t)steps * sizeof(double));
+    for (int i = 0; !rc && i < 3; i++) rc = step(&b, w); /* warm-up */
+    for (long long i = 0; !rc && i < steps; i++) {
+        double t0 = cli_now();
+        rc = step(&b, w);
+        ms[i] = 1e3 * (cli_now() - t0);
+    }
+    if (!rc) {
+        qsort(ms, (size_t)steps, sizeof(double), cmp_double);
+        double med = ms[steps / 2], per = strcmp(w, "mlp") == 0 ? 256 : (b.model ? 16 * 128 : (double)b.cols);
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        printf("{\"workload\": \"%s\", \"steps\": %lld, \"threads\": %d, \"median_ms\": %.3f, "
+               "\"min_ms\": %.3f, \"max_ms\": %.3f, \"%s_per_s\": %.1f, \"peak_rss_mib\": %.1f}\n",
+               w, steps, omp_get_max_threads(), med, ms[0], ms[steps - 1],
+               strcmp(w, "mlp") == 0 ? "samples" : (b.model ? "tokens" : "columns"), per / (med / 1e3),
+               (double)ru.ru_maxrss / 1024.0);
+    } else if (b.ctx) {
+        cli_fail(1, "bench: %s", bg_ctx_error(b.ctx));
+    }
+    free(ms);
+    free(b.x);
+    free(b.ids);
+    free(b.tg);
+    free(b.codes);
+    free(b.lx);
+    free(b.s_x);
+    free(b.y);
+    bg_optim_free(&b.opt);
+    bg_module_free(&b.model);
+    bg_ctx_free(&b.ctx);
+    return rc ? 1 : 0;
+}
