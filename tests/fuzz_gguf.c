@@ -32,8 +32,7 @@ static void read_everything(const bg_gguf *g)
         size_t nbytes = bg_gguf_tensor_nbytes(g, i);
         sink += p[0] + p[nbytes - 1];
         float *buf = n > 0 && n <= (1 << 22) ? malloc((size_t)n * sizeof *buf) : NULL;
-        if (buf)
-            (void)bg_gguf_read_tensor_f32(g, i, buf);
+        if (buf) (void)bg_gguf_read_tensor_f32(g, i, buf);
         free(buf);
     }
     (void)sink;

@@ -35,8 +35,7 @@ static float from_bits(uint32_t u)
 static void *read_file(const char *path, size_t *size)
 {
     FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
+    if (!f) return NULL;
     void *buf = NULL;
     if (fseek(f, 0, SEEK_END) == 0) {
         long len = ftell(f);
@@ -80,22 +79,20 @@ static void *golden_file(const tq_case *c, const char *suffix, size_t expect_siz
 static void check_bytes(const uint8_t *got, const uint8_t *want, size_t n, const char *what)
 {
     size_t i = 0;
-    while (i < n && got[i] == want[i])
-        i++;
+    while (i < n && got[i] == want[i]) i++;
     if (i < n)
-        printf("     %s: first byte difference at %zu: 0x%02x vs golden 0x%02x\n", what, i,
-               got[i], want[i]);
+        printf("     %s: first byte difference at %zu: 0x%02x vs golden 0x%02x\n", what, i, got[i],
+               want[i]);
     check(i == n, what);
 }
 
 static void check_floats_exact(const float *got, const float *want, int64_t n, const char *what)
 {
     int64_t i = 0;
-    while (i < n && bits(got[i]) == bits(want[i]))
-        i++;
+    while (i < n && bits(got[i]) == bits(want[i])) i++;
     if (i < n)
-        printf("     %s: element %lld is %.9g (0x%08x), golden %.9g (0x%08x)\n", what,
-               (long long)i, got[i], bits(got[i]), want[i], bits(want[i]));
+        printf("     %s: element %lld is %.9g (0x%08x), golden %.9g (0x%08x)\n", what, (long long)i,
+               got[i], bits(got[i]), want[i], bits(want[i]));
     check(i == n, what);
 }
 
@@ -157,14 +154,12 @@ static int load_cases(tq_case *cases, int max)
     char path[1024], line[512];
     snprintf(path, sizeof path, "%s/ggml-ternary/cases.tsv", golden_dir);
     FILE *f = fopen(path, "r");
-    if (!f)
-        return -1;
+    if (!f) return -1;
     int n = 0;
     while (n < max && fgets(line, sizeof line, f)) {
         tq_case c;
         long long a, b, d;
-        if (sscanf(line, "%63s %lld %lld %lld", c.name, &a, &b, &d) != 4)
-            continue; /* header */
+        if (sscanf(line, "%63s %lld %lld %lld", c.name, &a, &b, &d) != 4) continue; /* header */
         c.n = a;
         c.nrows = b;
         c.n_per_row = d;
@@ -178,8 +173,7 @@ static int test_golden(void)
 {
     tq_case cases[64];
     int n = load_cases(cases, 64);
-    if (n < 0)
-        return -1;
+    if (n < 0) return -1;
     printf("golden TQ cases: %d\n", n);
     check(n >= 8, "cases.tsv lists the 8 documented cases");
     for (int i = 0; i < n; i++) {
@@ -195,38 +189,38 @@ static int test_golden(void)
  * the quantum is fixed: subnormals), rounding by rint (ties to even). Overflow -> Inf. */
 static float ref_round(float x, int mbits, int emin, double max_finite)
 {
-    if (x == 0.0f || !isfinite(x))
-        return x;
+    if (x == 0.0f || !isfinite(x)) return x;
     int e;
     frexp((double)x, &e); /* |x| = f * 2^e, f in [0.5, 1) */
     e -= 1;
-    if (e < emin)
-        e = emin;
+    if (e < emin) e = emin;
     double q = ldexp(1.0, e - mbits);
     double r = rint((double)x / q) * q; /* exact: x has 24 significant bits */
-    if (fabs(r) > max_finite)
-        return x > 0 ? INFINITY : -INFINITY;
+    if (fabs(r) > max_finite) return x > 0 ? INFINITY : -INFINITY;
     return (float)r;
 }
 
 static void test_fp16_edges(void)
 {
-    static const struct { uint32_t f; uint16_t h; } cases[] = {
-        {0x00000000u, 0x0000}, {0x80000000u, 0x8000}, {0x3f800000u, 0x3c00},
-        {0x477fe000u, 0x7bff}, /* 65504 */
-        {0x477ff000u, 0x7c00}, /* 65520: tie between 65504 and 2^16 -> even -> Inf */
-        {0x477fefffu, 0x7bff}, {0x7f800000u, 0x7c00}, {0xff800000u, 0xfc00},
-        {0x33800000u, 0x0001}, /* 2^-24 */
-        {0x33000000u, 0x0000}, /* 2^-25: tie -> even 0 */
-        {0x33000001u, 0x0001}, {0x33c00000u, 0x0002}, /* 1.5 * 2^-24: tie -> 2 */
-        {0x34200000u, 0x0002}, /* 2.5 * 2^-24: tie -> 2 */ {0x34400000u, 0x0003},
-        {0x38800000u, 0x0400}, /* 2^-14 */
-        {0x387fc000u, 0x03ff}, /* 2^-14 - 2^-24 */
-        {0x387fe000u, 0x0400}, /* tie between largest subnormal and smallest normal -> even */
-        {0x3f801000u, 0x3c00}, /* 1 + 2^-11: tie -> even */
-        {0x3f803000u, 0x3c02}, /* 1 + 3 * 2^-11: tie -> even */
-        {0x3f801001u, 0x3c01}, {0xc0490fdbu, 0xc248}, /* -pi */
-        {0x00000001u, 0x0000}, /* float subnormal */
+    static const struct {
+        uint32_t f;
+        uint16_t h;
+    } cases[] = {
+        { 0x00000000u, 0x0000 }, { 0x80000000u, 0x8000 },
+        { 0x3f800000u, 0x3c00 }, { 0x477fe000u, 0x7bff }, /* 65504 */
+        { 0x477ff000u, 0x7c00 }, /* 65520: tie between 65504 and 2^16 -> even -> Inf */
+        { 0x477fefffu, 0x7bff }, { 0x7f800000u, 0x7c00 },
+        { 0xff800000u, 0xfc00 }, { 0x33800000u, 0x0001 }, /* 2^-24 */
+        { 0x33000000u, 0x0000 },                          /* 2^-25: tie -> even 0 */
+        { 0x33000001u, 0x0001 }, { 0x33c00000u, 0x0002 }, /* 1.5 * 2^-24: tie -> 2 */
+        { 0x34200000u, 0x0002 }, /* 2.5 * 2^-24: tie -> 2 */ { 0x34400000u, 0x0003 },
+        { 0x38800000u, 0x0400 }, /* 2^-14 */
+        { 0x387fc000u, 0x03ff }, /* 2^-14 - 2^-24 */
+        { 0x387fe000u, 0x0400 }, /* tie between largest subnormal and smallest normal -> even */
+        { 0x3f801000u, 0x3c00 }, /* 1 + 2^-11: tie -> even */
+        { 0x3f803000u, 0x3c02 }, /* 1 + 3 * 2^-11: tie -> even */
+        { 0x3f801001u, 0x3c01 }, { 0xc0490fdbu, 0xc248 }, /* -pi */
+        { 0x00000001u, 0x0000 },                          /* float subnormal */
     };
     int ok = 1;
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -240,10 +234,10 @@ static void test_fp16_edges(void)
     uint16_t hn = bg_fp32_to_fp16(NAN), hs = bg_fp32_to_fp16(from_bits(0xff800001u));
     check((hn & 0x7c00) == 0x7c00 && (hn & 0x3ff) != 0, "fp16(NaN) is NaN");
     check((hs & 0xfe00) == 0xfe00, "fp16(signalling -NaN) is a quiet negative NaN");
-    check(isnan(bg_fp16_to_fp32(0x7e00)) && isinf(bg_fp16_to_fp32(0xfc00)),
-          "fp16 NaN/Inf to fp32");
-    check(bits(bg_fp16_to_fp32(0x0001)) == 0x33800000u && bits(bg_fp16_to_fp32(0x8000)) ==
-          0x80000000u && bg_fp16_to_fp32(0x7bff) == 65504.0f, "fp16 subnormal, -0, max to fp32");
+    check(isnan(bg_fp16_to_fp32(0x7e00)) && isinf(bg_fp16_to_fp32(0xfc00)), "fp16 NaN/Inf to fp32");
+    check(bits(bg_fp16_to_fp32(0x0001)) == 0x33800000u &&
+              bits(bg_fp16_to_fp32(0x8000)) == 0x80000000u && bg_fp16_to_fp32(0x7bff) == 65504.0f,
+          "fp16 subnormal, -0, max to fp32");
 }
 
 static void test_fp16_sweeps(void)
@@ -252,8 +246,7 @@ static void test_fp16_sweeps(void)
     for (uint32_t h = 0; h < 0x10000u; h++) {
         float f = bg_fp16_to_fp32((uint16_t)h);
         uint16_t back = bg_fp32_to_fp16(f);
-        if (isnan(f) ? (back & 0x7c00) != 0x7c00 || !(back & 0x3ff) : back != h)
-            ok = 0;
+        if (isnan(f) ? (back & 0x7c00) != 0x7c00 || !(back & 0x3ff) : back != h) ok = 0;
     }
     check(ok, "fp16 -> fp32 -> fp16 is the identity on all 65536 values");
     ok = 1;
@@ -266,8 +259,7 @@ static void test_fp16_sweeps(void)
         float x = from_bits(u), want = ref_round(x, 10, -14, 65504.0);
         float got = bg_fp16_to_fp32(bg_fp32_to_fp16(x));
         if (!isnan(x) && bits(got) != bits(want)) {
-            if (ok)
-                printf("     fp16(%a) = %a, reference %a\n", x, got, want);
+            if (ok) printf("     fp16(%a) = %a, reference %a\n", x, got, want);
             ok = 0;
         }
     }
@@ -287,8 +279,7 @@ static void test_bf16(void)
     int ok = 1;
     for (uint32_t h = 0; h < 0x10000u; h++) {
         float f = bg_bf16_to_fp32((uint16_t)h);
-        if (!isnan(f) && bg_fp32_to_bf16(f) != h)
-            ok = 0;
+        if (!isnan(f) && bg_fp32_to_bf16(f) != h) ok = 0;
     }
     check(ok, "bf16 -> fp32 -> bf16 is the identity on all non-NaN values");
     ok = 1;
@@ -297,8 +288,7 @@ static void test_bf16(void)
         s = s * 1664525u + 1013904223u;
         float x = from_bits(s);
         float want = ref_round(x, 7, -126, 3.3895313892515355e38);
-        if (!isnan(x) && bits(bg_bf16_to_fp32(bg_fp32_to_bf16(x))) != bits(want))
-            ok = 0;
+        if (!isnan(x) && bits(bg_bf16_to_fp32(bg_fp32_to_bf16(x))) != bits(want)) ok = 0;
     }
     check(ok, "bf16 rounding == rint reference on 2^20 sampled floats");
 }
@@ -334,7 +324,7 @@ static void test_q8_0(void)
 
 static void test_int_types(void)
 {
-    const float in[6] = {2.5f, -2.5f, 127.4f, -128.0f, 0.49f, -0.5f};
+    const float in[6] = { 2.5f, -2.5f, 127.4f, -128.0f, 0.49f, -0.5f };
     int8_t q[6];
     float back[6];
     check(bg_ggml_quantize(BG_GGML_I8, in, q, 1, 6) == 0, "I8 quantize");
@@ -352,9 +342,10 @@ static void test_int_types(void)
     double f64;
     v = 0.1f;
     check(bg_ggml_quantize(BG_GGML_F64, &v, &f64, 1, 1) == 0 && f64 == (double)0.1f &&
-          bg_ggml_dequantize(BG_GGML_F64, &f64, back, 1) == 0 && back[0] == 0.1f, "F64");
+              bg_ggml_dequantize(BG_GGML_F64, &f64, back, 1) == 0 && back[0] == 0.1f,
+          "F64");
     uint16_t h[2];
-    const float hv[2] = {1.0f / 3.0f, -65504.0f};
+    const float hv[2] = { 1.0f / 3.0f, -65504.0f };
     check(bg_ggml_quantize(BG_GGML_F16, hv, h, 1, 2) == 0 && h[0] == 0x3555 && h[1] == 0xfbff,
           "F16 quantize");
     check(bg_ggml_quantize(BG_GGML_BF16, hv, h, 1, 2) == 0 && h[0] == 0x3eab && h[1] == 0xc780,
@@ -364,18 +355,22 @@ static void test_int_types(void)
 static void test_table(void)
 {
     check(bg_ggml_type_size(BG_GGML_TQ2_0) == 66 && bg_ggml_type_size(BG_GGML_TQ1_0) == 54 &&
-          bg_ggml_type_size(BG_GGML_Q8_0) == 34 && bg_ggml_type_size(BG_GGML_BF16) == 2,
+              bg_ggml_type_size(BG_GGML_Q8_0) == 34 && bg_ggml_type_size(BG_GGML_BF16) == 2,
           "type sizes");
     check(bg_ggml_block_size(BG_GGML_TQ1_0) == 256 && bg_ggml_block_size(BG_GGML_F32) == 1 &&
-          bg_ggml_block_size(BG_GGML_Q8_0) == 32, "block sizes");
-    check(bg_ggml_row_size(BG_GGML_TQ2_0, 512) == 132 && bg_ggml_row_size(BG_GGML_TQ1_0, 255) ==
-          0 && bg_ggml_row_size(BG_GGML_F16, 7) == 14, "row sizes");
+              bg_ggml_block_size(BG_GGML_Q8_0) == 32,
+          "block sizes");
+    check(bg_ggml_row_size(BG_GGML_TQ2_0, 512) == 132 &&
+              bg_ggml_row_size(BG_GGML_TQ1_0, 255) == 0 && bg_ggml_row_size(BG_GGML_F16, 7) == 14,
+          "row sizes");
     check(bg_ggml_type_size(4) == 0 && bg_ggml_type_size(31) == 0 && bg_ggml_type_size(-1) == 0 &&
-          bg_ggml_type_size(BG_GGML_TYPE_COUNT) == 0 && !strcmp(bg_ggml_type_name(36), "unknown"),
+              bg_ggml_type_size(BG_GGML_TYPE_COUNT) == 0 &&
+              !strcmp(bg_ggml_type_name(36), "unknown"),
           "removed and out-of-range type ids are unknown");
     check(!strcmp(bg_ggml_type_name(BG_GGML_TQ2_0), "tq2_0") &&
-          !strcmp(bg_ggml_type_name(BG_GGML_Q4_K), "q4_K"), "type names");
-    float x[256] = {0};
+              !strcmp(bg_ggml_type_name(BG_GGML_Q4_K), "q4_K"),
+          "type names");
+    float x[256] = { 0 };
     uint8_t q[66];
     check(bg_ggml_quantize(BG_GGML_Q4_K, x, q, 1, 256) == BG_EUNSUPPORTED,
           "quantize to Q4_K unsupported");
@@ -397,14 +392,13 @@ static void test_pack_codes(void)
     for (int pass = 0; pass < 2; pass++) {
         int type = pass ? BG_GGML_TQ1_0 : BG_GGML_TQ2_0;
         void *p = pass ? (void *)p1 : (void *)p2;
-        int rc = pass ? bg_tq1_0_pack_codes(codes, 1.0f, p, N)
-                      : bg_tq2_0_pack_codes(codes, 1.0f, p, N);
+        int rc =
+            pass ? bg_tq1_0_pack_codes(codes, 1.0f, p, N) : bg_tq2_0_pack_codes(codes, 1.0f, p, N);
         memset(back, 9, sizeof back);
         rc |= bg_tq_unpack_codes(type, p, back, d, N);
         rc |= bg_ggml_dequantize(type, p, y, N);
         int ok = rc == 0 && !memcmp(codes, back, N) && d[0] == 1.0f && d[3] == 1.0f;
-        for (int i = 0; i < N; i++)
-            ok &= y[i] == (float)codes[i];
+        for (int i = 0; i < N; i++) ok &= y[i] == (float)codes[i];
         check(ok, pass ? "TQ1_0 pack/unpack codes with d = 1 is lossless"
                        : "TQ2_0 pack/unpack codes with d = 1 is lossless");
     }
@@ -422,8 +416,7 @@ static void test_pack_codes(void)
 int main(void)
 {
     golden_dir = getenv("BG_GOLDEN_DIR");
-    if (!golden_dir)
-        golden_dir = "../shared/golden";
+    if (!golden_dir) golden_dir = "../shared/golden";
     printf("test_ggml_quants: golden dir %s\n", golden_dir);
     if (test_golden() != 0) {
         printf("SKIP: %s/ggml-ternary/cases.tsv not found\n", golden_dir);

@@ -32,8 +32,7 @@ typedef struct rawbuf {
 
 static void put(rawbuf *b, const void *src, size_t n)
 {
-    if (b->len + n <= sizeof b->p)
-        memcpy(b->p + b->len, src, n);
+    if (b->len + n <= sizeof b->p) memcpy(b->p + b->len, src, n);
     b->len += n;
 }
 
@@ -50,8 +49,7 @@ static void put_str(rawbuf *b, const char *s, size_t n, uint64_t len_field)
 static void pad(rawbuf *b, uint32_t align)
 {
     static const uint8_t zeros[256];
-    while (b->len % align)
-        put(b, zeros, 1);
+    while (b->len % align) put(b, zeros, 1);
 }
 
 /* The valid file: kvs general.architecture (str), k.u32 (u32 7), k.arr (i32 [1,2,3]) and
@@ -59,32 +57,33 @@ static void pad(rawbuf *b, uint32_t align)
 typedef struct mk {
     char magic[5];
     uint32_t version;
-    int64_t n_kv, n_tensors;   /* header counts, added to the true counts */
-    uint64_t n_kv_raw;         /* if nonzero, written as the kv count instead */
+    int64_t n_kv, n_tensors; /* header counts, added to the true counts */
+    uint64_t n_kv_raw;       /* if nonzero, written as the kv count instead */
     uint64_t n_tensors_raw;
-    uint64_t key_len;          /* length field of key 2 (0: true) */
-    int dup_key;               /* key 2 repeats key 1 */
-    int32_t type2;             /* value type id of key 2 */
-    uint64_t str_len;          /* length field of the string value (0: true) */
-    int32_t arr_type;          /* element type of k.arr */
-    uint64_t arr_n;            /* element count of k.arr (0: true) */
-    int32_t align_type;        /* type of general.alignment, -1: no such key */
+    uint64_t key_len;   /* length field of key 2 (0: true) */
+    int dup_key;        /* key 2 repeats key 1 */
+    int32_t type2;      /* value type id of key 2 */
+    uint64_t str_len;   /* length field of the string value (0: true) */
+    int32_t arr_type;   /* element type of k.arr */
+    uint64_t arr_n;     /* element count of k.arr (0: true) */
+    int32_t align_type; /* type of general.alignment, -1: no such key */
     uint32_t alignment;
-    uint32_t n_dims;           /* of tensor a */
+    uint32_t n_dims; /* of tensor a */
     int64_t ne0, ne1;
     int32_t ggml_type;
-    const char *name_a;        /* name of tensor a, name_n bytes */
+    const char *name_a; /* name of tensor a, name_n bytes */
     size_t name_n;
-    uint64_t name_len;         /* length field of a's name (0: true) */
-    int dup_tensor;            /* tensor b is also called "a" */
-    uint64_t off_b;            /* offset of b; UINT64_MAX: right after a */
-    size_t cut;                /* bytes removed from the end */
+    uint64_t name_len; /* length field of a's name (0: true) */
+    int dup_tensor;    /* tensor b is also called "a" */
+    uint64_t off_b;    /* offset of b; UINT64_MAX: right after a */
+    size_t cut;        /* bytes removed from the end */
 } mk;
 
 static mk base(void)
 {
-    mk m = {"GGUF", 3, 0, 0, 0, 0, 0, 0, BG_GGUF_U32, 0, BG_GGUF_I32, 0, -1, 32,
-            2, 256, 2, BG_GGML_TQ2_0, "a", 1, 0, 0, UINT64_MAX, 0};
+    mk m = { "GGUF", 3,           0, 0,  0,          0, 0,   0, BG_GGUF_U32,
+             0,      BG_GGUF_I32, 0, -1, 32,         2, 256, 2, BG_GGML_TQ2_0,
+             "a",    1,           0, 0,  UINT64_MAX, 0 };
     return m;
 }
 
@@ -100,13 +99,11 @@ static void build_kvs(rawbuf *b, const mk *m)
     put_u32(b, BG_GGUF_ARRAY);
     put_u32(b, (uint32_t)m->arr_type);
     put_u64(b, m->arr_n ? m->arr_n : 3);
-    for (uint32_t v = 1; v <= 3; v++)
-        put_u32(b, v);
+    for (uint32_t v = 1; v <= 3; v++) put_u32(b, v);
     if (m->align_type >= 0) {
         put_str(b, "general.alignment", 17, 0);
         put_u32(b, (uint32_t)m->align_type);
-        if (m->align_type == BG_GGUF_U64)
-            put_u64(b, m->alignment);
+        if (m->align_type == BG_GGUF_U64) put_u64(b, m->alignment);
         else
             put_u32(b, m->alignment);
     }
@@ -115,10 +112,11 @@ static void build_kvs(rawbuf *b, const mk *m)
 static void build(rawbuf *b, const mk *m)
 {
     uint32_t align = m->align_type >= 0 && m->alignment && !(m->alignment & (m->alignment - 1)) &&
-                     m->alignment <= 4096 ? m->alignment : 32;
+                             m->alignment <= 4096
+                         ? m->alignment
+                         : 32;
     size_t bytes_a = bg_ggml_row_size(m->ggml_type, m->ne0) * (size_t)(m->ne1 > 0 ? m->ne1 : 1);
-    if (bytes_a == 0 || bytes_a > 4096)
-        bytes_a = 528;
+    if (bytes_a == 0 || bytes_a > 4096) bytes_a = 528;
     uint64_t off_b = m->off_b != UINT64_MAX ? m->off_b : (bytes_a + align - 1) / align * align;
     b->len = 0;
     put(b, m->magic, 4);
@@ -158,8 +156,7 @@ static void expect_error(const char *what, const mk *m, const char *needle)
     int rc = bg_gguf_open_memory(&g, b.p, b.len, err, sizeof err);
     bool ok = rc < 0 && g == NULL && err[0] && (!needle || strstr(err, needle));
     check(ok, "%-34s -> %s", what, err[0] ? err : "(no message)");
-    if (!ok && needle)
-        printf("     expected a message containing \"%s\"\n", needle);
+    if (!ok && needle) printf("     expected a message containing \"%s\"\n", needle);
     bg_gguf_free(&g);
 }
 
@@ -173,7 +170,7 @@ static void test_valid_bases(void)
     build(&b, &m);
     int rc = bg_gguf_open_memory(&g, b.p, b.len, err, sizeof err);
     check(rc == 0 && bg_gguf_n_kv(g) == 3 && bg_gguf_n_tensors(g) == 2 &&
-          bg_gguf_read_tensor_f32(g, 0, v) == 0 && bg_gguf_tensor_offset(g, 1) == 160,
+              bg_gguf_read_tensor_f32(g, 0, v) == 0 && bg_gguf_tensor_offset(g, 1) == 160,
           "the base file (%zu bytes) is valid (%s)", b.len, err);
     bg_gguf_free(&g);
     m.align_type = BG_GGUF_U32;
@@ -183,7 +180,7 @@ static void test_valid_bases(void)
     check(rc == 0 && bg_gguf_alignment(g) == 64 && bg_gguf_tensor_offset(g, 1) == 192,
           "the base file with general.alignment = 64 is valid (%s)", err);
     bg_gguf_free(&g);
-    static const uint8_t empty[24] = {'G', 'G', 'U', 'F', 3};
+    static const uint8_t empty[24] = { 'G', 'G', 'U', 'F', 3 };
     rc = bg_gguf_open_memory(&g, empty, sizeof empty, err, sizeof err);
     check(rc == 0 && bg_gguf_n_kv(g) == 0 && bg_gguf_n_tensors(g) == 0,
           "a 24-byte file with no keys and no tensors is valid (%s)", err);
@@ -207,13 +204,14 @@ static void test_header_cases(void)
     m = base(), m.n_tensors = 1, expect_error("one tensor too many", &m, NULL);
     bg_gguf *g = NULL;
     char err[256] = "";
-    static const uint8_t tiny[3] = {'G', 'G', 'U'};
-    check(bg_gguf_open_memory(&g, tiny, 0, err, sizeof err) < 0 && err[0],
-          "%-34s -> %s", "empty file", err);
-    check(bg_gguf_open_memory(&g, tiny, 3, err, sizeof err) < 0 && err[0],
-          "%-34s -> %s", "3-byte file", err);
+    static const uint8_t tiny[3] = { 'G', 'G', 'U' };
+    check(bg_gguf_open_memory(&g, tiny, 0, err, sizeof err) < 0 && err[0], "%-34s -> %s",
+          "empty file", err);
+    check(bg_gguf_open_memory(&g, tiny, 3, err, sizeof err) < 0 && err[0], "%-34s -> %s",
+          "3-byte file", err);
     check(bg_gguf_open_memory(NULL, tiny, 3, err, sizeof err) == BG_EINVAL &&
-          bg_gguf_open_memory(&g, NULL, 3, NULL, 0) == BG_EINVAL, "NULL arguments rejected");
+              bg_gguf_open_memory(&g, NULL, 3, NULL, 0) == BG_EINVAL,
+          "NULL arguments rejected");
 }
 
 static void test_kv_cases(void)
@@ -231,17 +229,17 @@ static void test_kv_cases(void)
     m = base(), m.arr_n = 1ull << 61, expect_error("huge array count", &m, "past end");
     m = base(), m.arr_n = UINT64_MAX, expect_error("array count 2^64-1", &m, "past end");
     m = base(), m.arr_type = BG_GGUF_STRING, m.arr_n = 1ull << 60,
-        expect_error("huge string array count", &m, "cannot fit");
+    expect_error("huge string array count", &m, "cannot fit");
     m = base(), m.arr_type = BG_GGUF_STRING, expect_error("string array of garbage", &m, NULL);
     m = base(), m.dup_key = 1, expect_error("duplicate key", &m, "duplicate key");
     m = base(), m.align_type = BG_GGUF_U32, m.alignment = 48,
-        expect_error("alignment 48", &m, "not a power of two");
+    expect_error("alignment 48", &m, "not a power of two");
     m = base(), m.align_type = BG_GGUF_U32, m.alignment = 0,
-        expect_error("alignment 0", &m, "not a power of two");
+    expect_error("alignment 0", &m, "not a power of two");
     m = base(), m.align_type = BG_GGUF_U64, m.alignment = 64,
-        expect_error("alignment of type u64", &m, "must be of type u32");
+    expect_error("alignment of type u64", &m, "must be of type u32");
     m = base(), m.align_type = BG_GGUF_I32, m.alignment = 32,
-        expect_error("alignment of type i32", &m, "must be of type u32");
+    expect_error("alignment of type i32", &m, "must be of type u32");
 }
 
 static void test_tensor_cases(void)
@@ -254,7 +252,7 @@ static void test_tensor_cases(void)
     m = base(), m.ne1 = -3, expect_error("ne[1] = -3", &m, "not positive");
     m = base(), m.ne1 = INT64_MAX, expect_error("element count overflow", &m, "overflows");
     m = base(), m.ggml_type = BG_GGML_F64, m.ne0 = 1ll << 61, m.ne1 = 1,
-        expect_error("byte size overflow", &m, "overflows");
+    expect_error("byte size overflow", &m, "overflows");
     m = base(), m.ne1 = 1ll << 40, expect_error("tensor larger than the file", &m, "past end");
     m = base(), m.ggml_type = 4, expect_error("ggml type 4 (removed)", &m, "unknown ggml type 4");
     m = base(), m.ggml_type = 36, expect_error("ggml type 36", &m, "unknown ggml type 36");
@@ -265,11 +263,11 @@ static void test_tensor_cases(void)
     m = base(), m.off_b = UINT64_MAX - 31, expect_error("offset 2^64-32", &m, "past end");
     m = base(), m.off_b = 532, expect_error("misaligned offset", &m, "not a multiple");
     m = base(), m.align_type = BG_GGUF_U32, m.alignment = 64, m.off_b = 544,
-        expect_error("offset aligned to 32, not 64", &m, "alignment 64");
+    expect_error("offset aligned to 32, not 64", &m, "alignment 64");
     m = base(), m.off_b = 0, expect_error("overlapping tensors", &m, "overlap");
     m = base(), m.dup_tensor = 1, expect_error("duplicate tensor name", &m, "duplicate tensor");
     m = base(), m.name_a = "0123456789012345678901234567890123456789012345678901234567890123",
-        m.name_n = 64, expect_error("tensor name of 64 bytes", &m, "too long");
+    m.name_n = 64, expect_error("tensor name of 64 bytes", &m, "too long");
     m = base(), m.name_len = 1ull << 62, expect_error("huge tensor name length", &m, "too long");
     m = base(), m.name_a = "a\0b", m.name_n = 3, expect_error("NUL in a tensor name", &m, "NUL");
     m = base(), m.cut = 1, expect_error("last tensor's padding cut", &m, "past end");
@@ -292,10 +290,9 @@ static void test_truncations(const uint8_t *file, size_t size, const char *what)
         }
         bg_gguf_free(&g);
     }
-    check(bad == 0, "%s truncated to each of 0..%zu bytes: every one rejected with a message",
-          what, size - 1);
-    if (bad)
-        printf("     %ld accepted or silent, first at length %ld\n", bad, first_bad);
+    check(bad == 0, "%s truncated to each of 0..%zu bytes: every one rejected with a message", what,
+          size - 1);
+    if (bad) printf("     %ld accepted or silent, first at length %ld\n", bad, first_bad);
 }
 
 /* Reads everything an accepted file offers, so that ASan/valgrind see any bad pointer. */
@@ -314,23 +311,23 @@ static void read_everything(const bg_gguf *g)
     for (int64_t i = 0; i < bg_gguf_n_tensors(g); i++) {
         int64_t n = bg_gguf_tensor_nelements(g, i);
         float *buf = n > 0 && n < (1 << 20) ? malloc((size_t)n * sizeof *buf) : NULL;
-        if (buf)
-            (void)bg_gguf_read_tensor_f32(g, i, buf);
+        if (buf) (void)bg_gguf_read_tensor_f32(g, i, buf);
         free(buf);
     }
 }
 
 static void test_mutations(const uint8_t *file, size_t size, size_t meta_end)
 {
-    static const int values[] = {0x00, 0xff, 0x7f, 0x80, -1, -2}; /* -1: flip bit 0, -2: +0x10 */
+    static const int values[] = { 0x00, 0xff, 0x7f, 0x80, -1, -2 }; /* -1: flip bit 0, -2: +0x10 */
     uint8_t *copy = malloc(size);
     long accepted = 0, rejected = 0, silent = 0;
     char err[256];
     for (size_t pos = 0; copy && pos < meta_end; pos++) {
         for (size_t v = 0; v < sizeof values / sizeof values[0]; v++) {
             memcpy(copy, file, size);
-            copy[pos] = (uint8_t)(values[v] == -1 ? file[pos] ^ 1
-                                  : values[v] == -2 ? file[pos] + 0x10 : values[v]);
+            copy[pos] = (uint8_t)(values[v] == -1   ? file[pos] ^ 1
+                                  : values[v] == -2 ? file[pos] + 0x10
+                                                    : values[v]);
             bg_gguf *g = NULL;
             err[0] = 0;
             if (bg_gguf_open_memory(&g, copy, size, err, sizeof err) == 0) {
@@ -344,9 +341,10 @@ static void test_mutations(const uint8_t *file, size_t size, size_t meta_end)
         }
     }
     free(copy);
-    check(silent == 0 && rejected > 0, "%ld one-byte mutations of the first %zu bytes: %ld "
-          "rejected with a message, %ld accepted and read completely", accepted + rejected,
-          meta_end, rejected, accepted);
+    check(silent == 0 && rejected > 0,
+          "%ld one-byte mutations of the first %zu bytes: %ld "
+          "rejected with a message, %ld accepted and read completely",
+          accepted + rejected, meta_end, rejected, accepted);
 }
 
 int main(void)

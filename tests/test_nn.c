@@ -394,3 +394,570 @@ static void test_to_bitlinear(bg_ctx *ctx)
     bg_module_free(&native);
     bg_module_free(&m);
 }
+
+/* ---- (b) the straight-through estimator through BitLinear ---------------------------------- */
+
+/* x_q (per-token levels / s_x) and W_q (codes * s_w) from the ternary.h functions, blended as
+ * the forward value x + lambda (q - x). */
+static void ste_expected_inputs(const float *x, const float *w, int64_t rows, int64_t in,
+                                int64_t out, const bg_bitlinear_config *c, float *xb, float *wb,
+                                int8_t *lv, float *sx, int8_t *codes, float *sw)
+{
+    bg_act_quantize(x, rows, in, c->act_bits, lv, sx);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < in; i++) {
+            float q = (float)lv[r * in + i] / sx[r], v = x[r * in + i];
+            xb[r * in + i] = c->lambda == 1.0f ? q : v + c->lambda * (q - v);
+        }
+    bg_ternary_quantize(w, out, in, (bg_wq_mode)c->weight_mode, c->group, codes, sw);
+    bg_ternary_dequantize(codes, sw, out, in, (bg_wq_mode)c->weight_mode, c->group, wb);
+    if (c->lambda != 1.0f)
+        for (int64_t i = 0; i < out * in; i++) wb[i] = w[i] + c->lambda * (wb[i] - w[i]);
+}
+
+/* c[m, n] = sum_k a[m, k] b[k, n] in double, a and b addressed through strides. */
+static void ref_mm(const float *a, int64_t sa_m, int64_t sa_k, const float *b, int64_t sb_k,
+                   int64_t sb_n, int64_t M, int64_t K, int64_t N, float *c)
+{
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double s = 0.0;
+            for (int64_t k = 0; k < K; k++) s += (double)a[i * sa_m + k * sa_k] * b[k * sb_k + j * sb_n];
+            c[i * N + j] = (float)s;
+        }
+}
+
+static void ste_case(bg_ctx *ctx, const char *label, const bg_bitlinear_config *cfg, bool fused)
+{
+    enum { R = 6, IN = 20, OUT = 7 };
+    printf("STE through BitLinear: %s\n", label);
+    static uint64_t rng = 77;
+    float x[R * IN], w[OUT * IN], dy[R * OUT], xb[R * IN], wb[OUT * IN], sx[R], sw[OUT * IN];
+    float want_dx[R * IN], want_dw[OUT * IN], want_y[R * OUT], exact_y[R * OUT];
+    int8_t lv[R * IN], codes[OUT * IN];
+    for (int i = 0; i < R * IN; i++) x[i] = i >= (R - 1) * IN ? 0.0f : harness_uniform(&rng, -2, 2);
+    for (int i = 0; i < OUT * IN; i++) w[i] = harness_uniform(&rng, -0.3f, 0.3f);
+    for (int i = 0; i < R * OUT; i++) dy[i] = harness_uniform(&rng, -1, 1);
+    bg_module *m = bg_bitlinear_new(ctx, "ste", IN, OUT, false, cfg);
+    bg_tensor *xt = bg_param(ctx, "ste.x", 2, S(R, IN));
+    if (!CHECK(m && xt && bg_tensor_write(xt, x) == BG_OK &&
+                   bg_tensor_write(bg_linear_weight(m), w) == BG_OK,
+               "setup: %s", bg_ctx_error(ctx)))
+        goto done;
+    bg_tensor *y = bg_module_forward(m, xt);
+    int rc = bg_backward_seed(y, bg_from_data(ctx, BG_F32, 2, S(R, OUT), dy));
+    float *got_y = harness_read(y), *got_dx = harness_read(bg_tensor_grad(xt));
+    float *got_dw = harness_read(bg_tensor_grad(bg_linear_weight(m)));
+    if (CHECK(rc == BG_OK && got_y && got_dx && got_dw, "backward: %d %s", rc, bg_ctx_error(ctx))) {
+        ste_expected_inputs(x, w, R, IN, OUT, cfg, xb, wb, lv, sx, codes, sw);
+        ref_mm(dy, OUT, 1, wb, IN, 1, R, OUT, IN, want_dx);  /* dX = dY W_q */
+        ref_mm(dy, 1, OUT, xb, IN, 1, OUT, R, IN, want_dw);  /* dW = dY^T x_q */
+        ref_mm(xb, IN, 1, wb, 1, IN, R, IN, OUT, want_y);    /* y = x_q W_q^T */
+        check_close("dX == dY . W_q", got_dx, want_dx, R * IN, 1e-6, 0.0);
+        check_close("dW == dY^T . x_q", got_dw, want_dw, OUT * IN, 1e-6, 0.0);
+        check_close("y == x_q . W_q^T", got_y, want_y, R * OUT, 1e-6, 0.0);
+        if (fused) { /* y = (acc * s_w) / s_x, the inference formula, bit for bit */
+            bg_ternary_matmul_ref(lv, sx, codes, sw, cfg->weight_mode == BG_WQ_PER_ROW, R, OUT,
+                                  IN, exact_y);
+            check_bitwise("y == (acc * s_w) / s_x", got_y, exact_y, R * OUT);
+        }
+    }
+    free(got_y), free(got_dx), free(got_dw);
+done:
+    bg_step_end(ctx);
+    bg_tensor_free(&xt);
+    bg_module_free(&m);
+}
+
+static void test_ste(bg_ctx *ctx)
+{
+    bg_bitlinear_config c = bg_bitlinear_default();
+    ste_case(ctx, "default (per-tensor s_w, 8-bit per-token, fused integer op)", &c, true);
+    c.weight_mode = BG_WQ_PER_ROW, c.act_bits = 4;
+    ste_case(ctx, "per-row s_w, 4-bit activations (fused)", &c, true);
+    c = bg_bitlinear_default();
+    c.weight_mode = BG_WQ_PER_GROUP, c.group = 8; /* 20 columns: groups of 8, 8, 4 */
+    ste_case(ctx, "per-group s_w (g 8, rows of 20), quantizer ops + matmul", &c, false);
+    c = bg_bitlinear_default();
+    c.lambda = 0.5f;
+    ste_case(ctx, "lambda 0.5 warm-up blend", &c, false);
+}
+
+/* ---- (b) quantizer edge cases ------------------------------------------------------------ */
+
+static float round_away(float v)
+{
+    float a = fabsf(v), f = floorf(a), r = f + (a - f >= 0.5f ? 1.0f : 0.0f);
+    return v < 0 ? -r : r;
+}
+
+static void test_weight_quant_edges(bg_ctx *ctx)
+{
+    printf("weight quantizer edge cases\n");
+    const float a = nextafterf(0.5f, 0.0f); /* 0.5 - 2^-25: must round to 0, not 1 */
+    /* Rows (per-row mode): zeros; exact ties 0.5 / -0.5 (s_w = 1); near ties (the row mean
+     * 1 - 2^-26 rounds to s_w = 1.0f); below the eps floor; one huge outlier. */
+    const float w[5 * 4] = { 0, 0, 0, 0,   0.5f, -0.5f, 2, 1,   a, -a, 2, 1,
+                             1e-7f, -2e-7f, 3e-7f, 0,   1000, 0.1f, -0.2f, 0.3f };
+    const int8_t want_codes[5 * 4] = { 0, 0, 0, 0, 1, -1, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 1, 0, 0, 0 };
+    const float want_s[5] = { 1e-5f, 1.0f, 1.0f, 1e-5f, (float)(1000.6 / 4.0) };
+    int8_t codes[20];
+    float s[5], deq[20];
+    int rc = bg_ternary_quantize(w, 5, 4, BG_WQ_PER_ROW, 0, codes, s);
+    CHECK(rc == BG_OK && bg_ternary_n_scales(5, 4, BG_WQ_PER_ROW, 0) == 5, "per-row quantize");
+    for (int r = 0; r < 5; r++)
+        CHECK(s[r] == want_s[r], "row %d: s_w %.9g, want %.9g", r, (double)s[r], (double)want_s[r]);
+    for (int i = 0; i < 20; i++)
+        CHECK(codes[i] == want_codes[i], "code %d (w %.9g): %d, want %d", i, (double)w[i], codes[i],
+              want_codes[i]);
+    bg_ternary_dequantize(codes, s, 5, 4, BG_WQ_PER_ROW, 0, deq);
+    for (int i = 0; i < 20; i++)
+        CHECK(deq[i] == (float)want_codes[i] * want_s[i / 4], "dequantized %d: %g", i, (double)deq[i]);
+    /* The op gives the same values (STE forward at lambda 1). */
+    bg_tensor *wt = bg_from_data(ctx, BG_F32, 2, S(5, 4), w);
+    float *op = harness_read(bg_weight_quant(wt, BG_WQ_PER_ROW, 0, 1.0f));
+    if (CHECK(op != NULL, "weight_quant op: %s", bg_ctx_error(ctx)))
+        check_bitwise("bg_weight_quant per row == codes * s_w", op, deq, 20);
+    free(op);
+
+    /* Per tensor: one scale, float(mean in double). */
+    double sum = 0.0;
+    for (int i = 0; i < 20; i++) sum += fabs((double)w[i]);
+    rc = bg_ternary_quantize(w, 5, 4, BG_WQ_PER_TENSOR, 0, codes, s);
+    CHECK(rc == BG_OK && s[0] == (float)(sum / 20.0), "per-tensor s_w %.9g, want %.9g",
+          (double)s[0], sum / 20.0);
+    CHECK(codes[16] == 1 && codes[4] == 0 && codes[0] == 0, "per tensor: only the outlier is +1");
+    bg_step_end(ctx);
+}
+
+/* Per-group scales on rows whose length is not a multiple of the group size. */
+static void test_weight_quant_groups(bg_ctx *ctx)
+{
+    printf("per-group weight scales (rows of 10, groups of 4: 4 + 4 + 2)\n");
+    enum { ROWS = 3, COLS = 10, G = 4, NG = 3 };
+    uint64_t rng = 5;
+    float w[ROWS * COLS], s[ROWS * NG], deq[ROWS * COLS];
+    int8_t codes[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++) w[i] = harness_uniform(&rng, -1, 1);
+    CHECK(bg_ternary_n_scales(ROWS, COLS, BG_WQ_PER_GROUP, G) == ROWS * NG &&
+              bg_ternary_n_scales(ROWS, COLS, BG_WQ_PER_TENSOR, 0) == 1,
+          "n_scales per group %lld", (long long)bg_ternary_n_scales(ROWS, COLS, BG_WQ_PER_GROUP, G));
+    CHECK(bg_ternary_quantize(w, ROWS, COLS, BG_WQ_PER_GROUP, G, codes, s) == BG_OK, "quantize");
+    int bad_s = 0, bad_c = 0;
+    for (int r = 0; r < ROWS; r++)
+        for (int g = 0; g < NG; g++) {
+            int lo = g * G, hi = lo + G < COLS ? lo + G : COLS;
+            double sum = 0.0;
+            for (int i = lo; i < hi; i++) sum += fabs((double)w[r * COLS + i]);
+            float want = fmaxf((float)(sum / (hi - lo)), 1e-5f);
+            bad_s += s[r * NG + g] != want;
+            for (int i = lo; i < hi; i++) {
+                float q = fmaxf(-1.0f, fminf(1.0f, round_away(w[r * COLS + i] / want)));
+                bad_c += codes[r * COLS + i] != (int8_t)q;
+            }
+        }
+    CHECK(bad_s == 0 && bad_c == 0, "per group: %d scales and %d codes differ from the reference",
+          bad_s, bad_c);
+    bg_ternary_dequantize(codes, s, ROWS, COLS, BG_WQ_PER_GROUP, G, deq);
+    bg_tensor *wt = bg_from_data(ctx, BG_F32, 2, S(ROWS, COLS), w);
+    float *op = harness_read(bg_weight_quant(wt, BG_WQ_PER_GROUP, G, 1.0f));
+    if (CHECK(op != NULL, "weight_quant per group: %s", bg_ctx_error(ctx)))
+        check_bitwise("bg_weight_quant per group == codes * s_g", op, deq, ROWS * COLS);
+    free(op);
+    /* A group longer than the row is the row. */
+    float s_row[ROWS];
+    int8_t c_row[ROWS * COLS];
+    bg_ternary_quantize(w, ROWS, COLS, BG_WQ_PER_GROUP, 64, codes, s);
+    bg_ternary_quantize(w, ROWS, COLS, BG_WQ_PER_ROW, 0, c_row, s_row);
+    CHECK(memcmp(s, s_row, sizeof s_row) == 0 && memcmp(codes, c_row, sizeof c_row) == 0,
+          "group 64 on rows of 10 should equal per-row quantization");
+    bg_step_end(ctx);
+}
+
+static void check_levels(const char *what, const float *x, int n, int bits, const int8_t *want,
+                         float want_s)
+{
+    int8_t lv[16];
+    float s;
+    int rc = bg_act_quantize(x, 1, n, bits, lv, &s);
+    bool ok = rc == BG_OK && s == want_s && memcmp(lv, want, (size_t)n) == 0;
+    CHECK(ok, "%s: rc %d, s_x %.9g (want %.9g)", what, rc, (double)s, (double)want_s);
+    for (int i = 0; !ok && i < n; i++)
+        if (lv[i] != want[i]) printf("    x %.9g: level %d, want %d\n", (double)x[i], lv[i], want[i]);
+}
+
+static void test_act_quant_edges(bg_ctx *ctx)
+{
+    printf("activation quantizer edge cases\n");
+    const float b = nextafterf(2.5f, 0.0f);
+    /* amax 127: s_x = 1, ties k + 0.5 round away from zero (banker's rounding would not). */
+    check_levels("ties at s_x = 1", (const float[]){ 127, 2.5f, -2.5f, 0.5f, -0.5f, 126.5f, b, -1.5f },
+                 8, 8, (const int8_t[]){ 127, 3, -3, 1, -1, 127, 2, -2 }, 1.0f);
+    check_levels("ties at s_x = 0.5", (const float[]){ 254, 5, -5, 1, -1 }, 5, 8,
+                 (const int8_t[]){ 127, 3, -3, 1, -1 }, 0.5f);
+    check_levels("4-bit ties", (const float[]){ 7, 3.5f, -3.5f, 6.5f, -6.5f }, 5, 4,
+                 (const int8_t[]){ 7, 4, -4, 7, -7 }, 1.0f);
+    check_levels("all-zero row", (const float[]){ 0, 0, 0, 0 }, 4, 8,
+                 (const int8_t[]){ 0, 0, 0, 0 }, 127.0f / 1e-5f);
+    check_levels("eps floor (absmax 5e-7 < 1e-5)", (const float[]){ 1e-7f, -5e-7f, 0 }, 3, 8,
+                 (const int8_t[]){ 1, -6, 0 }, 127.0f / 1e-5f);
+    check_levels("one huge outlier", (const float[]){ 1e6f, 1, -3000, 4000 }, 4, 8,
+                 (const int8_t[]){ 127, 0, 0, 1 }, 127.0f / 1e6f);
+
+    /* 2..8 bits on random rows: levels in [-Qp-1, Qp], the absmax element at +-Qp, each level
+     * round_away(x * s_x); the op gives level / s_x per token, and per tensor one scale. */
+    enum { ROWS = 4, COLS = 33 };
+    uint64_t rng = 9;
+    float x[ROWS * COLS], s[ROWS], want[ROWS * COLS];
+    int8_t lv[ROWS * COLS];
+    for (int i = 0; i < ROWS * COLS; i++) x[i] = harness_uniform(&rng, -3, 3) * (float)(1 + i % 5);
+    bg_tensor *xt = bg_from_data(ctx, BG_F32, 2, S(ROWS, COLS), x);
+    for (int bits = 2; bits <= 8; bits++) {
+        int qp = (1 << (bits - 1)) - 1, bad = 0, lo = 127, hi = -128;
+        bg_act_quantize(x, ROWS, COLS, bits, lv, s);
+        for (int r = 0; r < ROWS; r++) {
+            float amax = 0;
+            for (int i = 0; i < COLS; i++) amax = fmaxf(amax, fabsf(x[r * COLS + i]));
+            bad += s[r] != (float)qp / amax;
+            for (int i = 0; i < COLS; i++) {
+                int l = lv[r * COLS + i];
+                float q = round_away(x[r * COLS + i] * s[r]);
+                bad += l != (int)fmaxf(-qp - 1.0f, fminf((float)qp, q));
+                bad += fabsf(x[r * COLS + i]) == amax && abs(l) != qp;
+                lo = l < lo ? l : lo, hi = l > hi ? l : hi;
+                want[r * COLS + i] = (float)l / s[r];
+            }
+        }
+        CHECK(bad == 0 && lo >= -qp - 1 && hi == qp,
+              "%d bits: %d mismatches, levels in [%d, %d] (range [%d, %d])", bits, bad, lo, hi,
+              -qp - 1, qp);
+        float *op = harness_read(bg_act_quant(xt, bits, false, 1.0f));
+        char name[64];
+        snprintf(name, sizeof name, "bg_act_quant %d bits == level / s_x", bits);
+        if (CHECK(op != NULL, "act_quant: %s", bg_ctx_error(ctx)))
+            check_bitwise(name, op, want, ROWS * COLS);
+        free(op);
+    }
+    /* Per tensor: one scale over the whole tensor. */
+    float amax = 0;
+    for (int i = 0; i < ROWS * COLS; i++) amax = fmaxf(amax, fabsf(x[i]));
+    float st = 127.0f / amax;
+    for (int i = 0; i < ROWS * COLS; i++) want[i] = round_away(x[i] * st) / st;
+    float *op = harness_read(bg_act_quant(xt, 8, true, 1.0f));
+    if (CHECK(op != NULL, "act_quant per tensor: %s", bg_ctx_error(ctx)))
+        check_bitwise("bg_act_quant per tensor", op, want, ROWS * COLS);
+    free(op);
+    bg_step_end(ctx);
+}
+
+static void test_ternary_utils(void)
+{
+    printf("pack2 / unpack2, sparsity, flips, compression ratio, int8 x ternary matmul\n");
+    const int8_t c9[9] = { -1, 0, 1, 1, 0, 0, 0, 0, 1 };
+    uint8_t p[3];
+    int8_t u[1001];
+    CHECK(bg_pack2_size(0) == 0 && bg_pack2_size(1) == 1 && bg_pack2_size(4) == 1 &&
+              bg_pack2_size(5) == 2 && bg_pack2_size(1001) == 251,
+          "pack2_size");
+    CHECK(bg_pack2(c9, 9, p) == BG_OK && p[0] == 0xA4 && p[1] == 0x55 && p[2] == 0x02,
+          "pack2 layout: %02x %02x %02x, want a4 55 02", p[0], p[1], p[2]);
+    CHECK(bg_unpack2(p, 9, u) == BG_OK && memcmp(u, c9, 9) == 0, "unpack2 of the 9 codes");
+    uint64_t rng = 3;
+    int8_t c[1001], c2[1001];
+    uint8_t pk[251];
+    for (int i = 0; i < 1001; i++) c[i] = (int8_t)(harness_lcg(&rng) % 3) - 1;
+    CHECK(bg_pack2(c, 1001, pk) == BG_OK && bg_unpack2(pk, 1001, u) == BG_OK &&
+              memcmp(u, c, 1001) == 0,
+          "pack2 / unpack2 round trip of 1001 codes");
+    CHECK(bg_pack2((const int8_t[]){ 0, 2 }, 2, p) == BG_EINVAL, "pack2 must reject code 2");
+    CHECK(bg_unpack2((const uint8_t[]){ 0xFF }, 1, u) == BG_EFORMAT, "unpack2 must reject 0b11");
+
+    CHECK(bg_ternary_sparsity((const int8_t[]){ 0, 0, 1, -1 }, 4) == 0.5, "sparsity 0.5");
+    CHECK(bg_ternary_sparsity(c9, 9) == 5.0 / 9.0, "sparsity of c9");
+    memcpy(c2, c, sizeof c);
+    c2[0] = (int8_t)-c2[0] + (c2[0] == 0), c2[500] = c2[500] == 1 ? 0 : 1, c2[1000] = 7;
+    CHECK(bg_ternary_flips(c, c2, 1001) == 3 && bg_ternary_flips(c, c, 1001) == 0,
+          "flips: %lld, want 3", (long long)bg_ternary_flips(c, c2, 1001));
+
+    double r2 = bg_compression_ratio(4096, 2.0, 1), r1 = bg_compression_ratio(262144, 1.6875, 1024);
+    CHECK(fabs(r2 - 16384.0 / 1028.0) < 1e-12, "ratio of 4096 weights at 2 bits: %.6f", r2);
+    CHECK(fabs(r1 - 4.0 * 262144 / (262144 * 1.6875 / 8 + 4096)) < 1e-9, "TQ1_0 ratio %.6f", r1);
+    printf("  compression: 2 bits %.3fx, 1.6875 bits + scales %.3fx\n", r2, r1);
+
+    /* Reference int8 x ternary matmul: (float)acc * s_w / s_x. */
+    int8_t lx[3 * 5], cw[2 * 5];
+    float sx[3] = { 2.0f, 0.5f, 3.0f }, sw[2] = { 0.25f, 0.75f }, y[6];
+    for (int i = 0; i < 15; i++) lx[i] = (int8_t)(i * 37 % 255 - 127);
+    for (int i = 0; i < 10; i++) cw[i] = (int8_t)(i % 3 - 1);
+    CHECK(bg_ternary_matmul_ref(lx, sx, cw, sw, true, 3, 2, 5, y) == BG_OK, "ternary matmul");
+    int bad = 0;
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 2; j++) {
+            int acc = 0;
+            for (int k = 0; k < 5; k++) acc += lx[i * 5 + k] * cw[j * 5 + k];
+            bad += y[i * 2 + j] != (float)acc * sw[j] / sx[i];
+        }
+    CHECK(bad == 0, "ternary matmul: %d values differ", bad);
+}
+
+/* ---- (f) the module API ------------------------------------------------------------------ */
+
+static void test_param_names(bg_ctx *ctx)
+{
+    printf("bitnet parameters: GGUF names, order, shapes, counts, lookups, freezing\n");
+    bg_bitnet_config cfg = tiny_config(true);
+    bg_module *m = bg_bitnet_new(ctx, &cfg);
+    if (!CHECK(m != NULL, "bitnet_new: %s", bg_ctx_error(ctx))) return;
+    const int64_t D = 64, DKV = 32, F = 128, V = 256, L = 2;
+    int n = bg_module_n_params(m), bad = 0;
+    CHECK(n == 1 + 11 * L + 1, "%d parameters, want %lld", n, (long long)(1 + 11 * L + 1));
+    CHECK(bg_module_n_children(m) == 1 + 11 * L + 1 && bg_module_kind_of(m) == BG_MOD_BITNET,
+          "%d children", bg_module_n_children(m));
+    for (int i = 0; i < n && n == 24; i++) {
+        char want[64];
+        int64_t r = D, c = -1; /* expected shape [r] or [r, c] */
+        if (i == 0) snprintf(want, sizeof want, "token_embd.weight"), r = V, c = D;
+        else if (i == n - 1) snprintf(want, sizeof want, "output_norm.weight");
+        else {
+            int l = (i - 1) / 11, j = (i - 1) % 11;
+            snprintf(want, sizeof want, "blk.%d.%s.weight", l, LAYER_NAMES[j]);
+            if (j == 1 || j == 4) c = D;
+            if (j == 2 || j == 3) r = DKV, c = D;
+            if (j == 7 || j == 8) r = F, c = D;
+            if (j == 9) c = F;
+            if (j == 10) r = F;
+        }
+        bg_tensor *t = bg_module_param(m, i);
+        bool ok = t && strcmp(bg_tensor_name(t), want) == 0 && bg_tensor_ndim(t) == (c < 0 ? 1 : 2) &&
+                  bg_tensor_dim(t, 0) == r && (c < 0 || bg_tensor_dim(t, 1) == c);
+        if (!ok) printf("    param %d: '%s', want '%s'\n", i, t ? bg_tensor_name(t) : "?", want);
+        bad += !ok;
+    }
+    CHECK(bad == 0, "%d parameters with a wrong name or shape", bad);
+    int64_t per_layer = 3 * D + F + 2 * D * D + 2 * D * DKV + 3 * D * F;
+    int64_t total = V * D + L * per_layer + D;
+    CHECK(bg_module_count(m, false) == total && bg_module_count(m, true) == total,
+          "count %lld, want %lld", (long long)bg_module_count(m, false), (long long)total);
+
+    bg_module *up = bg_module_find(m, "blk.1.ffn_up");
+    CHECK(up && bg_module_kind_of(up) == BG_MOD_LINEAR && bg_linear_is_bit(up) &&
+              strcmp(bg_module_name(up), "blk.1.ffn_up") == 0 && !bg_linear_bias(up),
+          "find blk.1.ffn_up: a BitLinear without bias");
+    CHECK(bg_module_find(m, "blk.2.ffn_up") == NULL && bg_module_find_param(m, "nope") == NULL,
+          "find of a missing name should give NULL");
+    bg_module *on = bg_module_find(m, "output_norm");
+    CHECK(on && bg_module_kind_of(on) == BG_MOD_RMSNORM, "output_norm is an RMSNorm");
+    CHECK(bg_module_find_param(m, "blk.0.attn_q.weight") ==
+              bg_linear_weight(bg_module_find(m, "blk.0.attn_q")),
+          "find_param and the module's weight should be the same tensor");
+
+    int nf = bg_module_freeze(m, "blk.*.attn_*");
+    int64_t frozen = L * (2 * D + 2 * D * D + 2 * D * DKV);
+    CHECK(nf == 12 && bg_module_count(m, true) == total - frozen,
+          "freeze blk.*.attn_*: %d params (want 12), trainable %lld (want %lld)", nf,
+          (long long)bg_module_count(m, true), (long long)(total - frozen));
+    CHECK(bg_module_unfreeze(m, "*") == n && bg_module_count(m, true) == total, "unfreeze *");
+
+    bg_module_set_training(m, false);
+    CHECK(!bg_module_training(m) && !bg_module_training(up), "eval reaches every child");
+    bg_module_set_training(m, true);
+    CHECK(bg_module_training(m) && bg_module_training(up), "train reaches every child");
+    bg_module_free(&m);
+}
+
+/* Sequential of Linear, Dropout(0.5), ReLU, Linear: parameters, forward, train/eval. */
+static void test_sequential_dropout(bg_ctx *ctx)
+{
+    printf("Sequential and Dropout: train / eval\n");
+    bg_module *mods[4] = { bg_linear_new(ctx, "fc1", 16, 32, true), bg_dropout_new(ctx, 0.5f),
+                           bg_relu_new(ctx), bg_linear_new(ctx, "fc2", 32, 4, false) };
+    bg_module *seq = bg_sequential_new(ctx, "seq", mods, 4);
+    if (!CHECK(seq != NULL, "sequential: %s", bg_ctx_error(ctx))) return;
+    const char *names[3] = { "fc1.weight", "fc1.bias", "fc2.weight" };
+    CHECK(bg_module_n_children(seq) == 4 && bg_module_n_params(seq) == 3 &&
+              bg_module_count(seq, false) == 16 * 32 + 32 + 32 * 4,
+          "sequential: %d children, %d params", bg_module_n_children(seq), bg_module_n_params(seq));
+    for (int i = 0; i < 3; i++)
+        CHECK(strcmp(bg_tensor_name(bg_module_param(seq, i)), names[i]) == 0, "param %d: %s", i,
+              bg_tensor_name(bg_module_param(seq, i)));
+    uint64_t rng = 11;
+    float xv[8 * 16];
+    for (int i = 0; i < 8 * 16; i++) xv[i] = harness_uniform(&rng, -1, 1);
+    bg_tensor *x = bg_from_data(ctx, BG_F32, 2, S(8, 16), xv);
+
+    /* Eval: dropout is the identity; the Sequential equals the composition of its parts. */
+    bg_module_set_training(seq, false);
+    float *ev = harness_read(bg_module_forward(seq, x));
+    float *manual = harness_read(bg_module_forward(
+        mods[3], bg_relu(bg_module_forward(mods[0], x))));
+    float *h_eval = harness_read(bg_module_forward(mods[0], x));
+    float *h_train = NULL;
+    if (CHECK(ev && manual, "forward: %s", bg_ctx_error(ctx)))
+        check_bitwise("eval Sequential == fc2(relu(fc1(x)))", ev, manual, 8 * 4);
+    /* Train: each hidden value is dropped (0) or scaled by 1 / (1 - p) = 2. */
+    bg_module_set_training(seq, true);
+    bg_tensor *dropped = bg_module_forward(mods[1], bg_module_forward(mods[0], x));
+    h_train = harness_read(dropped);
+    int zeros = 0, bad = 0;
+    for (int i = 0; h_train && h_eval && i < 8 * 32; i++) {
+        zeros += h_train[i] == 0.0f;
+        bad += h_train[i] != 0.0f && h_train[i] != 2.0f * h_eval[i];
+    }
+    CHECK(h_train && bad == 0 && zeros > 256 * 3 / 10 && zeros < 256 * 7 / 10,
+          "train-mode dropout: %d of 256 zeroed (p 0.5), %d kept values not scaled by 2", zeros,
+          bad);
+    printf("  dropout p 0.5 in training zeroed %d of 256 values\n", zeros);
+    float *tr = harness_read(bg_module_forward(seq, x));
+    int differ = 0;
+    for (int i = 0; tr && ev && i < 32; i++) differ += tr[i] != ev[i];
+    CHECK(tr && differ > 0, "training forward should differ from eval (dropout active)");
+    free(ev), free(manual), free(h_eval), free(h_train), free(tr);
+    bg_step_end(ctx);
+    bg_module_free(&seq);
+}
+
+static bg_tensor *build_module(void *user, bg_tensor *const *in)
+{
+    return bg_module_forward((bg_module *)user, in[0]);
+}
+
+static void test_layernorm(bg_ctx *ctx)
+{
+    printf("LayerNorm module\n");
+    enum { R = 3, C = 10 };
+    bg_module *ln = bg_layernorm_new(ctx, "ln", C, 1e-5f, true);
+    bg_tensor *x = bg_param(ctx, "ln.x", 2, S(R, C));
+    if (!CHECK(ln && x && bg_module_n_params(ln) == 2, "layernorm_new: %s", bg_ctx_error(ctx)))
+        goto done;
+    bg_tensor *w = bg_module_param(ln, 0), *b = bg_module_param(ln, 1);
+    CHECK(strcmp(bg_tensor_name(w), "ln.weight") == 0 && strcmp(bg_tensor_name(b), "ln.bias") == 0,
+          "layernorm parameter names");
+    float xv[R * C], wv[C], bv[C], want[R * C];
+    uint64_t rng = 21;
+    for (int i = 0; i < R * C; i++) xv[i] = harness_uniform(&rng, -2, 2) + (float)(i / C);
+    for (int i = 0; i < C; i++) wv[i] = harness_uniform(&rng, 0.5f, 1.5f);
+    for (int i = 0; i < C; i++) bv[i] = harness_uniform(&rng, -0.5f, 0.5f);
+    bg_tensor_write(x, xv), bg_tensor_write(w, wv), bg_tensor_write(b, bv);
+    for (int r = 0; r < R; r++) {
+        double mu = 0, var = 0;
+        for (int i = 0; i < C; i++) mu += xv[r * C + i] / (double)C;
+        for (int i = 0; i < C; i++) var += pow(xv[r * C + i] - mu, 2) / C;
+        for (int i = 0; i < C; i++)
+            want[r * C + i] = (float)((xv[r * C + i] - mu) / sqrt(var + 1e-5) * wv[i] + bv[i]);
+    }
+    float *got = harness_read(bg_module_forward(ln, x));
+    if (CHECK(got != NULL, "layernorm forward: %s", bg_ctx_error(ctx)))
+        check_close("LayerNorm forward vs float64", got, want, R * C, 1e-6, 0.0);
+    free(got);
+    bg_step_end(ctx);
+    gradcheck(ctx, build_module, ln, (bg_tensor *[]){ x, w, b }, 3,
+              &(gc_opts){ .name = "LayerNorm module (x, weight, bias)", .h = 1e-2 });
+done:
+    bg_tensor_free(&x);
+    bg_module_free(&ln);
+}
+
+/* ---- (g) errors -------------------------------------------------------------------------- */
+
+static void test_errors(bg_ctx *ctx)
+{
+    printf("errors (each expected; the messages are printed)\n");
+    bg_module *fc = bg_bitlinear_new(ctx, "fc", 8, 4, false, NULL);
+    bg_tensor *x7 = bg_zeros(ctx, BG_F32, 2, S(2, 7));
+    CHECK(fc && bg_module_forward(fc, x7) == NULL, "a [2,7] input to an 8-wide BitLinear");
+    const char *msg = bg_ctx_error(ctx);
+    CHECK(msg && strstr(msg, "[2,7]") && strstr(msg, "8"),
+          "the message should give the input shape and the expected width: '%s'", msg);
+    expect_error(ctx, BG_ESHAPE, "BitLinear 8->4 given [2,7]", "fc");
+    CHECK(bg_bitlinear(bg_zeros(ctx, BG_F32, 2, S(2, 7)), bg_linear_weight(fc), 8, false) == NULL,
+          "bitlinear op with mismatched widths");
+    expect_error(ctx, BG_ESHAPE, "bg_bitlinear x [2,7], w [4,8]", "bitlinear");
+    bg_bitlinear_config bad = bg_bitlinear_default();
+    bad.act_bits = 9;
+    CHECK(bg_linear_set_config(fc, &bad) == BG_EINVAL && bg_linear_config(fc).act_bits == 8,
+          "set_config(act_bits 9) must fail and keep the old config");
+    expect_error(ctx, BG_EINVAL, "BitLinear act_bits 9", "act_bits");
+    bad = bg_bitlinear_default(), bad.lambda = 1.5f;
+    CHECK(bg_bitlinear_new(ctx, "b", 4, 4, false, &bad) == NULL, "lambda 1.5 accepted");
+    expect_error(ctx, BG_EINVAL, "BitLinear lambda 1.5", "lambda");
+    bad = bg_bitlinear_default(), bad.weight_mode = BG_WQ_PER_GROUP, bad.group = 0;
+    CHECK(bg_bitlinear_new(ctx, "b", 4, 4, false, &bad) == NULL, "group 0 accepted");
+    expect_error(ctx, BG_EINVAL, "BitLinear per group with group 0", "group");
+    bg_module_free(&fc);
+
+    struct { const char *what; bg_bitnet_config c; } cases[6];
+    for (int i = 0; i < 6; i++) cases[i].c = tiny_config(true);
+    cases[0].what = "n_embd 60 with 8 heads", cases[0].c.n_embd = 60, cases[0].c.n_head = 8;
+    cases[1].what = "n_head 4 with 3 kv heads", cases[1].c.n_head_kv = 3;
+    cases[2].what = "odd head_dim (12 / 4)", cases[2].c.n_embd = 12;
+    cases[3].what = "n_vocab 0", cases[3].c.n_vocab = 0;
+    cases[4].what = "n_layer -1", cases[4].c.n_layer = -1;
+    cases[5].what = "quant.act_bits 1", cases[5].c.quant.act_bits = 1;
+    for (int i = 0; i < 6; i++) {
+        bg_module *m = bg_bitnet_new(ctx, &cases[i].c);
+        CHECK(m == NULL, "bitnet config '%s' accepted", cases[i].what);
+        bg_module_free(&m);
+        char what[96];
+        snprintf(what, sizeof what, "bitnet config: %s", cases[i].what);
+        expect_error(ctx, BG_EINVAL, what, NULL);
+    }
+
+    bg_bitnet_config cfg = tiny_config(true);
+    cfg.n_ctx = 8;
+    bg_module *m = bg_bitnet_new(ctx, &cfg);
+    int32_t ids[16] = { 0 };
+    CHECK(m && bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2, S(1, 16), ids)) == NULL,
+          "16 tokens in a context of 8");
+    expect_error(ctx, BG_ESHAPE, "bitnet: 16 tokens, n_ctx 8", "context");
+    ids[3] = 256;
+    CHECK(bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2, S(1, 8), ids)) == NULL,
+          "token id 256 of a 256-token vocabulary");
+    expect_error(ctx, BG_EINVAL, "bitnet: token id 256", "256");
+    CHECK(bg_bitnet_forward(m, bg_zeros(ctx, BG_F32, 2, S(1, 8))) == NULL, "f32 ids");
+    expect_error(ctx, BG_EINVAL, "bitnet: f32 ids", "I32");
+    bg_module_free(&m);
+
+    cfg = tiny_config(true), cfg.quant.weight_mode = BG_WQ_PER_GROUP, cfg.quant.group = 32;
+    m = bg_bitnet_new(ctx, &cfg);
+    CHECK(m && bg_module_set_inference(m, true) == BG_EUNSUPPORTED,
+          "inference mode with per-group scales should be unsupported");
+    expect_error(ctx, BG_EUNSUPPORTED, "set_inference on per-group weights", "per-row");
+    bg_module_free(&m);
+
+    int8_t codes[4];
+    float s[4];
+    CHECK(bg_ternary_quantize(NULL, 1, 4, BG_WQ_PER_TENSOR, 0, codes, s) == BG_EINVAL &&
+              bg_ternary_quantize((float[4]){ 0 }, 1, 4, BG_WQ_PER_GROUP, 0, codes, s) == BG_EINVAL &&
+              bg_act_quantize((float[4]){ 0 }, 1, 4, 1, codes, s) == BG_EINVAL &&
+              bg_act_quantize((float[4]){ 0 }, 1, 4, 9, codes, s) == BG_EINVAL,
+          "ternary.h functions must reject NULL, group 0 and 1 or 9 bits");
+    CHECK(bg_act_quant(bg_zeros(ctx, BG_F32, 1, S(4)), 9, false, 1.0f) == NULL, "act_quant 9 bits");
+    expect_error(ctx, BG_EINVAL, "bg_act_quant 9 bits", "bits");
+}
+
+int main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    bg_ctx *ctx = NULL;
+    int rc = bg_ctx_create(&ctx, BG_CPU);
+    if (!CHECK(rc == BG_OK && ctx, "bg_ctx_create(CPU) returned %d", rc)) return harness_summary();
+    bg_ctx_seed(ctx, 20240607);
+
+    test_w1_bitlinear(ctx);
+    test_bitnet_block(ctx);
+    test_bitnet_model(ctx);
+    test_to_bitlinear(ctx);
+    test_ste(ctx);
+    test_weight_quant_edges(ctx);
+    test_weight_quant_groups(ctx);
+    test_act_quant_edges(ctx);
+    test_ternary_utils();
+    test_param_names(ctx);
+    test_sequential_dropout(ctx);
+    test_layernorm(ctx);
+    test_errors(ctx);
+
+    CHECK(bg_ctx_error_code(ctx) == BG_OK, "unexpected sticky error: %s", bg_ctx_error(ctx));
+    bg_ctx_free(&ctx);
+    return harness_summary();
+}

@@ -62,6 +62,7 @@ enum { BG_CU_H2D = 1, BG_CU_D2H = 2, BG_CU_D2D = 3 };
 /* ---- layouts (ctx.c) ---- */
 BG_INTERNAL bg_cu_layout bg__cu_layout(const bg_tensor *t);
 BG_INTERNAL bg_cu_layout bg__cu_layout_contig(int ndim, const int64_t *shape);
+BG_INTERNAL bg_cu_layout bg__cu_layout_from(int ndim, const int64_t *shape, const int64_t *stride);
 static inline int64_t bg__cu_numel(const bg_cu_layout *l)
 {
     return l->shape[0] * l->shape[1] * l->shape[2] * l->shape[3];
@@ -69,11 +70,21 @@ static inline int64_t bg__cu_numel(const bg_cu_layout *l)
 /* Records a sticky error when a launcher failed; returns true when the ctx is clean. */
 BG_INTERNAL bool bg__cuda_ok(bg_ctx *ctx);
 
+/* Reads the two validation flags after a check kernel (synchronises); resets them. */
+BG_INTERNAL int bg__cuda_read_flags(bg_ctx *ctx, unsigned long long out[2]);
+BG_INTERNAL void bg__cuda_reset_flags(bg_ctx *ctx);
+
+/* Backward rules of the CUDA ops, one per ops.def line (src/cuda/ops_*.c). */
+#define BG_OP(e, n, k) BG_INTERNAL void bg__cudab_##n(bg_node *node);
+#include "autograd/ops.def"
+#undef BG_OP
+
 /* ---- runtime (k_runtime.cu) ---- */
 /* Number of usable devices (>0), or 0 with the reason in msg. */
 BG_INTERNAL int bg__cu_probe(char *msg, size_t n);
 BG_INTERNAL int bg__cu_state_init(bg_ctx *ctx, bg_cuda_state *s);
 BG_INTERNAL void bg__cu_state_free(bg_cuda_state *s);
+/* Counts a heap allocation on ctx and records an error there on failure (ctx may be NULL). */
 BG_INTERNAL void *bg__cu_malloc(bg_ctx *ctx, size_t n);
 BG_INTERNAL void bg__cu_free(void *p);
 BG_INTERNAL int bg__cu_sync(bg_ctx *ctx);

@@ -65,11 +65,12 @@ extern "C" void *bg__cu_malloc(bg_ctx *ctx, size_t n)
     cudaError_t e = cudaMalloc(&p, n ? n : 1);
     if (e != cudaSuccess) {
         cudaGetLastError();
-        bg__error(ctx, BG_ENOMEM, "cuda: out of device memory allocating %zu bytes (%s)", n,
-                  cudaGetErrorString(e));
+        if (ctx)
+            bg__error(ctx, BG_ENOMEM, "cuda: out of device memory allocating %zu bytes (%s)", n,
+                      cudaGetErrorString(e));
         return NULL;
     }
-    ctx->heap_allocs++;
+    if (ctx) ctx->heap_allocs++;
     return p;
 }
 

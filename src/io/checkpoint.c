@@ -97,9 +97,9 @@ static int model_param_index(const bg_module *m, const bg_tensor *t)
 
 typedef struct ck_save {
     bg_gguf_writer *w;
-    uint64_t *sums;   /* checksum of every tensor added */
+    uint64_t *sums; /* checksum of every tensor added */
     int64_t n_sums;
-    int rc;           /* first error */
+    int rc; /* first error */
 } ck_save;
 
 #define PUT(call) (s->rc = s->rc ? s->rc : (call))
@@ -121,10 +121,11 @@ static void put_state(ck_save *s, bg_module *model, bg_optim *opt, const bg_chec
     PUT(bg_gguf_writer_set_f32(w, "bitgrad.lambda", st->lambda));
     PUT(bg_gguf_writer_set_u64(w, "bitgrad.rng", bg_ctx_rng_state(model->ctx)));
     char user[BG_CHECKPOINT_USER_MAX];
-    snprintf(user, sizeof user, "%s", st->user);
+    snprintf(user, sizeof user, "%.*s", BG_CHECKPOINT_USER_MAX - 1, st->user);
     PUT(bg_gguf_writer_set_str(w, "bitgrad.user", user));
     const bg_schedule *sc = &st->schedule;
-    PUT(bg_gguf_writer_set_i32(w, "bitgrad.schedule.kind", st->has_schedule ? (int32_t)sc->kind : -1));
+    PUT(bg_gguf_writer_set_i32(w, "bitgrad.schedule.kind",
+                               st->has_schedule ? (int32_t)sc->kind : -1));
     PUT(bg_gguf_writer_set_i64(w, "bitgrad.schedule.warmup", sc->warmup));
     PUT(bg_gguf_writer_set_i64(w, "bitgrad.schedule.total", sc->total));
     PUT(bg_gguf_writer_set_f32(w, "bitgrad.schedule.min_factor", sc->min_factor));
@@ -225,12 +226,17 @@ static void put_optim(ck_save *s, bg_module *model, bg_optim *o, char *err, size
     for (int i = 0; !s->rc && i < n; i++) {
         bg_tensor *p = bg_optim_param(o, i);
         if (model_param_index(model, p) < 0)
-            s->rc = bg__io_err(err, errlen, BG_EINVAL, "checkpoint: optimizer parameter '%s' is "
-                               "not a parameter of the model", bg_tensor_name(p));
+            s->rc = bg__io_err(err, errlen, BG_EINVAL,
+                               "checkpoint: optimizer parameter '%s' is "
+                               "not a parameter of the model",
+                               bg_tensor_name(p));
         names[i] = bg_tensor_name(p);
         grp[i] = bg_optim_param_group(o, i);
         has_state = has_state || bg_optim_state(o, i, 0) || bg_optim_state(o, i, 1);
     }
+    /* A parameter added after the last step has no state yet: zeros, as its first step would
+     * create (bitgrad's optimizers treat a fresh state as zeros). */
+    if (has_state) PUT(bg_optim_init_state(o));
     PUT(bg_gguf_writer_set_arr(s->w, "bitgrad.optim.params", BG_GGUF_STRING, names, (size_t)n));
     PUT(bg_gguf_writer_set_arr(s->w, "bitgrad.optim.param_group", BG_GGUF_I32, grp, (size_t)n));
     PUT(bg_gguf_writer_set_bool(s->w, "bitgrad.optim.has_state", has_state));
@@ -239,14 +245,10 @@ static void put_optim(ck_save *s, bg_module *model, bg_optim *o, char *err, size
         for (int which = 0; which < 2 && !s->rc; which++) {
             if (!needs_moment(&c, which)) continue;
             bg_tensor *m = bg_optim_state(o, i, which);
-            if (!m) { /* state is created for every parameter at once */
-                s->rc = bg__io_err(err, errlen, BG_ESTATE, "checkpoint: optimizer state of '%s' "
-                                   "is missing", names[i]);
-                break;
-            }
             char mn[BG_NAME_MAX];
             moment_name(mn, names[i], i, which, c.kind);
-            add_f32(s, mn, m);
+            PUT(m ? BG_OK : BG_ESTATE);
+            if (m) add_f32(s, mn, m);
         }
     free(names);
     free(grp);
@@ -269,8 +271,9 @@ int bg_checkpoint_save(const char *path, bg_module *model, bg_optim *opt,
     if (bc) put_bitnet(&s, bc);
     put_params(&s, model);
     if (opt) put_optim(&s, model, opt, err, errlen);
-    if (!s.rc) s.rc = bg_gguf_writer_set_arr(s.w, "bitgrad.tensor_checksums", BG_GGUF_U64,
-                                             s.sums, (size_t)s.n_sums);
+    if (!s.rc)
+        s.rc = bg_gguf_writer_set_arr(s.w, "bitgrad.tensor_checksums", BG_GGUF_U64, s.sums,
+                                      (size_t)s.n_sums);
     if (s.rc && !(err && errlen && err[0]))
         bg__io_err(err, errlen, s.rc, "checkpoint: preparing '%s': %s", path, bg_strerror(s.rc));
     if (!s.rc) s.rc = bg_gguf_writer_write(s.w, path, err, errlen);
@@ -290,15 +293,15 @@ typedef struct ck_load {
     bg_optim *opt;
     bg_checkpoint_state st;
     int n_params;
-    int64_t *src;          /* file tensor of each model parameter */
-    bool *req;             /* saved requires_grad of each model parameter */
+    int64_t *src; /* file tensor of each model parameter */
+    bool *req;    /* saved requires_grad of each model parameter */
     bool has_opt, has_state;
     bg_optim_config ocfg;
     int64_t opt_steps, n_opt;
     float lr_scale, wd_scale;
     int64_t n_groups;
     const float *group_lr, *group_wd;
-    int64_t *msrc;         /* [n_opt][2] file tensor of each moment, or -1 */
+    int64_t *msrc; /* [n_opt][2] file tensor of each moment, or -1 */
 } ck_load;
 
 __attribute__((format(printf, 3, 4))) static int ck_fail(ck_load *c, int code, const char *fmt, ...)
@@ -425,12 +428,23 @@ static int read_state(ck_load *c)
 /* A numeric key of one of the types used for configurations, as a double (exact for all). */
 static int get_num(ck_load *c, const char *key, int type, double *v)
 {
-    int rc = BG_EINVAL;
-    if (type == BG_GGUF_U32) { uint32_t x; rc = get_u32(c, key, &x); *v = x; }
-    if (type == BG_GGUF_I32) { int32_t x; rc = get_i32(c, key, &x); *v = x; }
-    if (type == BG_GGUF_I64) { int64_t x; rc = get_i64(c, key, &x); *v = (double)x; }
-    if (type == BG_GGUF_F32) { float x; rc = get_f32(c, key, &x); *v = x; }
-    if (type == BG_GGUF_BOOL) { bool x; rc = get_bool(c, key, &x); *v = x; }
+    union {
+        uint32_t u32;
+        int32_t i32;
+        int64_t i64;
+        float f32;
+        bool b;
+    } x = { 0 };
+    int rc = type == BG_GGUF_U32   ? get_u32(c, key, &x.u32)
+             : type == BG_GGUF_I32 ? get_i32(c, key, &x.i32)
+             : type == BG_GGUF_I64 ? get_i64(c, key, &x.i64)
+             : type == BG_GGUF_F32 ? get_f32(c, key, &x.f32)
+                                   : get_bool(c, key, &x.b);
+    *v = type == BG_GGUF_U32   ? (double)x.u32
+         : type == BG_GGUF_I32 ? (double)x.i32
+         : type == BG_GGUF_I64 ? (double)x.i64
+         : type == BG_GGUF_F32 ? (double)x.f32
+                               : (double)x.b;
     return rc;
 }
 
@@ -442,10 +456,15 @@ static int check_bitnet(ck_load *c)
     const bg_bitnet_config *m = bg_bitnet_get_config(c->model);
     bool file_bitnet = !rc && arch && strcmp(arch, "bitnet") == 0;
     if (rc || file_bitnet != (m != NULL))
-        return rc ? rc : ck_fail(c, BG_EINVAL, "checkpoint of a %s model, loading into a %s one",
-                                 file_bitnet ? "bitnet" : "non-bitnet", m ? "bitnet" : "non-bitnet");
+        return rc ? rc
+                  : ck_fail(c, BG_EINVAL, "checkpoint of a %s model, loading into a %s one",
+                            file_bitnet ? "bitnet" : "non-bitnet", m ? "bitnet" : "non-bitnet");
     if (!m) return BG_OK;
-    const struct { const char *key; int type; double model; } keys[] = {
+    const struct {
+        const char *key;
+        int type;
+        double model;
+    } keys[] = {
         { "bitnet.vocab_size", BG_GGUF_U32, (double)m->n_vocab },
         { "bitnet.context_length", BG_GGUF_U32, (double)m->n_ctx },
         { "bitnet.embedding_length", BG_GGUF_U32, (double)m->n_embd },
@@ -530,7 +549,8 @@ static int check_params(ck_load *c)
         return ck_fail(c, BG_ESHAPE, "the checkpoint has %lld parameters, the model %d",
                        (long long)nf, c->n_params);
     int rc = need_key(c, "bitgrad.params", BG_GGUF_ARRAY, BG_GGUF_STRING, c->n_params, &li);
-    if (!rc) rc = need_key(c, "bitgrad.requires_grad", BG_GGUF_ARRAY, BG_GGUF_BOOL, c->n_params, &ri);
+    if (!rc)
+        rc = need_key(c, "bitgrad.requires_grad", BG_GGUF_ARRAY, BG_GGUF_BOOL, c->n_params, &ri);
     const uint8_t *req = rc ? NULL : bg_gguf_get_arr_data(c->g, ri);
     for (int i = 0; !rc && i < c->n_params; i++) {
         const bg_tensor *t = bg_module_param(c->model, i);
@@ -553,9 +573,12 @@ static int read_optim_config(ck_load *c)
     int rc = get_str(c, "bitgrad.optim.kind", &kind);
     if (!rc) {
         if (strcmp(kind, "sgd") == 0) o->kind = BG_SGD;
-        else if (strcmp(kind, "adam") == 0) o->kind = BG_ADAM;
-        else if (strcmp(kind, "adamw") == 0) o->kind = BG_ADAMW;
-        else return ck_fail(c, BG_EFORMAT, "unknown optimizer kind '%s'", kind);
+        else if (strcmp(kind, "adam") == 0)
+            o->kind = BG_ADAM;
+        else if (strcmp(kind, "adamw") == 0)
+            o->kind = BG_ADAMW;
+        else
+            return ck_fail(c, BG_EFORMAT, "unknown optimizer kind '%s'", kind);
     }
     if (!rc) rc = get_i64(c, "bitgrad.optim.steps", &c->opt_steps);
     if (!rc) rc = get_f32(c, "bitgrad.optim.lr", &o->lr);
@@ -579,10 +602,12 @@ static int read_optim_params(ck_load *c)
     int64_t pi, gi, lri, wdi;
     int rc = need_key(c, "bitgrad.optim.params", BG_GGUF_ARRAY, BG_GGUF_STRING, -1, &pi);
     c->n_opt = rc ? 0 : bg_gguf_get_arr_n(c->g, pi);
-    if (!rc) rc = need_key(c, "bitgrad.optim.param_group", BG_GGUF_ARRAY, BG_GGUF_I32, c->n_opt, &gi);
+    if (!rc)
+        rc = need_key(c, "bitgrad.optim.param_group", BG_GGUF_ARRAY, BG_GGUF_I32, c->n_opt, &gi);
     if (!rc) rc = need_key(c, "bitgrad.optim.group_lr", BG_GGUF_ARRAY, BG_GGUF_F32, -1, &lri);
     c->n_groups = rc ? 0 : bg_gguf_get_arr_n(c->g, lri);
-    if (!rc) rc = need_key(c, "bitgrad.optim.group_wd", BG_GGUF_ARRAY, BG_GGUF_F32, c->n_groups, &wdi);
+    if (!rc)
+        rc = need_key(c, "bitgrad.optim.group_wd", BG_GGUF_ARRAY, BG_GGUF_F32, c->n_groups, &wdi);
     if (rc) return rc;
     c->group_lr = bg_gguf_get_arr_data(c->g, lri);
     c->group_wd = bg_gguf_get_arr_data(c->g, wdi);
@@ -616,24 +641,28 @@ static int check_optim_fits(ck_load *c)
                        kind_name(f->kind), kind_name(m.kind));
     if (m.beta1 != f->beta1 || m.beta2 != f->beta2 || m.eps != f->eps ||
         m.momentum != f->momentum || m.dampening != f->dampening || m.nesterov != f->nesterov)
-        return ck_fail(c, BG_EINVAL, "optimizer hyper-parameters differ: checkpoint betas "
+        return ck_fail(c, BG_EINVAL,
+                       "optimizer hyper-parameters differ: checkpoint betas "
                        "%g/%g eps %g momentum %g dampening %g nesterov %d; given %g/%g %g %g %g %d",
-                       f->beta1, f->beta2, f->eps, f->momentum, f->dampening, f->nesterov,
-                       m.beta1, m.beta2, m.eps, m.momentum, m.dampening, m.nesterov);
+                       f->beta1, f->beta2, f->eps, f->momentum, f->dampening, f->nesterov, m.beta1,
+                       m.beta2, m.eps, m.momentum, m.dampening, m.nesterov);
     if (c->n_opt != bg_optim_n_params(c->opt) || c->n_groups != bg_optim_n_groups(c->opt))
-        return ck_fail(c, BG_EINVAL, "the checkpoint's optimizer has %lld parameters in %lld "
+        return ck_fail(c, BG_EINVAL,
+                       "the checkpoint's optimizer has %lld parameters in %lld "
                        "groups, the given one %d in %d (build it the same way, freezing first)",
                        (long long)c->n_opt, (long long)c->n_groups, bg_optim_n_params(c->opt),
                        bg_optim_n_groups(c->opt));
     int64_t pi = bg_gguf_find_key(c->g, "bitgrad.optim.params");
-    const int32_t *grp = bg_gguf_get_arr_data(c->g, bg_gguf_find_key(c->g, "bitgrad.optim.param_group"));
+    const int32_t *grp =
+        bg_gguf_get_arr_data(c->g, bg_gguf_find_key(c->g, "bitgrad.optim.param_group"));
     for (int i = 0; i < c->n_opt; i++) {
         const char *name = bg_gguf_get_arr_str(c->g, pi, i, NULL);
         const bg_tensor *p = bg_optim_param(c->opt, i);
         if (strcmp(name, bg_tensor_name(p)) != 0 || grp[i] != bg_optim_param_group(c->opt, i))
-            return ck_fail(c, BG_EINVAL, "optimizer parameter %d is '%s' in group %d in the "
-                           "checkpoint but '%s' in group %d in the given optimizer", i, name,
-                           grp[i], bg_tensor_name(p), bg_optim_param_group(c->opt, i));
+            return ck_fail(c, BG_EINVAL,
+                           "optimizer parameter %d is '%s' in group %d in the "
+                           "checkpoint but '%s' in group %d in the given optimizer",
+                           i, name, grp[i], bg_tensor_name(p), bg_optim_param_group(c->opt, i));
     }
     return BG_OK;
 }
@@ -706,13 +735,19 @@ int bg_checkpoint_load(const char *path, bg_module *model, bg_optim *opt, bg_che
                        char *err, size_t errlen)
 {
     if (!path || !model) return bg__io_err(err, errlen, BG_EINVAL, "checkpoint: NULL argument");
-    ck_load c = { .path = path, .err = err, .errlen = errlen, .model = model, .opt = opt,
-                  .st = bg_checkpoint_state_default(), .n_params = bg_module_n_params(model) };
+    ck_load c = { .path = path,
+                  .err = err,
+                  .errlen = errlen,
+                  .model = model,
+                  .opt = opt,
+                  .st = bg_checkpoint_state_default(),
+                  .n_params = bg_module_n_params(model) };
     bg_ctx_stats stats;
     bg_ctx_stats_get(model->ctx, &stats);
     if (stats.tape_nodes)
-        return ck_fail(&c, BG_ESTATE, "load between steps: the tape holds %zu nodes (call "
-                       "bg_step_end first)", stats.tape_nodes);
+        return ck_fail(&c, BG_ESTATE,
+                       "load between steps: the tape holds %zu nodes (call bg_step_end first)",
+                       stats.tape_nodes);
     c.src = malloc((size_t)(c.n_params + 1) * sizeof *c.src);
     c.req = malloc((size_t)(c.n_params + 1) * sizeof *c.req);
     bg_gguf *g = NULL;

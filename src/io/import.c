@@ -169,6 +169,7 @@ int bg_bitnet_import(bg_ctx *ctx, const char *path, bg_module **out, char *err, 
     if (!rc && !m) rc = bg__io_err(err, errlen, BG_EINVAL, "import: %s", bg_ctx_error(ctx));
     for (int i = 0; !rc && i < bg_module_n_params(m); i++)
         rc = load_param(g, bg_module_param(m, i), err, errlen);
+    if (!rc) m->embd_f16 = bg_gguf_tensor_type(g, bg_gguf_find_tensor(g, "token_embd.weight")) == BG_GGML_F16;
     bg_gguf_free(&g);
     if (rc) bg_module_free(&m);
     *out = m;

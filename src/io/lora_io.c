@@ -52,13 +52,14 @@ static int add_ab(bg_gguf_writer *w, const bg_module *m, const bg_lora_adapter *
     char name[BG_NAME_MAX + 32];
     int64_t r = a->cfg.rank, in = bg_tensor_dim(a->A, 1), out = bg_tensor_dim(a->B, 0);
     snprintf(name, sizeof name, "%s.weight.lora_a", m->name);
-    int rc = bg_gguf_writer_add_tensor_ref(w, name, BG_GGML_F32, 2, (int64_t[]){ in, r },
-                                           bg_tensor_data_const(a->A),
-                                           (size_t)(in * r) * sizeof(float));
+    int rc =
+        bg_gguf_writer_add_tensor_ref(w, name, BG_GGML_F32, 2, (int64_t[]){ in, r },
+                                      bg_tensor_data_const(a->A), (size_t)(in * r) * sizeof(float));
     snprintf(name, sizeof name, "%s.weight.lora_b", m->name);
-    if (!rc) rc = bg_gguf_writer_add_tensor_ref(w, name, BG_GGML_F32, 2, (int64_t[]){ r, out },
-                                                bg_tensor_data_const(a->B),
-                                                (size_t)(r * out) * sizeof(float));
+    if (!rc)
+        rc = bg_gguf_writer_add_tensor_ref(w, name, BG_GGML_F32, 2, (int64_t[]){ r, out },
+                                           bg_tensor_data_const(a->B),
+                                           (size_t)(r * out) * sizeof(float));
     return rc;
 }
 
@@ -76,8 +77,9 @@ static int put_lora(bg_gguf_writer *w, bg_module *model, const lora_list *l)
     if (!rc) rc = bg_gguf_writer_set_u32(w, "bitgrad.lora.rank", (uint32_t)c->rank);
     if (!rc) rc = bg_gguf_writer_set_bool(w, "bitgrad.lora.rslora", c->rslora);
     if (!rc) rc = bg_gguf_writer_set_f32(w, "bitgrad.lora.dropout", c->dropout);
-    if (!rc) rc = bg_gguf_writer_set_arr(w, "bitgrad.lora.targets", BG_GGUF_STRING, targets,
-                                         (size_t)l->n);
+    if (!rc)
+        rc = bg_gguf_writer_set_arr(w, "bitgrad.lora.targets", BG_GGUF_STRING, targets,
+                                    (size_t)l->n);
     for (int i = 0; !rc && i < l->n; i++) rc = add_ab(w, l->mod[i], l->ad[i]);
     free(targets);
     return rc;
@@ -95,13 +97,16 @@ int bg_lora_save(const char *path, bg_module *model, const char *adapter, char *
         rc = bg__io_err(err, errlen, BG_ENOTFOUND, "lora save: the model has no adapter '%s'",
                         adapter);
     else if (l->truncated)
-        rc = bg__io_err(err, errlen, BG_EUNSUPPORTED, "lora save: adapter '%s' wraps more than "
-                        "%d modules", adapter, LORA_MAX_MODULES);
+        rc = bg__io_err(err, errlen, BG_EUNSUPPORTED,
+                        "lora save: adapter '%s' wraps more than %d modules", adapter,
+                        LORA_MAX_MODULES);
     for (int i = 1; !rc && i < l->n; i++)
         if (!same_cfg(&l->ad[i]->cfg, &l->ad[0]->cfg))
-            rc = bg__io_err(err, errlen, BG_EUNSUPPORTED, "lora save: adapter '%s' has another "
+            rc = bg__io_err(err, errlen, BG_EUNSUPPORTED,
+                            "lora save: adapter '%s' has another "
                             "rank / alpha / dropout on '%s' than on '%s'; one file holds one "
-                            "configuration", adapter, l->mod[i]->name, l->mod[0]->name);
+                            "configuration",
+                            adapter, l->mod[i]->name, l->mod[0]->name);
     bg_gguf_writer *w = NULL;
     if (!rc && bg_gguf_writer_create(&w)) rc = BG_ENOMEM;
     if (!rc) {
@@ -123,12 +128,13 @@ typedef struct lora_file {
     size_t errlen;
     bg_lora_config cfg;
     int64_t targets_key;
-    int n;                      /* targets */
-    bg_module **mods;           /* the model's module of each target */
-    int64_t *ta, *tb;           /* file tensors of A and B of each target */
+    int n;            /* targets */
+    bg_module **mods; /* the model's module of each target */
+    int64_t *ta, *tb; /* file tensors of A and B of each target */
 } lora_file;
 
-__attribute__((format(printf, 3, 4))) static int lf_fail(lora_file *f, int code, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static int lf_fail(lora_file *f, int code, const char *fmt,
+                                                         ...)
 {
     if (f->err && f->errlen) {
         int n = snprintf(f->err, f->errlen, "lora load '%s': ", f->path);
@@ -154,7 +160,8 @@ static int read_header(lora_file *f)
     int64_t at = typed_key(f, "adapter.type", BG_GGUF_STRING);
     if (ty < 0 || strcmp(bg_gguf_get_str(f->g, ty, NULL), "adapter") != 0 || at < 0 ||
         strcmp(bg_gguf_get_str(f->g, at, NULL), "lora") != 0)
-        return lf_fail(f, BG_EFORMAT, "not a LoRA adapter file (general.type \"adapter\" and "
+        return lf_fail(f, BG_EFORMAT,
+                       "not a LoRA adapter file (general.type \"adapter\" and "
                        "adapter.type \"lora\" expected)");
     int64_t ia = typed_key(f, "adapter.lora.alpha", BG_GGUF_F32);
     int64_t ir = typed_key(f, "bitgrad.lora.rank", BG_GGUF_U32);
@@ -163,7 +170,8 @@ static int read_header(lora_file *f)
     f->targets_key = typed_key(f, "bitgrad.lora.targets", BG_GGUF_ARRAY);
     if (ia < 0 || ir < 0 || is < 0 || id < 0 || f->targets_key < 0 ||
         bg_gguf_get_arr_type(f->g, f->targets_key) != BG_GGUF_STRING)
-        return lf_fail(f, BG_EFORMAT, "missing or mistyped key: needs adapter.lora.alpha (f32), "
+        return lf_fail(f, BG_EFORMAT,
+                       "missing or mistyped key: needs adapter.lora.alpha (f32), "
                        "bitgrad.lora.rank (u32), .rslora (bool), .dropout (f32), .targets (str "
                        "array); a llama.cpp adapter loads with bg_lora_import");
     uint32_t rank = 0;
@@ -175,8 +183,9 @@ static int read_header(lora_file *f)
     int64_t n = bg_gguf_get_arr_n(f->g, f->targets_key);
     if (rank < 1 || rank > INT32_MAX || !isfinite(f->cfg.alpha) ||
         !(f->cfg.dropout >= 0.0f && f->cfg.dropout < 1.0f) || n < 1 || n > LORA_MAX_MODULES)
-        return lf_fail(f, BG_EFORMAT, "bad configuration: rank %u, alpha %g, dropout %g, %lld "
-                       "targets", rank, (double)f->cfg.alpha, (double)f->cfg.dropout, (long long)n);
+        return lf_fail(f, BG_EFORMAT,
+                       "bad configuration: rank %u, alpha %g, dropout %g, %lld targets", rank,
+                       (double)f->cfg.alpha, (double)f->cfg.dropout, (long long)n);
     f->cfg.rank = (int)rank;
     f->n = (int)n;
     return BG_OK;
@@ -190,9 +199,10 @@ static int check_ab(lora_file *f, const char *name, int64_t ne0, int64_t ne1, in
     const int64_t *ne = bg_gguf_tensor_ne(f->g, ti);
     if (bg_gguf_tensor_type(f->g, ti) != BG_GGML_F32 || bg_gguf_tensor_n_dims(f->g, ti) != 2 ||
         ne[0] != ne0 || ne[1] != ne1)
-        return lf_fail(f, BG_ESHAPE, "tensor '%s' is %s {%lld, %lld}, the model needs f32 "
-                       "{%lld, %lld}", name, bg_ggml_type_name(bg_gguf_tensor_type(f->g, ti)),
-                       (long long)ne[0], (long long)ne[1], (long long)ne0, (long long)ne1);
+        return lf_fail(f, BG_ESHAPE,
+                       "tensor '%s' is %s {%lld, %lld}, the model needs f32 {%lld, %lld}", name,
+                       bg_ggml_type_name(bg_gguf_tensor_type(f->g, ti)), (long long)ne[0],
+                       (long long)ne[1], (long long)ne0, (long long)ne1);
     *idx = ti;
     return BG_OK;
 }
@@ -238,15 +248,16 @@ static int check_existing(lora_file *f, bg_module *model, const char *name)
         for (int j = 0; j < f->n; j++) listed = listed || f->mods[j] == l->mod[i];
         bg_lora_slots *s = l->mod[i]->adapters;
         if (!listed || l->ad[i]->cfg.rank != f->cfg.rank)
-            rc = lf_fail(f, BG_ESHAPE, "the model's adapter '%s' on '%s' does not fit the file "
-                         "(other modules or rank %d vs %d)", name, l->mod[i]->name,
-                         l->ad[i]->cfg.rank, f->cfg.rank);
+            rc = lf_fail(f, BG_ESHAPE,
+                         "the model's adapter '%s' on '%s' does not fit the file "
+                         "(other modules or rank %d vs %d)",
+                         name, l->mod[i]->name, l->ad[i]->cfg.rank, f->cfg.rank);
         else if (s->merged)
             rc = lf_fail(f, BG_ESTATE, "'%s' has a merged adapter; unmerge first", l->mod[i]->name);
     }
     if (rc == 1 && l->n != f->n)
-        rc = lf_fail(f, BG_ESHAPE, "the model's adapter '%s' wraps %d modules, the file %d",
-                     name, l->n, f->n);
+        rc = lf_fail(f, BG_ESHAPE, "the model's adapter '%s' wraps %d modules, the file %d", name,
+                     l->n, f->n);
     for (int i = 0; rc == 0 && i < f->n; i++) { /* what bg_lora_add would refuse */
         bg_lora_slots *s = f->mods[i]->adapters;
         if (s && (s->n == BG_LORA_MAX_ADAPTERS || s->merged))
@@ -271,7 +282,8 @@ static int add_adapter(lora_file *f, bg_module *model, const char *name)
     bg_ctx_set_rng_state(model->ctx, rng);
     free(targets);
     if (rc < 0) return lf_fail(f, rc, "adding the adapter: %s", bg_ctx_error(model->ctx));
-    if (rc != f->n) return lf_fail(f, BG_ESHAPE, "the targets matched %d modules, not %d", rc, f->n);
+    if (rc != f->n)
+        return lf_fail(f, BG_ESHAPE, "the targets matched %d modules, not %d", rc, f->n);
     return BG_OK;
 }
 

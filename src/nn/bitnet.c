@@ -1,6 +1,7 @@
 /* bitnet.c - the bitnet transformer, exactly llama.cpp's "bitnet" graph (DESIGN.md §6):
  * pre-norm blocks with sub-norms before attn_output and ffn_down, NEOX RoPE, GQA causal
  * attention, SiLU-gated FFN, and the output projection tied to token_embd. */
+#include "bitgrad/quant.h"
 #include "nn/module_impl.h"
 
 /* Children: token_embd, then per layer the 11 modules below, then output_norm. */
@@ -134,6 +135,19 @@ static bg_tensor *ffn_part(bg_module *m, int64_t l, bg_tensor *x)
     return bg_module_forward(layer_mod(m, l, L_DOWN), f);
 }
 
+/* llama.cpp multiplies an F16 token_embd by activations converted to F16. (Evaluation only:
+ * the copy is not recorded on the tape.) */
+static bg_tensor *round_to_f16(bg_tensor *x)
+{
+    bg_tensor *y = bg__step_new(x->ctx, BG_F32, x->ndim, x->shape);
+    const float *xd = bg__contig_data(x);
+    if (!y || !xd) return NULL;
+    float *yd = y->data;
+    for (int64_t i = 0; i < bg__numel(x->ndim, x->shape); i++)
+        yd[i] = bg_fp16_to_fp32(bg_fp32_to_fp16(xd[i]));
+    return y;
+}
+
 bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids)
 {
     if (!m || !ids) return NULL;
@@ -159,6 +173,7 @@ bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids)
         x = bg_add(x, ffn_part(m, l, x));
     }
     x = bg_module_forward(m->children[m->n_children - 1], x);
+    if (m->emulate_llama && m->embd_f16 && x) x = round_to_f16(x);
     return bg_matmul(x, bg_transpose(m->children[0]->params[0], 0, 1));
 }
 

@@ -22,6 +22,7 @@ struct bg_module {
     bg_bitlinear_config cfg;
     bool inference;
     bool emulate_llama;   /* inference: llama.cpp's Q8_K activation blocks */
+    bool embd_f16;        /* bitnet: token_embd came from an F16 file */
     int8_t *codes;        /* inference: ternary codes [out, in] */
     float *scales;        /* inference: weight scales */
     /* norms, dropout */
