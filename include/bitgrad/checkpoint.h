@@ -46,12 +46,12 @@ extern "C" {
 #define BG_CHECKPOINT_USER_MAX 1024
 
 typedef struct bg_checkpoint_state {
-    int64_t step;         /* training steps done (the schedule's position) */
-    float lambda;         /* quantizer blend in [0, 1] (bg_module_set_lambda) */
-    uint64_t rng;         /* ctx RNG: save takes it from the model's ctx (this field is
+    int64_t step; /* training steps done (the schedule's position) */
+    float lambda; /* quantizer blend in [0, 1] (bg_module_set_lambda) */
+    uint64_t rng; /* ctx RNG: save takes it from the model's ctx (this field is
                            * ignored); load restores it into the ctx and reports it here */
     bool has_schedule;
-    bg_schedule schedule; /* lr / wd schedule, at position `step` */
+    bg_schedule schedule;              /* lr / wd schedule, at position `step` */
     char user[BG_CHECKPOINT_USER_MAX]; /* free text (a command line, a data position) */
 } bg_checkpoint_state;
 
