@@ -25,23 +25,26 @@
 #define S(...) ((const int64_t[]){ __VA_ARGS__ })
 
 enum {
-    N_SYM = 10,          /* symbols 0..9 */
-    SEP = N_SYM,         /* separator token */
+    N_SYM = 10,  /* symbols 0..9 */
+    SEP = N_SYM, /* separator token */
     VOCAB = 16,
-    LEN = 8,             /* symbols to copy */
-    T = 2 * LEN + 1,     /* tokens per sequence */
+    LEN = 8,         /* symbols to copy */
+    T = 2 * LEN + 1, /* tokens per sequence */
     BATCH = 32,
     STEPS = 200,
     HELD_OUT = 256,
-    N_INFER = 32,        /* held-out sequences also decoded in inference mode */
+    N_INFER = 32, /* held-out sequences also decoded in inference mode */
 };
 
-/* Thresholds after STEPS steps, with margin over what the run reaches (observed values,
- * release and ASan builds alike, the run being deterministic: see the note printed at the
- * end and the report in the commit). */
+/* Thresholds after STEPS steps. Observed with this seed (release and ASan builds, 1 or 2
+ * threads: the run is deterministic): held-out loss 0.0113, symbol accuracy 0.9995, exact match
+ * 0.9961 (255 of 256), training loss 0.011 (it is below 0.03 from step ~100; chance is 2.30).
+ * Six other seeds gave held-out loss 0.0103..0.0115 and exact match 0.996..1.0. Run time on a
+ * 2-core machine: about 3 s of training in the release build (15 ms/step on one thread) and
+ * about 15 s in a debug ASan+UBSan build. */
 #define MAX_HELD_OUT_LOSS 0.05 /* nats per copied symbol; chance is 2.30 */
 #define MIN_SYMBOL_ACC 0.99
-#define MIN_EXACT_MATCH 0.95   /* whole 8-symbol copies, greedy decoding */
+#define MIN_EXACT_MATCH 0.95 /* whole 8-symbol copies, greedy decoding */
 
 /* ---- data -------------------------------------------------------------------------------- */
 
@@ -105,8 +108,7 @@ static bool eval_greedy(bg_ctx *ctx, bg_module *model, int n, const int32_t *ids
         for (int b = 0; b < n; b++)
             for (int i = 0; i < len; i++)
                 cur[b * len + i] = i <= LEN ? ids[b * T + i] : r->decoded[b * LEN + i - LEN - 1];
-        bg_tensor *logits =
-            bg_bitnet_forward(model, bg_from_data(ctx, BG_I32, 2, S(n, len), cur));
+        bg_tensor *logits = bg_bitnet_forward(model, bg_from_data(ctx, BG_I32, 2, S(n, len), cur));
         float *lv = harness_read(logits);
         ok = lv != NULL;
         for (int b = 0; ok && b < n; b++)
@@ -126,8 +128,8 @@ static bool evaluate(bg_ctx *ctx, bg_module *model, int n, const int32_t *ids,
                      const int32_t *targets, eval_result *r)
 {
     bool prev = bg_grad_enable(ctx, false);
-    bool ok = eval_teacher_forced(ctx, model, n, ids, targets, r) &&
-              eval_greedy(ctx, model, n, ids, r);
+    bool ok =
+        eval_teacher_forced(ctx, model, n, ids, targets, r) && eval_greedy(ctx, model, n, ids, r);
     bg_grad_enable(ctx, prev);
     return CHECK(ok, "evaluation failed: %s", bg_ctx_error(ctx));
 }
@@ -148,8 +150,9 @@ static double train(bg_ctx *ctx, bg_module *model)
     oc.lr = 3e-3f;
     oc.weight_decay = 0.01f;
     bg_optim *opt = bg_optim_new(ctx, &oc);
-    const bg_schedule sched = { .kind = BG_SCHED_COSINE, .warmup = 20, .total = STEPS,
-                                .min_factor = 0.1f };
+    const bg_schedule sched = {
+        .kind = BG_SCHED_COSINE, .warmup = 20, .total = STEPS, .min_factor = 0.1f
+    };
     if (!CHECK(opt && bg_optim_add_module(opt, model) == bg_module_n_params(model),
                "optimizer setup: %s", bg_ctx_error(ctx))) {
         bg_optim_free(&opt);
@@ -176,7 +179,8 @@ static double train(bg_ctx *ctx, bg_module *model)
             break;
         }
         if (step >= STEPS - 20) tail += lv / 20.0;
-        if (step % 50 == 0 || step == STEPS - 1) printf("  step %4d  loss %.4f\n", step, (double)lv);
+        if (step % 50 == 0 || step == STEPS - 1)
+            printf("  step %4d  loss %.4f\n", step, (double)lv);
     }
     bg_optim_free(&opt);
     return tail;
@@ -196,7 +200,8 @@ int main(void)
     bg_module *model = bg_bitnet_new(ctx, &cfg);
     if (!CHECK(model != NULL, "bitnet_new: %s", bg_ctx_error(ctx))) return harness_summary();
     printf("copy task: %d symbols of %d, batch %d, %d steps; bitnet n_embd 64, 2 layers, "
-           "%lld parameters\n", LEN, N_SYM, BATCH, STEPS, (long long)bg_module_count(model, false));
+           "%lld parameters\n",
+           LEN, N_SYM, BATCH, STEPS, (long long)bg_module_count(model, false));
 
     double t0 = now_s();
     double train_loss = train(ctx, model);
@@ -226,7 +231,8 @@ int main(void)
                          bg_ctx_error(ctx));
         if (ok && evaluate(ctx, model, N_INFER, ids, targets, &ri)) {
             printf("inference mode, %d sequences: loss %.6f (training forward %.6f), exact match "
-                   "%.4f\n", N_INFER, ri.loss, rf.loss, ri.exact_match);
+                   "%.4f\n",
+                   N_INFER, ri.loss, rf.loss, ri.exact_match);
             CHECK(memcmp(dec_few, dec_infer, sizeof dec_few) == 0 &&
                       fabs(ri.loss - rf.loss) <= 1e-6 * (1.0 + rf.loss),
                   "inference mode differs from the training forward");

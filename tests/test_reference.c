@@ -32,8 +32,7 @@ static bg_tensor *lcg_param(bg_ctx *ctx, const char *name, int ndim, const int64
         bg_tensor_free(&t);
         return NULL;
     }
-    if (gen == GEN_NORM) bgref_lcg_norm(seed, n, scale, v);
-    else bgref_lcg_fill(seed, n, scale, v);
+    (gen == GEN_NORM ? bgref_lcg_norm : bgref_lcg_fill)(seed, n, scale, v);
     if (bg_tensor_write(t, v) != BG_OK) bg_tensor_free(&t);
     free(v);
     return t;
@@ -50,7 +49,8 @@ static void compare(const bgref *ref, const char *name, const bg_tensor *t)
     if (!CHECK(t != NULL, "%s: bitgrad produced no tensor (gradient missing?)", name)) return;
     bool same_shape = (size_t)bg_tensor_numel(t) == e->numel;
     if (same_shape && bg_tensor_ndim(t) == e->ndim)
-        for (int d = 0; d < e->ndim; d++) same_shape = same_shape && bg_tensor_dim(t, d) == e->shape[d];
+        for (int d = 0; d < e->ndim; d++)
+            same_shape = same_shape && bg_tensor_dim(t, d) == e->shape[d];
     if (!CHECK(same_shape, "%s: bitgrad has %lld values, the reference %zu (or shapes differ)",
                name, (long long)bg_tensor_numel(t), e->numel))
         return;
@@ -83,8 +83,7 @@ static void test_mlp_ce(bg_ctx *ctx)
 {
     printf("mlp_ce: relu MLP 16 -> 32 -> 10, cross-entropy with ignore_index -100\n");
     bgref *ref = bgref_load_case("mlp_ce");
-    if (!CHECK(ref != NULL, "cannot load mlp_ce.bgref (BG_TEST_DATA=%s)", bgref_data_dir()))
-        return;
+    if (!CHECK(ref != NULL, "cannot load mlp_ce.bgref (BG_TEST_DATA=%s)", bgref_data_dir())) return;
     bg_tensor *x = lcg_param(ctx, "x", 2, S(8, 16), 11, 1.0f, GEN_FILL);
     bg_tensor *W1 = lcg_param(ctx, "W1", 2, S(32, 16), 12, 0.25f, GEN_FILL);
     bg_tensor *b1 = lcg_param(ctx, "b1", 1, S(32), 13, 0.1f, GEN_FILL);

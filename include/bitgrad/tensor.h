@@ -144,6 +144,18 @@ BG_API int bg_tensor_copy(bg_tensor *dst, const bg_tensor *src);
 /* Value of a one-element tensor (NAN and a sticky error otherwise). */
 BG_API float bg_item(const bg_tensor *t);
 
+/* ---- devices ------------------------------------------------------------ */
+/* Copies src into dst of the same shape, whatever the devices and contexts of the two (and
+ * converting dtypes): the explicit way values move between host and GPU, since ops never
+ * copy across devices. Returns when the copy is complete. */
+BG_API int bg_tensor_to(bg_tensor *dst, const bg_tensor *src);
+/* A persistent copy of t in dst_ctx (any device): same dtype, shape, name, requires_grad. */
+BG_API bg_tensor *bg_tensor_to_device(const bg_tensor *t, bg_ctx *dst_ctx);
+/* One line on a device: "cpu"; for BG_CUDA the GPU (name, compute capability, memory,
+ * runtime and driver versions) or why none is usable, e.g. after bg_ctx_create failed with
+ * BG_ENODEV. */
+BG_API const char *bg_device_info(bg_device device);
+
 #ifdef __cplusplus
 }
 #endif

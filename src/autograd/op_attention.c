@@ -12,6 +12,7 @@
 #include <math.h>
 
 #include "autograd/tape.h"
+#include "cuda/cuda_dispatch.h"
 
 static bool check_f32_cpu(bg_ctx *ctx, const char *op, const char *what, const bg_tensor *t)
 {
@@ -99,7 +100,9 @@ static bool rope_check(bg_ctx *ctx, const bg_tensor *x, int n_rot, float base)
 bg_tensor *bg_rope(bg_tensor *x, int n_rot, float base, int64_t pos0)
 {
     bg_ctx *ctx = bg__op_begin("rope", 1, (bg_tensor *[]){ x });
-    if (!ctx || !rope_check(ctx, x, n_rot, base)) return NULL;
+    if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_rope(ctx, x, n_rot, base, pos0)); /* cuda hook */
+    if (!rope_check(ctx, x, n_rot, base)) return NULL;
     int nd = x->ndim;
     int64_t T = x->shape[nd - 3], H = x->shape[nd - 2], D = x->shape[nd - 1];
     int64_t BT = bg__numel(nd - 2, x->shape);
@@ -243,8 +246,10 @@ static void attn_forward(bg_ctx *ctx, const attn_dims *d, const float *q, const 
 bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
 {
     bg_ctx *ctx = bg__op_begin("attention", 3, (bg_tensor *[]){ q, k, v });
+    if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_attention(ctx, q, k, v)); /* cuda hook */
     attn_dims d;
-    if (!ctx || !attn_check(ctx, q, k, v, &d)) return NULL;
+    if (!attn_check(ctx, q, k, v, &d)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, 4, q->shape);
     if (!out) return NULL;
     const float *qd = bg__contig_data(q), *kd = bg__contig_data(k), *vd = bg__contig_data(v);

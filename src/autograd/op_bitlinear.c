@@ -5,6 +5,7 @@
 #include <cblas.h>
 
 #include "autograd/tape.h"
+#include "cuda/cuda_dispatch.h"
 #include "quant/bitnet_math.h"
 
 typedef struct bitlinear_saved {
@@ -43,6 +44,7 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
 {
     bg_ctx *ctx = bg__op_begin("bitlinear", 2, (bg_tensor *[]){ x, w });
     if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_bitlinear(ctx, x, w, act_bits, per_row)); /* cuda hook */
     char s1[64], s2[64];
     if (x->dtype != BG_F32 || w->dtype != BG_F32 || w->ndim != 2 || x->ndim < 1 ||
         x->shape[x->ndim - 1] != w->shape[1] || act_bits < 2 || act_bits > 8) {

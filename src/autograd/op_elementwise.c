@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "autograd/tape.h"
+#include "cuda/cuda_dispatch.h"
 
 /* ---- broadcasting ---------------------------------------------------------- */
 
@@ -68,6 +69,7 @@ static bg_tensor *binary(int op, const char *name, bg_tensor *a, bg_tensor *b)
 {
     bg_ctx *ctx = bg__op_begin(name, 2, (bg_tensor *[]){ a, b });
     if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_binary(ctx, op, name, a, b)); /* cuda hook */
     if (a->dtype != BG_F32 || b->dtype != BG_F32) {
         bg__error(ctx, BG_EINVAL, "%s: inputs must be f32 (got %s, %s)", name,
                   bg_dtype_name(a->dtype), bg_dtype_name(b->dtype));
@@ -202,6 +204,7 @@ static bg_tensor *unary(int op, bg_tensor *a, float p0, float p1)
     const char *name = bg_op_name(op);
     bg_ctx *ctx = bg__op_begin(name, 1, (bg_tensor *[]){ a });
     if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_unary(ctx, op, a, p0, p1)); /* cuda hook */
     if (a->dtype != BG_F32) {
         bg__error(ctx, BG_EINVAL, "%s: input must be f32 (got %s)", name, bg_dtype_name(a->dtype));
         return NULL;

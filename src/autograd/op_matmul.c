@@ -6,6 +6,7 @@
 #include <cblas.h>
 
 #include "autograd/tape.h"
+#include "cuda/cuda_dispatch.h"
 
 /* A matrix operand: logical rows x cols at p, stored row-major (trans = false, element
  * (r, c) at p[r*ld + c]) or transposed (element (r, c) at p[c*ld + r]). */
@@ -134,6 +135,7 @@ bg_tensor *bg_matmul(bg_tensor *a, bg_tensor *b)
 {
     bg_ctx *ctx = bg__op_begin("matmul", 2, (bg_tensor *[]){ a, b });
     if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_matmul(ctx, a, b)); /* cuda hook */
     if (a->dtype != BG_F32 || b->dtype != BG_F32) {
         bg__error(ctx, BG_EINVAL, "matmul: operands must be f32");
         return NULL;

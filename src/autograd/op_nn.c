@@ -8,6 +8,7 @@
 #include <math.h>
 
 #include "autograd/tape.h"
+#include "cuda/cuda_dispatch.h"
 
 /* Most row blocks a parameter-gradient reduction over rows is cut into (fixed, never per
  * thread, so the summation order depends on the shapes alone). */
@@ -104,7 +105,9 @@ static bool embedding_check(bg_ctx *ctx, const bg_tensor *weight, const bg_tenso
 bg_tensor *bg_embedding(bg_tensor *weight, bg_tensor *ids)
 {
     bg_ctx *ctx = bg__op_begin("embedding", 2, (bg_tensor *[]){ weight, ids });
-    if (!ctx || !embedding_check(ctx, weight, ids)) return NULL;
+    if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_embedding(ctx, weight, ids)); /* cuda hook */
+    if (!embedding_check(ctx, weight, ids)) return NULL;
     const int32_t *id = contig_i32(ids);
     if (!id) return NULL;
     int64_t V = weight->shape[0], D = weight->shape[1], n = bg__numel(ids->ndim, ids->shape);
@@ -187,7 +190,9 @@ static void softmax_row(const float *x, float *y, int64_t C, bool log_out)
 static bg_tensor *softmax_op(int op, const char *name, bg_tensor *a)
 {
     bg_ctx *ctx = bg__op_begin(name, 1, (bg_tensor *[]){ a });
-    if (!ctx || !check_f32_cpu(ctx, name, "input", a)) return NULL;
+    if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_softmax(ctx, op, a)); /* cuda hook */
+    if (!check_f32_cpu(ctx, name, "input", a)) return NULL;
     if (a->ndim < 1) {
         bg__error(ctx, BG_ESHAPE, "%s: input is 0-D; it needs a last axis", name);
         return NULL;
@@ -313,7 +318,10 @@ bg_tensor *bg_cross_entropy(bg_tensor *logits, bg_tensor *targets, int ignore_in
                             float label_smoothing)
 {
     bg_ctx *ctx = bg__op_begin("cross_entropy", 2, (bg_tensor *[]){ logits, targets });
-    if (!ctx || !ce_check(ctx, logits, targets, label_smoothing)) return NULL;
+    if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_cross_entropy(ctx, logits, targets, ignore_index,
+                                                 label_smoothing)); /* cuda hook */
+    if (!ce_check(ctx, logits, targets, label_smoothing)) return NULL;
     int64_t rows = n_rows(logits), V = logits->shape[logits->ndim - 1];
     const int32_t *t = contig_i32(targets);
     if (!t) return NULL;
@@ -391,8 +399,9 @@ static double sum_sq_diff(bg_ctx *ctx, const float *a, const float *b, int64_t n
 bg_tensor *bg_mse(bg_tensor *a, bg_tensor *b)
 {
     bg_ctx *ctx = bg__op_begin("mse", 2, (bg_tensor *[]){ a, b });
-    if (!ctx || !check_f32_cpu(ctx, "mse", "a", a) || !check_f32_cpu(ctx, "mse", "b", b))
-        return NULL;
+    if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_mse(ctx, a, b)); /* cuda hook */
+    if (!check_f32_cpu(ctx, "mse", "a", a) || !check_f32_cpu(ctx, "mse", "b", b)) return NULL;
     int64_t n = bg__numel(a->ndim, a->shape);
     if (!bg__same_shape(a, b) || n == 0) {
         char s1[64], s2[64];
@@ -510,7 +519,9 @@ static bg_tensor *norm_op(int op, const char *name, bg_tensor *x, bg_tensor *w, 
     if (w) given[n++] = w;
     if (b) given[n++] = b;
     bg_ctx *ctx = bg__op_begin(name, n, given);
-    if (!ctx || !norm_check(ctx, name, x, w, b, eps)) return NULL;
+    if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_norm(ctx, op, x, w, b, eps)); /* cuda hook */
+    if (!norm_check(ctx, name, x, w, b, eps)) return NULL;
     int64_t rows = n_rows(x), C = x->shape[x->ndim - 1];
     bool layer = op == BG_OP_LAYERNORM;
     norm_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
@@ -625,7 +636,9 @@ void bg__backward_layernorm(bg_node *node) { norm_backward(node); }
 bg_tensor *bg_dropout(bg_tensor *a, float p)
 {
     bg_ctx *ctx = bg__op_begin("dropout", 1, (bg_tensor *[]){ a });
-    if (!ctx || !check_f32_cpu(ctx, "dropout", "input", a)) return NULL;
+    if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_dropout(ctx, a, p)); /* cuda hook */
+    if (!check_f32_cpu(ctx, "dropout", "input", a)) return NULL;
     if (!(p >= 0.0f && p < 1.0f)) {
         bg__error(ctx, BG_EINVAL, "dropout: p = %g is not in [0, 1)", (double)p);
         return NULL;

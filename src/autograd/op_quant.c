@@ -3,6 +3,7 @@
  * identity (the STE), so dX = dY W_q and dW = dY^T x_q through the matmul that follows. */
 #include "autograd/tape.h"
 #include "bitgrad/ternary.h"
+#include "cuda/cuda_dispatch.h"
 #include "quant/bitnet_math.h"
 
 static bg_tensor *ste_begin(const char *name, bg_tensor *x, float lambda, bg_ctx **pctx)
@@ -23,6 +24,7 @@ static bg_tensor *ste_begin(const char *name, bg_tensor *x, float lambda, bg_ctx
 
 bg_tensor *bg_weight_quant(bg_tensor *w, int mode, int64_t group, float lambda)
 {
+    if (w) BG_CUDA_DISPATCH(w, bg__cuda_weight_quant(w, mode, group, lambda)); /* cuda hook */
     bg_ctx *ctx;
     bg_tensor *out = ste_begin("weight_quant", w, lambda, &ctx);
     if (!out) return NULL;
@@ -48,6 +50,7 @@ bg_tensor *bg_weight_quant(bg_tensor *w, int mode, int64_t group, float lambda)
 
 bg_tensor *bg_act_quant(bg_tensor *x, int bits, bool per_tensor, float lambda)
 {
+    if (x) BG_CUDA_DISPATCH(x, bg__cuda_act_quant(x, bits, per_tensor, lambda)); /* cuda hook */
     bg_ctx *ctx;
     if (x && (bits < 2 || bits > 8)) {
         bg__error(x->ctx, BG_EINVAL, "act_quant: %d bits (2..8 supported)", bits);

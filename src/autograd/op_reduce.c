@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "autograd/tape.h"
+#include "cuda/cuda_dispatch.h"
 
 #define RED_BLOCK 8192
 
@@ -98,6 +99,7 @@ static bg_tensor *reduce(int op, bg_tensor *a, int axis, bool keepdim)
     const char *name = bg_op_name(op);
     bg_ctx *ctx = bg__op_begin(name, 1, (bg_tensor *[]){ a });
     if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_reduce(ctx, op, a, axis, keepdim)); /* cuda hook */
     if (a->dtype != BG_F32) {
         bg__error(ctx, BG_EINVAL, "%s: input must be f32", name);
         return NULL;

@@ -1,6 +1,7 @@
 /* op_shape.c - reshape, permute, transpose, slice (views sharing storage), concat and
  * contiguous (copies), with their backward rules. */
 #include "autograd/tape.h"
+#include "cuda/cuda_dispatch.h"
 
 /* Records a view op; the view's gradient flows back through the node's rule. */
 static bg_tensor *finish_view(int op, bg_tensor *a, bg_tensor *out, const int64_t *p, int np)
@@ -158,6 +159,7 @@ bg_tensor *bg_concat(bg_tensor *const *ts, int n, int axis)
     }
     bg_ctx *ctx = bg__op_begin("concat", n, ts);
     if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_concat(ctx, ts, n, axis)); /* cuda hook */
     const bg_tensor *t0 = ts[0];
     int ax = axis < 0 ? axis + t0->ndim : axis;
     int64_t sh[BG_MAX_DIMS];
@@ -223,6 +225,7 @@ bg_tensor *bg_contiguous(bg_tensor *a)
 {
     bg_ctx *ctx = bg__op_begin("contiguous", 1, (bg_tensor *[]){ a });
     if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_contiguous(ctx, a)); /* cuda hook */
     if (a->dtype != BG_F32) {
         bg__error(ctx, BG_EINVAL, "contiguous: input must be f32");
         return NULL;

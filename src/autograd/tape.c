@@ -2,6 +2,7 @@
 #include <math.h>
 
 #include "autograd/tape.h"
+#include "cuda/cuda_dispatch.h"
 
 static const char *const op_names[] = {
 #define BG_OP(e, n, k) #n,
@@ -123,6 +124,10 @@ static int backward_walk(bg_ctx *ctx)
     for (size_t i = tape->n; i-- > 0;) {
         bg_node *node = &tape->nodes[i];
         if (!node->out->grad) continue; /* nothing flowed into this node */
+#ifdef BG_HAVE_CUDA
+        if (ctx->device == BG_CUDA) bg__cuda_backward(node); /* cuda hook: device rules */
+        else
+#endif
         backward_fns[node->op](node);
         if (ctx->err_code) return ctx->err_code;
     }
@@ -154,11 +159,19 @@ int bg_backward(bg_tensor *loss)
         return bg__error(ctx, BG_ESHAPE, "bg_backward: loss %s is not a scalar; pass a seed "
                          "gradient with bg_backward_seed", bg__shape_str(loss, s, sizeof s));
     }
+#ifdef BG_HAVE_CUDA
+    float v = loss->device == BG_CUDA ? bg_item(loss) : bg__f32(loss)[0]; /* cuda hook */
+#else
     float v = bg__f32(loss)[0];
+#endif
     if (!isfinite(v))
         return bg__error(ctx, BG_ENONFINITE, "bg_backward: loss is %f", (double)v);
     float *g = bg__grad_of(loss);
     if (!g) return ctx->err_code ? ctx->err_code : BG_ENOMEM;
+#ifdef BG_HAVE_CUDA
+    if (ctx->device == BG_CUDA) bg__cuda_add_one(ctx, g); /* cuda hook */
+    else
+#endif
     g[0] += 1.0f;
     rc = backward_walk(ctx);
     bg__tape_clear(ctx);
@@ -181,6 +194,10 @@ int bg_backward_seed(bg_tensor *out, const bg_tensor *seed)
     if (!g) return ctx->err_code ? ctx->err_code : BG_ENOMEM;
     const float *s = bg__contig_data(seed);
     int64_t n = bg__numel(out->ndim, out->shape);
+#ifdef BG_HAVE_CUDA
+    if (ctx->device == BG_CUDA) bg__cuda_axpy(ctx, g, s, n, 1.0f); /* cuda hook */
+    else
+#endif
     for (int64_t i = 0; i < n; i++) g[i] += s[i];
     rc = backward_walk(ctx);
     bg__tape_clear(ctx);
@@ -189,8 +206,10 @@ int bg_backward_seed(bg_tensor *out, const bg_tensor *seed)
 
 void bg_tensor_zero_grad(bg_tensor *t)
 {
-    if (t && t->magic == BG_MAGIC_LIVE && t->grad)
+    if (t && t->magic == BG_MAGIC_LIVE && t->grad) {
+        BG_CUDA_DISPATCH_VOID(t, bg__cuda_zero_grad(t)); /* cuda hook */
         memset(t->grad->data, 0, (size_t)bg__numel(t->ndim, t->shape) * sizeof(float));
+    }
 }
 
 void bg_zero_grad(bg_ctx *ctx)

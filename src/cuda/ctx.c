@@ -6,6 +6,8 @@
  * a stack "view" tensor (device CPU) describes, and bg_tensor_read / write / copy convert
  * through it. Nothing here copies behind a caller's back: these are the explicit transfer
  * functions of the API. */
+#include <math.h>
+
 #include "cuda/cuda_impl.h"
 
 #define DEV_ARENA_MIN_CHUNK ((size_t)8 << 20)

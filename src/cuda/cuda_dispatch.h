@@ -28,6 +28,12 @@
             return;                                                                        \
         }                                                                                  \
     } while (0)
+/* Runs call and goes to the next iteration of the enclosing loop when x is on the device. */
+#define BG_CUDA_DISPATCH_CONTINUE(x, call)                                                 \
+    if ((x)->device == BG_CUDA) {                                                          \
+        call;                                                                              \
+        continue;                                                                          \
+    }
 /* Runs call when x is on the device, then carries on. */
 #define BG_CUDA_ALSO(x, call)                                                              \
     do {                                                                                   \
@@ -39,6 +45,7 @@
 #else
 #define BG_CUDA_DISPATCH(x, call) do { } while (0)
 #define BG_CUDA_DISPATCH_VOID(x, call) do { } while (0)
+#define BG_CUDA_DISPATCH_CONTINUE(x, call)
 #define BG_CUDA_ALSO(x, call) do { } while (0)
 #define BG_STEP_DATA_ALLOC(ctx, bytes) bg__arena_alloc(ctx, bytes)
 #endif
@@ -78,7 +85,8 @@ BG_INTERNAL const void *bg__cuda_contig(const bg_tensor *t);
 
 /* ---- autograd (src/cuda/backward.c) ---- */
 BG_INTERNAL void bg__cuda_backward(struct bg_node *node);
-/* g[0..n) += alpha * src[0..n) on the device (seeds of backward). */
+/* g[0] += 1 and g[0..n) += alpha * src[0..n) on the device (seeds of backward). */
+BG_INTERNAL void bg__cuda_add_one(bg_ctx *ctx, float *g);
 BG_INTERNAL void bg__cuda_axpy(bg_ctx *ctx, float *g, const float *src, int64_t n, float alpha);
 BG_INTERNAL void bg__cuda_zero_grad(bg_tensor *t);
 

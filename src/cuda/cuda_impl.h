@@ -1,6 +1,6 @@
 /* cuda_impl.h - private interface of the CUDA backend: the per-ctx device state, layouts
- * handed to kernels, and the launchers (src/cuda/k_*.cu) that the C front ends
- * (src/cuda/*.c) call.
+ * handed to kernels, and the launchers (the src/cuda/k_<area>.cu files) that the C front ends
+ * (the src/cuda/<area>.c files) call.
  *
  * The split: C files validate, allocate, record tape nodes and choose GEMM layouts, exactly
  * as the CPU ops do; .cu files hold kernels and thin launchers taking plain pointers and
@@ -98,6 +98,7 @@ BG_INTERNAL void bg__cu_copy_strided(bg_ctx *ctx, void *dst, bg_cu_layout dl, co
 /* dst[dl(i)] += alpha * src[sl(i)]; every i must reach a different dst element. */
 BG_INTERNAL void bg__cu_add_strided(bg_ctx *ctx, float *dst, bg_cu_layout dl, const float *src,
                                     bg_cu_layout sl, float alpha);
+BG_INTERNAL void bg__cu_add_scalar(bg_ctx *ctx, float *dst, float v); /* dst[0] += v */
 BG_INTERNAL void bg__cu_axpy(bg_ctx *ctx, float *dst, const float *src, int64_t n, float alpha);
 BG_INTERNAL void bg__cu_scale(bg_ctx *ctx, float *x, int64_t n, float s);
 BG_INTERNAL void bg__cu_clamp(bg_ctx *ctx, float *x, int64_t n, float lo, float hi);

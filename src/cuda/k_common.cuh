@@ -33,7 +33,8 @@ extern "C" {
 /* kernel<<<grid, block, 0, stream>>>(...) that the emulator can also express; the kernel
  * comes last so that template arguments may contain commas. */
 #ifdef BG_CUDA_EMU
-#define BG_LAUNCH(grid, stream, ...) bg_emu::launch(__VA_ARGS__, dim3(grid), dim3(BG_CU_THREADS))
+#define BG_LAUNCH(grid, stream, ...)                                                       \
+    ((void)(stream), bg_emu::launch(__VA_ARGS__, dim3(grid), dim3(BG_CU_THREADS)))
 #else
 #define BG_LAUNCH(grid, stream, ...) __VA_ARGS__<<<(grid), BG_CU_THREADS, 0, (stream)>>>
 #endif

@@ -157,6 +157,17 @@ extern "C" void bg__cu_add_strided(bg_ctx *ctx, float *dst, bg_cu_layout dl, con
     bg_cu_check(ctx, "strided add");
 }
 
+__global__ void k_add_scalar(float *dst, float v)
+{
+    if (blockIdx.x == 0 && threadIdx.x == 0) dst[0] += v;
+}
+
+extern "C" void bg__cu_add_scalar(bg_ctx *ctx, float *dst, float v)
+{
+    BG_LAUNCH(1, bg_cu_stream(ctx), k_add_scalar)(dst, v);
+    bg_cu_check(ctx, "add");
+}
+
 __global__ void k_axpy(float *dst, const float *src, int64_t n, float alpha)
 {
     BG_CU_FOR(i, n) dst[i] += alpha * src[i];

@@ -5,6 +5,7 @@
 #include <math.h>
 
 #include "bitgrad/optim.h"
+#include "cuda/cuda_dispatch.h"
 #include "nn/module_impl.h"
 
 #define OPT_PAR_MIN 32768
@@ -212,6 +213,8 @@ static int ensure_state(bg_optim *o, opt_param *op)
 static void sgd_update(const bg_optim *o, opt_param *op, float lr, float wd, bool first)
 {
     const bg_optim_config *c = &o->cfg;
+    BG_CUDA_DISPATCH_VOID(op->p, bg__cuda_sgd(op->p, op->m, lr, wd, c->momentum, c->dampening,
+                                              c->nesterov, first)); /* cuda hook */
     float *p = op->p->data, *m = op->m ? op->m->data : NULL;
     const float *g = op->p->grad->data;
     int64_t n = bg_tensor_numel(op->p);
@@ -236,6 +239,9 @@ static void adam_update(const bg_optim *o, opt_param *op, float lr, float wd)
     float step_size = (float)((double)lr / bc1), bc2_sqrt = (float)sqrt(bc2);
     bool decoupled = c->kind == BG_ADAMW;
     float decay = 1.0f - lr * wd;
+    BG_CUDA_DISPATCH_VOID(op->p, bg__cuda_adam(op->p, op->m, op->v, c->beta1, c->beta2, c->eps,
+                                               step_size, bc2_sqrt, decay, decoupled,
+                                               wd)); /* cuda hook */
 #pragma omp parallel for schedule(static) if (n > OPT_PAR_MIN)
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i];
@@ -281,11 +287,13 @@ static bool grads_finite(const bg_optim *o)
     for (int i = 0; i < o->n_params; i++) {
         const bg_tensor *p = o->params[i].p;
         if (!p->grad) continue;
+        BG_CUDA_DISPATCH_CONTINUE(p, bg__cuda_finite_check(p->grad)); /* cuda hook: enqueue */
         const float *g = p->grad->data;
         int64_t n = bg_tensor_numel(p);
         for (int64_t k = 0; k < n; k++)
             if (!isfinite(g[k])) return false;
     }
+    BG_CUDA_DISPATCH(o->ctx, bg__cuda_finite_result(o->ctx)); /* cuda hook: one sync */
     return true;
 }
 
@@ -315,16 +323,19 @@ float bg_clip_grad_norm(bg_optim *o, float max_norm)
     for (int i = 0; i < o->n_params; i++) {
         const bg_tensor *p = o->params[i].p;
         if (!p->grad) continue;
+        BG_CUDA_DISPATCH_CONTINUE(p, bg__cuda_sumsq(p->grad)); /* cuda hook: enqueue */
         const float *g = p->grad->data;
         int64_t n = bg_tensor_numel(p);
         for (int64_t k = 0; k < n; k++) ss += (double)g[k] * g[k];
     }
+    BG_CUDA_ALSO(o->ctx, ss = bg__cuda_sumsq_result(o->ctx)); /* cuda hook: one sync */
     float norm = (float)sqrt(ss);
     float coef = max_norm / (norm + 1e-6f);
     if (coef < 1.0f) {
         for (int i = 0; i < o->n_params; i++) {
             bg_tensor *p = o->params[i].p;
             if (!p->grad) continue;
+            BG_CUDA_DISPATCH_CONTINUE(p, bg__cuda_scale(p->grad, coef)); /* cuda hook */
             float *g = p->grad->data;
             int64_t n = bg_tensor_numel(p);
             for (int64_t k = 0; k < n; k++) g[k] *= coef;
@@ -338,6 +349,7 @@ void bg_clip_grad_value(bg_optim *o, float clip)
     for (int i = 0; i < o->n_params; i++) {
         bg_tensor *p = o->params[i].p;
         if (!p->grad) continue;
+        BG_CUDA_DISPATCH_CONTINUE(p, bg__cuda_clamp(p->grad, -clip, clip)); /* cuda hook */
         float *g = p->grad->data;
         int64_t n = bg_tensor_numel(p);
         for (int64_t k = 0; k < n; k++) g[k] = fminf(fmaxf(g[k], -clip), clip);

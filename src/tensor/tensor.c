@@ -4,6 +4,7 @@
 
 #include "autograd/tape.h"
 #include "bitgrad/quant.h"
+#include "cuda/cuda_dispatch.h"
 #include "tensor/tensor_impl.h"
 
 /* ---- errors ------------------------------------------------------------ */
@@ -88,6 +89,9 @@ int bg_ctx_create(bg_ctx **out, bg_device device)
     if (device != BG_CPU) {
 #ifndef BG_HAVE_CUDA
         return BG_ENODEV;
+#else
+        /* cuda hook: no GPU or driver is BG_ENODEV (bg_device_info says why) */
+        if (device != BG_CUDA || bg__cuda_probe() != BG_OK) return BG_ENODEV;
 #endif
     }
     bg_ctx *ctx = calloc(1, sizeof *ctx);
@@ -103,6 +107,16 @@ int bg_ctx_create(bg_ctx **out, bg_device device)
         return BG_ENOMEM;
     }
     ctx->tape->epoch = 1;
+#ifdef BG_HAVE_CUDA
+    if (device == BG_CUDA) { /* cuda hook: stream, cuBLAS handle, device scratch */
+        int rc = bg__cuda_ctx_init(ctx);
+        if (rc) {
+            free(ctx->tape);
+            free(ctx);
+            return rc;
+        }
+    }
+#endif
     *out = ctx;
     return BG_OK;
 }
@@ -118,6 +132,7 @@ void bg_ctx_free(bg_ctx **pctx)
         bg_tensor *t = ctx->persist_list;
         bg_tensor_free(&t);
     }
+    BG_CUDA_ALSO(ctx, bg__cuda_ctx_free(ctx)); /* cuda hook */
     bg__arena_free(ctx);
     if (ctx->tape) free(ctx->tape->nodes);
     free(ctx->tape);
@@ -138,6 +153,7 @@ void bg_ctx_stats_get(const bg_ctx *ctx, bg_ctx_stats *out)
     out->tape_nodes = ctx->tape->n;
     out->matmul_calls = ctx->matmul_calls;
     out->steps = ctx->steps;
+    BG_CUDA_ALSO(ctx, bg__cuda_stats(ctx, out)); /* cuda hook: adds the device arena */
 }
 
 void bg_step_end(bg_ctx *ctx)
@@ -150,6 +166,7 @@ void bg_step_end(bg_ctx *ctx)
     ctx->step_list = NULL;
     bg__tape_clear(ctx);
     bg__arena_reset(ctx);
+    BG_CUDA_ALSO(ctx, bg__cuda_arena_reset(ctx)); /* cuda hook */
     ctx->steps++;
 }
 

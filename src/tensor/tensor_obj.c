@@ -4,6 +4,7 @@
 
 #include "autograd/tape.h"
 #include "bitgrad/quant.h"
+#include "cuda/cuda_dispatch.h"
 #include "tensor/tensor_impl.h"
 
 int64_t bg__numel(int ndim, const int64_t *shape)
@@ -75,7 +76,7 @@ bg_tensor *bg__step_new(bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *sh
     if (check_shape(ctx, "tensor", dtype, ndim, shape)) return NULL;
     size_t bytes = (size_t)bg__numel(ndim, shape) * bg_dtype_size(dtype);
     bg_tensor *t = bg__arena_alloc(ctx, sizeof *t);
-    void *data = bg__arena_alloc(ctx, bytes);
+    void *data = BG_STEP_DATA_ALLOC(ctx, bytes); /* cuda hook: device arena on a CUDA ctx */
     if (!t || !data) return NULL;
     init_header(t, ctx, dtype, ndim, shape);
     t->data = data;
@@ -102,6 +103,7 @@ bg_tensor *bg__step_view(const bg_tensor *base, int ndim, const int64_t *shape,
 bg_tensor *bg_tensor_new(bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *shape)
 {
     if (!ctx || check_shape(ctx, "bg_tensor_new", dtype, ndim, shape)) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_tensor_new(ctx, dtype, ndim, shape)); /* cuda hook */
     size_t bytes = (size_t)bg__numel(ndim, shape) * bg_dtype_size(dtype);
     size_t head = (sizeof(bg_tensor) + 63) / 64 * 64;
     bg_tensor *t = bg__aligned_alloc(ctx, head + bytes);
@@ -142,6 +144,7 @@ void bg_tensor_free(bg_tensor **pt)
     if (t->next_persist) t->next_persist->prev_persist = t->prev_persist;
     ctx->persistent_bytes -= (size_t)bg__numel(t->ndim, t->shape) * bg_dtype_size(t->dtype);
     t->magic = BG_MAGIC_DEAD;
+    BG_CUDA_ALSO(t, bg__cuda_free_data(t)); /* cuda hook: the data is a device allocation */
     free(t);
 }
 
@@ -149,6 +152,7 @@ bg_tensor *bg_zeros(bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *shape)
 {
     if (!ctx) return NULL;
     bg_tensor *t = bg__step_new(ctx, dtype, ndim, shape);
+    BG_CUDA_DISPATCH(ctx, bg__cuda_zero(t)); /* cuda hook */
     if (t) memset(t->data, 0, (size_t)bg__numel(ndim, shape) * bg_dtype_size(dtype));
     return t;
 }
@@ -158,6 +162,7 @@ bg_tensor *bg_full(bg_ctx *ctx, int ndim, const int64_t *shape, float value)
     if (!ctx) return NULL;
     bg_tensor *t = bg__step_new(ctx, BG_F32, ndim, shape);
     if (!t) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg__cuda_full(t, value)); /* cuda hook */
     int64_t n = bg__numel(ndim, shape);
     for (int64_t i = 0; i < n; i++) bg__f32(t)[i] = value;
     return t;
@@ -172,6 +177,7 @@ bg_tensor *bg_from_data(bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *sh
         return NULL;
     }
     bg_tensor *t = bg__step_new(ctx, dtype, ndim, shape);
+    BG_CUDA_DISPATCH(ctx, bg__cuda_upload(t, data)); /* cuda hook */
     if (t) memcpy(t->data, data, (size_t)bg__numel(ndim, shape) * bg_dtype_size(dtype));
     return t;
 }
@@ -278,6 +284,7 @@ static int64_t logical_offset(const bg_tensor *t, int64_t i)
 int bg_tensor_read(const bg_tensor *t, float *dst)
 {
     if (!bg__check_live(t, "bg_tensor_read") || !dst) return BG_EINVAL;
+    BG_CUDA_DISPATCH(t, bg__cuda_read(t, dst)); /* cuda hook */
     int64_t n = bg__numel(t->ndim, t->shape);
     bool contig = bg__is_contig(t);
     for (int64_t i = 0; i < n; i++) dst[i] = load_elem(t, contig ? i : logical_offset(t, i));
@@ -302,6 +309,7 @@ int bg_tensor_write(bg_tensor *t, const float *src)
     int rc = check_writable(t, "bg_tensor_write");
     if (rc) return rc;
     if (!src) return BG_EINVAL;
+    BG_CUDA_DISPATCH(t, bg__cuda_write(t, src)); /* cuda hook */
     int64_t n = bg__numel(t->ndim, t->shape);
     bool contig = bg__is_contig(t);
     for (int64_t i = 0; i < n; i++) store_elem(t, contig ? i : logical_offset(t, i), src[i]);
@@ -312,6 +320,7 @@ int bg_tensor_fill(bg_tensor *t, float value)
 {
     int rc = check_writable(t, "bg_tensor_fill");
     if (rc) return rc;
+    BG_CUDA_DISPATCH(t, bg__cuda_fill(t, value)); /* cuda hook */
     int64_t n = bg__numel(t->ndim, t->shape);
     bool contig = bg__is_contig(t);
     for (int64_t i = 0; i < n; i++) store_elem(t, contig ? i : logical_offset(t, i), value);
@@ -322,6 +331,7 @@ int bg_tensor_fill_randn(bg_tensor *t, float mean, float std)
 {
     int rc = check_writable(t, "bg_tensor_fill_randn");
     if (rc) return rc;
+    BG_CUDA_DISPATCH(t, bg__cuda_fill_random(t, mean, std, true)); /* cuda hook */
     int64_t n = bg__numel(t->ndim, t->shape);
     bool contig = bg__is_contig(t);
     for (int64_t i = 0; i < n; i++)
@@ -333,6 +343,7 @@ int bg_tensor_fill_uniform(bg_tensor *t, float lo, float hi)
 {
     int rc = check_writable(t, "bg_tensor_fill_uniform");
     if (rc) return rc;
+    BG_CUDA_DISPATCH(t, bg__cuda_fill_random(t, lo, hi, false)); /* cuda hook */
     int64_t n = bg__numel(t->ndim, t->shape);
     bool contig = bg__is_contig(t);
     for (int64_t i = 0; i < n; i++)
@@ -350,6 +361,9 @@ int bg_tensor_copy(bg_tensor *dst, const bg_tensor *src)
         return bg__error(dst->ctx, BG_ESHAPE, "bg_tensor_copy: %s into %s: sizes differ",
                          bg__shape_str(src, a, sizeof a), bg__shape_str(dst, b, sizeof b));
     }
+#ifdef BG_HAVE_CUDA
+    if (dst->device == BG_CUDA || src->device == BG_CUDA) return bg__cuda_copy(dst, src); /* hook */
+#endif
     int64_t n = bg__numel(src->ndim, src->shape);
     if (dst->dtype == src->dtype && bg__is_contig(dst) && bg__is_contig(src)) {
         memmove(dst->data, src->data, (size_t)n * bg_dtype_size(src->dtype));
@@ -371,6 +385,7 @@ float bg_item(const bg_tensor *t)
                   bg__shape_str(t, s, sizeof s));
         return NAN;
     }
+    BG_CUDA_DISPATCH(t, bg__cuda_item(t)); /* cuda hook */
     return load_elem(t, 0);
 }
 
@@ -393,6 +408,7 @@ void bg__gather_f32(const bg_tensor *a, float *dst)
 
 const float *bg__contig_data(const bg_tensor *a)
 {
+    BG_CUDA_DISPATCH(a, (const float *)bg__cuda_contig(a)); /* cuda hook */
     if (bg__is_contig(a)) return a->data;
     float *buf = bg__arena_alloc(a->ctx, (size_t)bg__numel(a->ndim, a->shape) * sizeof(float));
     if (buf) bg__gather_f32(a, buf);

@@ -1,6 +1,6 @@
 /* cuda_emu.h - a CPU emulator of the subset of the CUDA runtime, the kernel language and
  * cuBLAS that src/cuda uses, so that the backend's kernels run and are tested on machines
- * without a GPU (meson setup -Dcuda_emulator=true; CI has no GPU). Slow; for tests only.
+ * without a GPU (meson setup -Demulate_cuda=true; CI has no GPU). Slow; for tests only.
  *
  * What it models, and the bugs it therefore catches:
  *  - each block's threads are fibers (ucontext) on one OS thread: they run until
