@@ -18,5 +18,9 @@ demo_options demo_default_options(void);
 /* Parses --out, --data, --quick, --seed, --steps A,B,C. Returns 0 or prints usage and 2. */
 int demo_parse_args(int argc, char **argv, demo_options *o);
 int bg_finetune_demo(const demo_options *opt);
+/* OpenMP reads OMP_WAIT_POLICY once, at start-up: when it is unset, set it to "passive"
+ * (idle workers sleep instead of spinning, which on a 2-core laptop otherwise steals the
+ * cores from OpenBLAS and from other programs) and re-execute the program. */
+void demo_prefer_passive_omp(char **argv);
 
 #endif

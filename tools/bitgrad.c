@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "../examples/finetune_demo.h"
 #include "cli.h"
 
 int cli_fail(int status, const char *fmt, ...)
@@ -111,6 +112,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    demo_prefer_passive_omp(argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

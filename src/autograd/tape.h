@@ -58,6 +58,6 @@ BG_INTERNAL void bg__add_strided(float *dst, const int64_t *dst_stride, const fl
 #undef BG_OP
 
 /* OpenMP parallel threshold (elements) for elementwise work. */
-#define BG_PAR_MIN 32768
+#define BG_PAR_MIN 262144
 
 #endif
