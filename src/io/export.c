@@ -121,6 +121,10 @@ static int add_projection(bg_gguf_writer *w, const bg_module *lin, const bg_expo
     const bg_tensor *wt = bg_linear_weight(lin);
     bg_bitlinear_config cfg = bg_linear_config(lin);
     int64_t out = bg_tensor_dim(wt, 0), in = bg_tensor_dim(wt, 1), n = out * in;
+    if (!bg_linear_is_bit(lin))
+        return bg__io_err(err, errlen, BG_EINVAL, "export: '%s' is a full-precision Linear (it was "
+                          "excluded from the BitLinear conversion); a TQ export needs every "
+                          "projection ternary", bg_module_name(lin));
     if (cfg.weight_mode != BG_WQ_PER_TENSOR)
         return bg__io_err(err, errlen, BG_EUNSUPPORTED, "export: '%s' uses per-row/group weight "
                           "scales; llama.cpp's bitnet graph has one scale per tensor",
