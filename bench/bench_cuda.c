@@ -182,9 +182,9 @@ int main(void)
     printf("{\"bench\":\"env\",\"device\":\"%s\"}\n", bg_device_info(BG_CUDA));
     /* m, n, k: the W2 step's forward products (2048 tokens), its weight gradients
      * (k = 2048 tokens), and two squares. */
-    static const int shapes[][3] = { { 2048, 768, 256 }, { 2048, 256, 768 }, { 2048, 256, 256 },
-                                     { 768, 256, 2048 }, { 256, 256, 2048 },
-                                     { 1024, 1024, 1024 }, { 4096, 4096, 4096 } };
+    static const int shapes[][3] = { { 2048, 768, 256 },  { 2048, 256, 768 }, { 2048, 256, 256 },
+                                     { 768, 256, 2048 },  { 256, 256, 2048 }, { 1024, 1024, 1024 },
+                                     { 4096, 4096, 4096 } };
     for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
         bench_sgemm(gpu, shapes[i][0], shapes[i][1], shapes[i][2]);
     bg_ctx_create(&cpu, BG_CPU);

@@ -10,14 +10,31 @@ uint32_t demo_rand(demo_rng *r)
     return (uint32_t)(r->s >> 33);
 }
 
-void demo_problem(demo_task task, demo_rng *r, char *prompt, char *answer)
+int demo_operand_min = 10; /* EXPERIMENT */
+
+/* One operand pair in ten, chosen by a hash of the pair (not by its digits, so that every
+ * digit combination stays in the training split), is held out for evaluation. */
+static bool pair_held_out(int a, int b)
 {
-    int a = (int)(demo_rand(r) % 100), b = (int)(demo_rand(r) % 100);
-    if (task == TASK_SUB && a < b) {
-        int t = a;
-        a = b;
-        b = t;
-    }
+    uint32_t h = (uint32_t)(a * 100 + b) * 2654435761u;
+    h ^= h >> 15;
+    h *= 2246822519u;
+    h ^= h >> 13;
+    return h % 10 == 0;
+}
+
+void demo_problem(demo_task task, demo_rng *r, bool held_out, char *prompt, char *answer)
+{
+    int a, b, span = 100 - demo_operand_min;
+    do {
+        a = demo_operand_min + (int)(demo_rand(r) % (uint32_t)span);
+        b = demo_operand_min + (int)(demo_rand(r) % (uint32_t)span);
+        if (task == TASK_SUB && a < b) {
+            int t = a;
+            a = b;
+            b = t;
+        }
+    } while (pair_held_out(a, b) != held_out);
     snprintf(prompt, 8, "%d%c%d=", a, task == TASK_ADD ? '+' : '-', b);
     snprintf(answer, 8, "%d\n", task == TASK_ADD ? a + b : a - b);
 }
@@ -26,7 +43,7 @@ void demo_batch(demo_task task, demo_rng *r, int B, int32_t *ids, int32_t *targe
 {
     for (int b = 0; b < B; b++) {
         char p[8], a[8];
-        demo_problem(task, r, p, a);
+        demo_problem(task, r, false, p, a);
         int lp = (int)strlen(p), la = (int)strlen(a);
         int32_t *row = ids + b * DEMO_T, *tg = targets + b * (DEMO_T - 1);
         for (int t = 0; t < DEMO_T; t++)
@@ -111,7 +128,7 @@ double demo_accuracy(bg_module *model, demo_task task, uint64_t seed, int n)
     if (n > 256) n = 256;
     for (int i = 0; i < n; i++) { /* prompt lengths are 4, 5 or 6 */
         char p[8], a[8];
-        demo_problem(task, &r, p, a);
+        demo_problem(task, &r, true, p, a);
         int g = (int)strlen(p) - 4;
         memcpy(prompts[g][count[g]], p, 8);
         memcpy(answers[g][count[g]++], a, 8);

@@ -21,12 +21,34 @@
 #include "demo_tasks.h"
 #include "finetune_demo.h"
 
-#define BATCH 64
+#define MAX_BATCH 128
+
+/* The recipe: model shape, batch and, per stage, steps (default and --quick), peak lr,
+ * weight decay and lr warm-up. EXPERIMENT: a global so that a harness can vary it. */
+typedef struct demo_plan {
+    int n_layer, n_head, n_ff, batch;
+    int steps[3], quick_steps[3];
+    float lr[3], wd[3], warmup[3]; /* warm-up as a fraction of the stage */
+    float lambda_frac;             /* QAT lambda warm-up, fraction of stage 2 */
+    float clip;                    /* gradient-norm clipping (0: none) */
+    float beta2;                   /* Adam's second-moment decay */
+    int lora_rank;
+    float lora_alpha;
+} demo_plan;
+
+demo_plan g_plan = {
+    .n_layer = 2, .n_head = 4, .n_ff = 512, .batch = 64,
+    .steps = { 1500, 800, 600 }, .quick_steps = { 300, 200, 200 },
+    .lr = { 2e-3f, 1e-3f, 2e-3f }, .wd = { 0.01f, 0.01f, 0.0f }, .warmup = { 0.1f, 0.1f, 0.1f },
+    .lambda_frac = 0.25f, .clip = 0.0f, .beta2 = 0.999f, .lora_rank = 8, .lora_alpha = 16.0f,
+};
+
+int g_eval_every = 0; /* EXPERIMENT */
 
 typedef struct stage {
     const char *name;
     int steps;
-    float lr;
+    float lr, wd, warmup;
     demo_task task;
     int lambda_k;          /* lambda warm-up steps (0: none) */
     bg_sched_kind sched;
@@ -44,6 +66,8 @@ typedef struct demo {
     int curve_n[3];
 } demo;
 
+static double report_acc(demo *d, bg_module *m, demo_task task, const char *what);
+
 static double now(void)
 {
     struct timespec ts;
@@ -51,10 +75,12 @@ static double now(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static int row_len(const demo *d) { return d->text ? DEMO_TEXT_T : DEMO_T; }
+
 static void batch(demo *d, demo_task task, int32_t *ids, int32_t *tg)
 {
-    if (d->text) demo_text_batch(d->text, d->text_len, &d->rng, BATCH, DEMO_T, ids, tg);
-    else demo_batch(task, &d->rng, BATCH, ids, tg);
+    if (d->text) demo_text_batch(d->text, d->text_len, &d->rng, g_plan.batch, DEMO_TEXT_T, ids, tg);
+    else demo_batch(task, &d->rng, g_plan.batch, ids, tg);
 }
 
 /* One stage of AdamW training; logs every step to the CSV and the curve. */
@@ -62,27 +88,35 @@ static int train_stage(demo *d, bg_module *m, const stage *s, int idx)
 {
     bg_optim_config oc = bg_optim_default(BG_ADAMW);
     oc.lr = s->lr;
+    oc.weight_decay = s->wd;
+    oc.beta2 = g_plan.beta2;
     bg_optim *o = bg_optim_new(d->ctx, &oc);
     if (!o || bg_optim_add_module(o, m) <= 0) return -1;
-    bg_schedule sc = { .kind = s->sched, .warmup = s->steps / 10, .total = s->steps,
-                       .min_factor = 0.1f, .stage2_at = 0.5f, .stage2_factor = 0.5f };
+    bg_schedule sc = { .kind = s->sched, .warmup = (int64_t)(s->warmup * (float)s->steps),
+                       .total = s->steps, .min_factor = 0.1f, .stage2_at = 0.5f,
+                       .stage2_factor = 0.5f };
     d->curve[idx] = calloc((size_t)s->steps, sizeof(float));
-    int32_t ids[BATCH * DEMO_T], tg[BATCH * (DEMO_T - 1)];
+    int32_t ids[MAX_BATCH * DEMO_TEXT_T], tg[MAX_BATCH * DEMO_TEXT_T];
     double t0 = now();
     int rc = 0;
     for (int step = 0; step < s->steps && !rc; step++) {
         if (s->lambda_k > 0) bg_module_set_lambda(m, bg_lambda_at(BG_LAMBDA_LINEAR, step, s->lambda_k));
         bg_schedule_apply(&sc, o, step);
         batch(d, s->task, ids, tg);
-        bg_tensor *loss = demo_loss(m, ids, tg, BATCH, DEMO_T);
+        bg_tensor *loss = demo_loss(m, ids, tg, g_plan.batch, row_len(d));
         float lv = loss ? bg_item(loss) : 0.0f;
         rc = loss ? bg_backward(loss) : -1;
+        if (!rc && g_plan.clip > 0) bg_clip_grad_norm(o, g_plan.clip);
         if (!rc) rc = bg_optim_step(o);
         bg_optim_zero_grad(o);
         bg_step_end(d->ctx);
         d->curve[idx][step] = lv;
         d->curve_n[idx] = step + 1;
         fprintf(d->csv, "%s,%d,%.6f\n", s->name, step, (double)lv);
+        if (g_eval_every && step % g_eval_every == 0 && step && !d->text) {
+            char w[64]; snprintf(w, sizeof w, "EVAL %s step %d", s->name, step);
+            report_acc(d, m, s->task, w);
+        }
         if (step % 100 == 0 || step == s->steps - 1)
             printf("  [%s] step %4d/%d  loss %.4f  %.1f ms/step\n", s->name, step, s->steps,
                    (double)lv, 1e3 * (now() - t0) / (step + 1));
@@ -96,10 +130,10 @@ static int train_stage(demo *d, bg_module *m, const stage *s, int idx)
 static double report_acc(demo *d, bg_module *m, demo_task task, const char *what)
 {
     if (d->text) {
-        int32_t ids[BATCH * DEMO_T], tg[BATCH * (DEMO_T - 1)];
+        int32_t ids[64 * DEMO_TEXT_T], tg[64 * DEMO_TEXT_T];
         demo_rng r = { 12345 };
-        demo_text_batch(d->text, d->text_len, &r, BATCH, DEMO_T, ids, tg);
-        double l = demo_eval_loss(m, ids, tg, BATCH, DEMO_T);
+        demo_text_batch(d->text, d->text_len, &r, 64, DEMO_TEXT_T, ids, tg);
+        double l = demo_eval_loss(m, ids, tg, 64, DEMO_TEXT_T);
         printf("  %-44s held-out loss %.4f\n", what, l);
         return l;
     }
@@ -121,8 +155,8 @@ static int load_text(demo *d, const char *path)
     d->text = n > 0 ? malloc((size_t)n) : NULL;
     d->text_len = d->text ? fread(d->text, 1, (size_t)n, f) : 0;
     fclose(f);
-    if (d->text_len < 2 * DEMO_T) {
-        fprintf(stderr, "finetune: %s is too short (need %d bytes)\n", path, 2 * DEMO_T);
+    if (d->text_len < 2 * DEMO_TEXT_T) {
+        fprintf(stderr, "finetune: %s is too short (need %d bytes)\n", path, 2 * DEMO_TEXT_T);
         return 1;
     }
     return 0;
@@ -269,56 +303,91 @@ static int export_and_check(demo *d, bg_module *m, results *r)
     return 0;
 }
 
-static int run_stages(demo *d)
+static int stage_steps(const demo_options *o, int i)
 {
-    const demo_options *o = &d->opt;
-    int s1 = o->steps[0] ? o->steps[0] : (o->quick ? 300 : 1500);
-    int s2 = o->steps[1] ? o->steps[1] : (o->quick ? 200 : 800);
-    int s3 = o->steps[2] ? o->steps[2] : (o->quick ? 200 : 600);
+    return o->steps[i] ? o->steps[i] : (o->quick ? g_plan.quick_steps[i] : g_plan.steps[i]);
+}
+
+static stage make_stage(const demo_options *o, int i, const char *name, demo_task task,
+                        bg_sched_kind sched)
+{
+    stage s = { name, stage_steps(o, i), g_plan.lr[i], g_plan.wd[i], g_plan.warmup[i], task, 0,
+                sched };
+    return s;
+}
+
+static bg_module *new_model(demo *d)
+{
     bg_bitnet_config c = bg_bitnet_default();
     c.n_embd = 256;
-    c.n_layer = 2;
-    c.n_head = 4;
-    c.n_head_kv = 4;
-    c.n_ff = 512;
-    c.n_ctx = DEMO_T;
+    c.n_layer = g_plan.n_layer;
+    c.n_head = g_plan.n_head;
+    c.n_head_kv = g_plan.n_head;
+    c.n_ff = g_plan.n_ff;
+    c.n_ctx = d->text ? DEMO_TEXT_T : DEMO_T;
     c.bitlinear = false;
     bg_module *m = bg_bitnet_new(d->ctx, &c);
-    if (!m) return 1;
-    results r = { .params = bg_module_count(m, false) };
-    printf("model: bitnet, %lld parameters (n_embd %lld, %lld layers, n_ff %lld)\n",
-           (long long)r.params, (long long)c.n_embd, (long long)c.n_layer, (long long)c.n_ff);
+    if (m)
+        printf("model: bitnet, %lld parameters (n_embd %lld, %lld layers, %lld heads, n_ff %lld), "
+               "batch %d\n", (long long)bg_module_count(m, false), (long long)c.n_embd,
+               (long long)c.n_layer, (long long)c.n_head, (long long)c.n_ff, g_plan.batch);
+    return m;
+}
+
+/* Stages 1 and 2: pre-train in full precision, then BitLinear + QAT. */
+static int pretrain_and_qat(demo *d, bg_module *m, results *r)
+{
     printf("stage 1: pre-train full precision on task A (%s)\n", d->text ? "text file" : "a+b=c");
-    stage st1 = { "pretrain", s1, 2e-3f, TASK_ADD, 0, BG_SCHED_COSINE };
+    stage st1 = make_stage(&d->opt, 0, "pretrain", TASK_ADD, BG_SCHED_COSINE);
     int rc = train_stage(d, m, &st1, 0);
-    if (!rc) r.acc_a_fp = report_acc(d, m, TASK_ADD, "fp32 model, task A");
+    if (!rc) r->acc_a_fp = report_acc(d, m, TASK_ADD, "fp32 model, task A");
     printf("stage 2: convert to BitLinear, QAT with lambda warm-up and two-stage schedule\n");
     if (!rc) rc = bg_module_to_bitlinear(m, NULL, NULL, 0) > 0 ? 0 : 1;
-    stage st2 = { "qat", s2, 1e-3f, TASK_ADD, s2 / 4, BG_SCHED_TWO_STAGE };
+    stage st2 = make_stage(&d->opt, 1, "qat", TASK_ADD, BG_SCHED_TWO_STAGE);
+    st2.lambda_k = (int)(g_plan.lambda_frac * (float)st2.steps);
     if (!rc) rc = train_stage(d, m, &st2, 1);
     bg_module_set_lambda(m, 1.0f);
-    if (!rc) r.acc_a_qat = report_acc(d, m, TASK_ADD, "ternary model, task A");
-    printf("stage 3: freeze the ternary base, LoRA (r 8, alpha 16) on task B (a-b=c)\n");
-    if (!rc) r.acc_b_before = report_acc(d, m, TASK_SUB, "ternary base, task B");
+    if (!rc) r->acc_a_qat = report_acc(d, m, TASK_ADD, "ternary model, task A");
+    return rc;
+}
+
+/* Stage 3: freeze the ternary base, LoRA on task B; task A with the adapter disabled. */
+static int lora_stage(demo *d, bg_module *m, results *r)
+{
+    printf("stage 3: freeze the ternary base, LoRA (r %d, alpha %g) on task B (a-b=c)\n",
+           g_plan.lora_rank, (double)g_plan.lora_alpha);
+    r->acc_b_before = report_acc(d, m, TASK_SUB, "ternary base, task B");
     static const char *targets[] = { "blk.*.attn_*", "blk.*.ffn_*" };
     bg_lora_config lc = bg_lora_default();
+    lc.rank = g_plan.lora_rank;
+    lc.alpha = g_plan.lora_alpha;
     lc.targets = targets;
     lc.n_targets = 2;
-    if (!rc && bg_lora_add(m, "default", &lc) <= 0) rc = 1;
-    r.trainable_lora = bg_module_count(m, true);
-    if (!rc) bg_module_print_trainable(m, stdout);
-    stage st3 = { "lora", s3, 2e-3f, TASK_SUB, 0, BG_SCHED_COSINE };
-    if (!rc) rc = train_stage(d, m, &st3, 2);
-    if (!rc) r.acc_b_after = report_acc(d, m, TASK_SUB, "ternary base + LoRA, task B");
+    if (bg_lora_add(m, "default", &lc) <= 0) return 1;
+    r->trainable_lora = bg_module_count(m, true);
+    bg_module_print_trainable(m, stdout);
+    stage st3 = make_stage(&d->opt, 2, "lora", TASK_SUB, BG_SCHED_COSINE);
+    int rc = train_stage(d, m, &st3, 2);
+    if (!rc) r->acc_b_after = report_acc(d, m, TASK_SUB, "ternary base + LoRA, task B");
     bg_lora_set_active(m, NULL);
-    if (!rc) r.acc_a_disabled = report_acc(d, m, TASK_ADD, "adapter disabled, task A");
+    if (!rc) r->acc_a_disabled = report_acc(d, m, TASK_ADD, "adapter disabled, task A");
     bg_lora_set_active(m, "default");
-    if (!rc) rc = export_and_check(d, m, &r);
+    return rc;
+}
+
+static int run_stages(demo *d, results *r)
+{
+    bg_module *m = new_model(d);
+    if (!m) return 1;
+    r->params = bg_module_count(m, false);
+    int rc = pretrain_and_qat(d, m, r);
+    if (!rc) rc = lora_stage(d, m, r);
+    if (!rc) rc = export_and_check(d, m, r);
     if (!rc) {
-        bg_lora_merge(m, &r.flips);
+        bg_lora_merge(m, &r->flips);
         bg_lora_unmerge(m);
         write_svg(d);
-        summary(d, &r, m);
+        summary(d, r, m);
     }
     bg_module_free(&m);
     return rc;
@@ -371,7 +440,8 @@ int bg_finetune_demo(const demo_options *opt)
     }
     bg_ctx_seed(d.ctx, opt->seed);
     fprintf(d.csv, "stage,step,loss\n");
-    int rc = run_stages(&d);
+    results r = { 0 };
+    int rc = run_stages(&d, &r);
     fclose(d.csv);
     for (int i = 0; i < 3; i++) free(d.curve[i]);
     free(d.text);

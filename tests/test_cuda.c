@@ -9,8 +9,9 @@
  *      must agree to a normalised mean squared error per case;
  *   3. gradient checks on the device: central differences against CUDA backward rules;
  *   4. optimizers (SGD, Adam, AdamW, clipping, the NaN refusal) against the CPU;
- *   5. the W1 model (BitLinear 784-1024-1024-10, batch 256, AdamW) trains 20 steps on the
- *      GPU following the CPU's loss curve, with no allocation after the first step.
+ *   5. models: the bitnet transformer's loss and gradients; the W1 model (BitLinear
+ *      784-1024-1024-10, batch 256, AdamW) trains 20 steps on the GPU following the CPU's
+ *      loss curve, with no allocation after the first step.
  * Exits 77 (a Meson skip) when bg_ctx_create(BG_CUDA) reports BG_ENODEV.
  * Run: meson test -C build --suite cuda -v */
 #include "bitgrad/nn.h"
@@ -129,7 +130,8 @@ static void test_transfers(void)
         check_bitwise("gpu view -> other gpu ctx", back, want, 30);
         bg_ctx_free(&g2);
     }
-    CHECK(bg_tensor_to(g16, bg_transpose(c, 0, 1)) == BG_ESHAPE, "bg_tensor_to refuses other shapes");
+    CHECK(bg_tensor_to(g16, bg_transpose(c, 0, 1)) == BG_ESHAPE,
+          "bg_tensor_to refuses other shapes");
     bg_ctx_clear_error(g_gpu);
     bg_step_end(g_cpu);
     bg_step_end(g_gpu);
@@ -146,7 +148,8 @@ static void test_creation(void)
     bg_tensor_read(bg_randn(g_cpu, 2, S(6, 10), 0.5f, 2.0f), a);
     bg_tensor_read(bg_randn(g_gpu, 2, S(6, 10), 0.5f, 2.0f), b);
     check_bitwise("bg_randn with one seed: cpu == gpu", b, a, 60);
-    bg_tensor *pc = bg_tensor_new(g_cpu, BG_F32, 1, S(60)), *pg = bg_tensor_new(g_gpu, BG_F32, 1, S(60));
+    bg_tensor *pc = bg_tensor_new(g_cpu, BG_F32, 1, S(60)),
+              *pg = bg_tensor_new(g_gpu, BG_F32, 1, S(60));
     bg_tensor_fill_uniform(pc, -2.0f, 3.0f);
     bg_tensor_fill_uniform(pg, -2.0f, 3.0f);
     bg_tensor_read(pc, a);
@@ -214,17 +217,17 @@ typedef struct opcase {
     int n_in;
     int ndim[3];
     int64_t shape[3][4];
-    float lo, hi;      /* input values uniform in [lo, hi) */
+    float lo, hi;          /* input values uniform in [lo, hi) */
     bool trans_a, trans_b; /* transpose the last two dims of input 0 / 1 first */
     int axis;
-    bool flag;         /* keepdim, per_tensor, per_row */
+    bool flag; /* keepdim, per_tensor, per_row */
     float f0, f1;
     int64_t i0, i1;
     int perm[4];
     const int32_t *ids;
     int64_t n_ids, ids_shape[3];
     int ids_ndim;
-    double tol;        /* nmse; 0 means 1e-8 */
+    double tol; /* nmse; 0 means 1e-8 */
 } opcase;
 
 static const int32_t k_ids[6] = { 3, 0, 7, 3, 9, 3 };
@@ -414,8 +417,8 @@ static bool run_side(const opcase *c, bg_tensor *const *in, const float *r, int6
         bg_tensor *g = bg_tensor_grad(in[i]);
         res->grads[i] = g ? harness_read(g) : calloc((size_t)bg_tensor_numel(in[i]), sizeof(float));
     }
-    bool ok = CHECK(rc == BG_OK, "%s %s on %s: backward: %s", c->op, c->what, dev,
-                    bg_ctx_error(ctx));
+    bool ok =
+        CHECK(rc == BG_OK, "%s %s on %s: backward: %s", c->op, c->what, dev, bg_ctx_error(ctx));
     bg_ctx_clear_error(ctx);
     bg_step_end(ctx);
     return ok;
@@ -469,7 +472,8 @@ static void test_op_table(void)
     int n_cases = (int)(sizeof k_cases / sizeof k_cases[0]);
     for (int op = 0; op < bg_op_count(); op++) {
         bool covered = false;
-        for (int k = 0; k < n_cases; k++) covered = covered || !strcmp(k_cases[k].op, bg_op_name(op));
+        for (int k = 0; k < n_cases; k++)
+            covered = covered || !strcmp(k_cases[k].op, bg_op_name(op));
         CHECK(covered, "op '%s' has no case in test_cuda.c's table", bg_op_name(op));
     }
     for (int k = 0; k < n_cases; k++) {
@@ -547,10 +551,12 @@ static void test_dropout(void)
     bool values_ok = true;
     for (int64_t i = 0; i < n; i++) {
         if (y1[i] == 0.0f) dropped++;
-        else values_ok = values_ok && fabsf(y1[i] - v[i] / 0.75f) <= 1e-6f * fabsf(y1[i]);
+        else
+            values_ok = values_ok && fabsf(y1[i] - v[i] / 0.75f) <= 1e-6f * fabsf(y1[i]);
     }
     CHECK(values_ok, "dropout keeps x / (1 - p) where it keeps");
-    CHECK(labs((long)dropped - 1000) < 120, "dropout drops %lld of 4000 at p 0.25", (long long)dropped);
+    CHECK(labs((long)dropped - 1000) < 120, "dropout drops %lld of 4000 at p 0.25",
+          (long long)dropped);
     check_bitwise("dropout: one seed, one mask", y2, y1, n);
     bg_ctx_set_training(g_gpu, false);
     CHECK(bg_dropout(x, 0.25f) == x, "dropout is the identity when not training");
@@ -648,7 +654,7 @@ static bg_module *w1_model(bg_ctx *ctx)
 {
     bg_ctx_seed(ctx, 7);
     bg_module *mods[5] = {
-        bg_bitlinear_new(ctx, "fc1", W1_IN, W1_HID, false, NULL), bg_relu_new(ctx),
+        bg_bitlinear_new(ctx, "fc1", W1_IN, W1_HID, false, NULL),  bg_relu_new(ctx),
         bg_bitlinear_new(ctx, "fc2", W1_HID, W1_HID, false, NULL), bg_relu_new(ctx),
         bg_bitlinear_new(ctx, "fc3", W1_HID, W1_OUT, false, NULL),
     };
@@ -659,9 +665,11 @@ static bg_module *w1_model(bg_ctx *ctx)
 static void w1_data(float *x, int32_t *y)
 {
     uint64_t rs = 0x1234567u;
-    for (int64_t i = 0; i < (int64_t)W1_BATCH * W1_IN; i++) x[i] = harness_uniform(&rs, -1.0f, 1.0f);
+    for (int64_t i = 0; i < (int64_t)W1_BATCH * W1_IN; i++)
+        x[i] = harness_uniform(&rs, -1.0f, 1.0f);
     float *teacher = malloc((size_t)W1_IN * W1_OUT * sizeof *teacher);
-    for (int64_t i = 0; i < (int64_t)W1_IN * W1_OUT; i++) teacher[i] = harness_uniform(&rs, -1.0f, 1.0f);
+    for (int64_t i = 0; i < (int64_t)W1_IN * W1_OUT; i++)
+        teacher[i] = harness_uniform(&rs, -1.0f, 1.0f);
     for (int r = 0; r < W1_BATCH; r++) {
         double best = -INFINITY;
         for (int j = 0; j < W1_OUT; j++) {
@@ -685,7 +693,8 @@ static void w1_train(bg_ctx *ctx, const float *x, const int32_t *y, float *losse
         bg_tensor *loss = bg_cross_entropy(bg_module_forward(m, xb), yb, -100, 0.0f);
         losses[s] = bg_item(loss);
         if (bg_backward(loss) != BG_OK || bg_optim_step(o) != BG_OK) {
-            CHECK(false, "W1 step %d on %s: %s", s, ctx == g_gpu ? "gpu" : "cpu", bg_ctx_error(ctx));
+            CHECK(false, "W1 step %d on %s: %s", s, ctx == g_gpu ? "gpu" : "cpu",
+                  bg_ctx_error(ctx));
             break;
         }
         bg_optim_zero_grad(o);
@@ -713,7 +722,8 @@ static void test_w1(void)
         double tol = s == 0 ? 1e-5 * lc[0] : 0.02 * lc[s] + 0.01;
         bool ok = fabs((double)lg[s] - lc[s]) <= tol;
         follows = follows && ok;
-        printf("    step %2d  %.6f  %.6f%s\n", s, (double)lc[s], (double)lg[s], ok ? "" : "  <-- off");
+        printf("    step %2d  %.6f  %.6f%s\n", s, (double)lc[s], (double)lg[s],
+               ok ? "" : "  <-- off");
     }
     CHECK(follows, "W1 on the gpu follows the cpu's loss curve");
     CHECK(lg[W1_STEPS - 1] < 0.8f * lg[0], "W1 on the gpu learns: %g -> %g", (double)lg[0],
@@ -721,6 +731,59 @@ static void test_w1(void)
     CHECK(ag[1] == ag[0], "no allocation after the first gpu steps (%llu then %llu)",
           (unsigned long long)ag[0], (unsigned long long)ag[1]);
     free(x);
+}
+
+/* The bitnet transformer (W2's architecture, short context) on both devices: the loss and
+ * every parameter's gradient after one backward. */
+static void test_bitnet(void)
+{
+    enum { B = 2, T = 16 };
+    bg_bitnet_config cfg = bg_bitnet_default();
+    cfg.n_layer = 2;
+    cfg.n_head_kv = 2; /* grouped-query attention */
+    cfg.n_ctx = T;
+    int32_t in[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) {
+        in[i] = (int32_t)(harness_lcg(&g_rng) % 256);
+        tg[i] = i % 7 == 3 ? -1 : (int32_t)(harness_lcg(&g_rng) % 256);
+    }
+    bg_module *m[2];
+    float loss[2];
+    bg_ctx *ctxs[2] = { g_cpu, g_gpu };
+    for (int d = 0; d < 2; d++) {
+        bg_ctx_seed(ctxs[d], 11);
+        m[d] = bg_bitnet_new(ctxs[d], &cfg);
+        bg_tensor *x = bg_from_data(ctxs[d], BG_I32, 2, S(B, T), in);
+        bg_tensor *y = bg_from_data(ctxs[d], BG_I32, 2, S(B, T), tg);
+        bg_tensor *l = bg_cross_entropy(bg_bitnet_forward(m[d], x), y, -1, 0.0f);
+        loss[d] = bg_item(l);
+        CHECK(bg_backward(l) == BG_OK, "bitnet backward on %s: %s", d ? "gpu" : "cpu",
+              bg_ctx_error(ctxs[d]));
+        bg_step_end(ctxs[d]);
+    }
+    CHECK(fabsf(loss[1] - loss[0]) <= 1e-4f * loss[0], "bitnet loss: gpu %.7f, cpu %.7f",
+          (double)loss[1], (double)loss[0]);
+    int n = bg_module_n_params(m[0]);
+    double worst = 0.0;
+    const char *worst_name = "";
+    for (int i = 0; i < n; i++) {
+        bg_tensor *pc = bg_module_param(m[0], i), *pg = bg_module_param(m[1], i);
+        float *a = harness_read(bg_tensor_grad(pc)), *b = harness_read(bg_tensor_grad(pg));
+        double num = 0.0, den = 0.0;
+        for (int64_t j = 0; a && b && j < bg_tensor_numel(pc); j++) {
+            num += ((double)b[j] - a[j]) * ((double)b[j] - a[j]);
+            den += (double)a[j] * a[j];
+        }
+        double nmse = a && b ? num / (den > 1e-30 ? den : 1e-30) : INFINITY;
+        if (!(nmse <= worst)) worst = nmse, worst_name = bg_tensor_name(pc);
+        free(a), free(b);
+    }
+    CHECK(worst <= 1e-6, "bitnet gradients of all %d parameters: worst nmse %.3e (%s)", n, worst,
+          worst_name);
+    printf("  bitnet (2 layers, GQA, [2,16]): loss %.6f / %.6f, worst gradient nmse %.3e (%s)\n",
+           (double)loss[0], (double)loss[1], worst, worst_name);
+    bg_module_free(&m[0]);
+    bg_module_free(&m[1]);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -732,7 +795,8 @@ int main(void)
         printf("skip: %s\n", bg_device_info(BG_CUDA));
         return HARNESS_SKIP;
     }
-    if (!CHECK(rc == BG_OK, "bg_ctx_create(BG_CUDA): %s", bg_strerror(rc))) return harness_summary();
+    if (!CHECK(rc == BG_OK, "bg_ctx_create(BG_CUDA): %s", bg_strerror(rc)))
+        return harness_summary();
     printf("%s\n", bg_device_info(BG_CUDA));
     if (bg_ctx_create(&g_cpu, BG_CPU) != BG_OK) return 1;
     printf("-- memory and values\n");
@@ -747,7 +811,8 @@ int main(void)
     test_dropout();
     printf("-- optimizers\n");
     test_optim();
-    printf("-- W1\n");
+    printf("-- models\n");
+    test_bitnet();
     test_w1();
     bg_ctx_free(&g_cpu);
     bg_ctx_free(&g_gpu);

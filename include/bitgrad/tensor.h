@@ -120,7 +120,8 @@ BG_API bg_dtype bg_tensor_dtype(const bg_tensor *t);
 BG_API bg_device bg_tensor_device(const bg_tensor *t);
 BG_API bool bg_tensor_is_contiguous(const bg_tensor *t);
 BG_API bool bg_tensor_is_persistent(const bg_tensor *t);
-/* Pointer to the first element (host memory for CPU tensors). */
+/* Pointer to the first element: host memory for CPU tensors, device memory for CUDA ones
+ * (use bg_tensor_read / write / bg_tensor_to to move values). */
 BG_API void *bg_tensor_data(bg_tensor *t);
 BG_API const void *bg_tensor_data_const(const bg_tensor *t);
 BG_API const char *bg_tensor_name(const bg_tensor *t);

@@ -187,7 +187,9 @@ void bg__cuda_free_data(bg_tensor *t)
 
 bg_tensor *bg__cuda_zero(bg_tensor *t)
 {
-    if (t) bg__cu_memset(t->ctx, t->data, 0, (size_t)bg__numel(t->ndim, t->shape) * bg_dtype_size(t->dtype));
+    if (t)
+        bg__cu_memset(t->ctx, t->data, 0,
+                      (size_t)bg__numel(t->ndim, t->shape) * bg_dtype_size(t->dtype));
     return t;
 }
 
@@ -283,7 +285,8 @@ static int upload(bg_tensor *t, const void *h)
     size_t bytes = nbytes(t);
     if (bg__is_contig(t)) return bg__cu_copy(ctx, t->data, h, bytes, BG_CU_H2D);
     void *d = dev_stage(ctx, bytes);
-    if (!d || bg__cu_copy(ctx, d, h, bytes, BG_CU_H2D)) return ctx->err_code ? ctx->err_code : BG_ENOMEM;
+    if (!d || bg__cu_copy(ctx, d, h, bytes, BG_CU_H2D))
+        return ctx->err_code ? ctx->err_code : BG_ENOMEM;
     bg__cu_copy_strided(ctx, t->data, bg__cu_layout(t), d, bg__cu_layout_contig(t->ndim, t->shape),
                         (int)bg_dtype_size(t->dtype));
     return ctx->err_code;
@@ -398,7 +401,10 @@ bg_cu_layout bg__cu_layout_from(int ndim, const int64_t *shape, const int64_t *s
     return l;
 }
 
-bg_cu_layout bg__cu_layout(const bg_tensor *t) { return bg__cu_layout_from(t->ndim, t->shape, t->stride); }
+bg_cu_layout bg__cu_layout(const bg_tensor *t)
+{
+    return bg__cu_layout_from(t->ndim, t->shape, t->stride);
+}
 
 bg_cu_layout bg__cu_layout_contig(int ndim, const int64_t *shape)
 {

@@ -16,37 +16,43 @@
 
 #ifdef BG_HAVE_CUDA
 /* Returns call's value when x (a ctx or a tensor) is on the device. */
-#define BG_CUDA_DISPATCH(x, call)                                                          \
-    do {                                                                                   \
-        if ((x)->device == BG_CUDA) return (call);                                         \
+#define BG_CUDA_DISPATCH(x, call)                                                                  \
+    do {                                                                                           \
+        if ((x)->device == BG_CUDA) return (call);                                                 \
     } while (0)
 /* Runs call and returns (void functions) when x is on the device. */
-#define BG_CUDA_DISPATCH_VOID(x, call)                                                     \
-    do {                                                                                   \
-        if ((x)->device == BG_CUDA) {                                                      \
-            call;                                                                          \
-            return;                                                                        \
-        }                                                                                  \
+#define BG_CUDA_DISPATCH_VOID(x, call)                                                             \
+    do {                                                                                           \
+        if ((x)->device == BG_CUDA) {                                                              \
+            call;                                                                                  \
+            return;                                                                                \
+        }                                                                                          \
     } while (0)
 /* Runs call and goes to the next iteration of the enclosing loop when x is on the device. */
-#define BG_CUDA_DISPATCH_CONTINUE(x, call)                                                 \
-    if ((x)->device == BG_CUDA) {                                                          \
-        call;                                                                              \
-        continue;                                                                          \
+#define BG_CUDA_DISPATCH_CONTINUE(x, call)                                                         \
+    if ((x)->device == BG_CUDA) {                                                                  \
+        call;                                                                                      \
+        continue;                                                                                  \
     }
 /* Runs call when x is on the device, then carries on. */
-#define BG_CUDA_ALSO(x, call)                                                              \
-    do {                                                                                   \
-        if ((x)->device == BG_CUDA) call;                                                  \
+#define BG_CUDA_ALSO(x, call)                                                                      \
+    do {                                                                                           \
+        if ((x)->device == BG_CUDA) call;                                                          \
     } while (0)
 /* Step-tensor data: the device arena on a CUDA ctx, the host arena otherwise. */
-#define BG_STEP_DATA_ALLOC(ctx, bytes)                                                     \
+#define BG_STEP_DATA_ALLOC(ctx, bytes)                                                             \
     ((ctx)->device == BG_CUDA ? bg__cuda_arena_alloc(ctx, bytes) : bg__arena_alloc(ctx, bytes))
 #else
-#define BG_CUDA_DISPATCH(x, call) do { } while (0)
-#define BG_CUDA_DISPATCH_VOID(x, call) do { } while (0)
+#define BG_CUDA_DISPATCH(x, call)                                                                  \
+    do {                                                                                           \
+    } while (0)
+#define BG_CUDA_DISPATCH_VOID(x, call)                                                             \
+    do {                                                                                           \
+    } while (0)
 #define BG_CUDA_DISPATCH_CONTINUE(x, call)
-#define BG_CUDA_ALSO(x, call) do { } while (0)
+#define BG_CUDA_ALSO(x, call)                                                                      \
+    do {                                                                                           \
+    } while (0)
 #define BG_STEP_DATA_ALLOC(ctx, bytes) bg__arena_alloc(ctx, bytes)
 #endif
 
@@ -65,7 +71,7 @@ BG_INTERNAL void bg__cuda_stats(const bg_ctx *ctx, bg_ctx_stats *out);
 BG_INTERNAL void *bg__cuda_arena_alloc(bg_ctx *ctx, size_t size);
 BG_INTERNAL void bg__cuda_arena_reset(bg_ctx *ctx);
 BG_INTERNAL bg_tensor *bg__cuda_tensor_new(bg_ctx *ctx, bg_dtype dtype, int ndim,
-                                          const int64_t *shape);
+                                           const int64_t *shape);
 BG_INTERNAL void bg__cuda_free_data(bg_tensor *t);
 /* Zeroes / fills a contiguous step tensor; returns t (NULL stays NULL). */
 BG_INTERNAL bg_tensor *bg__cuda_zero(bg_tensor *t);

@@ -26,15 +26,15 @@ extern "C" {
 #define BG_CU_ROW_CHUNKS 64
 
 typedef struct bg_cuda_state {
-    void *stream;               /* cudaStream_t: every launch of the ctx goes here, in order */
-    void *blas;                 /* cublasHandle_t bound to stream */
-    bg_arena arena;             /* device arena: chunk bases are device pointers */
-    unsigned long long *flags;  /* device scratch for validation results (BG_CU_N_FLAGS) */
-    double *acc;                /* device accumulator (gradient norms) */
-    int *nonfinite;             /* device flag set by finite checks */
-    void *dev_stage;            /* device staging for strided reads and writes */
+    void *stream;              /* cudaStream_t: every launch of the ctx goes here, in order */
+    void *blas;                /* cublasHandle_t bound to stream */
+    bg_arena arena;            /* device arena: chunk bases are device pointers */
+    unsigned long long *flags; /* device scratch for validation results (BG_CU_N_FLAGS) */
+    double *acc;               /* device accumulator (gradient norms) */
+    int *nonfinite;            /* device flag set by finite checks */
+    void *dev_stage;           /* device staging for strided reads and writes */
     size_t dev_stage_cap;
-    void *host_stage;           /* host staging for dtype conversion */
+    void *host_stage; /* host staging for dtype conversion */
     size_t host_stage_cap;
 } bg_cuda_state;
 
@@ -126,9 +126,8 @@ BG_INTERNAL void bg__cu_unary_grad(bg_ctx *ctx, int op, float *gx, const float *
 /* x contiguous, viewed as [outer, n, inner]; y [outer, inner]. */
 BG_INTERNAL void bg__cu_reduce(bg_ctx *ctx, int op, const float *x, float *y, int64_t outer,
                                int64_t n, int64_t inner);
-BG_INTERNAL void bg__cu_reduce_grad(bg_ctx *ctx, int op, float *gx, const float *go,
-                                    const float *x, const float *y, int64_t outer, int64_t n,
-                                    int64_t inner);
+BG_INTERNAL void bg__cu_reduce_grad(bg_ctx *ctx, int op, float *gx, const float *go, const float *x,
+                                    const float *y, int64_t outer, int64_t n, int64_t inner);
 
 /* ---- quantizers (k_quant.cu), the math of src/quant/bitnet_math.h ---- */
 /* Absmean scales of a [rows, cols] matrix in bg_wq_mode `mode`; partials holds
@@ -152,12 +151,11 @@ BG_INTERNAL void bg__cu_rescale_rows(bg_ctx *ctx, float *dst, const float *src, 
 /* ---- nn ops (k_nn.cu) ---- */
 /* flags[0] = min position of an id outside [0, V) (all ones: none). */
 BG_INTERNAL void bg__cu_ids_check(bg_ctx *ctx, const int32_t *ids, int64_t n, int64_t V,
-                                  int ignore_index, bool use_ignore,
-                                  unsigned long long *flags);
+                                  int ignore_index, bool use_ignore, unsigned long long *flags);
 BG_INTERNAL void bg__cu_embedding(bg_ctx *ctx, float *y, const float *w, int64_t s0, int64_t s1,
                                   const int32_t *ids, int64_t n, int64_t D);
-BG_INTERNAL void bg__cu_embedding_grad(bg_ctx *ctx, float *gw, const float *go,
-                                       const int32_t *ids, int64_t n, int64_t D);
+BG_INTERNAL void bg__cu_embedding_grad(bg_ctx *ctx, float *gw, const float *go, const int32_t *ids,
+                                       int64_t n, int64_t D);
 BG_INTERNAL void bg__cu_softmax(bg_ctx *ctx, const float *x, float *y, int64_t rows, int64_t C,
                                 bool log_out);
 BG_INTERNAL void bg__cu_softmax_grad(bg_ctx *ctx, float *gx, const float *gy, const float *y,
@@ -173,7 +171,8 @@ BG_INTERNAL void bg__cu_mse_grad(bg_ctx *ctx, float *g, const float *go, const f
                                  const float *b, int64_t n, bool negate);
 /* mean NULL: rmsnorm. w, b may be NULL. */
 BG_INTERNAL void bg__cu_norm(bg_ctx *ctx, const float *x, const float *w, const float *b,
-                             int64_t rows, int64_t C, float eps, float *mean, float *rstd, float *y);
+                             int64_t rows, int64_t C, float eps, float *mean, float *rstd,
+                             float *y);
 BG_INTERNAL void bg__cu_norm_dx(bg_ctx *ctx, const float *x, const float *w, const float *mean,
                                 const float *rstd, const float *gy, int64_t rows, int64_t C,
                                 float *gx);
@@ -194,8 +193,8 @@ BG_INTERNAL void bg__cu_rope(bg_ctx *ctx, const float *src, float *dst, const fl
                              bool accumulate);
 /* Row r of n_rows rows of [T, T] blocks (query i = r % T): softmax over columns <= i. */
 BG_INTERNAL void bg__cu_causal_softmax(bg_ctx *ctx, float *S, int64_t n_rows, int64_t T);
-BG_INTERNAL void bg__cu_causal_softmax_grad(bg_ctx *ctx, const float *P, float *dP,
-                                            int64_t n_rows, int64_t T);
+BG_INTERNAL void bg__cu_causal_softmax_grad(bg_ctx *ctx, const float *P, float *dP, int64_t n_rows,
+                                            int64_t T);
 
 /* ---- optimizers (k_optim.cu) ---- */
 BG_INTERNAL void bg__cu_sgd(bg_ctx *ctx, float *p, const float *g, float *m, int64_t n, float lr,

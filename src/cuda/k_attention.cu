@@ -23,8 +23,8 @@ extern "C" void bg__cu_rope_table(bg_ctx *ctx, float *tab, int64_t T, int n_rot,
                                   int64_t pos0)
 {
     if (T * (n_rot / 2) <= 0) return;
-    BG_LAUNCH(bg_cu_grid(T * (n_rot / 2)), bg_cu_stream(ctx), k_rope_table)(tab, T, n_rot,
-                                                                           (double)base, pos0);
+    BG_LAUNCH(bg_cu_grid(T * (n_rot / 2)), bg_cu_stream(ctx), k_rope_table)
+    (tab, T, n_rot, (double)base, pos0);
     bg_cu_check(ctx, "rope table");
 }
 
@@ -51,14 +51,13 @@ __global__ void k_rope(const float *src, float *dst, const float *tab, int64_t r
     }
 }
 
-extern "C" void bg__cu_rope(bg_ctx *ctx, const float *src, float *dst, const float *tab,
-                            int64_t BT, int64_t T, int64_t H, int64_t D, int n_rot, float sign,
-                            bool accumulate)
+extern "C" void bg__cu_rope(bg_ctx *ctx, const float *src, float *dst, const float *tab, int64_t BT,
+                            int64_t T, int64_t H, int64_t D, int n_rot, float sign, bool accumulate)
 {
     int64_t rows = BT * H;
     if (rows * D <= 0) return;
-    BG_LAUNCH(bg_cu_grid(rows * D), bg_cu_stream(ctx), k_rope)(src, dst, tab, rows, T, H, D, n_rot,
-                                                              sign, accumulate);
+    BG_LAUNCH(bg_cu_grid(rows * D), bg_cu_stream(ctx), k_rope)
+    (src, dst, tab, rows, T, H, D, n_rot, sign, accumulate);
     bg_cu_check(ctx, "rope");
 }
 
@@ -82,7 +81,8 @@ __global__ void k_causal_softmax(float *S, int64_t n_rows, int64_t T)
         }
         s = bg_cu_block_sum(s, sh);
         float inv = (float)(1.0 / s);
-        for (int64_t j = threadIdx.x; j < T; j += BG_CU_THREADS) row[j] = j <= i ? row[j] * inv : 0.0f;
+        for (int64_t j = threadIdx.x; j < T; j += BG_CU_THREADS)
+            row[j] = j <= i ? row[j] * inv : 0.0f;
     }
 }
 

@@ -33,7 +33,7 @@ extern "C" {
 /* kernel<<<grid, block, 0, stream>>>(...) that the emulator can also express; the kernel
  * comes last so that template arguments may contain commas. */
 #ifdef BG_CUDA_EMU
-#define BG_LAUNCH(grid, stream, ...)                                                       \
+#define BG_LAUNCH(grid, stream, ...)                                                               \
     ((void)(stream), bg_emu::launch(__VA_ARGS__, dim3(grid), dim3(BG_CU_THREADS)))
 #else
 #define BG_LAUNCH(grid, stream, ...) __VA_ARGS__<<<(grid), BG_CU_THREADS, 0, (stream)>>>
@@ -66,16 +66,27 @@ static inline unsigned bg_cu_rows_grid(int64_t rows)
 static inline void bg_cu_check(bg_ctx *ctx, const char *what)
 {
     cudaError_t e = cudaGetLastError();
-    if (e != cudaSuccess)
-        bg__error(ctx, BG_ENODEV, "cuda: %s: %s", what, cudaGetErrorString(e));
+    if (e != cudaSuccess) bg__error(ctx, BG_ENODEV, "cuda: %s: %s", what, cudaGetErrorString(e));
 }
 
-#define BG_CU_FOR(i, n)                                                                    \
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);              \
+#define BG_CU_FOR(i, n)                                                                            \
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < (n);                      \
          i += (int64_t)blockDim.x * gridDim.x)
 
 /* Block-per-row loop: the block handles rows blockIdx.x, blockIdx.x + gridDim.x, ... */
 #define BG_CU_FOR_ROWS(r, rows) for (int64_t r = blockIdx.x; r < (rows); r += gridDim.x)
+
+/* True when element i of l sits at offset i (host side: picks the kernels' fast paths,
+ * which skip the 64-bit divisions of bg_cu_offset). */
+static inline bool bg_cu_is_contig(const bg_cu_layout &l)
+{
+    int64_t s = 1;
+    for (int d = 3; d >= 0; d--) {
+        if (l.shape[d] != 1 && l.stride[d] != s) return false;
+        s *= l.shape[d];
+    }
+    return true;
+}
 
 /* Offset of logical (row-major) element i of a padded layout. */
 __device__ static inline int64_t bg_cu_offset(const bg_cu_layout &l, int64_t i)

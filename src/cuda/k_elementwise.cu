@@ -15,13 +15,15 @@ __device__ static inline float binary_fwd(int op, float a, float b)
     }
 }
 
+/* plain: a and b are contiguous in the output's shape (no broadcast): offsets are i. */
 __global__ void k_binary(int op, float *out, const float *a, const float *b, bg_cu_bcast bc,
-                         int64_t n)
+                         bool plain, int64_t n)
 {
     BG_CU_FOR(i, n)
     {
         int64_t rem = i, ia = 0, ib = 0;
-        for (int d = 3; d >= 0; d--) {
+        if (plain) ia = ib = i;
+        for (int d = 3; !plain && d >= 0; d--) {
             int64_t idx = rem % bc.shape[d];
             rem /= bc.shape[d];
             ia += idx * bc.sa[d];
@@ -31,12 +33,24 @@ __global__ void k_binary(int op, float *out, const float *a, const float *b, bg_
     }
 }
 
+/* Both operands contiguous in the output's own shape (the common case: no broadcast). */
+static bool bcast_plain(const bg_cu_bcast &bc)
+{
+    bg_cu_layout la, lb;
+    for (int d = 0; d < 4; d++) {
+        la.shape[d] = lb.shape[d] = bc.shape[d];
+        la.stride[d] = bc.sa[d];
+        lb.stride[d] = bc.sb[d];
+    }
+    return bg_cu_is_contig(la) && bg_cu_is_contig(lb);
+}
+
 extern "C" void bg__cu_binary(bg_ctx *ctx, int op, float *out, const float *a, const float *b,
                               bg_cu_bcast bc)
 {
     int64_t n = bc.shape[0] * bc.shape[1] * bc.shape[2] * bc.shape[3];
     if (n <= 0) return;
-    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_binary)(op, out, a, b, bc, n);
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_binary)(op, out, a, b, bc, bcast_plain(bc), n);
     bg_cu_check(ctx, bg_op_name(op));
 }
 
@@ -62,13 +76,18 @@ __device__ static inline float binary_term(int op, int side, float go, float a, 
 /* One thread per element j of the side's gradient: it sums, in output order, the terms of
  * every output element that read it (the broadcast dims), so no two threads share a write. */
 __global__ void k_binary_grad(int op, int side, float *g, bg_cu_layout tl, const float *go,
-                              const float *a, const float *b, bg_cu_bcast bc, int64_t nt)
+                              const float *a, const float *b, bg_cu_bcast bc, bool plain,
+                              int64_t nt)
 {
     int64_t R = 1;
     for (int d = 0; d < 4; d++)
         if (tl.shape[d] == 1) R *= bc.shape[d];
     BG_CU_FOR(j, nt)
     {
+        if (plain) { /* same shapes, contiguous: one term, at j everywhere */
+            g[j] += binary_term(op, side, go[j], a[j], b[j]);
+            continue;
+        }
         int64_t tidx[4], rem = j;
         for (int d = 3; d >= 0; d--) {
             tidx[d] = rem % tl.shape[d];
@@ -102,7 +121,8 @@ extern "C" void bg__cu_binary_grad(bg_ctx *ctx, int op, int side, float *g, bg_c
 {
     int64_t nt = bg__cu_numel(&tl);
     if (nt <= 0) return;
-    BG_LAUNCH(bg_cu_grid(nt), bg_cu_stream(ctx), k_binary_grad)(op, side, g, tl, go, a, b, bc, nt);
+    BG_LAUNCH(bg_cu_grid(nt), bg_cu_stream(ctx), k_binary_grad)
+    (op, side, g, tl, go, a, b, bc, bcast_plain(bc), nt);
     bg_cu_check(ctx, "binary backward");
 }
 
@@ -159,10 +179,10 @@ __device__ static inline float unary_deriv(int op, float x, float y, float p0, f
     return 0.0f;
 }
 
-__global__ void k_unary(int op, float *y, const float *x, bg_cu_layout lx, int64_t n, float p0,
-                        float p1)
+__global__ void k_unary(int op, float *y, const float *x, bg_cu_layout lx, bool xc, int64_t n,
+                        float p0, float p1)
 {
-    BG_CU_FOR(i, n) y[i] = unary_fwd(op, x[bg_cu_offset(lx, i)], p0, p1);
+    BG_CU_FOR(i, n) y[i] = unary_fwd(op, x[xc ? i : bg_cu_offset(lx, i)], p0, p1);
 }
 
 extern "C" void bg__cu_unary(bg_ctx *ctx, int op, float *y, const float *x, bg_cu_layout lx,
@@ -170,14 +190,15 @@ extern "C" void bg__cu_unary(bg_ctx *ctx, int op, float *y, const float *x, bg_c
 {
     int64_t n = bg__cu_numel(&lx);
     if (n <= 0) return;
-    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_unary)(op, y, x, lx, n, p0, p1);
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_unary)
+    (op, y, x, lx, bg_cu_is_contig(lx), n, p0, p1);
     bg_cu_check(ctx, bg_op_name(op));
 }
 
 __global__ void k_unary_grad(int op, float *gx, const float *go, const float *x, bg_cu_layout lx,
-                             const float *y, int64_t n, float p0, float p1)
+                             bool xc, const float *y, int64_t n, float p0, float p1)
 {
-    BG_CU_FOR(i, n) gx[i] += go[i] * unary_deriv(op, x[bg_cu_offset(lx, i)], y[i], p0, p1);
+    BG_CU_FOR(i, n) gx[i] += go[i] * unary_deriv(op, x[xc ? i : bg_cu_offset(lx, i)], y[i], p0, p1);
 }
 
 extern "C" void bg__cu_unary_grad(bg_ctx *ctx, int op, float *gx, const float *go, const float *x,
@@ -185,7 +206,8 @@ extern "C" void bg__cu_unary_grad(bg_ctx *ctx, int op, float *gx, const float *g
 {
     int64_t n = bg__cu_numel(&lx);
     if (n <= 0) return;
-    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_unary_grad)(op, gx, go, x, lx, y, n, p0, p1);
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_unary_grad)
+    (op, gx, go, x, lx, bg_cu_is_contig(lx), y, n, p0, p1);
     bg_cu_check(ctx, "unary backward");
 }
 
@@ -238,8 +260,7 @@ extern "C" void bg__cu_reduce(bg_ctx *ctx, int op, const float *x, float *y, int
 {
     if (outer * inner <= 0) return;
     cudaStream_t st = bg_cu_stream(ctx);
-    if (inner == 1)
-        BG_LAUNCH(bg_cu_rows_grid(outer), st, k_reduce_rows)(op, x, y, outer, n);
+    if (inner == 1) BG_LAUNCH(bg_cu_rows_grid(outer), st, k_reduce_rows)(op, x, y, outer, n);
     else
         BG_LAUNCH(bg_cu_grid(outer * inner), st, k_reduce_cols)(op, x, y, outer, n, inner);
     bg_cu_check(ctx, bg_op_name(op));
@@ -266,9 +287,8 @@ __global__ void k_reduce_max_grad(float *gx, const float *go, const float *x, co
     }
 }
 
-extern "C" void bg__cu_reduce_grad(bg_ctx *ctx, int op, float *gx, const float *go,
-                                   const float *x, const float *y, int64_t outer, int64_t n,
-                                   int64_t inner)
+extern "C" void bg__cu_reduce_grad(bg_ctx *ctx, int op, float *gx, const float *go, const float *x,
+                                   const float *y, int64_t outer, int64_t n, int64_t inner)
 {
     cudaStream_t st = bg_cu_stream(ctx);
     int64_t total = outer * n * inner;

@@ -20,7 +20,8 @@ __global__ void k_ids_check(const int32_t *ids, int64_t n, int64_t V, int ignore
         int32_t v = ids[i];
         if (use_ignore && v == ignore) continue;
         if (v < 0 || v >= V) atomicMin(&flags[0], (unsigned long long)i);
-        else counted++;
+        else
+            counted++;
     }
     if (counted) atomicAdd(&flags[1], counted);
 }
@@ -29,8 +30,8 @@ extern "C" void bg__cu_ids_check(bg_ctx *ctx, const int32_t *ids, int64_t n, int
                                  int ignore_index, bool use_ignore, unsigned long long *flags)
 {
     if (n <= 0) return;
-    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_ids_check)(ids, n, V, ignore_index, use_ignore,
-                                                            flags);
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_ids_check)
+    (ids, n, V, ignore_index, use_ignore, flags);
     bg_cu_check(ctx, "id check");
 }
 
@@ -124,8 +125,8 @@ extern "C" void bg__cu_softmax_grad(bg_ctx *ctx, float *gx, const float *gy, con
                                     int64_t rows, int64_t C, bool log_out)
 {
     if (rows <= 0 || C <= 0) return;
-    BG_LAUNCH(bg_cu_rows_grid(rows), bg_cu_stream(ctx), k_softmax_grad)(gx, gy, y, rows, C,
-                                                                       log_out);
+    BG_LAUNCH(bg_cu_rows_grid(rows), bg_cu_stream(ctx), k_softmax_grad)
+    (gx, gy, y, rows, C, log_out);
     bg_cu_check(ctx, "softmax backward");
 }
 
@@ -202,8 +203,8 @@ extern "C" void bg__cu_ce_backward(bg_ctx *ctx, float *gx, const float *go, cons
                                    int ignore, float eps, int64_t count)
 {
     if (rows * V <= 0 || count == 0) return;
-    BG_LAUNCH(bg_cu_grid(rows * V), bg_cu_stream(ctx), k_ce_grad)(gx, go, x, t, lse, rows, V,
-                                                                 ignore, eps, count);
+    BG_LAUNCH(bg_cu_grid(rows * V), bg_cu_stream(ctx), k_ce_grad)
+    (gx, go, x, t, lse, rows, V, ignore, eps, count);
     bg_cu_check(ctx, "cross_entropy backward");
 }
 
@@ -279,8 +280,8 @@ extern "C" void bg__cu_norm(bg_ctx *ctx, const float *x, const float *w, const f
                             int64_t rows, int64_t C, float eps, float *mean, float *rstd, float *y)
 {
     if (rows <= 0) return;
-    BG_LAUNCH(bg_cu_rows_grid(rows), bg_cu_stream(ctx), k_norm)(x, w, b, rows, C, eps, mean, rstd,
-                                                               y);
+    BG_LAUNCH(bg_cu_rows_grid(rows), bg_cu_stream(ctx), k_norm)
+    (x, w, b, rows, C, eps, mean, rstd, y);
     bg_cu_check(ctx, mean ? "layernorm" : "rmsnorm");
 }
 
@@ -314,8 +315,8 @@ extern "C" void bg__cu_norm_dx(bg_ctx *ctx, const float *x, const float *w, cons
                                float *gx)
 {
     if (rows <= 0 || C <= 0) return;
-    BG_LAUNCH(bg_cu_rows_grid(rows), bg_cu_stream(ctx), k_norm_dx)(x, w, mean, rstd, gy, rows, C,
-                                                                  gx);
+    BG_LAUNCH(bg_cu_rows_grid(rows), bg_cu_stream(ctx), k_norm_dx)
+    (x, w, mean, rstd, gy, rows, C, gx);
     bg_cu_check(ctx, "norm backward");
 }
 
@@ -367,9 +368,8 @@ extern "C" void bg__cu_norm_dparams(bg_ctx *ctx, const float *x, const float *me
     int64_t tiles = (C + BG_CU_THREADS - 1) / BG_CU_THREADS;
     double *pw = partials, *pb = partials + n_chunks * C;
     cudaStream_t st = bg_cu_stream(ctx);
-    BG_LAUNCH(bg_cu_rows_grid(tiles * n_chunks), st, k_norm_dparams_partial)(x, mean, rstd, gy,
-                                                                            rows, C, n_chunks, per,
-                                                                            pw, pb);
+    BG_LAUNCH(bg_cu_rows_grid(tiles * n_chunks), st, k_norm_dparams_partial)
+    (x, mean, rstd, gy, rows, C, n_chunks, per, pw, pb);
     BG_LAUNCH(bg_cu_grid(C), st, k_norm_dparams_finish)(pw, pb, n_chunks, C, gw, gb);
     bg_cu_check(ctx, "norm parameter gradients");
 }

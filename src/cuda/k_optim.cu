@@ -21,8 +21,8 @@ extern "C" void bg__cu_sgd(bg_ctx *ctx, float *p, const float *g, float *m, int6
                            float wd, float momentum, float dampening, bool nesterov, bool first)
 {
     if (n <= 0) return;
-    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_sgd)(p, g, m, n, lr, wd, momentum, dampening,
-                                                      nesterov, first);
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_sgd)
+    (p, g, m, n, lr, wd, momentum, dampening, nesterov, first);
     bg_cu_check(ctx, "sgd");
 }
 
@@ -34,7 +34,8 @@ __global__ void k_adam(float *p, const float *g, float *m, float *v, int64_t n, 
     {
         float gi = g[i], pi = p[i];
         if (decoupled) pi *= decay;
-        else if (wd != 0.0f) gi += wd * pi;
+        else if (wd != 0.0f)
+            gi += wd * pi;
         float mi = m[i] + (gi - m[i]) * (1.0f - beta1);
         float vi = v[i] * beta2 + (1.0f - beta2) * gi * gi;
         float denom = sqrtf(vi) / bc2_sqrt + eps;
@@ -49,7 +50,7 @@ extern "C" void bg__cu_adam(bg_ctx *ctx, float *p, const float *g, float *m, flo
                             float decay, bool decoupled, float wd)
 {
     if (n <= 0) return;
-    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_adam)(p, g, m, v, n, beta1, beta2, eps,
-                                                       step_size, bc2_sqrt, decay, decoupled, wd);
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_adam)
+    (p, g, m, v, n, beta1, beta2, eps, step_size, bc2_sqrt, decay, decoupled, wd);
     bg_cu_check(ctx, "adam");
 }

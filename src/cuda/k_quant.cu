@@ -58,10 +58,8 @@ extern "C" void bg__cu_absmean(bg_ctx *ctx, const float *w, int64_t rows, int64_
     } else {
         int64_t gl = mode == 2 ? group : cols;
         int64_t per_row = cols > 0 ? (cols + gl - 1) / gl : 0;
-        if (rows * per_row > 0)
-            BG_LAUNCH(bg_cu_rows_grid(rows * per_row), st, k_absmean_groups)(w, rows * per_row,
-                                                                             per_row, cols, gl,
-                                                                             scales);
+        if (rows * per_row > 0) BG_LAUNCH(bg_cu_rows_grid(rows * per_row), st, k_absmean_groups)
+        (w, rows * per_row, per_row, cols, gl, scales);
     }
     bg_cu_check(ctx, "absmean scale");
 }
@@ -88,8 +86,8 @@ extern "C" void bg__cu_ternary(bg_ctx *ctx, const float *w, const float *scales,
     int64_t n = rows * cols;
     if (n <= 0) return;
     int64_t gl = mode == 2 ? group : cols, per_row = (cols + gl - 1) / gl;
-    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_ternary)(w, scales, n, cols, mode, gl, per_row,
-                                                          lambda, codes, y);
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_ternary)
+    (w, scales, n, cols, mode, gl, per_row, lambda, codes, y);
     bg_cu_check(ctx, "ternary quantization");
 }
 
@@ -119,8 +117,8 @@ extern "C" void bg__cu_act_quant(bg_ctx *ctx, const float *x, int64_t rows, int6
                                  float lambda, bool levels, float *out, float *s_x)
 {
     if (rows <= 0 || cols <= 0) return;
-    BG_LAUNCH(bg_cu_rows_grid(rows), bg_cu_stream(ctx), k_act_quant)(x, rows, cols, bits, lambda,
-                                                                    levels, out, s_x);
+    BG_LAUNCH(bg_cu_rows_grid(rows), bg_cu_stream(ctx), k_act_quant)
+    (x, rows, cols, bits, lambda, levels, out, s_x);
     bg_cu_check(ctx, "activation quantization");
 }
 
@@ -140,8 +138,8 @@ extern "C" void bg__cu_bitlinear_scale(bg_ctx *ctx, float *y, int64_t rows, int6
                                        const float *s_w, bool per_row, const float *s_x)
 {
     if (rows * out <= 0) return;
-    BG_LAUNCH(bg_cu_grid(rows * out), bg_cu_stream(ctx), k_bitlinear_scale)(y, rows, out, s_w,
-                                                                           per_row, s_x);
+    BG_LAUNCH(bg_cu_grid(rows * out), bg_cu_stream(ctx), k_bitlinear_scale)
+    (y, rows, out, s_w, per_row, s_x);
     bg_cu_check(ctx, "bitlinear scale");
 }
 
@@ -159,7 +157,7 @@ extern "C" void bg__cu_rescale_rows(bg_ctx *ctx, float *dst, const float *src, c
                                     int64_t rows, int64_t cols, bool divide, bool per_row)
 {
     if (rows * cols <= 0) return;
-    BG_LAUNCH(bg_cu_grid(rows * cols), bg_cu_stream(ctx), k_rescale_rows)(dst, src, sc, rows, cols,
-                                                                         divide, per_row);
+    BG_LAUNCH(bg_cu_grid(rows * cols), bg_cu_stream(ctx), k_rescale_rows)
+    (dst, src, sc, rows, cols, divide, per_row);
     bg_cu_check(ctx, "rescale");
 }

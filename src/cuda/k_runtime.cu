@@ -24,8 +24,8 @@ extern "C" int bg__cu_probe(char *msg, size_t n)
     }
     cudaRuntimeGetVersion(&rt);
     cudaDriverGetVersion(&drv);
-    snprintf(msg, n, "cuda: %s (sm_%d%d, %.1f GiB, %d SMs), runtime %d.%d, driver %d.%d",
-             prop.name, prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30),
+    snprintf(msg, n, "cuda: %s (sm_%d%d, %.1f GiB, %d SMs), runtime %d.%d, driver %d.%d", prop.name,
+             prop.major, prop.minor, (double)prop.totalGlobalMem / (1 << 30),
              prop.multiProcessorCount, rt / 1000, rt % 1000 / 10, drv / 1000, drv % 1000 / 10);
     return count;
 }
@@ -108,10 +108,7 @@ extern "C" void bg__cu_memset(bg_ctx *ctx, void *dst, int byte, size_t n)
 
 /* ---- generic kernels ------------------------------------------------------------------------ */
 
-__global__ void k_fill(float *dst, int64_t n, float v)
-{
-    BG_CU_FOR(i, n) dst[i] = v;
-}
+__global__ void k_fill(float *dst, int64_t n, float v) { BG_CU_FOR(i, n) dst[i] = v; }
 
 extern "C" void bg__cu_fill(bg_ctx *ctx, float *dst, int64_t n, float v)
 {
@@ -120,10 +117,21 @@ extern "C" void bg__cu_fill(bg_ctx *ctx, float *dst, int64_t n, float v)
     bg_cu_check(ctx, "fill");
 }
 
+/* dc / sc: that side is contiguous, so its offset is i (no 64-bit divisions). */
 template <typename T>
-__global__ void k_copy_strided(T *dst, bg_cu_layout dl, const T *src, bg_cu_layout sl, int64_t n)
+__global__ void k_copy_strided(T *dst, bg_cu_layout dl, bool dc, const T *src, bg_cu_layout sl,
+                               bool sc, int64_t n)
 {
-    BG_CU_FOR(i, n) dst[bg_cu_offset(dl, i)] = src[bg_cu_offset(sl, i)];
+    BG_CU_FOR(i, n) dst[dc ? i : bg_cu_offset(dl, i)] = src[sc ? i : bg_cu_offset(sl, i)];
+}
+
+template <typename T>
+static void launch_copy(bg_ctx *ctx, void *dst, bg_cu_layout dl, const void *src, bg_cu_layout sl,
+                        int64_t n)
+{
+    bool dc = bg_cu_is_contig(dl), sc = bg_cu_is_contig(sl);
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_copy_strided<T>)
+    ((T *)dst, dl, dc, (const T *)src, sl, sc, n);
 }
 
 extern "C" void bg__cu_copy_strided(bg_ctx *ctx, void *dst, bg_cu_layout dl, const void *src,
@@ -131,21 +139,18 @@ extern "C" void bg__cu_copy_strided(bg_ctx *ctx, void *dst, bg_cu_layout dl, con
 {
     int64_t n = bg__cu_numel(&dl);
     if (n <= 0) return;
-    unsigned g = bg_cu_grid(n);
-    cudaStream_t st = bg_cu_stream(ctx);
-    if (elem_size == 4)
-        BG_LAUNCH(g, st, k_copy_strided<uint32_t>)((uint32_t *)dst, dl, (const uint32_t *)src, sl, n);
+    if (elem_size == 4) launch_copy<uint32_t>(ctx, dst, dl, src, sl, n);
     else if (elem_size == 2)
-        BG_LAUNCH(g, st, k_copy_strided<uint16_t>)((uint16_t *)dst, dl, (const uint16_t *)src, sl, n);
+        launch_copy<uint16_t>(ctx, dst, dl, src, sl, n);
     else
-        BG_LAUNCH(g, st, k_copy_strided<uint8_t>)((uint8_t *)dst, dl, (const uint8_t *)src, sl, n);
+        launch_copy<uint8_t>(ctx, dst, dl, src, sl, n);
     bg_cu_check(ctx, "strided copy");
 }
 
-__global__ void k_add_strided(float *dst, bg_cu_layout dl, const float *src, bg_cu_layout sl,
-                              int64_t n, float alpha)
+__global__ void k_add_strided(float *dst, bg_cu_layout dl, bool dc, const float *src,
+                              bg_cu_layout sl, bool sc, int64_t n, float alpha)
 {
-    BG_CU_FOR(i, n) dst[bg_cu_offset(dl, i)] += alpha * src[bg_cu_offset(sl, i)];
+    BG_CU_FOR(i, n) dst[dc ? i : bg_cu_offset(dl, i)] += alpha * src[sc ? i : bg_cu_offset(sl, i)];
 }
 
 extern "C" void bg__cu_add_strided(bg_ctx *ctx, float *dst, bg_cu_layout dl, const float *src,
@@ -153,7 +158,8 @@ extern "C" void bg__cu_add_strided(bg_ctx *ctx, float *dst, bg_cu_layout dl, con
 {
     int64_t n = bg__cu_numel(&dl);
     if (n <= 0) return;
-    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_add_strided)(dst, dl, src, sl, n, alpha);
+    BG_LAUNCH(bg_cu_grid(n), bg_cu_stream(ctx), k_add_strided)
+    (dst, dl, bg_cu_is_contig(dl), src, sl, bg_cu_is_contig(sl), n, alpha);
     bg_cu_check(ctx, "strided add");
 }
 
@@ -180,10 +186,7 @@ extern "C" void bg__cu_axpy(bg_ctx *ctx, float *dst, const float *src, int64_t n
     bg_cu_check(ctx, "axpy");
 }
 
-__global__ void k_scale(float *x, int64_t n, float s)
-{
-    BG_CU_FOR(i, n) x[i] *= s;
-}
+__global__ void k_scale(float *x, int64_t n, float s) { BG_CU_FOR(i, n) x[i] *= s; }
 
 extern "C" void bg__cu_scale(bg_ctx *ctx, float *x, int64_t n, float s)
 {

@@ -109,12 +109,14 @@ static bool attn_check(bg_ctx *ctx, const bg_tensor *q, const bg_tensor *k, cons
         why = "dimensions too large for BLAS int";
     if (why) {
         char s1[64], s2[64], s3[64];
-        bg__error(ctx, BG_ESHAPE, "attention: q %s, k %s, v %s: %s", bg__shape_str(q, s1, sizeof s1),
-                  bg__shape_str(k, s2, sizeof s2), bg__shape_str(v, s3, sizeof s3), why);
+        bg__error(ctx, BG_ESHAPE, "attention: q %s, k %s, v %s: %s",
+                  bg__shape_str(q, s1, sizeof s1), bg__shape_str(k, s2, sizeof s2),
+                  bg__shape_str(v, s3, sizeof s3), why);
         return false;
     }
-    *d = (attn_dims){ .B = q->shape[0], .T = q->shape[1], .H = q->shape[2], .Hkv = k->shape[2],
-                      .D = q->shape[3] };
+    *d = (attn_dims){
+        .B = q->shape[0], .T = q->shape[1], .H = q->shape[2], .Hkv = k->shape[2], .D = q->shape[3]
+    };
     return true;
 }
 
@@ -133,7 +135,8 @@ typedef struct attn_op {
 static attn_op head_op(const attn_dims *d, const float *base, bool kv, int64_t h)
 {
     int64_t heads = kv ? d->Hkv : d->H;
-    return (attn_op){ .p = base + (kv ? kv_off(d, h) : q_off(d, h)), .ld = heads * d->D,
+    return (attn_op){ .p = base + (kv ? kv_off(d, h) : q_off(d, h)),
+                      .ld = heads * d->D,
                       .batch_stride = d->T * heads * d->D };
 }
 
@@ -192,12 +195,14 @@ void bg__cudab_attention(bg_node *node)
     float *gq = NULL, *gk = NULL, *gv = NULL;
     bg_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2];
     if (!go || (bg__needs_grad(q) && !(gq = bg__grad_of(q))) ||
-        (bg__needs_grad(k) && !(gk = bg__grad_of(k))) || (bg__needs_grad(v) && !(gv = bg__grad_of(v))))
+        (bg__needs_grad(k) && !(gk = bg__grad_of(k))) ||
+        (bg__needs_grad(v) && !(gv = bg__grad_of(v))))
         return;
     int64_t T = d->T, D = d->D;
     float scale = (float)(1.0 / sqrt((double)D));
     bool need_ds = gq || gk;
-    float *dS = need_ds ? bg__cuda_arena_alloc(ctx, (size_t)(d->B * d->H * T * T) * sizeof *dS) : NULL;
+    float *dS =
+        need_ds ? bg__cuda_arena_alloc(ctx, (size_t)(d->B * d->H * T * T) * sizeof *dS) : NULL;
     if (need_ds && !dS) return;
     for (int64_t h = 0; h < d->H; h++) {
         attn_op dO = head_op(d, go, false, h);

@@ -26,10 +26,11 @@ static int bcast_make(bg_cu_bcast *bc, int *ndim, const bg_tensor *a, const bg_t
         int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
         if (da != db && da != 1 && db != 1) {
             char s1[64], s2[64];
-            return bg__error(a->ctx, BG_ESHAPE, "%s: %s and %s cannot broadcast (dim %d: %lld "
-                             "vs %lld)", op, bg__shape_str(a, s1, sizeof s1),
-                             bg__shape_str(b, s2, sizeof s2), i - (4 - *ndim), (long long)da,
-                             (long long)db);
+            return bg__error(a->ctx, BG_ESHAPE,
+                             "%s: %s and %s cannot broadcast (dim %d: %lld "
+                             "vs %lld)",
+                             op, bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2),
+                             i - (4 - *ndim), (long long)da, (long long)db);
         }
         bc->shape[i] = da == 0 || db == 0 ? 0 : (da > db ? da : db);
         bc->sa[i] = (ia < 0 || da == 1 || bc->shape[i] == 1) ? 0 : a->stride[ia];
@@ -136,7 +137,9 @@ typedef struct red_geom {
 static int red_geom_init(red_geom *g, const bg_tensor *a, int axis, bool keepdim, const char *op)
 {
     if (axis == BG_AXIS_ALL) {
-        *g = (red_geom){ .outer = 1, .n = bg__numel(a->ndim, a->shape), .inner = 1,
+        *g = (red_geom){ .outer = 1,
+                         .n = bg__numel(a->ndim, a->shape),
+                         .inner = 1,
                          .out_ndim = keepdim ? a->ndim : 0 };
         for (int i = 0; i < g->out_ndim; i++) g->out_shape[i] = 1;
         return BG_OK;
@@ -153,7 +156,8 @@ static int red_geom_init(red_geom *g, const bg_tensor *a, int axis, bool keepdim
     g->out_ndim = 0;
     for (int i = 0; i < a->ndim; i++) {
         if (i != ax) g->out_shape[g->out_ndim++] = a->shape[i];
-        else if (keepdim) g->out_shape[g->out_ndim++] = 1;
+        else if (keepdim)
+            g->out_shape[g->out_ndim++] = 1;
     }
     return BG_OK;
 }
@@ -165,7 +169,7 @@ bg_tensor *bg__cuda_reduce(bg_ctx *ctx, int op, bg_tensor *a, int axis, bool kee
         bg__error(ctx, BG_EINVAL, "%s: input must be f32", name);
         return NULL;
     }
-    red_geom g;
+    red_geom g = { 0 };
     if (red_geom_init(&g, a, axis, keepdim, name)) return NULL;
     if (g.n == 0 && op == BG_OP_MAX) {
         bg__error(ctx, BG_ESHAPE, "max: reduction over an empty axis");
@@ -189,8 +193,8 @@ static void reduce_backward(bg_node *node)
 {
     bg_tensor *a = node->in[0];
     if (!bg__needs_grad(a)) return;
-    red_geom g;
-    red_geom_init(&g, a, (int)node->i[0], node->i[1] != 0, "backward");
+    red_geom g = { 0 };
+    if (red_geom_init(&g, a, (int)node->i[0], node->i[1] != 0, "backward")) return;
     float *ga = bg__grad_of(a);
     const float *go = bg__grad_of(node->out);
     if (!ga || !go) return;

@@ -76,8 +76,10 @@ static int mm_geom_init(mm_geom *g, const bg_tensor *a, const bg_tensor *b)
                          bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2));
     int64_t k1 = a->shape[a->ndim - 1], k2 = b->shape[b->ndim - 2];
     if (k1 != k2)
-        return bg__error(a->ctx, BG_ESHAPE, "matmul: %s x %s: inner dimensions differ (%lld vs "
-                         "%lld)", bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2),
+        return bg__error(a->ctx, BG_ESHAPE,
+                         "matmul: %s x %s: inner dimensions differ (%lld vs "
+                         "%lld)",
+                         bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2),
                          (long long)k1, (long long)k2);
     const bg_tensor *big = a->ndim >= b->ndim ? a : b;
     if (a->ndim > 2 && b->ndim > 2) {
@@ -328,9 +330,10 @@ bg_tensor *bg__cuda_bitlinear(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, int act_b
     char s1[64], s2[64];
     if (x->dtype != BG_F32 || w->dtype != BG_F32 || w->ndim != 2 || x->ndim < 1 ||
         x->shape[x->ndim - 1] != w->shape[1] || act_bits < 2 || act_bits > 8) {
-        bg__error(ctx, BG_ESHAPE, "bitlinear: x %s, w %s, %d bits: need f32 x [.., in], "
-                  "w [out, in], 2..8 bits", bg__shape_str(x, s1, sizeof s1),
-                  bg__shape_str(w, s2, sizeof s2), act_bits);
+        bg__error(ctx, BG_ESHAPE,
+                  "bitlinear: x %s, w %s, %d bits: need f32 x [.., in], "
+                  "w [out, in], 2..8 bits",
+                  bg__shape_str(x, s1, sizeof s1), bg__shape_str(w, s2, sizeof s2), act_bits);
         return NULL;
     }
     int64_t shape[BG_MAX_DIMS];
@@ -341,16 +344,18 @@ bg_tensor *bg__cuda_bitlinear(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, int act_b
     double *partials = bg__cuda_arena_alloc(ctx, BG_CU_MAX_PARTIALS * sizeof(double));
     const float *xd = bg__cuda_contig(x), *wd = bg__cuda_contig(w);
     if (!y || !sv || !partials || !xd || !wd) return NULL;
-    *sv = (bitlinear_saved){ .rows = bg__numel(x->ndim - 1, x->shape), .in = w->shape[1],
-                             .out = w->shape[0], .per_row = per_row };
+    *sv = (bitlinear_saved){ .rows = bg__numel(x->ndim - 1, x->shape),
+                             .in = w->shape[1],
+                             .out = w->shape[0],
+                             .per_row = per_row };
     if (!bitlinear_alloc(ctx, sv)) return NULL;
     bg__cu_act_quant(ctx, xd, sv->rows, sv->in, act_bits, 1.0f, true, sv->levels, sv->s_x);
-    bg__cu_absmean(ctx, wd, sv->out, sv->in, per_row ? BG_WQ_PER_ROW : BG_WQ_PER_TENSOR, 0,
-                   sv->s_w, partials);
-    bg__cu_ternary(ctx, wd, sv->s_w, sv->out, sv->in, per_row ? BG_WQ_PER_ROW : BG_WQ_PER_TENSOR,
-                   0, 1.0f, sv->codes, NULL);
-    bg__cu_gemm(ctx, false, true, sv->rows, sv->out, sv->in, 1.0f, sv->levels, sv->in, 0,
-                sv->codes, sv->in, 0, 0.0f, y->data, sv->out, 0, 1);
+    bg__cu_absmean(ctx, wd, sv->out, sv->in, per_row ? BG_WQ_PER_ROW : BG_WQ_PER_TENSOR, 0, sv->s_w,
+                   partials);
+    bg__cu_ternary(ctx, wd, sv->s_w, sv->out, sv->in, per_row ? BG_WQ_PER_ROW : BG_WQ_PER_TENSOR, 0,
+                   1.0f, sv->codes, NULL);
+    bg__cu_gemm(ctx, false, true, sv->rows, sv->out, sv->in, 1.0f, sv->levels, sv->in, 0, sv->codes,
+                sv->in, 0, 0.0f, y->data, sv->out, 0, 1);
     bg__cu_bitlinear_scale(ctx, y->data, sv->rows, sv->out, sv->s_w, per_row, sv->s_x);
     if (!bg__cuda_ok(ctx)) return NULL;
     bg_node *node = bg__record(BG_OP_BITLINEAR, y, 2, (bg_tensor *[]){ x, w });
@@ -368,14 +373,16 @@ void bg__cudab_bitlinear(bg_node *node)
     int64_t rows = sv->rows, in = sv->in, out = sv->out;
     if (!dy || rows == 0 || out == 0 || in == 0) return;
     if (bg__needs_grad(x)) {
-        float *dx = bg__grad_of(x), *wq = bg__cuda_arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
+        float *dx = bg__grad_of(x),
+              *wq = bg__cuda_arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
         if (!dx || !wq) return;
         bg__cu_rescale_rows(ctx, wq, sv->codes, sv->s_w, out, in, false, sv->per_row);
         bg__cu_gemm(ctx, false, false, rows, in, out, 1.0f, dy, out, 0, wq, in, 0, 1.0f, dx, in, 0,
                     1);
     }
     if (bg__needs_grad(w)) {
-        float *dw = bg__grad_of(w), *xq = bg__cuda_arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
+        float *dw = bg__grad_of(w),
+              *xq = bg__cuda_arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
         if (!dw || !xq) return;
         bg__cu_rescale_rows(ctx, xq, sv->levels, sv->s_x, rows, in, true, false);
         bg__cu_gemm(ctx, true, false, out, in, rows, 1.0f, dy, out, 0, xq, in, 0, 1.0f, dw, in, 0,

@@ -51,8 +51,10 @@ static int64_t check_ids(bg_ctx *ctx, const bg_tensor *t, const int32_t *id, int
     bg__cu_copy(ctx, &bad, id + flags[0], sizeof bad, BG_CU_D2H);
     index_str(t, (int64_t)flags[0], s, sizeof s);
     if (use_ignore)
-        bg__error(ctx, BG_EINVAL, "%s: target %d at targets%s is out of range [0, %lld) and is "
-                  "not ignore_index (%d)", what, (int)bad, s, (long long)V, ignore_index);
+        bg__error(ctx, BG_EINVAL,
+                  "%s: target %d at targets%s is out of range [0, %lld) and is "
+                  "not ignore_index (%d)",
+                  what, (int)bad, s, (long long)V, ignore_index);
     else
         bg__error(ctx, BG_EINVAL, "%s: id %d at ids%s is out of range [0, %lld)", what, (int)bad, s,
                   (long long)V);
@@ -68,9 +70,11 @@ bg_tensor *bg__cuda_embedding(bg_ctx *ctx, bg_tensor *weight, bg_tensor *ids)
         return NULL;
     if (weight->ndim != 2 || ids->ndim > BG_MAX_DIMS - 1) {
         char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE, "embedding: weight %s and ids %s: weight must be [V, D] and ids "
-                  "at most %d-D", bg__shape_str(weight, s1, sizeof s1),
-                  bg__shape_str(ids, s2, sizeof s2), BG_MAX_DIMS - 1);
+        bg__error(ctx, BG_ESHAPE,
+                  "embedding: weight %s and ids %s: weight must be [V, D] and ids "
+                  "at most %d-D",
+                  bg__shape_str(weight, s1, sizeof s1), bg__shape_str(ids, s2, sizeof s2),
+                  BG_MAX_DIMS - 1);
         return NULL;
     }
     const int32_t *id = bg__cuda_contig(ids);
@@ -150,13 +154,15 @@ static bool ce_check(bg_ctx *ctx, const bg_tensor *logits, const bg_tensor *targ
     for (int d = 0; ok && d < targets->ndim; d++) ok = targets->shape[d] == logits->shape[d];
     if (!ok) {
         char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE, "cross_entropy: logits %s and targets %s: targets must have the "
+        bg__error(ctx, BG_ESHAPE,
+                  "cross_entropy: logits %s and targets %s: targets must have the "
                   "shape of logits without its last (non-empty) axis",
                   bg__shape_str(logits, s1, sizeof s1), bg__shape_str(targets, s2, sizeof s2));
         return false;
     }
     if (!(eps >= 0.0f && eps < 1.0f)) {
-        bg__error(ctx, BG_EINVAL, "cross_entropy: label_smoothing %g is not in [0, 1)", (double)eps);
+        bg__error(ctx, BG_EINVAL, "cross_entropy: label_smoothing %g is not in [0, 1)",
+                  (double)eps);
         return false;
     }
     return true;
@@ -212,8 +218,10 @@ bg_tensor *bg__cuda_mse(bg_ctx *ctx, bg_tensor *a, bg_tensor *b)
     int64_t n = bg__numel(a->ndim, a->shape);
     if (!bg__same_shape(a, b) || n == 0) {
         char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE, "mse: %s and %s: shapes must be equal and non-empty (no "
-                  "broadcasting)", bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2));
+        bg__error(ctx, BG_ESHAPE,
+                  "mse: %s and %s: shapes must be equal and non-empty (no "
+                  "broadcasting)",
+                  bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2));
         return NULL;
     }
     const float *pa = bg__cuda_contig(a), *pb = bg__cuda_contig(b);
@@ -258,7 +266,8 @@ typedef struct norm_saved {
 static bool norm_check(bg_ctx *ctx, const char *op, const bg_tensor *x, const bg_tensor *w,
                        const bg_tensor *b, float eps)
 {
-    if (!check_dtype(ctx, op, "x", x, BG_F32) || (w && !check_dtype(ctx, op, "weight", w, BG_F32)) ||
+    if (!check_dtype(ctx, op, "x", x, BG_F32) ||
+        (w && !check_dtype(ctx, op, "weight", w, BG_F32)) ||
         (b && !check_dtype(ctx, op, "bias", b, BG_F32)))
         return false;
     if (x->ndim < 1) {
@@ -324,9 +333,10 @@ static void norm_backward(bg_node *node)
     float *gw = bg__needs_grad(w) ? bg__grad_of(w) : NULL;
     float *gb = bg__needs_grad(b) ? bg__grad_of(b) : NULL;
     if ((bg__needs_grad(w) && !gw) || (bg__needs_grad(b) && !gb) || (!gw && !gb)) return;
-    double *partials = bg__cuda_arena_alloc(ctx, (size_t)(2 * BG_CU_ROW_CHUNKS * (C ? C : 1)) *
-                                                     sizeof(double));
-    if (partials) bg__cu_norm_dparams(ctx, sv->x, sv->mean, sv->rstd, gy, rows, C, gw, gb, partials);
+    double *partials =
+        bg__cuda_arena_alloc(ctx, (size_t)(2 * BG_CU_ROW_CHUNKS * (C ? C : 1)) * sizeof(double));
+    if (partials)
+        bg__cu_norm_dparams(ctx, sv->x, sv->mean, sv->rstd, gy, rows, C, gw, gb, partials);
 }
 
 void bg__cudab_rmsnorm(bg_node *node) { norm_backward(node); }
@@ -366,5 +376,6 @@ void bg__cudab_dropout(bg_node *node)
     if (!bg__needs_grad(a)) return;
     float *gx = bg__grad_of(a);
     const float *gy = bg__grad_of(node->out);
-    if (gx && gy) bg__cu_dropout_grad(a->ctx, gx, gy, node->aux, bg__numel(a->ndim, a->shape), node->f[0]);
+    if (gx && gy)
+        bg__cu_dropout_grad(a->ctx, gx, gy, node->aux, bg__numel(a->ndim, a->shape), node->f[0]);
 }

@@ -36,7 +36,8 @@ bool bg__cuda_finite_result(bg_ctx *ctx)
 
 void bg__cuda_sumsq(const bg_tensor *grad)
 {
-    bg__cu_sumsq(grad->ctx, grad->data, bg__numel(grad->ndim, grad->shape), bg__cu_state(grad->ctx)->acc);
+    bg__cu_sumsq(grad->ctx, grad->data, bg__numel(grad->ndim, grad->shape),
+                 bg__cu_state(grad->ctx)->acc);
 }
 
 double bg__cuda_sumsq_result(bg_ctx *ctx)

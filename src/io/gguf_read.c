@@ -103,6 +103,7 @@ static int pool_put(bg_gguf *g, const void *src, size_t n, size_t align, int nul
 /* Reads a string (u64 length + bytes) of at most max bytes into the pool. */
 static int read_string(parser *ps, uint64_t max, const char *what, uint64_t *off, uint64_t *len)
 {
+    *len = 0;
     int rc = read_bytes(ps, len, 8, what);
     if (rc != 0) return rc;
     if (*len > max)
@@ -141,7 +142,7 @@ static int read_string_array(parser *ps, gguf_kv *kv, const char *keyq)
     char what[120];
     snprintf(what, sizeof what, "string array '%s'", keyq);
     for (uint64_t j = 0; j < kv->n; j++) {
-        uint64_t off, len;
+        uint64_t off = 0, len = 0;
         int rc = read_string(ps, UINT64_MAX, what, &off, &len);
         if (rc != 0) return rc;
         g->refs[g->refs_len++] = off;
@@ -152,7 +153,7 @@ static int read_string_array(parser *ps, gguf_kv *kv, const char *keyq)
 
 static int read_array(parser *ps, gguf_kv *kv, const char *keyq)
 {
-    int32_t et;
+    int32_t et = 0;
     int rc = read_bytes(ps, &et, 4, "array element type");
     if (rc == 0) rc = read_bytes(ps, &kv->n, 8, "array element count");
     if (rc != 0) return rc;
@@ -208,7 +209,7 @@ static int read_kvs(parser *ps)
                                 "gguf: key/value %lld: key is empty or contains a NUL byte",
                                 (long long)i);
         bg_gguf_quote(keyq, key, kv->key_len);
-        int32_t type;
+        int32_t type = 0;
         rc = read_bytes(ps, &type, 4, "value type");
         if (rc != 0) return rc;
         kv->type = type;
@@ -323,7 +324,7 @@ static int read_alignment(parser *ps)
 
 static int read_tensor_name(parser *ps, gguf_tensor *t, int64_t i)
 {
-    uint64_t len;
+    uint64_t len = 0;
     int rc = read_bytes(ps, &len, 8, "tensor name length");
     if (rc != 0) return rc;
     if (len >= BG_NAME_MAX)
@@ -342,7 +343,7 @@ static int read_tensor_name(parser *ps, gguf_tensor *t, int64_t i)
 /* n_dims, ne and the element count; q is the quoted name. */
 static int read_tensor_shape(parser *ps, gguf_tensor *t, const char *q)
 {
-    uint32_t n_dims;
+    uint32_t n_dims = 0;
     int rc = read_bytes(ps, &n_dims, 4, "tensor n_dims");
     if (rc != 0) return rc;
     if (n_dims < 1 || n_dims > BG_MAX_DIMS)
@@ -375,7 +376,7 @@ static int read_tensor_info(parser *ps, int64_t i)
     if (rc != 0) return rc;
     bg_gguf_quote(q, t->name, strlen(t->name));
     if ((rc = read_tensor_shape(ps, t, q)) != 0) return rc;
-    int32_t type;
+    int32_t type = 0;
     if ((rc = read_bytes(ps, &type, 4, "tensor type")) != 0 ||
         (rc = read_bytes(ps, &t->offset, 8, "tensor offset")) != 0)
         return rc;

@@ -177,18 +177,12 @@ bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids)
     return bg_matmul(x, bg_transpose(m->children[0]->params[0], 0, 1));
 }
 
-/* ids[:, lo:hi] as a new contiguous I32 step tensor. */
+/* ids[:, lo:hi] as a new contiguous I32 step tensor (a copy, so it works on any device). */
 static bg_tensor *ids_columns(bg_tensor *ids, int64_t lo, int64_t hi)
 {
-    int64_t B = ids->shape[0];
-    bg_tensor *out = bg__step_new(ids->ctx, BG_I32, 2, (int64_t[]){ B, hi - lo });
-    if (!out) return NULL;
-    const int32_t *src = ids->data;
-    int32_t *dst = out->data;
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t t = lo; t < hi; t++)
-            dst[b * (hi - lo) + t - lo] = src[b * ids->stride[0] + t * ids->stride[1]];
-    return out;
+    bg_tensor *out = bg_zeros(ids->ctx, BG_I32, 2, (int64_t[]){ ids->shape[0], hi - lo });
+    bg_tensor *view = bg_slice(ids, 1, lo, hi);
+    return out && view && bg_tensor_copy(out, view) == BG_OK ? out : NULL;
 }
 
 bg_tensor *bg_bitnet_loss(bg_module *m, bg_tensor *ids, int ignore_index)

@@ -13,7 +13,8 @@
 #include <map>
 #include <vector>
 
-namespace bg_emu {
+namespace bg_emu
+{
 
 thread_local uint3 cur_thread, cur_block;
 thread_local dim3 cur_bdim, cur_gdim;
@@ -30,9 +31,9 @@ thread_local dim3 cur_bdim, cur_gdim;
 /* ---- device memory: one guarded mapping per allocation ------------------------------- */
 
 struct alloc {
-    unsigned char *map;  /* the mapping, a guard page at its end */
-    size_t map_len;      /* usable pages (without the guard) */
-    size_t size;         /* bytes asked for */
+    unsigned char *map; /* the mapping, a guard page at its end */
+    size_t map_len;     /* usable pages (without the guard) */
+    size_t size;        /* bytes asked for */
 };
 static std::map<uintptr_t, alloc> g_allocs; /* user pointer -> allocation */
 static int g_open_depth;
@@ -244,16 +245,16 @@ cudaError_t cudaFree(void *p)
     return cudaSuccess;
 }
 
-cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind,
-                            cudaStream_t)
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t n, cudaMemcpyKind kind, cudaStream_t)
 {
     if (n == 0) return cudaSuccess;
     bool dst_dev = find(dst, n) != nullptr, src_dev = find(src, n) != nullptr;
     bool ok = (kind == cudaMemcpyHostToDevice && dst_dev && !src_dev && !find(src, 1)) ||
               (kind == cudaMemcpyDeviceToHost && !dst_dev && src_dev && !find(dst, 1)) ||
               (kind == cudaMemcpyDeviceToDevice && dst_dev && src_dev);
-    if (!ok) die("cudaMemcpy: pointers do not match the direction or overrun (dst %p, %zu bytes)",
-                 dst, n);
+    if (!ok)
+        die("cudaMemcpy: pointers do not match the direction or overrun (dst %p, %zu bytes)", dst,
+            n);
     device_open open;
     std::memmove(dst, src, n);
     return cudaSuccess;
@@ -329,12 +330,11 @@ static void check_operand(const float *p, long long stride, int batch, int rows,
                 p + (long long)i * stride, n);
 }
 
-cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t, cublasOperation_t ta,
-                                         cublasOperation_t tb, int m, int n, int k,
-                                         const float *alpha, const float *A, int lda,
-                                         long long sA, const float *B, int ldb, long long sB,
-                                         const float *beta, float *C, int ldc, long long sC,
-                                         int batch)
+cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t, cublasOperation_t ta, cublasOperation_t tb,
+                                         int m, int n, int k, const float *alpha, const float *A,
+                                         int lda, long long sA, const float *B, int ldb,
+                                         long long sB, const float *beta, float *C, int ldc,
+                                         long long sC, int batch)
 {
     int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
     int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
@@ -367,6 +367,6 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
                            int n, int k, const float *alpha, const float *A, int lda,
                            const float *B, int ldb, const float *beta, float *C, int ldc)
 {
-    return cublasSgemmStridedBatched(h, ta, tb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C,
-                                     ldc, 0, 1);
+    return cublasSgemmStridedBatched(h, ta, tb, m, n, k, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc,
+                                     0, 1);
 }

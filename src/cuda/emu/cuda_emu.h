@@ -85,10 +85,9 @@ cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t m);
 const char *cublasGetStatusString(cublasStatus_t s);
 cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t h, cublasOperation_t ta,
                                          cublasOperation_t tb, int m, int n, int k,
-                                         const float *alpha, const float *A, int lda,
-                                         long long sA, const float *B, int ldb, long long sB,
-                                         const float *beta, float *C, int ldc, long long sC,
-                                         int batch);
+                                         const float *alpha, const float *A, int lda, long long sA,
+                                         const float *B, int ldb, long long sB, const float *beta,
+                                         float *C, int ldc, long long sC, int batch);
 cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m,
                            int n, int k, const float *alpha, const float *A, int lda,
                            const float *B, int ldb, const float *beta, float *C, int ldc);
@@ -105,7 +104,8 @@ cublasStatus_t cublasSgemm(cublasHandle_t h, cublasOperation_t ta, cublasOperati
 #define gridDim (bg_emu::cur_gdim)
 #define __syncthreads() bg_emu::syncthreads()
 
-namespace bg_emu {
+namespace bg_emu
+{
 extern thread_local uint3 cur_thread, cur_block;
 extern thread_local dim3 cur_bdim, cur_gdim;
 void syncthreads();
@@ -124,7 +124,8 @@ template <class... P> struct launcher {
         (check_arg(a), ...);
         std::tuple<P...> args(std::forward<A>(a)...);
         auto body = [&]() { std::apply(kernel, args); };
-        run(grid, block, [](void *f) { (*static_cast<decltype(body) *>(f))(); }, &body);
+        run(
+            grid, block, [](void *f) { (*static_cast<decltype(body) *>(f))(); }, &body);
     }
 };
 
