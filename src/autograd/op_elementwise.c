@@ -199,6 +199,56 @@ static float unary_deriv(int op, float x, float y, const float *p)
     return 0.0f;
 }
 
+/* One loop per op (the switch outside the loop lets the compiler vectorise each). */
+#define UNARY_FWD(EXPR)                                                                    \
+    _Pragma("omp parallel for schedule(static) if (n > BG_PAR_MIN)")                       \
+    for (int64_t i = 0; i < n; i++) {                                                      \
+        float v = x[i];                                                                    \
+        y[i] = (EXPR);                                                                     \
+    }                                                                                      \
+    break
+
+static void unary_kernel(int op, const float *x, float *y, int64_t n, float p0, float p1)
+{
+    switch (op) {
+    case BG_OP_ADD_SCALAR: UNARY_FWD(v + p0);
+    case BG_OP_MUL_SCALAR: UNARY_FWD(v * p0);
+    case BG_OP_NEG: UNARY_FWD(-v);
+    case BG_OP_RELU: UNARY_FWD(v > 0.0f ? v : 0.0f);
+    case BG_OP_ABS: UNARY_FWD(fabsf(v));
+    case BG_OP_CLAMP: UNARY_FWD(fminf(fmaxf(v, p0), p1));
+    default: {
+        const float p[2] = { p0, p1 };
+        UNARY_FWD(unary_fwd(op, v, p));
+    }
+    }
+}
+
+#define UNARY_BWD(EXPR)                                                                    \
+    _Pragma("omp parallel for schedule(static) if (n > BG_PAR_MIN)")                       \
+    for (int64_t i = 0; i < n; i++) {                                                      \
+        float v = x[i], w = y[i];                                                          \
+        (void)v;                                                                           \
+        (void)w;                                                                           \
+        g[i] += go[i] * (EXPR);                                                            \
+    }                                                                                      \
+    break
+
+static void unary_grad_kernel(int op, const float *x, const float *y, const float *go, float *g,
+                              int64_t n, const float *p)
+{
+    switch (op) {
+    case BG_OP_ADD_SCALAR: UNARY_BWD(1.0f);
+    case BG_OP_MUL_SCALAR: UNARY_BWD(p[0]);
+    case BG_OP_NEG: UNARY_BWD(-1.0f);
+    case BG_OP_RELU: UNARY_BWD(v > 0.0f ? 1.0f : 0.0f);
+    case BG_OP_EXP: UNARY_BWD(w);
+    case BG_OP_SIGMOID: UNARY_BWD(w * (1.0f - w));
+    case BG_OP_TANH: UNARY_BWD(1.0f - w * w);
+    default: UNARY_BWD(unary_deriv(op, v, w, p));
+    }
+}
+
 static bg_tensor *unary(int op, bg_tensor *a, float p0, float p1)
 {
     const char *name = bg_op_name(op);
@@ -214,10 +264,8 @@ static bg_tensor *unary(int op, bg_tensor *a, float p0, float p1)
     const float *x = bg__contig_data(a);
     if (!x) return NULL;
     float *y = out->data;
-    const float p[2] = { p0, p1 };
     int64_t n = bg__numel(a->ndim, a->shape);
-#pragma omp parallel for schedule(static) if (n > BG_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) y[i] = unary_fwd(op, x[i], p);
+    unary_kernel(op, x, y, n, p0, p1);
     bg_node *node = bg__record(op, out, 1, (bg_tensor *[]){ a });
     if (node) {
         node->f[0] = p0;
@@ -235,10 +283,7 @@ static void unary_backward(bg_node *node)
     const float *go = bg__grad_of(node->out), *x = node->aux, *y = node->out->data;
     if (!g || !go) return;
     int64_t n = bg__numel(a->ndim, a->shape);
-    int op = node->op;
-    const float *p = node->f;
-#pragma omp parallel for schedule(static) if (n > BG_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) g[i] += go[i] * unary_deriv(op, x[i], y[i], p);
+    unary_grad_kernel(node->op, x, y, go, g, n, node->f);
 }
 
 bg_tensor *bg_add_scalar(bg_tensor *a, float s) { return unary(BG_OP_ADD_SCALAR, a, s, 0); }
