@@ -10,7 +10,10 @@ uint32_t demo_rand(demo_rng *r)
     return (uint32_t)(r->s >> 33);
 }
 
-int demo_operand_min = 10; /* EXPERIMENT */
+/* Both operands have two digits, so that every prompt has the same length and the digits
+ * of a and b sit at fixed offsets from "=" (answers still have 1 to 3 digits). */
+#define OPERAND_MIN 10
+#define OPERAND_MAX 99
 
 /* One operand pair in ten, chosen by a hash of the pair (not by its digits, so that every
  * digit combination stays in the training split), is held out for evaluation. */
@@ -25,10 +28,11 @@ static bool pair_held_out(int a, int b)
 
 void demo_problem(demo_task task, demo_rng *r, bool held_out, char *prompt, char *answer)
 {
-    int a, b, span = 100 - demo_operand_min;
+    const uint32_t span = OPERAND_MAX - OPERAND_MIN + 1;
+    int a, b;
     do {
-        a = demo_operand_min + (int)(demo_rand(r) % (uint32_t)span);
-        b = demo_operand_min + (int)(demo_rand(r) % (uint32_t)span);
+        a = OPERAND_MIN + (int)(demo_rand(r) % span);
+        b = OPERAND_MIN + (int)(demo_rand(r) % span);
         if (task == TASK_SUB && a < b) {
             int t = a;
             a = b;

@@ -18,7 +18,6 @@ typedef struct demo_rng {
 } demo_rng;
 
 uint32_t demo_rand(demo_rng *r);
-extern int demo_operand_min; /* EXPERIMENT */
 /* Writes "a+b=" (or "a-b=", a >= b) into prompt and the answer "c\n" into answer, for
  * operands a, b in [10, 99] from the training split, or from the held-out split. */
 void demo_problem(demo_task task, demo_rng *r, bool held_out, char *prompt, char *answer);

@@ -9,7 +9,7 @@
 typedef struct demo_options {
     const char *out_dir;    /* where model.gguf, adapter.gguf, loss.csv, loss.svg go */
     const char *data_path;  /* --data FILE: byte-level text instead of the built-in tasks */
-    bool quick;             /* shortened run (the e2e test) */
+    bool quick;             /* shortened run that checks its results (the e2e test) */
     uint64_t seed;
     int steps[3];           /* steps of stages 1..3 (0: the default) */
 } demo_options;
@@ -17,6 +17,7 @@ typedef struct demo_options {
 demo_options demo_default_options(void);
 /* Parses --out, --data, --quick, --seed, --steps A,B,C. Returns 0 or prints usage and 2. */
 int demo_parse_args(int argc, char **argv, demo_options *o);
+/* Runs the demo; 0, or 1 on an error or (with quick) a failed check of the results. */
 int bg_finetune_demo(const demo_options *opt);
 /* OpenMP reads OMP_WAIT_POLICY once, at start-up: when it is unset, set it to "passive"
  * (idle workers sleep instead of spinning, which on a 2-core laptop otherwise steals the
