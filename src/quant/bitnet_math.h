@@ -32,16 +32,37 @@ static inline BG_HD float bg_absmean_from_sum(double s, int64_t n)
 /* Scale of a group of n weights: max(mean |w|, eps). */
 static inline BG_HD float bg_absmean_scale(const float *w, int64_t n)
 {
-    double s = 0.0;
-    for (int64_t i = 0; i < n; i++) s += fabs((double)w[i]);
+    /* Four double accumulators in a fixed order: deterministic, and not latency-bound. */
+    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, s;
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        a0 += fabs((double)w[i]);
+        a1 += fabs((double)w[i + 1]);
+        a2 += fabs((double)w[i + 2]);
+        a3 += fabs((double)w[i + 3]);
+    }
+    s = (a0 + a1) + (a2 + a3);
+    for (; i < n; i++) s += fabs((double)w[i]);
     return bg_absmean_from_sum(s, n);
 }
 
-/* Ternary code of w under scale s_w: -1, 0 or +1. */
+/* round(v) with halves away from zero, as C's roundf, without the library call: for
+ * |v| < 2^23 the fraction v - trunc(v) is exact, so comparing it with 0.5 decides exactly
+ * (0.49999997f stays 0, 0.5f goes to 1). Larger values and NaN are returned as they are. */
+static inline BG_HD float bg_round_away(float v)
+{
+    if (!(fabsf(v) < 8388608.0f)) return v;
+    float t = (float)(int32_t)v;
+    float d = v - t;
+    return d >= 0.5f ? t + 1.0f : (d <= -0.5f ? t - 1.0f : t);
+}
+
+/* Ternary code of w under scale s_w: clamp(round(w / s_w), -1, 1). Since only |w/s_w| >= 0.5
+ * rounds away from 0, two comparisons decide it exactly (NaN gives 0). */
 static inline BG_HD int8_t bg_ternary_code(float w, float s_w)
 {
-    float r = roundf(w / s_w);
-    return (int8_t)(r > 1.0f ? 1 : (r < -1.0f ? -1 : (int)r));
+    float v = w / s_w;
+    return (int8_t)(v >= 0.5f ? 1 : (v <= -0.5f ? -1 : 0));
 }
 
 static inline BG_HD float bg_qp(int bits) { return (float)((1 << (bits - 1)) - 1); }
@@ -55,7 +76,7 @@ static inline BG_HD float bg_absmax_scale(float amax, int bits)
 /* Integer level of x under scale s_x, clamped to [-Qp-1, Qp]. */
 static inline BG_HD int32_t bg_act_level(float x, float s_x, int bits)
 {
-    float qp = bg_qp(bits), r = roundf(x * s_x);
+    float qp = bg_qp(bits), r = bg_round_away(x * s_x);
     r = r > qp ? qp : (r < -qp - 1.0f ? -qp - 1.0f : r);
     return (int32_t)r;
 }
