@@ -45,6 +45,26 @@ info_check model.gguf 'tq2_0' "TQ2_0 tensors"
 info_check model.gguf '"bitnet"' "bitnet architecture"
 info_check adapter.gguf 'lora_a' "lora_a tensors"
 
+# `bitgrad eval` writes raw float32 [positions][n_vocab] logits, with and without the adapter,
+# and its greedy answer to "12+34=" (ids 49 50 43 51 52 61) is the sum's first digit, '4' (52).
+for lora in "" "--lora $dir/adapter.gguf"; do
+    # shellcheck disable=SC2086
+    if ! out=$("$cli" eval "$dir/model.gguf" --ids 49,50,43,51,52,61 --all $lora --out "$dir/logits.f32" 2>&1); then
+        fail "bitgrad eval ${lora:+(adapter) }: $out"
+    elif [ "$(stat -c %s "$dir/logits.f32")" -ne $((6 * 256 * 4)) ]; then
+        fail "bitgrad eval ${lora:+(adapter) }wrote $(stat -c %s "$dir/logits.f32") bytes, not 6 x 256 x 4"
+    elif [ -z "$lora" ] && ! grep -q "pos 5 id 61 argmax 52" <<<"$out"; then
+        fail "bitgrad eval: 12+34= does not continue with '4': $(tail -n 1 <<<"$out")"
+    else
+        ok "bitgrad eval ${lora:+with the adapter }: $(tail -n 1 <<<"$out")"
+    fi
+done
+if "$cli" eval "$dir/nonexistent.gguf" --ids 1 >/dev/null 2>&1; then
+    fail "bitgrad eval accepted a missing file"
+else
+    ok "bitgrad eval refuses a missing file with a non-zero exit"
+fi
+
 if ! command -v python3 >/dev/null; then
     echo "SKIP gguf-py read-back: no python3"
 elif [ ! -s "$dir/model.gguf" ] || [ ! -s "$dir/adapter.gguf" ]; then

@@ -117,6 +117,36 @@ static void test_model_round_trip(bg_ctx *ctx, bg_module *m, int type, const cha
     bg_module_free(&back);
 }
 
+/* The converter's form: d = the block's absmax (here fp16(s_w)) and no .scale tensors. The
+ * import must give back the same ternary codes and W_q = codes * fp16(s_w). */
+static void test_scale_in_d(bg_ctx *ctx, bg_module *m)
+{
+    char p[2048], err[512];
+    path_of(p, sizeof p, "model_scale_in_d.gguf");
+    bg_export_options o = bg_export_default();
+    o.scale_in_d = true;
+    o.embd_type = BG_GGML_F32;
+    CHECK(bg_bitnet_export(m, p, &o, err, sizeof err) == 0, "export with d = scale: %s", err);
+    bg_module *back = NULL;
+    CHECK(bg_bitnet_import(ctx, p, &back, err, sizeof err) == 0, "import d = scale form: %s", err);
+    if (!back) return;
+    bg_tensor *w = bg_module_find_param(m, "blk.1.ffn_down.weight");
+    bg_tensor *w2 = bg_module_find_param(back, "blk.1.ffn_down.weight");
+    int64_t n = bg_tensor_numel(w);
+    int8_t *c1 = malloc((size_t)n), *c2 = malloc((size_t)n);
+    float s1, s2;
+    bg_ternary_quantize(bg_tensor_data(w), 1, n, BG_WQ_PER_TENSOR, 0, c1, &s1);
+    bg_ternary_quantize(bg_tensor_data(w2), 1, n, BG_WQ_PER_TENSOR, 0, c2, &s2);
+    CHECK(bg_ternary_flips(c1, c2, n) == 0, "same ternary codes after the d = scale round trip");
+    CHECK(s2 == bg_fp16_to_fp32(bg_fp32_to_fp16(s1)), "scale comes back as fp16(s_w): %.9g vs %.9g",
+          (double)s2, (double)s1);
+    /* (Logits are not compared: this form is lossy by design, each scale moves by up to
+     * 2^-11 relative, which the random-weight test model amplifies to ~2e-2.) */
+    free(c1);
+    free(c2);
+    bg_module_free(&back);
+}
+
 static void test_adapter(bg_ctx *ctx, bg_module *m)
 {
     static const char *targets[] = { "blk.*.attn_q", "blk.*.ffn_gate", "blk.*.ffn_up" };
@@ -196,6 +226,7 @@ int main(void)
     dump_wq(m);
     test_model_round_trip(ctx, m, BG_GGML_TQ2_0, "model_tq2.gguf");
     test_model_round_trip(ctx, m, BG_GGML_TQ1_0, "model_tq1.gguf");
+    test_scale_in_d(ctx, m);
     test_adapter(ctx, m);
     test_refusals(ctx);
     const char *src = getenv("BG_SOURCE_DIR");
