@@ -19,6 +19,9 @@ typedef struct bench {
     int8_t *codes, *lx;
     float *s_x, *y;
     int64_t n, k, cols;
+    bg_tmat **tw;  /* W4 packed weights, `copies` of them */
+    int copies, next;
+    bg_isa isa;
 } bench;
 
 static int cmp_double(const void *a, const void *b)
@@ -85,15 +88,43 @@ static int setup_matvec(bench *b, int64_t cols)
     for (int64_t i = 0; i < b->n * b->k; i++) b->codes[i] = (int8_t)(bench_rand(i) % 3) - 1;
     for (int64_t i = 0; i < cols * b->k; i++) b->lx[i] = (int8_t)(bench_rand(i + 7) % 255 - 127);
     for (int64_t i = 0; i < cols; i++) b->s_x[i] = 1.0f;
-    return 0;
+    float s_w = 1.0f;
+    b->tw = calloc((size_t)b->copies, sizeof *b->tw);
+    for (int c = 0; b->tw && c < b->copies; c++)
+        if (bg_tmat_new(b->codes, &s_w, false, b->n, b->k, &b->tw[c])) return 1;
+    return b->tw ? 0 : 1;
+}
+
+/* The machine's memory read rate in GB/s with the current threads: the best of 5 passes of
+ * a vectorised sum over 512 MiB (far beyond any cache). The W4 1-column figure is compared
+ * with it. */
+static double read_bandwidth(void)
+{
+    size_t n = (size_t)512 << 20 >> 3;
+    uint64_t *buf = malloc(n * sizeof *buf), sink = 0;
+    if (!buf) return 0.0;
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) buf[i] = i;
+    double best = 1e30;
+    for (int r = 0; r < 5; r++) {
+        uint64_t s = 0;
+        double t0 = cli_now();
+#pragma omp parallel for schedule(static) reduction(+ : s)
+        for (size_t i = 0; i < n; i++) s += buf[i];
+        double dt = cli_now() - t0;
+        best = dt < best ? dt : best;
+        sink += s;
+    }
+    free(buf);
+    return sink ? (double)(n * sizeof(uint64_t)) / best / 1e9 : 0.0;
 }
 
 /* One training step (or one product for matvec). */
 static int step(bench *b, const char *w)
 {
     if (strcmp(w, "matvec") == 0 || strcmp(w, "matmat") == 0) {
-        float s_w = 1.0f;
-        return bg_ternary_matmul_ref(b->lx, b->s_x, b->codes, &s_w, false, b->cols, b->n, b->k, b->y);
+        b->next = (b->next + 1) % b->copies;
+        return bg_tmat_matmul_isa(b->tw[b->next], b->isa, b->lx, b->s_x, b->cols, b->y);
     }
     bg_tensor *loss;
     if (strcmp(w, "mlp") == 0) {
@@ -117,28 +148,41 @@ static int step(bench *b, const char *w)
 static int bench_usage(int status)
 {
     printf("usage: bitgrad bench --workload mlp|lm|lora|matvec|matmat [--steps 20] [--threads N]\n"
+           "                     [--isa best|scalar|avx2|avx512bw|avx512vnni] [--copies N]\n"
            "  mlp: W1 BitLinear 784-1024-1024-10, batch 256, AdamW\n"
            "  lm: W2 bitnet LM (256 vocab, n_embd 256, 4 layers, n_ff 768), batch 16x128, AdamW\n"
            "  lora: W3 = W2 frozen, LoRA r 8 alpha 16 on q, k, v, o\n"
-           "  matvec / matmat: W4 ternary 4096x14336 times int8, 1 / 512 columns (plain C)\n");
+           "  matvec / matmat: W4 ternary 4096x14336 (2-bit packed) times int8, 1 / 512 columns;\n"
+           "                   --isa picks the kernel (default: the best this CPU has); --copies N\n"
+           "                   cycles N weight copies (default 8 for matvec: weights come from DRAM,\n"
+           "                   not L3); also prints the weight bytes/s against a measured read rate\n");
     return status;
 }
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *w = NULL, *ss = "20", *ts = NULL;
+    const char *w = NULL, *ss = "20", *ts = NULL, *is = "best", *cs = NULL;
     int bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
         if (cli_flag(argv, i, "--help")) return bench_usage(0);
         if (!cli_opt(argc, argv, &i, "--workload", &w, &bad) && !cli_opt(argc, argv, &i, "--steps", &ss, &bad) &&
-            !cli_opt(argc, argv, &i, "--threads", &ts, &bad))
+            !cli_opt(argc, argv, &i, "--threads", &ts, &bad) && !cli_opt(argc, argv, &i, "--isa", &is, &bad) &&
+            !cli_opt(argc, argv, &i, "--copies", &cs, &bad))
             return cli_fail(2, "bench: unknown argument %s", argv[i]);
     }
-    long long steps, threads = 0;
+    long long steps, threads = 0, copies = 0;
     if (bad || !w) return bench_usage(2);
-    if (!cli_int("--steps", ss, 1, 100000, &steps) || (ts && !cli_int("--threads", ts, 1, 1024, &threads))) return 2;
+    if (!cli_int("--steps", ss, 1, 100000, &steps) || (ts && !cli_int("--threads", ts, 1, 1024, &threads)) ||
+        (cs && !cli_int("--copies", cs, 1, 64, &copies)))
+        return 2;
     if (threads) omp_set_num_threads((int)threads);
-    bench b = { 0 };
+    bench b = { .isa = BG_ISA_COUNT };
+    for (int i = BG_ISA_BEST; i < BG_ISA_COUNT; i++)
+        if (strcmp(is, bg_isa_name((bg_isa)i)) == 0) b.isa = (bg_isa)i;
+    if (b.isa == BG_ISA_COUNT) return cli_fail(2, "bench: unknown --isa '%s'", is);
+    if (!bg_isa_supported(b.isa)) return cli_fail(1, "bench: this CPU cannot run %s", is);
+    if (b.isa == BG_ISA_BEST) b.isa = bg_isa_best();
+    b.copies = copies ? (int)copies : (strcmp(w, "matvec") == 0 ? 8 : 1);
     if (bg_ctx_create(&b.ctx, BG_CPU)) return cli_fail(1, "out of memory");
     bg_ctx_seed(b.ctx, 1);
     int rc;
@@ -161,13 +205,20 @@ int cmd_bench(int argc, char **argv)
     if (!rc) {
         qsort(ms, (size_t)steps, sizeof(double), cmp_double);
         double med = ms[steps / 2], per = strcmp(w, "mlp") == 0 ? 256 : (b.model ? 16 * 128 : (double)b.cols);
+        char w4[256] = "";
+        if (b.tw) {
+            double gbs = (double)bg_tmat_nbytes(b.tw[0]) / (med / 1e3) / 1e9, rd = read_bandwidth();
+            snprintf(w4, sizeof w4, ", \"isa\": \"%s\", \"copies\": %d, \"weight_gb_per_s\": %.2f, "
+                     "\"read_gb_per_s\": %.2f, \"bandwidth_fraction\": %.3f", bg_isa_name(b.isa), b.copies,
+                     gbs, rd, rd > 0 ? gbs / rd : 0.0);
+        }
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         printf("{\"workload\": \"%s\", \"steps\": %lld, \"threads\": %d, \"median_ms\": %.3f, "
-               "\"min_ms\": %.3f, \"max_ms\": %.3f, \"%s_per_s\": %.1f, \"peak_rss_mib\": %.1f}\n",
+               "\"min_ms\": %.3f, \"max_ms\": %.3f, \"%s_per_s\": %.1f, \"peak_rss_mib\": %.1f%s}\n",
                w, steps, omp_get_max_threads(), med, ms[0], ms[steps - 1],
                strcmp(w, "mlp") == 0 ? "samples" : (b.model ? "tokens" : "columns"), per / (med / 1e3),
-               (double)ru.ru_maxrss / 1024.0);
+               (double)ru.ru_maxrss / 1024.0, w4);
     } else if (b.ctx) {
         cli_fail(1, "bench: %s", bg_ctx_error(b.ctx));
     }
@@ -179,6 +230,8 @@ int cmd_bench(int argc, char **argv)
     free(b.lx);
     free(b.s_x);
     free(b.y);
+    for (int c = 0; b.tw && c < b.copies; c++) bg_tmat_free(&b.tw[c]);
+    free(b.tw);
     bg_optim_free(&b.opt);
     bg_module_free(&b.model);
     bg_ctx_free(&b.ctx);

@@ -50,6 +50,48 @@ BG_API int bg_ternary_matmul_ref(const int8_t *lx, const float *s_x, const int8_
                                  const float *s_w, bool s_w_per_row, int64_t m, int64_t n,
                                  int64_t k, float *y);
 
+/* ---- packed ternary matrices and the SIMD int8 x ternary kernels ----
+ *
+ * A bg_tmat holds an [n, k] ternary matrix at 2 bits per weight (rows padded to a multiple
+ * of 256 with zero codes) and its f32 scales. bg_tmat_matmul multiplies it by int8
+ * activations with exact int32 accumulation: the result equals bg_ternary_matmul_ref bit
+ * for bit on every instruction set. The kernel is chosen at run time from what the CPU
+ * supports (BG_ISA_BEST); a specific one can be asked for (tests, benchmarks). */
+typedef enum bg_isa {
+    BG_ISA_BEST = -1,      /* the fastest this CPU supports */
+    BG_ISA_SCALAR = 0,     /* plain C, any CPU: the reference the others are tested against */
+    BG_ISA_AVX2 = 1,       /* x86-64 AVX2 (vpmaddubsw) */
+    BG_ISA_AVX512BW = 2,   /* AVX-512 F + BW (vpmaddubsw on 512 bits) */
+    BG_ISA_AVX512VNNI = 3, /* AVX-512 VNNI (vpdpbusd) */
+    BG_ISA_COUNT = 4,
+} bg_isa;
+
+/* Whether this build and this CPU can run isa (BG_ISA_BEST and BG_ISA_SCALAR always can). */
+BG_API bool bg_isa_supported(bg_isa isa);
+/* The instruction set BG_ISA_BEST stands for on this CPU. */
+BG_API bg_isa bg_isa_best(void);
+/* "scalar", "avx2", "avx512bw", "avx512vnni" ("best" for BG_ISA_BEST, NULL if out of range). */
+BG_API const char *bg_isa_name(bg_isa isa);
+
+typedef struct bg_tmat bg_tmat;
+
+/* Packs codes [n, k] (each in {-1, 0, 1}) with per-tensor (s_w[0]) or per-row (s_w[n]) scales.
+ * BG_EINVAL for a code outside {-1, 0, 1} or bad sizes, BG_ENOMEM; *out is set on success. */
+BG_API int bg_tmat_new(const int8_t *codes, const float *s_w, bool s_w_per_row, int64_t n,
+                       int64_t k, bg_tmat **out);
+BG_API void bg_tmat_free(bg_tmat **w);
+BG_API int64_t bg_tmat_rows(const bg_tmat *w);
+BG_API int64_t bg_tmat_cols(const bg_tmat *w);
+/* Bytes of packed weights (2 bits each, padding included). */
+BG_API size_t bg_tmat_nbytes(const bg_tmat *w);
+/* y[m, n] = (sum_k lx[m,k] * code[n,k]) * s_w[n's scale] / s_x[m], with lx [m, k] int8 rows
+ * (any value in [-128, 127]). Threads with OpenMP over output rows. */
+BG_API int bg_tmat_matmul(const bg_tmat *w, const int8_t *lx, const float *s_x, int64_t m,
+                          float *y);
+/* The same on one chosen instruction set: BG_EUNSUPPORTED where this CPU lacks it. */
+BG_API int bg_tmat_matmul_isa(const bg_tmat *w, bg_isa isa, const int8_t *lx, const float *s_x,
+                              int64_t m, float *y);
+
 #ifdef __cplusplus
 }
 #endif

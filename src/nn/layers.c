@@ -96,7 +96,11 @@ static bg_tensor *linear_infer(bg_module *m, bg_tensor *x)
                             bg__f32(y) + r * out, lx, dxb);
     } else {
         bg_act_quantize(xd, rows, in, m->cfg.act_bits, lx, sx);
-        bg_ternary_matmul_ref(lx, sx, m->codes, m->scales, per_row, rows, out, in, y->data);
+        int rc = bg_tmat_matmul(m->packed, lx, sx, rows, y->data);
+        if (rc) {
+            bg__error(ctx, rc, "%s: inference kernel: out of memory", m->name);
+            return NULL;
+        }
     }
     if (bg_linear_bias(m)) {
         float *yd = y->data;
@@ -197,6 +201,7 @@ static int set_inference_one(bg_module *m, bool on)
 {
     free(m->codes);
     free(m->scales);
+    bg_tmat_free(&m->packed);
     m->codes = NULL;
     m->scales = NULL;
     m->inference = false;
@@ -212,6 +217,9 @@ static int set_inference_one(bg_module *m, bool on)
     if (!m->codes || !m->scales) return bg__error(m->ctx, BG_ENOMEM, "inference: out of memory");
     bg_ternary_quantize(w->data, rows, cols, (bg_wq_mode)m->cfg.weight_mode, 0, m->codes,
                         m->scales);
+    int rc = bg_tmat_new(m->codes, m->scales, m->cfg.weight_mode == BG_WQ_PER_ROW, rows, cols,
+                         &m->packed);
+    if (rc) return bg__error(m->ctx, rc, "inference: out of memory");
     m->inference = true;
     return BG_OK;
 }

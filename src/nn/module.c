@@ -70,6 +70,7 @@ void bg_module_free(bg_module **pm)
     free(m->children);
     free(m->codes);
     free(m->scales);
+    bg_tmat_free(&m->packed);
     free(m->adapters);
     free(m);
     *pm = NULL;

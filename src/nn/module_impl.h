@@ -25,6 +25,7 @@ struct bg_module {
     bool embd_f16;        /* bitnet: token_embd came from an F16 file */
     int8_t *codes;        /* inference: ternary codes [out, in] */
     float *scales;        /* inference: weight scales */
+    bg_tmat *packed;      /* inference: codes at 2 bits for the SIMD kernels */
     /* norms, dropout */
     float eps, p;
     /* bitnet */

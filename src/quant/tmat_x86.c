@@ -1,0 +1,207 @@
+/* tmat_x86.c - the x86-64 int8 x packed-ternary kernels: AVX2 and AVX-512 BW (vpmaddubsw, then
+ * vpmaddwd to int32) and AVX-512 VNNI (vpdpbusd). Each is compiled for its instruction set
+ * with a target attribute, so the library itself needs no -march flag; tmat.c calls one only
+ * after checking the CPU has it. Layout and contract: tmat_kernels.h.
+ *
+ * A tile of NR weight rows x NC activation rows keeps NR * NC accumulators in registers:
+ * each 64-byte block of a weight row is loaded once and unpacked to 4 vectors of 64 codes
+ * (shift, mask), each activation vector is loaded once per block and used by all NR rows. */
+#include "quant/tmat_kernels.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define T_AVX2 __attribute__((target("avx2")))
+#define T_AVX512BW __attribute__((target("avx512f,avx512bw")))
+#define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+#ifndef PREFETCH
+#define PREFETCH 512
+#endif
+
+/* ---- AVX-512 VNNI ---- */
+
+INLINE T_VNNI void tile_vnni(const uint8_t *w, int64_t ws, const int8_t *x, int64_t xs,
+                             int64_t nblk, int32_t *out, const int NR, const int NC)
+{
+    __m512i acc[BG_TMAT_TILE][BG_TMAT_TILE];
+    const __m512i m3 = _mm512_set1_epi8(3);
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_si512();
+    for (int64_t b = 0; b < nblk; b++) {
+        __m512i v[BG_TMAT_TILE];
+        for (int r = 0; r < NR; r++) {
+            v[r] = _mm512_loadu_si512(w + r * ws + b * 64);
+            _mm_prefetch((const char *)(w + r * ws + b * 64 + PREFETCH), _MM_HINT_T0);
+        }
+        for (int l = 0; l < 4; l++) {
+            __m512i q[BG_TMAT_TILE];
+            for (int r = 0; r < NR; r++) q[r] = _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * l), m3);
+            for (int c = 0; c < NC; c++) {
+                __m512i xv = _mm512_loadu_si512(x + c * xs + b * 256 + l * 64);
+                for (int r = 0; r < NR; r++) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], q[r], xv);
+            }
+        }
+    }
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) out[r * BG_TMAT_TILE + c] = _mm512_reduce_add_epi32(acc[r][c]);
+}
+
+/* One activation row (mat-vec): memory-bound, so fewer instructions per weight byte. Masking
+ * without shifting leaves field l as (code + 1) << 2l, so accumulator l holds 4^l times its
+ * dot; 4^l divides it exactly. A field-3 product is at most 128 * 128 = 2^14 in magnitude
+ * and a row has 64 such per block, so the sums stay below 2^31 for fewer than 2^11 blocks. */
+INLINE T_VNNI void tile_vnni_vec(const uint8_t *w, int64_t ws, const int8_t *x, int64_t nblk,
+                                 int32_t *out, const int NR)
+{
+    __m512i acc[BG_TMAT_TILE][4];
+    for (int r = 0; r < NR; r++)
+        for (int l = 0; l < 4; l++) acc[r][l] = _mm512_setzero_si512();
+    for (int64_t b = 0; b < nblk; b++) {
+        __m512i v[BG_TMAT_TILE];
+        for (int r = 0; r < NR; r++) {
+            v[r] = _mm512_loadu_si512(w + r * ws + b * 64);
+            _mm_prefetch((const char *)(w + r * ws + b * 64 + PREFETCH), _MM_HINT_T0);
+        }
+        for (int l = 0; l < 4; l++) {
+            __m512i xv = _mm512_loadu_si512(x + b * 256 + l * 64), mask = _mm512_set1_epi8((char)(3 << (2 * l)));
+            for (int r = 0; r < NR; r++)
+                acc[r][l] = _mm512_dpbusd_epi32(acc[r][l], _mm512_and_si512(v[r], mask), xv);
+        }
+    }
+    for (int r = 0; r < NR; r++) {
+        int32_t s = 0;
+        for (int l = 0; l < 4; l++) s += _mm512_reduce_add_epi32(acc[r][l]) >> (2 * l);
+        out[r * BG_TMAT_TILE] = s;
+    }
+}
+
+/* ---- AVX-512 BW: u8 x s8 pairs to int16 (|sum| <= 2 * 2 * 128, no saturation), the four
+ * shifts of a block added in int16 (<= 2048), then widened to int32 once per block. ---- */
+
+INLINE T_AVX512BW void tile_avx512bw(const uint8_t *w, int64_t ws, const int8_t *x, int64_t xs,
+                                     int64_t nblk, int32_t *out, const int NR, const int NC)
+{
+    __m512i acc[BG_TMAT_TILE][BG_TMAT_TILE];
+    const __m512i m3 = _mm512_set1_epi8(3), ones = _mm512_set1_epi16(1);
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) acc[r][c] = _mm512_setzero_si512();
+    for (int64_t b = 0; b < nblk; b++) {
+        __m512i v[BG_TMAT_TILE], s16[BG_TMAT_TILE][BG_TMAT_TILE];
+        for (int r = 0; r < NR; r++) {
+            v[r] = _mm512_loadu_si512(w + r * ws + b * 64);
+            for (int c = 0; c < NC; c++) s16[r][c] = _mm512_setzero_si512();
+        }
+        for (int l = 0; l < 4; l++) {
+            __m512i q[BG_TMAT_TILE];
+            for (int r = 0; r < NR; r++) q[r] = _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * l), m3);
+            for (int c = 0; c < NC; c++) {
+                __m512i xv = _mm512_loadu_si512(x + c * xs + b * 256 + l * 64);
+                for (int r = 0; r < NR; r++)
+                    s16[r][c] = _mm512_add_epi16(s16[r][c], _mm512_maddubs_epi16(q[r], xv));
+            }
+        }
+        for (int r = 0; r < NR; r++)
+            for (int c = 0; c < NC; c++)
+                acc[r][c] = _mm512_add_epi32(acc[r][c], _mm512_madd_epi16(s16[r][c], ones));
+    }
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) out[r * BG_TMAT_TILE + c] = _mm512_reduce_add_epi32(acc[r][c]);
+}
+
+/* ---- AVX2: as AVX-512 BW on 32-byte halves of each block (16 ymm registers: tiles of at
+ * most 2 x 4). ---- */
+
+INLINE T_AVX2 int32_t hsum256(__m256i v)
+{
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
+INLINE T_AVX2 void tile_avx2(const uint8_t *w, int64_t ws, const int8_t *x, int64_t xs,
+                             int64_t nblk, int32_t *out, const int NR, const int NC)
+{
+    __m256i acc[2][BG_TMAT_TILE];
+    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_si256();
+    for (int64_t b = 0; b < 2 * nblk; b++) { /* half blocks of 32 bytes */
+        const int64_t xo = (b / 2) * 256 + (b % 2) * 32;
+        __m256i v[2], s16[2][BG_TMAT_TILE];
+        for (int r = 0; r < NR; r++) {
+            v[r] = _mm256_loadu_si256((const __m256i *)(w + r * ws + b * 32));
+            for (int c = 0; c < NC; c++) s16[r][c] = _mm256_setzero_si256();
+        }
+        for (int l = 0; l < 4; l++) {
+            __m256i q[2];
+            for (int r = 0; r < NR; r++) q[r] = _mm256_and_si256(_mm256_srli_epi16(v[r], 2 * l), m3);
+            for (int c = 0; c < NC; c++) {
+                __m256i xv = _mm256_loadu_si256((const __m256i *)(x + c * xs + xo + l * 64));
+                for (int r = 0; r < NR; r++)
+                    s16[r][c] = _mm256_add_epi16(s16[r][c], _mm256_maddubs_epi16(q[r], xv));
+            }
+        }
+        for (int r = 0; r < NR; r++)
+            for (int c = 0; c < NC; c++)
+                acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(s16[r][c], ones));
+    }
+    for (int r = 0; r < NR; r++)
+        for (int c = 0; c < NC; c++) out[r * BG_TMAT_TILE + c] = hsum256(acc[r][c]);
+}
+
+/* ---- entry points: constant tile shapes, so each inlined tile keeps its arrays in
+ * registers; ragged edges (fewer rows or columns) take the smaller shapes. ---- */
+
+#define DISPATCH(TILE, MAXR)                                                                   \
+    for (int r0 = 0; r0 < nr; r0 += (MAXR)) {                                                  \
+        int rr = nr - r0 < (MAXR) ? nr - r0 : (MAXR);                                          \
+        int32_t o[BG_TMAT_TILE * BG_TMAT_TILE];                                                \
+        const uint8_t *wr = w + r0 * ws;                                                       \
+        if (rr == (MAXR) && nc == 4) TILE(wr, ws, x, xs, nblk, o, (MAXR), 4);                  \
+        else if (rr == (MAXR) && nc == 1) TILE(wr, ws, x, xs, nblk, o, (MAXR), 1);             \
+        else                                                                                   \
+            for (int r = 0; r < rr; r++)                                                       \
+                for (int c = 0; c < nc; c++)                                                   \
+                    TILE(wr + r * ws, ws, x + c * xs, xs, nblk, o + r * BG_TMAT_TILE + c, 1, 1); \
+        for (int r = 0; r < rr; r++)                                                           \
+            for (int c = 0; c < nc; c++)                                                       \
+                out[(r0 + r) * BG_TMAT_TILE + c] = o[r * BG_TMAT_TILE + c];                    \
+    }
+
+static T_VNNI void tdot_avx512vnni(const uint8_t *w, int64_t ws, int nr, const int8_t *x,
+                                   int64_t xs, int nc, int64_t nblk, int32_t *out)
+{
+    if (nc == 1 && nblk < (1 << 11)) {
+        if (nr == 4) tile_vnni_vec(w, ws, x, nblk, out, 4);
+        else
+            for (int r = 0; r < nr; r++) tile_vnni_vec(w + r * ws, ws, x, nblk, out + r * BG_TMAT_TILE, 1);
+        return;
+    }
+    DISPATCH(tile_vnni, 4)
+}
+
+static T_AVX512BW void tdot_avx512bw(const uint8_t *w, int64_t ws, int nr, const int8_t *x,
+                                     int64_t xs, int nc, int64_t nblk, int32_t *out)
+{
+    DISPATCH(tile_avx512bw, 4)
+}
+
+static T_AVX2 void tdot_avx2(const uint8_t *w, int64_t ws, int nr, const int8_t *x, int64_t xs,
+                             int nc, int64_t nblk, int32_t *out)
+{
+    DISPATCH(tile_avx2, 2)
+}
+
+bg_tdot_fn *const bg__tdot_avx2 = tdot_avx2;
+bg_tdot_fn *const bg__tdot_avx512bw = tdot_avx512bw;
+bg_tdot_fn *const bg__tdot_avx512vnni = tdot_avx512vnni;
+
+#else /* not x86-64: the plain C kernel only */
+
+bg_tdot_fn *const bg__tdot_avx2 = 0;
+bg_tdot_fn *const bg__tdot_avx512bw = 0;
+bg_tdot_fn *const bg__tdot_avx512vnni = 0;
+
+#endif
