@@ -129,8 +129,12 @@ BG_API int bg_tensor_set_name(bg_tensor *t, const char *name);
 BG_API bool bg_tensor_requires_grad(const bg_tensor *t);
 /* Only leaf tensors (persistent, or step tensors made by creation functions) can change it. */
 BG_API int bg_tensor_set_requires_grad(bg_tensor *t, bool requires_grad);
-/* The gradient accumulated into a persistent tensor, or NULL before any. */
+/* The gradient accumulated into a leaf (a persistent tensor, or a step tensor made by a
+ * creation function), or NULL before any. An intermediate (an op's result) gives its
+ * gradient's memory back as soon as backward has passed it, as in PyTorch; call
+ * bg_tensor_retain_grad on it before bg_backward to keep it until bg_step_end. */
 BG_API bg_tensor *bg_tensor_grad(const bg_tensor *t);
+BG_API int bg_tensor_retain_grad(bg_tensor *t);
 
 /* Copies values (converted to float) in logical row-major order into dst[numel]. */
 BG_API int bg_tensor_read(const bg_tensor *t, float *dst);

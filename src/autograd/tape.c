@@ -92,6 +92,8 @@ float *bg__grad_of(bg_tensor *t)
     if (t->persistent) {
         g = bg_tensor_new(ctx, BG_F32, t->ndim, t->shape);
         if (g) snprintf(g->name, sizeof g->name, "%.58s.grad", t->name);
+    } else if (ctx->device == BG_CPU) {
+        g = bg__grad_pool_get(ctx, t->ndim, t->shape);
     } else {
         g = bg_zeros(ctx, BG_F32, t->ndim, t->shape);
     }
@@ -118,6 +120,20 @@ void bg__add_strided(float *dst, const int64_t *dst_stride, const float *src, in
             }
 }
 
+/* After a node's rule ran on the CPU: its scratch goes back to the arena (rules create no
+ * step tensors that outlive them: gradients come from the pool), and the output's gradient,
+ * now consumed, goes back to the pool unless the caller asked to keep it. */
+static void node_done(bg_ctx *ctx, bg_node *node, bg_arena_mark mark, bg_tensor *step_head)
+{
+    bg__arena_release(ctx, mark);
+    ctx->step_list = step_head;
+    bg_tensor *out = node->out;
+    if (out->grad && !out->grad->persistent && !out->retain_grad) {
+        bg__grad_pool_put(out->grad);
+        out->grad = NULL;
+    }
+}
+
 static int backward_walk(bg_ctx *ctx)
 {
     struct bg_tape *tape = ctx->tape;
@@ -125,11 +141,17 @@ static int backward_walk(bg_ctx *ctx)
         bg_node *node = &tape->nodes[i];
         if (!node->out->grad) continue; /* nothing flowed into this node */
 #ifdef BG_HAVE_CUDA
-        if (ctx->device == BG_CUDA) bg__cuda_backward(node); /* cuda hook: device rules */
-        else
+        if (ctx->device == BG_CUDA) {
+            bg__cuda_backward(node); /* cuda hook: device rules */
+            if (ctx->err_code) return ctx->err_code;
+            continue;
+        }
 #endif
+        bg_arena_mark mark = bg__arena_mark(ctx);
+        bg_tensor *step_head = ctx->step_list;
         backward_fns[node->op](node);
         if (ctx->err_code) return ctx->err_code;
+        node_done(ctx, node, mark, step_head);
     }
     return BG_OK;
 }

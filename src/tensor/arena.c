@@ -108,3 +108,21 @@ void bg__arena_free(bg_ctx *ctx)
     free(a->chunks);
     memset(a, 0, sizeof *a);
 }
+
+/* Where the step arena stands now; bg__arena_release gives back everything allocated after
+ * it (scratch of one backward rule). Chunks added meanwhile stay, empty, for later use. */
+bg_arena_mark bg__arena_mark(const bg_ctx *ctx)
+{
+    const bg_arena *a = &ctx->arena;
+    return (bg_arena_mark){ .cur = a->cur, .used = a->cur < a->n_chunks ? a->chunks[a->cur].used : 0,
+                            .used_total = a->used_total };
+}
+
+void bg__arena_release(bg_ctx *ctx, bg_arena_mark m)
+{
+    bg_arena *a = &ctx->arena;
+    for (int i = m.cur + 1; i < a->n_chunks; i++) a->chunks[i].used = 0;
+    if (m.cur < a->n_chunks) a->chunks[m.cur].used = m.used;
+    a->cur = m.cur;
+    a->used_total = m.used_total;
+}

@@ -134,6 +134,7 @@ void bg_ctx_free(bg_ctx **pctx)
     }
     BG_CUDA_ALSO(ctx, bg__cuda_ctx_free(ctx)); /* cuda hook */
     bg__arena_free(ctx);
+    bg__grad_pool_free(ctx);
     if (ctx->tape) free(ctx->tape->nodes);
     free(ctx->tape);
     free(ctx);
@@ -165,6 +166,7 @@ void bg_step_end(bg_ctx *ctx)
     for (bg_tensor *t = ctx->step_list; t; t = t->next_step) t->magic = BG_MAGIC_DEAD;
     ctx->step_list = NULL;
     bg__tape_clear(ctx);
+    bg__grad_pool_reset(ctx);
     bg__arena_reset(ctx);
     BG_CUDA_ALSO(ctx, bg__cuda_arena_reset(ctx)); /* cuda hook */
     ctx->steps++;

@@ -48,6 +48,7 @@ struct bg_tensor {
     bool requires_grad;
     bool is_leaf;        /* not produced by a recorded op */
     bool owns_data;      /* persistent tensor that freed its data with itself */
+    bool retain_grad;    /* keep this intermediate's gradient after backward */
     int ndim;
     bg_dtype dtype;
     bg_device device;
@@ -81,6 +82,7 @@ struct bg_ctx {
     uint64_t steps;
     size_t persistent_bytes;
     void *device_state;       /* backend-specific (CUDA) */
+    struct bg_grad_pool *grad_pool; /* gradient buffers of intermediates (CPU) */
 };
 
 /* ---- allocation (every heap allocation of a ctx is counted) ---- */
@@ -89,10 +91,29 @@ BG_INTERNAL void *bg__calloc(bg_ctx *ctx, size_t n, size_t size);
 BG_INTERNAL void *bg__realloc(bg_ctx *ctx, void *p, size_t size);
 BG_INTERNAL void *bg__aligned_alloc(bg_ctx *ctx, size_t size);
 
+/* Header of a new contiguous tensor (magic, ctx, device, shape, strides; a leaf, no data). */
+BG_INTERNAL void bg__init_header(bg_tensor *t, bg_ctx *ctx, bg_dtype dtype, int ndim,
+                                 const int64_t *shape);
+
+/* ---- gradient buffers of intermediate tensors (grad_pool.c) ---- */
+/* A zeroed f32 gradient tensor of shape, from the ctx's pool (CPU). */
+BG_INTERNAL bg_tensor *bg__grad_pool_get(bg_ctx *ctx, int ndim, const int64_t *shape);
+/* Returns g to the pool: its memory serves the next gradient of the same size. */
+BG_INTERNAL void bg__grad_pool_put(bg_tensor *g);
+/* End of step: every buffer back to the pool (kept for the next step). */
+BG_INTERNAL void bg__grad_pool_reset(bg_ctx *ctx);
+BG_INTERNAL void bg__grad_pool_free(bg_ctx *ctx);
+
 /* ---- arena ---- */
 BG_INTERNAL void *bg__arena_alloc(bg_ctx *ctx, size_t size);
 BG_INTERNAL void bg__arena_reset(bg_ctx *ctx);
 BG_INTERNAL void bg__arena_free(bg_ctx *ctx);
+typedef struct bg_arena_mark {
+    int cur;
+    size_t used, used_total;
+} bg_arena_mark;
+BG_INTERNAL bg_arena_mark bg__arena_mark(const bg_ctx *ctx);
+BG_INTERNAL void bg__arena_release(bg_ctx *ctx, bg_arena_mark m);
 
 /* ---- errors ---- */
 /* Records the first error on the ctx (printf-style message); returns code. */

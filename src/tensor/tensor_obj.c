@@ -58,7 +58,7 @@ static int check_shape(bg_ctx *ctx, const char *what, bg_dtype dtype, int ndim,
     return BG_OK;
 }
 
-static void init_header(bg_tensor *t, bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *shape)
+void bg__init_header(bg_tensor *t, bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *shape)
 {
     memset(t, 0, sizeof *t);
     t->magic = BG_MAGIC_LIVE;
@@ -78,7 +78,7 @@ bg_tensor *bg__step_new(bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *sh
     bg_tensor *t = bg__arena_alloc(ctx, sizeof *t);
     void *data = BG_STEP_DATA_ALLOC(ctx, bytes); /* cuda hook: device arena on a CUDA ctx */
     if (!t || !data) return NULL;
-    init_header(t, ctx, dtype, ndim, shape);
+    bg__init_header(t, ctx, dtype, ndim, shape);
     t->data = data;
     t->next_step = ctx->step_list;
     ctx->step_list = t;
@@ -91,7 +91,7 @@ bg_tensor *bg__step_view(const bg_tensor *base, int ndim, const int64_t *shape,
     bg_ctx *ctx = base->ctx;
     bg_tensor *t = bg__arena_alloc(ctx, sizeof *t);
     if (!t) return NULL;
-    init_header(t, ctx, base->dtype, ndim, shape);
+    bg__init_header(t, ctx, base->dtype, ndim, shape);
     for (int i = 0; i < ndim; i++) t->stride[i] = stride[i];
     t->data = data;
     t->view_of = base->view_of ? base->view_of : base;
@@ -111,7 +111,7 @@ bg_tensor *bg_tensor_new(bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *s
         bg__error(ctx, BG_ENOMEM, "bg_tensor_new: out of memory (%zu bytes)", head + bytes);
         return NULL;
     }
-    init_header(t, ctx, dtype, ndim, shape);
+    bg__init_header(t, ctx, dtype, ndim, shape);
     t->persistent = true;
     t->data = (unsigned char *)t + head;
     memset(t->data, 0, bytes);
@@ -214,6 +214,13 @@ const void *bg_tensor_data_const(const bg_tensor *t) { return t ? t->data : NULL
 const char *bg_tensor_name(const bg_tensor *t) { return t->name; }
 bool bg_tensor_requires_grad(const bg_tensor *t) { return t->requires_grad; }
 bg_tensor *bg_tensor_grad(const bg_tensor *t) { return t ? t->grad : NULL; }
+
+int bg_tensor_retain_grad(bg_tensor *t)
+{
+    if (!bg__check_live(t, "bg_tensor_retain_grad")) return t ? BG_ESTATE : BG_EINVAL;
+    t->retain_grad = true;
+    return BG_OK;
+}
 
 int64_t bg_tensor_dim(const bg_tensor *t, int axis)
 {
