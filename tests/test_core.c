@@ -207,6 +207,51 @@ static void test_grad_accumulation(bg_ctx *ctx)
     bg_tensor_free(&w);
 }
 
+/* Backward gives an intermediate's gradient back once consumed: a chain of 40 ops on 1 MiB
+ * tensors needs a few gradient buffers, not 40, and the arena does not grow past the
+ * forward. bg_tensor_retain_grad keeps one (with the right values). */
+static void test_grad_memory(bg_ctx *ctx)
+{
+    printf("gradient memory\n");
+    bg_step_end(ctx);
+    bg_tensor *x = bg_full(ctx, 2, S(256, 1024), 0.5f);
+    bg_tensor_set_requires_grad(x, true);
+    bg_tensor *y = x, *mid = NULL;
+    for (int i = 0; i < 40; i++) {
+        y = bg_tanh(y);
+        if (i == 20) mid = bg_mul_scalar(y, 1.0f);
+        if (i == 20) y = mid;
+    }
+    bg_tensor *loss = bg_sum(y, BG_AXIS_ALL, false);
+    bg_ctx_stats before, after;
+    bg_ctx_stats_get(ctx, &before);
+    CHECK(bg_tensor_retain_grad(mid) == BG_OK, "retain_grad on an intermediate");
+    CHECK(bg_backward(loss) == BG_OK, "backward: %s", bg_ctx_error(ctx));
+    bg_ctx_stats_get(ctx, &after);
+    size_t mib = (size_t)1 << 20;
+    CHECK(after.grad_bytes <= 4 * mib, "gradient buffers held: %.1f MiB (at most 4 live of 1 MiB)",
+          (double)after.grad_bytes / (double)mib);
+    CHECK(after.arena_high_water <= before.arena_used + mib / 4,
+          "the arena does not grow in backward (%zu -> %zu bytes)", before.arena_used,
+          after.arena_high_water);
+    CHECK(bg_tensor_grad(loss) == NULL && bg_tensor_grad(y) == NULL,
+          "consumed intermediate gradients are given back");
+    CHECK(bg_tensor_grad(x) != NULL, "a leaf keeps its gradient");
+    /* d loss / d mid = prod over the 19 tanh after it of (1 - tanh^2) */
+    float want = 1.0f;
+    if (CHECK(bg_tensor_grad(mid) != NULL, "a retained intermediate keeps its gradient")) {
+        /* every element is the same: look at the first */
+        float g0 = *(const float *)bg_tensor_data_const(bg_tensor_grad(mid));
+        float v = *(const float *)bg_tensor_data_const(mid);
+        for (int i = 0; i < 19; i++) {
+            v = tanhf(v);
+            want *= 1.0f - v * v;
+        }
+        CHECK(fabsf(g0 - want) <= 1e-5f * fabsf(want), "retained gradient %g, want %g", g0, want);
+    }
+    bg_step_end(ctx);
+}
+
 static void test_grad_mode(bg_ctx *ctx)
 {
     printf("grad mode\n");
@@ -580,6 +625,7 @@ int main(void)
     test_lifetimes(ctx);
     test_views(ctx);
     test_grad_accumulation(ctx);
+    test_grad_memory(ctx);
     test_grad_mode(ctx);
     test_frozen(ctx);
     test_errors(ctx);

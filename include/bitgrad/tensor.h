@@ -61,6 +61,7 @@ typedef struct bg_ctx_stats {
     size_t arena_high_water;   /* most bytes a step has used */
     size_t arena_used;         /* bytes used by the current step */
     size_t persistent_bytes;   /* bytes held by persistent tensors */
+    size_t grad_bytes;         /* buffers kept for intermediates' gradients (reused each step) */
     size_t tape_nodes;         /* nodes recorded in the current step */
     uint64_t matmul_calls;     /* GEMM calls issued (weight-gradient skips show here) */
     uint64_t steps;            /* completed bg_step_end calls */

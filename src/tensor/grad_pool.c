@@ -77,3 +77,10 @@ void bg__grad_pool_free(bg_ctx *ctx)
     free(ctx->grad_pool);
     ctx->grad_pool = NULL;
 }
+
+size_t bg__grad_pool_bytes(const bg_ctx *ctx)
+{
+    size_t n = 0;
+    for (const bg_gbuf *b = ctx->grad_pool ? ctx->grad_pool->all : NULL; b; b = b->next) n += b->bytes;
+    return n;
+}

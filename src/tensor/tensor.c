@@ -151,6 +151,7 @@ void bg_ctx_stats_get(const bg_ctx *ctx, bg_ctx_stats *out)
     out->arena_high_water = ctx->arena.high_water;
     out->arena_used = ctx->arena.used_total;
     out->persistent_bytes = ctx->persistent_bytes;
+    out->grad_bytes = bg__grad_pool_bytes(ctx);
     out->tape_nodes = ctx->tape->n;
     out->matmul_calls = ctx->matmul_calls;
     out->steps = ctx->steps;

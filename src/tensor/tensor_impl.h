@@ -103,6 +103,7 @@ BG_INTERNAL void bg__grad_pool_put(bg_tensor *g);
 /* End of step: every buffer back to the pool (kept for the next step). */
 BG_INTERNAL void bg__grad_pool_reset(bg_ctx *ctx);
 BG_INTERNAL void bg__grad_pool_free(bg_ctx *ctx);
+BG_INTERNAL size_t bg__grad_pool_bytes(const bg_ctx *ctx);
 
 /* ---- arena ---- */
 BG_INTERNAL void *bg__arena_alloc(bg_ctx *ctx, size_t size);
