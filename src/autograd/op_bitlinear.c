@@ -1,7 +1,8 @@
 /* op_bitlinear.c - the fused BitLinear op at full quantization: activation levels times
  * ternary codes through sgemm (exact: every partial sum is an integer below 2^24), then
  * y = (acc * s_w) / s_x, the inference formula of DESIGN.md section 5. Backward is the
- * straight-through estimator: dX = dY W_q and dW = dY^T x_q. */
+ * straight-through estimator: dX = dY W_q and dW = dY^T x_q. What backward needs is kept as
+ * int8 (levels, codes) and widened to float in the rule's scratch: a quarter of the memory. */
 #include <cblas.h>
 
 #include "autograd/tape.h"
@@ -9,27 +10,32 @@
 #include "quant/bitnet_math.h"
 
 typedef struct bitlinear_saved {
-    float *levels;   /* [rows, in] activation levels as floats */
+    int8_t *levels;  /* [rows, in] activation levels */
     float *s_x;      /* [rows] */
-    float *codes;    /* [out, in] ternary codes as floats */
+    int8_t *codes;   /* [out, in] ternary codes */
     float *s_w;      /* [1] or [out] */
     int64_t rows, in, out;
     bool per_row;
 } bitlinear_saved;
 
-static void quantize_acts(const float *x, int64_t rows, int64_t in, int bits, float *lv, float *sx)
+static void quantize_acts(const float *x, int64_t rows, int64_t in, int bits, float *lv,
+                          int8_t *lv8, float *sx)
 {
 #pragma omp parallel for schedule(static) if (rows * in > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * in;
         float s = bg_absmax_scale(bg_absmax(xr, in), bits);
         sx[r] = s;
-        for (int64_t i = 0; i < in; i++) lv[r * in + i] = (float)bg_act_level(xr[i], s, bits);
+        for (int64_t i = 0; i < in; i++) {
+            int32_t q = bg_act_level(xr[i], s, bits);
+            lv[r * in + i] = (float)q;
+            lv8[r * in + i] = (int8_t)q;
+        }
     }
 }
 
 static void quantize_weights(const float *w, int64_t out, int64_t in, bool per_row, float *codes,
-                             float *s_w)
+                             int8_t *codes8, float *s_w)
 {
     if (!per_row) s_w[0] = bg_absmean_scale(w, out * in);
 #pragma omp parallel for schedule(static) if (out * in > BG_PAR_MIN)
@@ -38,10 +44,13 @@ static void quantize_weights(const float *w, int64_t out, int64_t in, bool per_r
         float s = s_w[per_row ? j : 0];
         const float *wr = w + j * in;
         float *cr = codes + j * in;
+        int8_t *cr8 = codes8 + j * in;
         /* bg_ternary_code's two comparisons, written branch-free so the loop vectorises. */
         for (int64_t i = 0; i < in; i++) {
             float v = wr[i] / s;
-            cr[i] = (float)(v >= 0.5f) - (float)(v <= -0.5f);
+            int c = (v >= 0.5f) - (v <= -0.5f);
+            cr[i] = (float)c;
+            cr8[i] = (int8_t)c;
         }
     }
 }
@@ -68,19 +77,25 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
     const float *xd = bg__contig_data(x), *wd = bg__contig_data(w);
     if (!y || !sv || !xd || !wd) return NULL;
     *sv = (bitlinear_saved){ .rows = rows, .in = in, .out = out, .per_row = per_row };
-    sv->levels = bg__arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
+    sv->levels = bg__arena_alloc(ctx, (size_t)(rows * in));
     sv->s_x = bg__arena_alloc(ctx, (size_t)rows * sizeof(float));
-    sv->codes = bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
+    sv->codes = bg__arena_alloc(ctx, (size_t)(out * in));
     sv->s_w = bg__arena_alloc(ctx, (size_t)(per_row ? out : 1) * sizeof(float));
     if (!sv->levels || !sv->s_x || !sv->codes || !sv->s_w) return NULL;
-    quantize_acts(xd, rows, in, act_bits, sv->levels, sv->s_x);
-    quantize_weights(wd, out, in, per_row, sv->codes, sv->s_w);
+    /* float copies for sgemm: scratch, given back to the arena below */
+    bg_arena_mark mark = bg__arena_mark(ctx);
+    float *lvf = bg__arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
+    float *cf = bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
+    if (!lvf || !cf) return NULL;
+    quantize_acts(xd, rows, in, act_bits, lvf, sv->levels, sv->s_x);
+    quantize_weights(wd, out, in, per_row, cf, sv->codes, sv->s_w);
     float *yd = y->data;
     if (rows > 0 && out > 0) {
         ctx->matmul_calls++;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f,
-                    sv->levels, (int)in, sv->codes, (int)in, 0.0f, yd, (int)out);
+                    lvf, (int)in, cf, (int)in, 0.0f, yd, (int)out);
     }
+    bg__arena_release(ctx, mark);
 #pragma omp parallel for schedule(static) if (rows * out > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < out; j++)
@@ -101,9 +116,10 @@ void bg__backward_bitlinear(bg_node *node)
     if (bg__needs_grad(x)) { /* dX += dY W_q, W_q = codes * s_w */
         float *dx = bg__grad_of(x), *wq = bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
         if (!dx || !wq) return;
+#pragma omp parallel for schedule(static) if (out * in > BG_PAR_MIN)
         for (int64_t j = 0; j < out; j++)
             for (int64_t i = 0; i < in; i++)
-                wq[j * in + i] = sv->codes[j * in + i] * sv->s_w[sv->per_row ? j : 0];
+                wq[j * in + i] = (float)sv->codes[j * in + i] * sv->s_w[sv->per_row ? j : 0];
         ctx->matmul_calls++;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)in, (int)out, 1.0f,
                     dy, (int)out, wq, (int)in, 1.0f, dx, (int)in);
@@ -113,7 +129,7 @@ void bg__backward_bitlinear(bg_node *node)
         if (!dw || !xq) return;
 #pragma omp parallel for schedule(static) if (rows * in > BG_PAR_MIN)
         for (int64_t r = 0; r < rows; r++)
-            for (int64_t i = 0; i < in; i++) xq[r * in + i] = sv->levels[r * in + i] / sv->s_x[r];
+            for (int64_t i = 0; i < in; i++) xq[r * in + i] = (float)sv->levels[r * in + i] / sv->s_x[r];
         ctx->matmul_calls++;
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)rows, 1.0f,
                     dy, (int)out, xq, (int)in, 1.0f, dw, (int)in);
