@@ -18,6 +18,21 @@ typedef struct bitlinear_saved {
     bool per_row;
 } bitlinear_saved;
 
+/* One row's levels: bg_act_level's formula with the clamp as selects, so it vectorises.
+ * (The level is an integer, so the float and the int8 copy hold the same value.) */
+static void quantize_row(const float *restrict xr, int64_t in, float s, int bits,
+                         float *restrict lv, int8_t *restrict lv8)
+{
+    const float qp = bg_qp(bits), qn = -qp - 1.0f;
+    for (int64_t i = 0; i < in; i++) {
+        float q = bg_round_away(xr[i] * s);
+        q = q > qp ? qp : q;
+        q = q < qn ? qn : q;
+        lv[i] = q;
+        lv8[i] = (int8_t)(int32_t)q;
+    }
+}
+
 static void quantize_acts(const float *x, int64_t rows, int64_t in, int bits, float *lv,
                           int8_t *lv8, float *sx)
 {
@@ -26,11 +41,7 @@ static void quantize_acts(const float *x, int64_t rows, int64_t in, int bits, fl
         const float *xr = x + r * in;
         float s = bg_absmax_scale(bg_absmax(xr, in), bits);
         sx[r] = s;
-        for (int64_t i = 0; i < in; i++) {
-            int32_t q = bg_act_level(xr[i], s, bits);
-            lv[r * in + i] = (float)q;
-            lv8[r * in + i] = (int8_t)q;
-        }
+        quantize_row(xr, in, s, bits, lv + r * in, lv8 + r * in);
     }
 }
 

@@ -11,6 +11,7 @@
 #define BG_BITNET_MATH_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __CUDACC__
@@ -48,13 +49,16 @@ static inline BG_HD float bg_absmean_scale(const float *w, int64_t n)
 
 /* round(v) with halves away from zero, as C's roundf, without the library call: for
  * |v| < 2^23 the fraction v - trunc(v) is exact, so comparing it with 0.5 decides exactly
- * (0.49999997f stays 0, 0.5f goes to 1). Larger values and NaN are returned as they are. */
+ * (0.49999997f stays 0, 0.5f goes to 1). Larger values and NaN are returned as they are.
+ * Written as selects, not branches: loops over it vectorise, and random data costs no
+ * mispredictions. */
 static inline BG_HD float bg_round_away(float v)
 {
-    if (!(fabsf(v) < 8388608.0f)) return v;
-    float t = (float)(int32_t)v;
+    bool small = fabsf(v) < 8388608.0f;
+    float t = (float)(int32_t)(small ? v : 0.0f);
     float d = v - t;
-    return d >= 0.5f ? t + 1.0f : (d <= -0.5f ? t - 1.0f : t);
+    float r = t + (d >= 0.5f ? 1.0f : 0.0f) - (d <= -0.5f ? 1.0f : 0.0f);
+    return small ? r : v;
 }
 
 /* Ternary code of w under scale s_w: clamp(round(w / s_w), -1, 1). Since only |w/s_w| >= 0.5
@@ -81,11 +85,17 @@ static inline BG_HD int32_t bg_act_level(float x, float s_x, int bits)
     return (int32_t)r;
 }
 
+/* Largest |x| (NaN ignored). Sixteen running maxima, so the loop vectorises; max is exact,
+ * so the order does not change the result. */
 static inline BG_HD float bg_absmax(const float *x, int64_t n)
 {
-    float m = 0.0f;
-    for (int64_t i = 0; i < n; i++) m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
-    return m;
+    float m[16] = { 0.0f };
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) m[j] = fabsf(x[i + j]) > m[j] ? fabsf(x[i + j]) : m[j];
+    for (; i < n; i++) m[0] = fabsf(x[i]) > m[0] ? fabsf(x[i]) : m[0];
+    for (int j = 1; j < 16; j++) m[0] = m[j] > m[0] ? m[j] : m[0];
+    return m[0];
 }
 
 /* The straight-through blend x + lambda * (q - x): lambda = 1 is full quantization. */
