@@ -1,6 +1,7 @@
 /* matmul_layout.h - how a tensor's last two dimensions are handed to BLAS (CPU cblas and
  * cuBLAS alike): row-major, or a transposed view passed as a transpose with its own leading
- * dimension, never copied. Shared by src/autograd/op_matmul.c and src/cuda/ops_matmul.c. */
+ * dimension, never copied; other layouts are packed first. Shared by src/autograd/op_matmul.c
+ * and src/cuda/ops_matmul.c. */
 #ifndef BG_MATMUL_LAYOUT_H
 #define BG_MATMUL_LAYOUT_H
 
@@ -37,6 +38,16 @@ static inline bool mat_from(mat *m, const bg_tensor *t, const float *data)
         m->bstride[i] = d >= 0 ? t->stride[d] : 0;
     }
     return true;
+}
+
+/* As mat_from for p, t's values packed contiguously (by the caller's backend) because t's
+ * own layout is not one BLAS takes; false when p is NULL (the packing failed). */
+static inline bool mat_from_packed(mat *m, const bg_tensor *t, const float *p)
+{
+    if (!p) return false;
+    bg_tensor tmp = *t;
+    bg__contig_strides(t->ndim, t->shape, tmp.stride);
+    return mat_from(m, &tmp, p);
 }
 
 static inline mat mat_t(mat m)

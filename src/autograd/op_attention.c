@@ -8,25 +8,11 @@
  * softmax between the products. Heads are visited in a fixed order, so gradients of a kv
  * head shared by several query heads sum the same way for any thread count. */
 #include <cblas.h>
-#include <limits.h>
 #include <math.h>
 
+#include "autograd/op_checks.h"
 #include "autograd/tape.h"
 #include "cuda/cuda_dispatch.h"
-
-static bool check_f32_cpu(bg_ctx *ctx, const char *op, const char *what, const bg_tensor *t)
-{
-    if (t->device != BG_CPU) {
-        bg__error(ctx, BG_EUNSUPPORTED, "%s: %s is on cuda; this op runs on the cpu only", op,
-                  what);
-        return false;
-    }
-    if (t->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "%s: %s must be f32 (got %s)", op, what, bg_dtype_name(t->dtype));
-        return false;
-    }
-    return true;
-}
 
 /* ---- rope --------------------------------------------------------------------- */
 
@@ -75,34 +61,12 @@ static void rope_apply(const float *src, float *dst, const float *tab, int64_t B
     }
 }
 
-static bool rope_check(bg_ctx *ctx, const bg_tensor *x, int n_rot, float base)
-{
-    if (!check_f32_cpu(ctx, "rope", "x", x)) return false;
-    char s[64];
-    if (x->ndim != 3 && x->ndim != 4) {
-        bg__error(ctx, BG_ESHAPE, "rope: x %s must be [T, H, D] or [B, T, H, D]",
-                  bg__shape_str(x, s, sizeof s));
-        return false;
-    }
-    int64_t D = x->shape[x->ndim - 1];
-    if (n_rot <= 0 || n_rot % 2 != 0 || n_rot > D) {
-        bg__error(ctx, BG_EINVAL, "rope: x %s: n_rot %d must be even, > 0 and <= D = %lld",
-                  bg__shape_str(x, s, sizeof s), n_rot, (long long)D);
-        return false;
-    }
-    if (!(base > 0.0f) || !isfinite(base)) {
-        bg__error(ctx, BG_EINVAL, "rope: base %g must be finite and > 0", (double)base);
-        return false;
-    }
-    return true;
-}
-
 bg_tensor *bg_rope(bg_tensor *x, int n_rot, float base, int64_t pos0)
 {
     bg_ctx *ctx = bg__op_begin("rope", 1, (bg_tensor *[]){ x });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_rope(ctx, x, n_rot, base, pos0)); /* cuda hook */
-    if (!rope_check(ctx, x, n_rot, base)) return NULL;
+    if (!bg__check_cpu(ctx, "rope", "x", x) || !bg__rope_check(ctx, x, n_rot, base)) return NULL;
     int nd = x->ndim;
     int64_t T = x->shape[nd - 3], H = x->shape[nd - 2], D = x->shape[nd - 1];
     int64_t BT = bg__numel(nd - 2, x->shape);
@@ -135,46 +99,11 @@ void bg__backward_rope(bg_node *node)
 
 /* ---- attention ------------------------------------------------------------------- */
 
-typedef struct attn_dims {
-    int B, T, H, Hkv, D;
-} attn_dims;
-
 typedef struct attn_saved {
-    attn_dims d;
+    bg_attn_dims d;
     const float *q, *k, *v; /* contiguous [B, T, H(kv), D] */
     float *P;               /* softmax probabilities [B, H, T, T] */
 } attn_saved;
-
-static bool attn_check(bg_ctx *ctx, const bg_tensor *q, const bg_tensor *k, const bg_tensor *v,
-                       attn_dims *d)
-{
-    if (!check_f32_cpu(ctx, "attention", "q", q) || !check_f32_cpu(ctx, "attention", "k", k) ||
-        !check_f32_cpu(ctx, "attention", "v", v))
-        return false;
-    char s1[64], s2[64], s3[64];
-    const char *why = NULL;
-    if (q->ndim != 4 || k->ndim != 4 || !bg__same_shape(k, v))
-        why = "q must be [B, T, H, D] and k, v the same [B, T, Hkv, D]";
-    else if (k->shape[0] != q->shape[0] || k->shape[1] != q->shape[1] || k->shape[3] != q->shape[3])
-        why = "B, T and D of q and k differ";
-    else if (q->shape[3] == 0 || k->shape[2] == 0 || q->shape[2] % k->shape[2] != 0)
-        why = "H must be a multiple of Hkv > 0, and D > 0";
-    else if (q->shape[1] > INT_MAX / 2 || q->shape[2] * q->shape[3] > INT_MAX ||
-             q->shape[0] > INT_MAX)
-        why = "dimensions too large for BLAS int";
-    if (why) {
-        bg__error(ctx, BG_ESHAPE, "attention: q %s, k %s, v %s: %s",
-                  bg__shape_str(q, s1, sizeof s1), bg__shape_str(k, s2, sizeof s2),
-                  bg__shape_str(v, s3, sizeof s3), why);
-        return false;
-    }
-    *d = (attn_dims){ .B = (int)q->shape[0],
-                      .T = (int)q->shape[1],
-                      .H = (int)q->shape[2],
-                      .Hkv = (int)k->shape[2],
-                      .D = (int)q->shape[3] };
-    return true;
-}
 
 /* Heads are processed in chunks whose [T, T] score matrices fit this budget: all score
  * products of a chunk, then one parallel softmax over all its rows, then all output
@@ -183,14 +112,14 @@ static bool attn_check(bg_ctx *ctx, const bg_tensor *q, const bg_tensor *k, cons
  * depends on T only, and chunking never changes a result. */
 #define ATTN_CHUNK_BYTES ((int64_t)32 << 20)
 
-static int64_t heads_per_chunk(int T)
+static int64_t heads_per_chunk(int64_t T)
 {
-    int64_t per_head = (int64_t)T * T * (int64_t)sizeof(float);
+    int64_t per_head = T * T * (int64_t)sizeof(float);
     return ATTN_CHUNK_BYTES / per_head > 1 ? ATTN_CHUNK_BYTES / per_head : 1;
 }
 
 /* Offsets of head bh = b * H + h: its [T, D] block of q/out and of its kv head in k/v. */
-static void head_offsets(const attn_dims *d, int64_t bh, int64_t *oq, int64_t *okv)
+static void head_offsets(const bg_attn_dims *d, int64_t bh, int64_t *oq, int64_t *okv)
 {
     int64_t b = bh / d->H, h = bh % d->H, group = d->H / d->Hkv, D = d->D;
     *oq = b * d->T * d->H * D + h * D;
@@ -219,10 +148,10 @@ static void causal_softmax(float *S, int64_t n_rows, int T)
 
 /* out = softmax(scale * Q K^T, causal) V for every head. P holds every head's
  * probabilities [B, H, T, T] when keep_all, else one chunk's worth reused. */
-static void attn_forward(bg_ctx *ctx, const attn_dims *d, const float *q, const float *k,
+static void attn_forward(bg_ctx *ctx, const bg_attn_dims *d, const float *q, const float *k,
                          const float *v, float *P, bool keep_all, float *out)
 {
-    int T = d->T, D = d->D, ldq = d->H * D, ldk = d->Hkv * D;
+    int T = (int)d->T, D = (int)d->D, ldq = (int)d->H * D, ldk = (int)d->Hkv * D;
     float scale = (float)(1.0 / sqrt((double)D));
     int64_t n_bh = (int64_t)d->B * d->H, chunk = heads_per_chunk(T), TT = (int64_t)T * T;
     for (int64_t c0 = 0; c0 < n_bh; c0 += chunk) {
@@ -248,8 +177,9 @@ bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
     bg_ctx *ctx = bg__op_begin("attention", 3, (bg_tensor *[]){ q, k, v });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_attention(ctx, q, k, v)); /* cuda hook */
-    attn_dims d;
-    if (!attn_check(ctx, q, k, v, &d)) return NULL;
+    bg_attn_dims d;
+    if (!bg__check_cpu(ctx, "attention", "q", q) || !bg__attention_check(ctx, q, k, v, &d))
+        return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, 4, q->shape);
     if (!out) return NULL;
     const float *qd = bg__contig_data(q), *kd = bg__contig_data(k), *vd = bg__contig_data(v);
@@ -298,8 +228,8 @@ typedef struct attn_grads {
 static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_grads *g, int64_t c0,
                                 int64_t c1)
 {
-    const attn_dims *d = &sv->d;
-    int T = d->T, D = d->D, ldq = d->H * D, ldk = d->Hkv * D;
+    const bg_attn_dims *d = &sv->d;
+    int T = (int)d->T, D = (int)d->D, ldq = (int)d->H * D, ldk = (int)d->Hkv * D;
     int64_t TT = (int64_t)T * T, oq, okv;
     float scale = (float)(1.0 / sqrt((double)D));
     bool need_ds = g->gq || g->gk;

@@ -5,6 +5,7 @@
  * int8 (levels, codes) and widened to float in the rule's scratch: a quarter of the memory. */
 #include <cblas.h>
 
+#include "autograd/op_checks.h"
 #include "autograd/tape.h"
 #include "cuda/cuda_dispatch.h"
 #include "quant/bitnet_math.h"
@@ -71,18 +72,9 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
     bg_ctx *ctx = bg__op_begin("bitlinear", 2, (bg_tensor *[]){ x, w });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_bitlinear(ctx, x, w, act_bits, per_row)); /* cuda hook */
-    char s1[64], s2[64];
-    if (x->dtype != BG_F32 || w->dtype != BG_F32 || w->ndim != 2 || x->ndim < 1 ||
-        x->shape[x->ndim - 1] != w->shape[1] || act_bits < 2 || act_bits > 8) {
-        bg__error(ctx, BG_ESHAPE, "bitlinear: x %s, w %s, %d bits: need f32 x [.., in], "
-                  "w [out, in], 2..8 bits", bg__shape_str(x, s1, sizeof s1),
-                  bg__shape_str(w, s2, sizeof s2), act_bits);
-        return NULL;
-    }
-    int64_t in = w->shape[1], out = w->shape[0], rows = bg__numel(x->ndim - 1, x->shape);
     int64_t shape[BG_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->ndim - 1] = out;
+    if (!bg__bitlinear_check(ctx, x, w, act_bits, shape)) return NULL;
+    int64_t in = w->shape[1], out = w->shape[0], rows = bg__numel(x->ndim - 1, x->shape);
     bg_tensor *y = bg__step_new(ctx, BG_F32, x->ndim, shape);
     bitlinear_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
     const float *xd = bg__contig_data(x), *wd = bg__contig_data(w);
@@ -106,7 +98,7 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f,
                     lvf, (int)in, cf, (int)in, 0.0f, yd, (int)out);
     }
-    bg__arena_release(ctx, mark);
+    bg__arena_back_to(ctx, mark);
 #pragma omp parallel for schedule(static) if (rows * out > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++)
         for (int64_t j = 0; j < out; j++)

@@ -3,47 +3,11 @@
  * kernels and backward rules. */
 #include <math.h>
 
+#include "autograd/op_checks.h"
 #include "autograd/tape.h"
 #include "cuda/cuda_dispatch.h"
 
 /* ---- broadcasting ---------------------------------------------------------- */
-
-typedef struct bcast {
-    int64_t shape[BG_MAX_DIMS];  /* output shape padded to 4 dims */
-    int64_t sa[BG_MAX_DIMS], sb[BG_MAX_DIMS]; /* element strides of a and b (0 = broadcast) */
-    int ndim;
-} bcast;
-
-/* Strides of t as seen from the padded output shape. */
-static void bcast_strides(const bg_tensor *t, const int64_t *pad_shape, int64_t *st)
-{
-    int off = BG_MAX_DIMS - t->ndim;
-    for (int i = 0; i < BG_MAX_DIMS; i++) {
-        int j = i - off;
-        st[i] = (j < 0 || t->shape[j] == 1 || pad_shape[i] == 1) ? 0 : t->stride[j];
-    }
-}
-
-static int bcast_init(bcast *bc, const bg_tensor *a, const bg_tensor *b, const char *op)
-{
-    bc->ndim = a->ndim > b->ndim ? a->ndim : b->ndim;
-    for (int i = 0; i < BG_MAX_DIMS; i++) {
-        int ia = i - (BG_MAX_DIMS - a->ndim), ib = i - (BG_MAX_DIMS - b->ndim);
-        int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
-        if (da != db && da != 1 && db != 1) {
-            char s1[64], s2[64];
-            return bg__error(a->ctx, BG_ESHAPE, "%s: %s and %s cannot broadcast (dim %d: %lld "
-                             "vs %lld)", op, bg__shape_str(a, s1, sizeof s1),
-                             bg__shape_str(b, s2, sizeof s2), i - (BG_MAX_DIMS - bc->ndim),
-                             (long long)da, (long long)db);
-        }
-        bc->shape[i] = da > db ? da : db;
-        if (da == 0 || db == 0) bc->shape[i] = 0;
-    }
-    bcast_strides(a, bc->shape, bc->sa);
-    bcast_strides(b, bc->shape, bc->sb);
-    return BG_OK;
-}
 
 /* Runs BODY for every output element; io is the contiguous output index and ia, ib the
  * element offsets in a and b. The caller's bool bc_par selects the OpenMP loop. */
@@ -70,13 +34,8 @@ static bg_tensor *binary(int op, const char *name, bg_tensor *a, bg_tensor *b)
     bg_ctx *ctx = bg__op_begin(name, 2, (bg_tensor *[]){ a, b });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_binary(ctx, op, name, a, b)); /* cuda hook */
-    if (a->dtype != BG_F32 || b->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "%s: inputs must be f32 (got %s, %s)", name,
-                  bg_dtype_name(a->dtype), bg_dtype_name(b->dtype));
-        return NULL;
-    }
-    bcast bc;
-    if (bcast_init(&bc, a, b, name)) return NULL;
+    bg_bcast bc;
+    if (!bg__binary_check(ctx, name, a, b, &bc)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, bc.ndim, bc.shape + BG_MAX_DIMS - bc.ndim);
     if (!out) return NULL;
     const float *pa = a->data, *pb = b->data;
@@ -112,8 +71,8 @@ static void binary_grad_side(bg_node *node, int side)
     bg__contig_strides(a->ndim, a->shape, ca.stride);
     bg__contig_strides(b->ndim, b->shape, cb.stride);
     const float *pa = bg__contig_data(a), *pb = bg__contig_data(b);
-    bcast bc;
-    bcast_init(&bc, &ca, &cb, "backward");
+    bg_bcast bc;
+    bg__bcast_init(&bc, &ca, &cb, "backward");
     bool bc_par = bg__same_shape(t, node->out) && bg__numel(t->ndim, t->shape) > BG_PAR_MIN;
     int op = node->op;
     if (side == 0) {
@@ -255,10 +214,7 @@ static bg_tensor *unary(int op, bg_tensor *a, float p0, float p1)
     bg_ctx *ctx = bg__op_begin(name, 1, (bg_tensor *[]){ a });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_unary(ctx, op, a, p0, p1)); /* cuda hook */
-    if (a->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "%s: input must be f32 (got %s)", name, bg_dtype_name(a->dtype));
-        return NULL;
-    }
+    if (!bg__check_dtype(ctx, name, "input", a, BG_F32)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, a->ndim, a->shape);
     if (!out) return NULL;
     const float *x = bg__contig_data(a);

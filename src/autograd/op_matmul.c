@@ -6,6 +6,7 @@
 #include <cblas.h>
 
 #include "autograd/matmul_layout.h"
+#include "autograd/op_checks.h"
 #include "autograd/tape.h"
 #include "cuda/cuda_dispatch.h"
 
@@ -19,42 +20,7 @@ static void gemm(bg_ctx *ctx, const mat *a, const mat *b, float *c, int64_t ldc,
                 1.0f, a->p, (int)a->ld, b->p, (int)b->ld, beta, c, (int)ldc);
 }
 
-typedef struct mm_geom {
-    int out_ndim;
-    int64_t out_shape[BG_MAX_DIMS];
-    int64_t nbatch, bshape[2]; /* batch dims innermost first */
-} mm_geom;
-
-static int mm_geom_init(mm_geom *g, const bg_tensor *a, const bg_tensor *b)
-{
-    char s1[64], s2[64];
-    if (a->ndim < 2 || b->ndim < 2)
-        return bg__error(a->ctx, BG_ESHAPE, "matmul: %s x %s: both operands need 2+ dims",
-                         bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2));
-    int64_t k1 = a->shape[a->ndim - 1], k2 = b->shape[b->ndim - 2];
-    if (k1 != k2)
-        return bg__error(a->ctx, BG_ESHAPE, "matmul: %s x %s: inner dimensions differ (%lld vs "
-                         "%lld)", bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2),
-                         (long long)k1, (long long)k2);
-    const bg_tensor *big = a->ndim >= b->ndim ? a : b;
-    if (a->ndim > 2 && b->ndim > 2) {
-        bool same = a->ndim == b->ndim;
-        for (int i = 0; same && i < a->ndim - 2; i++) same = a->shape[i] == b->shape[i];
-        if (!same)
-            return bg__error(a->ctx, BG_ESHAPE, "matmul: %s x %s: batch dimensions differ",
-                             bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2));
-    }
-    g->out_ndim = big->ndim;
-    for (int i = 0; i < big->ndim - 2; i++) g->out_shape[i] = big->shape[i];
-    g->out_shape[big->ndim - 2] = a->shape[a->ndim - 2];
-    g->out_shape[big->ndim - 1] = b->shape[b->ndim - 1];
-    g->nbatch = bg__numel(big->ndim - 2, big->shape);
-    g->bshape[0] = big->ndim > 2 ? big->shape[big->ndim - 3] : 1;
-    g->bshape[1] = big->ndim > 3 ? big->shape[big->ndim - 4] : 1;
-    return BG_OK;
-}
-
-static const float *batch_ptr(const mat *m, const mm_geom *g, int64_t bi)
+static const float *batch_ptr(const mat *m, const bg_mm_geom *g, int64_t bi)
 {
     int64_t i0 = bi % g->bshape[0], i1 = bi / g->bshape[0];
     return m->p + i0 * m->bstride[0] + i1 * m->bstride[1];
@@ -63,17 +29,12 @@ static const float *batch_ptr(const mat *m, const mm_geom *g, int64_t bi)
 /* Prepares an operand; non-BLAS-able layouts are packed into the arena first. */
 static bool operand(mat *m, const bg_tensor *t)
 {
-    if (mat_from(m, t, t->data)) return true;
-    const float *p = bg__contig_data(t);
-    if (!p) return false;
-    bg_tensor tmp = *t;
-    bg__contig_strides(t->ndim, t->shape, tmp.stride);
-    return mat_from(m, &tmp, p);
+    return mat_from(m, t, t->data) || mat_from_packed(m, t, bg__contig_data(t));
 }
 
 /* Out (contiguous [batch, M, N]) = A B. Merges A's batch into rows when B is 2-D. */
-static void mm_forward(bg_ctx *ctx, const mat *a, const mat *b, const mm_geom *g,
-                       bool a_batched, bool b_batched, bool a_contig, float *out)
+static void mm_forward(bg_ctx *ctx, const mat *a, const mat *b, const bg_mm_geom *g, bool a_batched,
+                       bool b_batched, bool a_contig, float *out)
 {
     int64_t M = a->rows, N = b->cols;
     if (a_batched && !b_batched && !a->trans && a_contig) {
@@ -95,12 +56,8 @@ bg_tensor *bg_matmul(bg_tensor *a, bg_tensor *b)
     bg_ctx *ctx = bg__op_begin("matmul", 2, (bg_tensor *[]){ a, b });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_matmul(ctx, a, b)); /* cuda hook */
-    if (a->dtype != BG_F32 || b->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "matmul: operands must be f32");
-        return NULL;
-    }
-    mm_geom g;
-    if (mm_geom_init(&g, a, b)) return NULL;
+    bg_mm_geom g;
+    if (!bg__matmul_check(ctx, a, b, &g)) return NULL;
     mat ma, mb;
     if (!operand(&ma, a) || !operand(&mb, b)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, g.out_ndim, g.out_shape);
@@ -121,7 +78,7 @@ bg_tensor *bg_matmul(bg_tensor *a, bg_tensor *b)
 }
 
 /* dA += dC B^T (per batch; summed over batches when A is 2-D and B batched). */
-static void mm_grad_a(bg_ctx *ctx, const mat *a, const mat *b, const mm_geom *g, bool ab,
+static void mm_grad_a(bg_ctx *ctx, const mat *a, const mat *b, const bg_mm_geom *g, bool ab,
                       bool bb, const float *dc, float *da)
 {
     int64_t M = a->rows, N = b->cols, K = a->cols;
@@ -141,7 +98,7 @@ static void mm_grad_a(bg_ctx *ctx, const mat *a, const mat *b, const mm_geom *g,
 }
 
 /* dB += A^T dC. */
-static void mm_grad_b(bg_ctx *ctx, const mat *a, const mat *b, const mm_geom *g, bool ab,
+static void mm_grad_b(bg_ctx *ctx, const mat *a, const mat *b, const bg_mm_geom *g, bool ab,
                       bool bb, bool a_contig, const float *dc, float *db)
 {
     int64_t M = a->rows, N = b->cols, K = a->cols;
@@ -168,8 +125,8 @@ void bg__backward_matmul(bg_node *node)
     bg_tensor *a = node->in[0], *b = node->in[1];
     const mat *ops = node->aux;
     if (!ops) return;
-    mm_geom g;
-    mm_geom_init(&g, a, b);
+    bg_mm_geom g;
+    bg__mm_geom_init(&g, a, b);
     const float *dc = bg__grad_of(node->out);
     bool ab = a->ndim > 2, bb = b->ndim > 2;
     bg_ctx *ctx = a->ctx;

@@ -7,6 +7,7 @@
  * results are bit-identical for any number of OpenMP threads. */
 #include <math.h>
 
+#include "autograd/op_checks.h"
 #include "autograd/tape.h"
 #include "cuda/cuda_dispatch.h"
 
@@ -16,38 +17,7 @@
 /* Elements per partial sum of a whole-tensor reduction (fixed, never per thread). */
 #define SUM_BLOCK 4096
 
-/* ---- shared checks and helpers ------------------------------------------------ */
-
-static bool check_f32_cpu(bg_ctx *ctx, const char *op, const char *what, const bg_tensor *t)
-{
-    if (t->device != BG_CPU) {
-        bg__error(ctx, BG_EUNSUPPORTED, "%s: %s is on cuda; this op runs on the cpu only", op,
-                  what);
-        return false;
-    }
-    if (t->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "%s: %s must be f32 (got %s)", op, what, bg_dtype_name(t->dtype));
-        return false;
-    }
-    return true;
-}
-
-static bool check_i32_cpu(bg_ctx *ctx, const char *op, const char *what, const bg_tensor *t)
-{
-    if (t->device != BG_CPU) {
-        bg__error(ctx, BG_EUNSUPPORTED, "%s: %s is on cuda; this op runs on the cpu only", op,
-                  what);
-        return false;
-    }
-    if (t->dtype != BG_I32) {
-        bg__error(ctx, BG_EINVAL, "%s: %s must be i32 (got %s)", op, what, bg_dtype_name(t->dtype));
-        return false;
-    }
-    return true;
-}
-
-/* Number of rows of a [.., C] tensor (the product of all but the last dimension). */
-static int64_t n_rows(const bg_tensor *t) { return bg__numel(t->ndim - 1, t->shape); }
+/* ---- helpers ------------------------------------------------------------------ */
 
 /* A contiguous int32 pointer for t: its own data, or a packed arena copy. */
 static const int32_t *contig_i32(const bg_tensor *t)
@@ -68,46 +38,16 @@ static const int32_t *contig_i32(const bg_tensor *t)
     return buf;
 }
 
-/* Formats the multi-index of flat position i of t as "[1,2]". */
-static const char *index_str(const bg_tensor *t, int64_t i, char *buf, size_t n)
-{
-    int64_t idx[BG_MAX_DIMS] = { 0 };
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        idx[d] = t->shape[d] ? i % t->shape[d] : 0;
-        i = t->shape[d] ? i / t->shape[d] : 0;
-    }
-    size_t off = (size_t)snprintf(buf, n, "[");
-    for (int d = 0; d < t->ndim && off < n; d++)
-        off += (size_t)snprintf(buf + off, n - off, d ? ",%lld" : "%lld", (long long)idx[d]);
-    if (off < n) snprintf(buf + off, n - off, "]");
-    return buf;
-}
-
 /* ---- embedding ---------------------------------------------------------------- */
-
-static bool embedding_check(bg_ctx *ctx, const bg_tensor *weight, const bg_tensor *ids)
-{
-    if (!check_f32_cpu(ctx, "embedding", "weight", weight) ||
-        !check_i32_cpu(ctx, "embedding", "ids", ids))
-        return false;
-    if (weight->ndim != 2 || ids->ndim > BG_MAX_DIMS - 1) {
-        char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE,
-                  "embedding: weight %s and ids %s: weight must be [V, D] and "
-                  "ids at most %d-D",
-                  bg__shape_str(weight, s1, sizeof s1), bg__shape_str(ids, s2, sizeof s2),
-                  BG_MAX_DIMS - 1);
-        return false;
-    }
-    return true;
-}
 
 bg_tensor *bg_embedding(bg_tensor *weight, bg_tensor *ids)
 {
     bg_ctx *ctx = bg__op_begin("embedding", 2, (bg_tensor *[]){ weight, ids });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_embedding(ctx, weight, ids)); /* cuda hook */
-    if (!embedding_check(ctx, weight, ids)) return NULL;
+    if (!bg__check_cpu(ctx, "embedding", "weight", weight) ||
+        !bg__embedding_check(ctx, weight, ids))
+        return NULL;
     const int32_t *id = contig_i32(ids);
     if (!id) return NULL;
     int64_t V = weight->shape[0], D = weight->shape[1], n = bg__numel(ids->ndim, ids->shape);
@@ -115,7 +55,7 @@ bg_tensor *bg_embedding(bg_tensor *weight, bg_tensor *ids)
         if (id[i] < 0 || id[i] >= V) {
             char s[80];
             bg__error(ctx, BG_EINVAL, "embedding: id %d at ids%s is out of range [0, %lld)",
-                      (int)id[i], index_str(ids, i, s, sizeof s), (long long)V);
+                      (int)id[i], bg__index_str(ids, i, s, sizeof s), (long long)V);
             return NULL;
         }
     }
@@ -192,15 +132,11 @@ static bg_tensor *softmax_op(int op, const char *name, bg_tensor *a)
     bg_ctx *ctx = bg__op_begin(name, 1, (bg_tensor *[]){ a });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_softmax(ctx, op, a)); /* cuda hook */
-    if (!check_f32_cpu(ctx, name, "input", a)) return NULL;
-    if (a->ndim < 1) {
-        bg__error(ctx, BG_ESHAPE, "%s: input is 0-D; it needs a last axis", name);
-        return NULL;
-    }
+    if (!bg__check_cpu(ctx, name, "input", a) || !bg__softmax_check(ctx, name, a)) return NULL;
     const float *x = bg__contig_data(a);
     bg_tensor *out = x ? bg__step_new(ctx, BG_F32, a->ndim, a->shape) : NULL;
     if (!out) return NULL;
-    int64_t rows = n_rows(a), C = a->shape[a->ndim - 1];
+    int64_t rows = bg__n_rows(a), C = a->shape[a->ndim - 1];
     float *y = out->data;
     bool log_out = op == BG_OP_LOG_SOFTMAX;
 #pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
@@ -221,7 +157,7 @@ static void softmax_backward(bg_node *node, bool log_out)
     const float *gy = bg__grad_of(node->out);
     if (!gx || !gy) return;
     const float *y = node->out->data;
-    int64_t rows = n_rows(a), C = a->shape[a->ndim - 1];
+    int64_t rows = bg__n_rows(a), C = a->shape[a->ndim - 1];
 #pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *yr = y + r * C, *gr = gy + r * C;
@@ -248,30 +184,6 @@ typedef struct ce_saved {
     float *lse; /* log-sum-exp per row */
 } ce_saved;
 
-static bool ce_check(bg_ctx *ctx, const bg_tensor *logits, const bg_tensor *targets, float eps)
-{
-    if (!check_f32_cpu(ctx, "cross_entropy", "logits", logits) ||
-        !check_i32_cpu(ctx, "cross_entropy", "targets", targets))
-        return false;
-    bool ok = logits->ndim >= 1 && targets->ndim == logits->ndim - 1 &&
-              logits->shape[logits->ndim - 1] > 0;
-    for (int d = 0; ok && d < targets->ndim; d++) ok = targets->shape[d] == logits->shape[d];
-    if (!ok) {
-        char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE,
-                  "cross_entropy: logits %s and targets %s: targets must have "
-                  "the shape of logits without its last (non-empty) axis",
-                  bg__shape_str(logits, s1, sizeof s1), bg__shape_str(targets, s2, sizeof s2));
-        return false;
-    }
-    if (!(eps >= 0.0f && eps < 1.0f)) {
-        bg__error(ctx, BG_EINVAL, "cross_entropy: label_smoothing %g is not in [0, 1)",
-                  (double)eps);
-        return false;
-    }
-    return true;
-}
-
 /* Counts the rows that take part; records an error for a target outside [0, V). */
 static int64_t ce_count(bg_ctx *ctx, const bg_tensor *targets, const int32_t *t, int64_t rows,
                         int64_t V, int ignore_index)
@@ -284,7 +196,8 @@ static int64_t ce_count(bg_ctx *ctx, const bg_tensor *targets, const int32_t *t,
             bg__error(ctx, BG_EINVAL,
                       "cross_entropy: target %d at targets%s is out of range "
                       "[0, %lld) and is not ignore_index (%d)",
-                      (int)t[r], index_str(targets, r, s, sizeof s), (long long)V, ignore_index);
+                      (int)t[r], bg__index_str(targets, r, s, sizeof s), (long long)V,
+                      ignore_index);
             return -1;
         }
         count++;
@@ -321,8 +234,10 @@ bg_tensor *bg_cross_entropy(bg_tensor *logits, bg_tensor *targets, int ignore_in
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_cross_entropy(ctx, logits, targets, ignore_index,
                                                  label_smoothing)); /* cuda hook */
-    if (!ce_check(ctx, logits, targets, label_smoothing)) return NULL;
-    int64_t rows = n_rows(logits), V = logits->shape[logits->ndim - 1];
+    if (!bg__check_cpu(ctx, "cross_entropy", "logits", logits) ||
+        !bg__cross_entropy_check(ctx, logits, targets, label_smoothing))
+        return NULL;
+    int64_t rows = bg__n_rows(logits), V = logits->shape[logits->ndim - 1];
     const int32_t *t = contig_i32(targets);
     if (!t) return NULL;
     int64_t count = ce_count(ctx, targets, t, rows, V, ignore_index);
@@ -358,7 +273,7 @@ void bg__backward_cross_entropy(bg_node *node)
     const float *go = bg__grad_of(node->out);
     if (!gx || !go) return;
     const ce_saved *sv = node->aux;
-    int64_t rows = n_rows(logits), V = logits->shape[logits->ndim - 1];
+    int64_t rows = bg__n_rows(logits), V = logits->shape[logits->ndim - 1];
     int ignore_index = (int)node->i[0];
     float eps = node->f[0], k = go[0] / (float)count;
     float smooth = eps / (float)V, hit = 1.0f - eps;
@@ -401,16 +316,8 @@ bg_tensor *bg_mse(bg_tensor *a, bg_tensor *b)
     bg_ctx *ctx = bg__op_begin("mse", 2, (bg_tensor *[]){ a, b });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_mse(ctx, a, b)); /* cuda hook */
-    if (!check_f32_cpu(ctx, "mse", "a", a) || !check_f32_cpu(ctx, "mse", "b", b)) return NULL;
+    if (!bg__check_cpu(ctx, "mse", "a", a) || !bg__mse_check(ctx, a, b)) return NULL;
     int64_t n = bg__numel(a->ndim, a->shape);
-    if (!bg__same_shape(a, b) || n == 0) {
-        char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE,
-                  "mse: %s and %s: shapes must be equal and non-empty (no "
-                  "broadcasting)",
-                  bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2));
-        return NULL;
-    }
     const float *pa = bg__contig_data(a), *pb = bg__contig_data(b);
     const float **sv = bg__arena_alloc(ctx, 2 * sizeof *sv);
     bg_tensor *out = bg__step_new(ctx, BG_F32, 0, NULL);
@@ -455,34 +362,6 @@ typedef struct norm_saved {
     float *rstd;    /* per row */
 } norm_saved;
 
-static bool norm_check(bg_ctx *ctx, const char *op, const bg_tensor *x, const bg_tensor *w,
-                       const bg_tensor *b, float eps)
-{
-    if (!check_f32_cpu(ctx, op, "x", x) || (w && !check_f32_cpu(ctx, op, "weight", w)) ||
-        (b && !check_f32_cpu(ctx, op, "bias", b)))
-        return false;
-    char s1[64], s2[64];
-    if (x->ndim < 1) {
-        bg__error(ctx, BG_ESHAPE, "%s: x is 0-D; it needs a last axis", op);
-        return false;
-    }
-    int64_t C = x->shape[x->ndim - 1];
-    const bg_tensor *p[2] = { w, b };
-    for (int i = 0; i < 2; i++) {
-        if (p[i] && (p[i]->ndim != 1 || p[i]->shape[0] != C)) {
-            bg__error(ctx, BG_ESHAPE, "%s: x %s and %s %s: %s must be [%lld]", op,
-                      bg__shape_str(x, s1, sizeof s1), i ? "bias" : "weight",
-                      bg__shape_str(p[i], s2, sizeof s2), i ? "bias" : "weight", (long long)C);
-            return false;
-        }
-    }
-    if (!(eps >= 0.0f) || !isfinite(eps)) {
-        bg__error(ctx, BG_EINVAL, "%s: eps %g must be finite and >= 0", op, (double)eps);
-        return false;
-    }
-    return true;
-}
-
 /* Normalizes every row: mean is NULL for rmsnorm (no centering, mean of squares). */
 static void norm_rows(const float *x, const float *w, const float *b, int64_t rows, int64_t C,
                       float eps, float *mean, float *rstd, float *y)
@@ -521,8 +400,8 @@ static bg_tensor *norm_op(int op, const char *name, bg_tensor *x, bg_tensor *w, 
     bg_ctx *ctx = bg__op_begin(name, n, given);
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_norm(ctx, op, x, w, b, eps)); /* cuda hook */
-    if (!norm_check(ctx, name, x, w, b, eps)) return NULL;
-    int64_t rows = n_rows(x), C = x->shape[x->ndim - 1];
+    if (!bg__check_cpu(ctx, name, "x", x) || !bg__norm_check(ctx, name, x, w, b, eps)) return NULL;
+    int64_t rows = bg__n_rows(x), C = x->shape[x->ndim - 1];
     bool layer = op == BG_OP_LAYERNORM;
     norm_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
     if (!sv) return NULL;
@@ -616,7 +495,7 @@ static void norm_backward(bg_node *node)
     bg_tensor *x = node->in[0], *w = node->in[1], *b = node->n_in > 2 ? node->in[2] : NULL;
     const float *gy = bg__grad_of(node->out);
     if (!gy) return;
-    int64_t rows = n_rows(x), C = x->shape[x->ndim - 1];
+    int64_t rows = bg__n_rows(x), C = x->shape[x->ndim - 1];
     if (bg__needs_grad(x)) {
         float *gx = bg__grad_of(x);
         if (!gx) return;
@@ -638,11 +517,7 @@ bg_tensor *bg_dropout(bg_tensor *a, float p)
     bg_ctx *ctx = bg__op_begin("dropout", 1, (bg_tensor *[]){ a });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_dropout(ctx, a, p)); /* cuda hook */
-    if (!check_f32_cpu(ctx, "dropout", "input", a)) return NULL;
-    if (!(p >= 0.0f && p < 1.0f)) {
-        bg__error(ctx, BG_EINVAL, "dropout: p = %g is not in [0, 1)", (double)p);
-        return NULL;
-    }
+    if (!bg__check_cpu(ctx, "dropout", "input", a) || !bg__dropout_check(ctx, a, p)) return NULL;
     if (!ctx->training || p == 0.0f) return a;
     int64_t n = bg__numel(a->ndim, a->shape);
     const float *x = bg__contig_data(a);

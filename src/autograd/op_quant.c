@@ -1,38 +1,19 @@
 /* op_quant.c - the two straight-through quantizer ops of BitNet b1.58: absmean ternary
  * weights and absmax integer activations. Forward x + lambda (Q(x) - x), backward the
  * identity (the STE), so dX = dY W_q and dW = dY^T x_q through the matmul that follows. */
+#include "autograd/op_checks.h"
 #include "autograd/tape.h"
 #include "bitgrad/ternary.h"
 #include "cuda/cuda_dispatch.h"
 #include "quant/bitnet_math.h"
 
-static bg_tensor *ste_begin(const char *name, bg_tensor *x, float lambda, bg_ctx **pctx)
-{
-    bg_ctx *ctx = bg__op_begin(name, 1, (bg_tensor *[]){ x });
-    *pctx = ctx;
-    if (!ctx) return NULL;
-    if (x->dtype != BG_F32 || x->ndim < 1) {
-        bg__error(ctx, BG_EINVAL, "%s: input must be an f32 tensor with 1+ dims", name);
-        return NULL;
-    }
-    if (!(lambda >= 0.0f && lambda <= 1.0f)) {
-        bg__error(ctx, BG_EINVAL, "%s: lambda %g outside [0, 1]", name, (double)lambda);
-        return NULL;
-    }
-    return bg__step_new(ctx, BG_F32, x->ndim, x->shape);
-}
-
 bg_tensor *bg_weight_quant(bg_tensor *w, int mode, int64_t group, float lambda)
 {
     if (w) BG_CUDA_DISPATCH(w, bg__cuda_weight_quant(w, mode, group, lambda)); /* cuda hook */
     bg_ctx *ctx;
-    bg_tensor *out = ste_begin("weight_quant", w, lambda, &ctx);
-    if (!out) return NULL;
+    bg_tensor *out = bg__ste_begin("weight_quant", w, lambda, &ctx);
+    if (!out || !bg__weight_quant_mode_check(ctx, mode, group)) return NULL;
     int64_t cols = w->shape[w->ndim - 1], rows = bg__numel(w->ndim - 1, w->shape);
-    if ((unsigned)mode > BG_WQ_PER_GROUP || (mode == BG_WQ_PER_GROUP && group < 1)) {
-        bg__error(ctx, BG_EINVAL, "weight_quant: bad mode %d / group %lld", mode, (long long)group);
-        return NULL;
-    }
     int64_t ns = bg_ternary_n_scales(rows, cols, (bg_wq_mode)mode, group);
     int8_t *codes = bg__arena_alloc(ctx, (size_t)(rows * cols));
     float *scales = bg__arena_alloc(ctx, (size_t)ns * sizeof(float));
@@ -51,12 +32,9 @@ bg_tensor *bg_weight_quant(bg_tensor *w, int mode, int64_t group, float lambda)
 bg_tensor *bg_act_quant(bg_tensor *x, int bits, bool per_tensor, float lambda)
 {
     if (x) BG_CUDA_DISPATCH(x, bg__cuda_act_quant(x, bits, per_tensor, lambda)); /* cuda hook */
+    if (!bg__act_quant_bits_check(x, bits)) return NULL;
     bg_ctx *ctx;
-    if (x && (bits < 2 || bits > 8)) {
-        bg__error(x->ctx, BG_EINVAL, "act_quant: %d bits (2..8 supported)", bits);
-        return NULL;
-    }
-    bg_tensor *out = ste_begin("act_quant", x, lambda, &ctx);
+    bg_tensor *out = bg__ste_begin("act_quant", x, lambda, &ctx);
     if (!out) return NULL;
     int64_t n = bg__numel(x->ndim, x->shape);
     int64_t cols = per_tensor ? n : x->shape[x->ndim - 1], rows = cols ? n / cols : 0;

@@ -5,43 +5,11 @@
  * blocks whose partials are added in order: results never depend on the thread count. */
 #include <math.h>
 
+#include "autograd/op_checks.h"
 #include "autograd/tape.h"
 #include "cuda/cuda_dispatch.h"
 
 #define RED_BLOCK 8192
-
-typedef struct red_geom {
-    int64_t outer, n, inner;
-    int out_ndim;
-    int64_t out_shape[BG_MAX_DIMS];
-} red_geom;
-
-static int red_geom_init(red_geom *g, const bg_tensor *a, int axis, bool keepdim, const char *op)
-{
-    if (axis == BG_AXIS_ALL) {
-        g->outer = 1;
-        g->n = bg__numel(a->ndim, a->shape);
-        g->inner = 1;
-        g->out_ndim = keepdim ? a->ndim : 0;
-        for (int i = 0; i < g->out_ndim; i++) g->out_shape[i] = 1;
-        return BG_OK;
-    }
-    int ax = axis < 0 ? axis + a->ndim : axis;
-    if (ax < 0 || ax >= a->ndim) {
-        char s[64];
-        return bg__error(a->ctx, BG_EINVAL, "%s: axis %d out of range for %s", op, axis,
-                         bg__shape_str(a, s, sizeof s));
-    }
-    g->outer = bg__numel(ax, a->shape);
-    g->n = a->shape[ax];
-    g->inner = bg__numel(a->ndim - ax - 1, a->shape + ax + 1);
-    g->out_ndim = 0;
-    for (int i = 0; i < a->ndim; i++) {
-        if (i != ax) g->out_shape[g->out_ndim++] = a->shape[i];
-        else if (keepdim) g->out_shape[g->out_ndim++] = 1;
-    }
-    return BG_OK;
-}
 
 /* Eight independent double accumulators (a fixed order, so still deterministic) keep the
  * adds from waiting on each other. */
@@ -75,7 +43,7 @@ static double full_sum(const float *x, int64_t n)
     return s;
 }
 
-static void reduce_kernel(int op, const red_geom *g, const float *x, float *y)
+static void reduce_kernel(int op, const bg_red_geom *g, const float *x, float *y)
 {
     if (g->outer == 1 && g->inner == 1 && op != BG_OP_MAX) {
         double s = full_sum(x, g->n);
@@ -108,16 +76,8 @@ static bg_tensor *reduce(int op, bg_tensor *a, int axis, bool keepdim)
     bg_ctx *ctx = bg__op_begin(name, 1, (bg_tensor *[]){ a });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_reduce(ctx, op, a, axis, keepdim)); /* cuda hook */
-    if (a->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "%s: input must be f32", name);
-        return NULL;
-    }
-    red_geom g;
-    if (red_geom_init(&g, a, axis, keepdim, name)) return NULL;
-    if (g.n == 0 && op == BG_OP_MAX) {
-        bg__error(ctx, BG_ESHAPE, "max: reduction over an empty axis");
-        return NULL;
-    }
+    bg_red_geom g;
+    if (!bg__reduce_check(ctx, op, a, axis, keepdim, &g)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, g.out_ndim, g.out_shape);
     const float *x = bg__contig_data(a);
     if (!out || !x) return NULL;
@@ -139,8 +99,8 @@ static void reduce_backward(bg_node *node)
 {
     bg_tensor *a = node->in[0];
     if (!bg__needs_grad(a)) return;
-    red_geom g;
-    red_geom_init(&g, a, (int)node->i[0], node->i[1] != 0, "backward");
+    bg_red_geom g;
+    bg__red_geom_init(&g, a, (int)node->i[0], node->i[1] != 0, "backward");
     float *ga = bg__grad_of(a);
     const float *go = bg__grad_of(node->out), *x = node->aux, *y = node->out->data;
     if (!ga || !go) return;

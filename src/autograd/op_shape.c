@@ -1,5 +1,6 @@
 /* op_shape.c - reshape, permute, transpose, slice (views sharing storage), concat and
  * contiguous (copies), with their backward rules. */
+#include "autograd/op_checks.h"
 #include "autograd/tape.h"
 #include "cuda/cuda_dispatch.h"
 
@@ -160,23 +161,10 @@ bg_tensor *bg_concat(bg_tensor *const *ts, int n, int axis)
     bg_ctx *ctx = bg__op_begin("concat", n, ts);
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_concat(ctx, ts, n, axis)); /* cuda hook */
-    const bg_tensor *t0 = ts[0];
-    int ax = axis < 0 ? axis + t0->ndim : axis;
+    int ax;
     int64_t sh[BG_MAX_DIMS];
-    memcpy(sh, t0->shape, sizeof sh);
-    sh[ax] = 0;
-    for (int i = 0; i < n; i++) {
-        bool ok = ts[i]->ndim == t0->ndim && ax >= 0 && ax < t0->ndim && ts[i]->dtype == BG_F32;
-        for (int d = 0; ok && d < t0->ndim; d++) ok = d == ax || ts[i]->shape[d] == t0->shape[d];
-        if (!ok) {
-            char s1[64], s2[64];
-            bg__error(ctx, BG_ESHAPE, "concat: %s and %s do not fit along axis %d",
-                      bg__shape_str(t0, s1, sizeof s1), bg__shape_str(ts[i], s2, sizeof s2), axis);
-            return NULL;
-        }
-        sh[ax] += ts[i]->shape[ax];
-    }
-    bg_tensor *out = bg__step_new(ctx, BG_F32, t0->ndim, sh);
+    if (!bg__concat_check(ctx, ts, n, axis, &ax, sh)) return NULL;
+    bg_tensor *out = bg__step_new(ctx, BG_F32, ts[0]->ndim, sh);
     if (!out) return NULL;
     int64_t ost[BG_MAX_DIMS], off;
     bg__contig_strides(out->ndim, out->shape, ost);
@@ -226,10 +214,7 @@ bg_tensor *bg_contiguous(bg_tensor *a)
     bg_ctx *ctx = bg__op_begin("contiguous", 1, (bg_tensor *[]){ a });
     if (!ctx) return NULL;
     BG_CUDA_DISPATCH(ctx, bg__cuda_contiguous(ctx, a)); /* cuda hook */
-    if (a->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "contiguous: input must be f32");
-        return NULL;
-    }
+    if (!bg__contiguous_check(ctx, a)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, a->ndim, a->shape);
     if (!out) return NULL;
     bg__gather_f32(a, out->data);

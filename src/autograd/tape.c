@@ -125,7 +125,7 @@ void bg__add_strided(float *dst, const int64_t *dst_stride, const float *src, in
  * now consumed, goes back to the pool unless the caller asked to keep it. */
 static void node_done(bg_ctx *ctx, bg_node *node, bg_arena_mark mark, bg_tensor *step_head)
 {
-    bg__arena_release(ctx, mark);
+    bg__arena_back_to(ctx, mark);
     ctx->step_list = step_head;
     bg_tensor *out = node->out;
     if (out->grad && !out->grad->persistent && !out->retain_grad) {

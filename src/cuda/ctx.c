@@ -13,6 +13,38 @@
 #define DEV_ARENA_MIN_CHUNK ((size_t)8 << 20)
 #define SCRATCH_BYTES 64 /* flags (4 x u64), a double accumulator, a finite flag */
 
+/* ---- device arena: src/tensor/arena.c's chunk bookkeeping over device memory ----------------- */
+
+/* The merged chunk of a reset: kernels of the step may still read the old chunks. */
+static void *dev_merge_alloc(bg_ctx *ctx, size_t size)
+{
+    void *p = bg__cu_malloc(NULL, size);
+    if (p) {
+        ctx->heap_allocs++;
+        bg__cu_sync(ctx);
+    }
+    return p;
+}
+
+static const bg_arena_mem dev_mem = {
+    .name = "cuda arena",
+    .align = BG_CU_ALIGN,
+    .min_chunk = DEV_ARENA_MIN_CHUNK,
+    .chunk_alloc = bg__cu_malloc,
+    .merge_alloc = dev_merge_alloc,
+    .chunk_free = bg__cu_free,
+};
+
+void *bg__cuda_arena_alloc(bg_ctx *ctx, size_t size)
+{
+    return bg__arena_take(ctx, &bg__cu_state(ctx)->arena, &dev_mem, size);
+}
+
+void bg__cuda_arena_reset(bg_ctx *ctx)
+{
+    bg__arena_rewind(ctx, &bg__cu_state(ctx)->arena, &dev_mem);
+}
+
 /* ---- context ------------------------------------------------------------------------------- */
 
 int bg__cuda_probe(void)
@@ -44,8 +76,7 @@ void bg__cuda_ctx_free(bg_ctx *ctx)
     bg_cuda_state *s = bg__cu_state(ctx);
     if (!s) return;
     if (s->stream) bg__cu_sync(ctx);
-    for (int i = 0; i < s->arena.n_chunks; i++) bg__cu_free(s->arena.chunks[i].base);
-    free(s->arena.chunks);
+    bg__arena_release(&s->arena, &dev_mem);
     bg__cu_free(s->flags);
     bg__cu_free(s->dev_stage);
     free(s->host_stage);
@@ -56,10 +87,7 @@ void bg__cuda_ctx_free(bg_ctx *ctx)
 
 void bg__cuda_stats(const bg_ctx *ctx, bg_ctx_stats *out)
 {
-    const bg_arena *a = &bg__cu_state(ctx)->arena;
-    for (int i = 0; i < a->n_chunks; i++) out->arena_bytes += a->chunks[i].cap;
-    out->arena_high_water += a->high_water;
-    out->arena_used += a->used_total;
+    bg__arena_add_stats(&bg__cu_state(ctx)->arena, out);
 }
 
 bool bg__cuda_ok(bg_ctx *ctx) { return ctx->err_code == 0; }
@@ -76,75 +104,7 @@ int bg__cuda_read_flags(bg_ctx *ctx, unsigned long long out[2])
     return bg__cu_copy(ctx, out, bg__cu_state(ctx)->flags, 2 * sizeof *out, BG_CU_D2H);
 }
 
-/* ---- device arena ------------------------------------------------------------------------------ */
-
-static int dev_arena_add_chunk(bg_ctx *ctx, size_t min_size)
-{
-    bg_arena *a = &bg__cu_state(ctx)->arena;
-    if (a->n_chunks == a->cap_chunks) {
-        int cap = a->cap_chunks ? a->cap_chunks * 2 : 8;
-        bg_arena_chunk *c = bg__realloc(ctx, a->chunks, (size_t)cap * sizeof *c);
-        if (!c) return BG_ENOMEM;
-        a->chunks = c;
-        a->cap_chunks = cap;
-    }
-    size_t size = a->default_chunk;
-    if (a->n_chunks > 0) size = a->chunks[a->n_chunks - 1].cap * 2;
-    if (size < min_size) size = min_size;
-    unsigned char *base = bg__cu_malloc(ctx, size);
-    if (!base) return BG_ENOMEM;
-    a->chunks[a->n_chunks++] = (bg_arena_chunk){ .base = base, .cap = size, .used = 0 };
-    return BG_OK;
-}
-
-void *bg__cuda_arena_alloc(bg_ctx *ctx, size_t size)
-{
-    bg_arena *a = &bg__cu_state(ctx)->arena;
-    size = (size + BG_CU_ALIGN - 1) / BG_CU_ALIGN * BG_CU_ALIGN;
-    if (size == 0) size = BG_CU_ALIGN;
-    if (a->default_chunk == 0) a->default_chunk = DEV_ARENA_MIN_CHUNK;
-    for (;;) {
-        while (a->cur < a->n_chunks) {
-            bg_arena_chunk *c = &a->chunks[a->cur];
-            if (c->cap - c->used >= size) {
-                void *p = c->base + c->used;
-                c->used += size;
-                a->used_total += size;
-                if (a->used_total > a->high_water) a->high_water = a->used_total;
-                return p;
-            }
-            a->cur++;
-        }
-        if (dev_arena_add_chunk(ctx, size) != BG_OK) {
-            bg__error(ctx, BG_ENOMEM, "cuda arena: out of memory allocating %zu bytes", size);
-            return NULL;
-        }
-        a->cur = a->n_chunks - 1;
-    }
-}
-
-/* Resets by offset; a step that needed several chunks gets them merged into one. */
-void bg__cuda_arena_reset(bg_ctx *ctx)
-{
-    bg_arena *a = &bg__cu_state(ctx)->arena;
-    if (a->n_chunks > 1) {
-        size_t total = 0;
-        for (int i = 0; i < a->n_chunks; i++) total += a->chunks[i].cap;
-        unsigned char *base = bg__cu_malloc(NULL, total);
-        if (base) {
-            ctx->heap_allocs++;
-            bg__cu_sync(ctx); /* kernels of the step may still read the old chunks */
-            for (int i = 0; i < a->n_chunks; i++) bg__cu_free(a->chunks[i].base);
-            a->chunks[0] = (bg_arena_chunk){ .base = base, .cap = total, .used = 0 };
-            a->n_chunks = 1;
-        }
-    }
-    for (int i = 0; i < a->n_chunks; i++) a->chunks[i].used = 0;
-    a->cur = 0;
-    a->used_total = 0;
-}
-
-/* ---- persistent device tensors -------------------------------------------------------------------- */
+/* ---- persistent device tensors --------------------------------------------------------------- */
 
 /* As bg_tensor_new, with the data in its own zeroed device allocation. */
 bg_tensor *bg__cuda_tensor_new(bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *shape)
@@ -206,7 +166,7 @@ bg_tensor *bg__cuda_upload(bg_tensor *t, const void *host_data)
     return bg__cu_copy(t->ctx, t->data, host_data, bytes, BG_CU_H2D) ? NULL : t;
 }
 
-/* ---- staging ---------------------------------------------------------------------------------------- */
+/* ---- staging --------------------------------------------------------------------------------- */
 
 /* Host staging: slot 0 holds device bytes in transit, slot 1 the other side of a conversion. */
 static void *host_stage(bg_ctx *ctx, int slot, size_t n)
@@ -292,7 +252,7 @@ static int upload(bg_tensor *t, const void *h)
     return ctx->err_code;
 }
 
-/* ---- values in and out --------------------------------------------------------------------------------- */
+/* ---- values in and out ----------------------------------------------------------------------- */
 
 int bg__cuda_read(const bg_tensor *t, float *dst)
 {
@@ -388,7 +348,7 @@ const void *bg__cuda_contig(const bg_tensor *t)
     return d;
 }
 
-/* ---- layouts ---------------------------------------------------------------------------------------------- */
+/* ---- layouts --------------------------------------------------------------------------------- */
 
 bg_cu_layout bg__cu_layout_from(int ndim, const int64_t *shape, const int64_t *stride)
 {

@@ -8,41 +8,16 @@
  * order: per head dV += P^T dO and dP = dO V^T, the softmax gradient for all rows, then
  * per head dQ += scale dS K and dK += scale dS^T Q. Heads run in order on one stream, so a
  * kv head shared by several query heads sums their contributions in head order. */
-#include <limits.h>
 #include <math.h>
 
+#include "autograd/op_checks.h"
 #include "cuda/cuda_impl.h"
 
 /* ---- rope ------------------------------------------------------------------------------------------- */
 
-static bool rope_check(bg_ctx *ctx, const bg_tensor *x, int n_rot, float base)
-{
-    char s[64];
-    if (x->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "rope: x must be f32 (got %s)", bg_dtype_name(x->dtype));
-        return false;
-    }
-    if (x->ndim != 3 && x->ndim != 4) {
-        bg__error(ctx, BG_ESHAPE, "rope: x %s must be [T, H, D] or [B, T, H, D]",
-                  bg__shape_str(x, s, sizeof s));
-        return false;
-    }
-    int64_t D = x->shape[x->ndim - 1];
-    if (n_rot <= 0 || n_rot % 2 != 0 || n_rot > D) {
-        bg__error(ctx, BG_EINVAL, "rope: x %s: n_rot %d must be even, > 0 and <= D = %lld",
-                  bg__shape_str(x, s, sizeof s), n_rot, (long long)D);
-        return false;
-    }
-    if (!(base > 0.0f) || !isfinite(base)) {
-        bg__error(ctx, BG_EINVAL, "rope: base %g must be finite and > 0", (double)base);
-        return false;
-    }
-    return true;
-}
-
 bg_tensor *bg__cuda_rope(bg_ctx *ctx, bg_tensor *x, int n_rot, float base, int64_t pos0)
 {
-    if (!rope_check(ctx, x, n_rot, base)) return NULL;
+    if (!bg__rope_check(ctx, x, n_rot, base)) return NULL;
     int nd = x->ndim;
     int64_t T = x->shape[nd - 3], H = x->shape[nd - 2], D = x->shape[nd - 1];
     int64_t BT = bg__numel(nd - 2, x->shape);
@@ -77,52 +52,15 @@ void bg__cudab_rope(bg_node *node)
 
 /* ---- attention ---------------------------------------------------------------------------------------- */
 
-typedef struct attn_dims {
-    int64_t B, T, H, Hkv, D;
-} attn_dims;
-
 typedef struct attn_saved {
-    attn_dims d;
+    bg_attn_dims d;
     const float *q, *k, *v; /* contiguous [B, T, H(kv), D] */
     float *P;               /* softmax probabilities [B, H, T, T] */
 } attn_saved;
 
-static bool attn_check(bg_ctx *ctx, const bg_tensor *q, const bg_tensor *k, const bg_tensor *v,
-                       attn_dims *d)
-{
-    const bg_tensor *in[3] = { q, k, v };
-    for (int i = 0; i < 3; i++)
-        if (in[i]->dtype != BG_F32) {
-            bg__error(ctx, BG_EINVAL, "attention: %c must be f32 (got %s)", "qkv"[i],
-                      bg_dtype_name(in[i]->dtype));
-            return false;
-        }
-    const char *why = NULL;
-    if (q->ndim != 4 || k->ndim != 4 || !bg__same_shape(k, v))
-        why = "q must be [B, T, H, D] and k, v the same [B, T, Hkv, D]";
-    else if (k->shape[0] != q->shape[0] || k->shape[1] != q->shape[1] || k->shape[3] != q->shape[3])
-        why = "B, T and D of q and k differ";
-    else if (q->shape[3] == 0 || k->shape[2] == 0 || q->shape[2] % k->shape[2] != 0)
-        why = "H must be a multiple of Hkv > 0, and D > 0";
-    else if (q->shape[1] > INT_MAX / 2 || q->shape[2] * q->shape[3] > INT_MAX ||
-             q->shape[0] > INT_MAX)
-        why = "dimensions too large for BLAS int";
-    if (why) {
-        char s1[64], s2[64], s3[64];
-        bg__error(ctx, BG_ESHAPE, "attention: q %s, k %s, v %s: %s",
-                  bg__shape_str(q, s1, sizeof s1), bg__shape_str(k, s2, sizeof s2),
-                  bg__shape_str(v, s3, sizeof s3), why);
-        return false;
-    }
-    *d = (attn_dims){
-        .B = q->shape[0], .T = q->shape[1], .H = q->shape[2], .Hkv = k->shape[2], .D = q->shape[3]
-    };
-    return true;
-}
-
 /* Element offsets of query head h's [T, D] block in q (b = 0) and of its kv head in k, v. */
-static int64_t q_off(const attn_dims *d, int64_t h) { return h * d->D; }
-static int64_t kv_off(const attn_dims *d, int64_t h) { return (h / (d->H / d->Hkv)) * d->D; }
+static int64_t q_off(const bg_attn_dims *d, int64_t h) { return h * d->D; }
+static int64_t kv_off(const bg_attn_dims *d, int64_t h) { return (h / (d->H / d->Hkv)) * d->D; }
 
 /* For head h, over every batch: C_b = alpha op(A_b) op(B_b) + beta C_b where each operand is
  * one of q / k / v / dO / dQ... ([B, T, *, D] with row stride ld and batch stride T*ld) or
@@ -132,7 +70,7 @@ typedef struct attn_op {
     int64_t ld, batch_stride;
 } attn_op;
 
-static attn_op head_op(const attn_dims *d, const float *base, bool kv, int64_t h)
+static attn_op head_op(const bg_attn_dims *d, const float *base, bool kv, int64_t h)
 {
     int64_t heads = kv ? d->Hkv : d->H;
     return (attn_op){ .p = base + (kv ? kv_off(d, h) : q_off(d, h)),
@@ -140,7 +78,7 @@ static attn_op head_op(const attn_dims *d, const float *base, bool kv, int64_t h
                       .batch_stride = d->T * heads * d->D };
 }
 
-static attn_op prob_op(const attn_dims *d, const float *P, int64_t h)
+static attn_op prob_op(const bg_attn_dims *d, const float *P, int64_t h)
 {
     return (attn_op){ .p = P + h * d->T * d->T, .ld = d->T, .batch_stride = d->H * d->T * d->T };
 }
@@ -154,7 +92,7 @@ static void attn_gemm(bg_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64
 
 static void attn_forward(bg_ctx *ctx, const attn_saved *sv, float *out)
 {
-    const attn_dims *d = &sv->d;
+    const bg_attn_dims *d = &sv->d;
     int64_t T = d->T, D = d->D;
     float scale = (float)(1.0 / sqrt((double)D));
     for (int64_t h = 0; h < d->H; h++) /* S = scale Q K^T */
@@ -168,8 +106,8 @@ static void attn_forward(bg_ctx *ctx, const attn_saved *sv, float *out)
 
 bg_tensor *bg__cuda_attention(bg_ctx *ctx, bg_tensor *q, bg_tensor *k, bg_tensor *v)
 {
-    attn_dims d;
-    if (!attn_check(ctx, q, k, v, &d)) return NULL;
+    bg_attn_dims d;
+    if (!bg__attention_check(ctx, q, k, v, &d)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, 4, q->shape);
     if (!out) return NULL;
     attn_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
@@ -188,7 +126,7 @@ bg_tensor *bg__cuda_attention(bg_ctx *ctx, bg_tensor *q, bg_tensor *k, bg_tensor
 void bg__cudab_attention(bg_node *node)
 {
     const attn_saved *sv = node->aux;
-    const attn_dims *d = &sv->d;
+    const bg_attn_dims *d = &sv->d;
     bg_ctx *ctx = node->out->ctx;
     if (d->T == 0 || d->B == 0) return;
     const float *go = bg__grad_of(node->out);

@@ -3,55 +3,34 @@
  * and of the view ops (reshape, permute, transpose, slice), which need no forward of
  * their own: views share storage on any device.
  *
- * Each front end validates as its CPU twin does (same messages), allocates its output in
- * the device arena, launches kernels (src/cuda/k_elementwise.cu, k_runtime.cu) and records
- * the same tape node; the rules below read what the node saved. */
+ * Each front end validates with its CPU twin's checks (src/autograd/op_checks.c: same
+ * messages), allocates its output in the device arena, launches kernels
+ * (src/cuda/k_elementwise.cu, k_runtime.cu) and records the same tape node; the rules below
+ * read what the node saved. */
+#include "autograd/op_checks.h"
 #include "cuda/cuda_impl.h"
-
-static bool check_f32(bg_ctx *ctx, const char *op, const bg_tensor *t)
-{
-    if (t->dtype == BG_F32) return true;
-    bg__error(ctx, BG_EINVAL, "%s: input must be f32 (got %s)", op, bg_dtype_name(t->dtype));
-    return false;
-}
 
 /* ---- binary ------------------------------------------------------------------------------ */
 
-static int bcast_make(bg_cu_bcast *bc, int *ndim, const bg_tensor *a, const bg_tensor *b,
-                      const char *op)
+_Static_assert(BG_MAX_DIMS == 4, "bg_cu_bcast holds 4 dims");
+
+/* The shared broadcast geometry in the form the kernels take. */
+static bg_cu_bcast cu_bcast(const bg_bcast *bc)
 {
-    *ndim = a->ndim > b->ndim ? a->ndim : b->ndim;
-    for (int i = 0; i < 4; i++) {
-        int ia = i - (4 - a->ndim), ib = i - (4 - b->ndim);
-        int64_t da = ia >= 0 ? a->shape[ia] : 1, db = ib >= 0 ? b->shape[ib] : 1;
-        if (da != db && da != 1 && db != 1) {
-            char s1[64], s2[64];
-            return bg__error(a->ctx, BG_ESHAPE,
-                             "%s: %s and %s cannot broadcast (dim %d: %lld "
-                             "vs %lld)",
-                             op, bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2),
-                             i - (4 - *ndim), (long long)da, (long long)db);
-        }
-        bc->shape[i] = da == 0 || db == 0 ? 0 : (da > db ? da : db);
-        bc->sa[i] = (ia < 0 || da == 1 || bc->shape[i] == 1) ? 0 : a->stride[ia];
-        bc->sb[i] = (ib < 0 || db == 1 || bc->shape[i] == 1) ? 0 : b->stride[ib];
-    }
-    return BG_OK;
+    bg_cu_bcast cu;
+    memcpy(cu.shape, bc->shape, sizeof cu.shape);
+    memcpy(cu.sa, bc->sa, sizeof cu.sa);
+    memcpy(cu.sb, bc->sb, sizeof cu.sb);
+    return cu;
 }
 
 bg_tensor *bg__cuda_binary(bg_ctx *ctx, int op, const char *name, bg_tensor *a, bg_tensor *b)
 {
-    if (a->dtype != BG_F32 || b->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "%s: inputs must be f32 (got %s, %s)", name,
-                  bg_dtype_name(a->dtype), bg_dtype_name(b->dtype));
-        return NULL;
-    }
-    bg_cu_bcast bc;
-    int ndim;
-    if (bcast_make(&bc, &ndim, a, b, name)) return NULL;
-    bg_tensor *out = bg__step_new(ctx, BG_F32, ndim, bc.shape + 4 - ndim);
+    bg_bcast bc;
+    if (!bg__binary_check(ctx, name, a, b, &bc)) return NULL;
+    bg_tensor *out = bg__step_new(ctx, BG_F32, bc.ndim, bc.shape + BG_MAX_DIMS - bc.ndim);
     if (!out) return NULL;
-    bg__cu_binary(ctx, op, out->data, a->data, b->data, bc);
+    bg__cu_binary(ctx, op, out->data, a->data, b->data, cu_bcast(&bc));
     if (!bg__cuda_ok(ctx)) return NULL;
     bg__record(op, out, 2, (bg_tensor *[]){ a, b });
     return out;
@@ -61,16 +40,15 @@ static void binary_backward(bg_node *node)
 {
     bg_tensor *a = node->in[0], *b = node->in[1];
     const float *go = bg__grad_of(node->out);
-    bg_cu_bcast bc;
-    int ndim;
-    if (!go || bcast_make(&bc, &ndim, a, b, "backward")) return;
+    bg_bcast bc;
+    if (!go || bg__bcast_init(&bc, a, b, "backward")) return;
     for (int side = 0; side < 2; side++) {
         bg_tensor *t = node->in[side];
         if (!bg__needs_grad(t)) continue;
         float *g = bg__grad_of(t);
         if (!g) return;
         bg__cu_binary_grad(t->ctx, node->op, side, g, bg__cu_layout_contig(t->ndim, t->shape), go,
-                           a->data, b->data, bc);
+                           a->data, b->data, cu_bcast(&bc));
     }
 }
 
@@ -83,7 +61,7 @@ void bg__cudab_div(bg_node *node) { binary_backward(node); }
 
 bg_tensor *bg__cuda_unary(bg_ctx *ctx, int op, bg_tensor *a, float p0, float p1)
 {
-    if (!check_f32(ctx, bg_op_name(op), a)) return NULL;
+    if (!bg__check_dtype(ctx, bg_op_name(op), "input", a, BG_F32)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, a->ndim, a->shape);
     if (!out) return NULL;
     bg__cu_unary(ctx, op, out->data, a->data, bg__cu_layout(a), p0, p1);
@@ -127,54 +105,10 @@ void bg__cudab_tanh(bg_node *node) { unary_backward(node); }
 
 /* ---- reductions ------------------------------------------------------------------------------- */
 
-typedef struct red_geom {
-    int64_t outer, n, inner;
-    int out_ndim;
-    int64_t out_shape[BG_MAX_DIMS];
-} red_geom;
-
-/* The geometry of src/autograd/op_reduce.c: the input as [outer, n, inner]. */
-static int red_geom_init(red_geom *g, const bg_tensor *a, int axis, bool keepdim, const char *op)
-{
-    if (axis == BG_AXIS_ALL) {
-        *g = (red_geom){ .outer = 1,
-                         .n = bg__numel(a->ndim, a->shape),
-                         .inner = 1,
-                         .out_ndim = keepdim ? a->ndim : 0 };
-        for (int i = 0; i < g->out_ndim; i++) g->out_shape[i] = 1;
-        return BG_OK;
-    }
-    int ax = axis < 0 ? axis + a->ndim : axis;
-    if (ax < 0 || ax >= a->ndim) {
-        char s[64];
-        return bg__error(a->ctx, BG_EINVAL, "%s: axis %d out of range for %s", op, axis,
-                         bg__shape_str(a, s, sizeof s));
-    }
-    g->outer = bg__numel(ax, a->shape);
-    g->n = a->shape[ax];
-    g->inner = bg__numel(a->ndim - ax - 1, a->shape + ax + 1);
-    g->out_ndim = 0;
-    for (int i = 0; i < a->ndim; i++) {
-        if (i != ax) g->out_shape[g->out_ndim++] = a->shape[i];
-        else if (keepdim)
-            g->out_shape[g->out_ndim++] = 1;
-    }
-    return BG_OK;
-}
-
 bg_tensor *bg__cuda_reduce(bg_ctx *ctx, int op, bg_tensor *a, int axis, bool keepdim)
 {
-    const char *name = bg_op_name(op);
-    if (a->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "%s: input must be f32", name);
-        return NULL;
-    }
-    red_geom g = { 0 };
-    if (red_geom_init(&g, a, axis, keepdim, name)) return NULL;
-    if (g.n == 0 && op == BG_OP_MAX) {
-        bg__error(ctx, BG_ESHAPE, "max: reduction over an empty axis");
-        return NULL;
-    }
+    bg_red_geom g;
+    if (!bg__reduce_check(ctx, op, a, axis, keepdim, &g)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, g.out_ndim, g.out_shape);
     const float *x = bg__cuda_contig(a);
     if (!out || !x) return NULL;
@@ -193,8 +127,8 @@ static void reduce_backward(bg_node *node)
 {
     bg_tensor *a = node->in[0];
     if (!bg__needs_grad(a)) return;
-    red_geom g = { 0 };
-    if (red_geom_init(&g, a, (int)node->i[0], node->i[1] != 0, "backward")) return;
+    bg_red_geom g;
+    if (bg__red_geom_init(&g, a, (int)node->i[0], node->i[1] != 0, "backward")) return;
     float *ga = bg__grad_of(a);
     const float *go = bg__grad_of(node->out);
     if (!ga || !go) return;
@@ -209,22 +143,10 @@ void bg__cudab_max(bg_node *node) { reduce_backward(node); }
 
 bg_tensor *bg__cuda_concat(bg_ctx *ctx, bg_tensor *const *ts, int n, int axis)
 {
-    const bg_tensor *t0 = ts[0];
-    int ax = axis < 0 ? axis + t0->ndim : axis;
+    int ax;
     int64_t sh[BG_MAX_DIMS];
-    memcpy(sh, t0->shape, sizeof sh);
-    for (int i = 0; i < n; i++) {
-        bool ok = ts[i]->ndim == t0->ndim && ax >= 0 && ax < t0->ndim && ts[i]->dtype == BG_F32;
-        for (int d = 0; ok && d < t0->ndim; d++) ok = d == ax || ts[i]->shape[d] == t0->shape[d];
-        if (!ok) {
-            char s1[64], s2[64];
-            bg__error(ctx, BG_ESHAPE, "concat: %s and %s do not fit along axis %d",
-                      bg__shape_str(t0, s1, sizeof s1), bg__shape_str(ts[i], s2, sizeof s2), axis);
-            return NULL;
-        }
-        sh[ax] = i ? sh[ax] + ts[i]->shape[ax] : ts[i]->shape[ax];
-    }
-    bg_tensor *out = bg__step_new(ctx, BG_F32, t0->ndim, sh);
+    if (!bg__concat_check(ctx, ts, n, axis, &ax, sh)) return NULL;
+    bg_tensor *out = bg__step_new(ctx, BG_F32, ts[0]->ndim, sh);
     if (!out) return NULL;
     int64_t off = 0;
     for (int i = 0; i < n; i++) {
@@ -262,10 +184,7 @@ void bg__cudab_concat(bg_node *node)
 
 bg_tensor *bg__cuda_contiguous(bg_ctx *ctx, bg_tensor *a)
 {
-    if (a->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "contiguous: input must be f32");
-        return NULL;
-    }
+    if (!bg__contiguous_check(ctx, a)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, a->ndim, a->shape);
     if (!out) return NULL;
     bg__cu_copy_strided(ctx, out->data, bg__cu_layout_contig(a->ndim, a->shape), a->data,

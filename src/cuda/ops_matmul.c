@@ -9,55 +9,14 @@
  * since the batches of one call may not write the same output. */
 #include "bitgrad/ternary.h"
 #include "autograd/matmul_layout.h"
+#include "autograd/op_checks.h"
 #include "cuda/cuda_impl.h"
 
 /* ---- operands ---------------------------------------------------------------------------------- */
 
 static bool operand(mat *m, const bg_tensor *t)
 {
-    if (mat_from(m, t, t->data)) return true;
-    const float *p = bg__cuda_contig(t);
-    if (!p) return false;
-    bg_tensor tmp = *t;
-    bg__contig_strides(t->ndim, t->shape, tmp.stride);
-    return mat_from(m, &tmp, p);
-}
-
-typedef struct mm_geom {
-    int out_ndim;
-    int64_t out_shape[BG_MAX_DIMS];
-    int64_t nbatch, bshape[2]; /* batch dims innermost first */
-} mm_geom;
-
-static int mm_geom_init(mm_geom *g, const bg_tensor *a, const bg_tensor *b)
-{
-    char s1[64], s2[64];
-    if (a->ndim < 2 || b->ndim < 2)
-        return bg__error(a->ctx, BG_ESHAPE, "matmul: %s x %s: both operands need 2+ dims",
-                         bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2));
-    int64_t k1 = a->shape[a->ndim - 1], k2 = b->shape[b->ndim - 2];
-    if (k1 != k2)
-        return bg__error(a->ctx, BG_ESHAPE,
-                         "matmul: %s x %s: inner dimensions differ (%lld vs "
-                         "%lld)",
-                         bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2),
-                         (long long)k1, (long long)k2);
-    const bg_tensor *big = a->ndim >= b->ndim ? a : b;
-    if (a->ndim > 2 && b->ndim > 2) {
-        bool same = a->ndim == b->ndim;
-        for (int i = 0; same && i < a->ndim - 2; i++) same = a->shape[i] == b->shape[i];
-        if (!same)
-            return bg__error(a->ctx, BG_ESHAPE, "matmul: %s x %s: batch dimensions differ",
-                             bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2));
-    }
-    g->out_ndim = big->ndim;
-    for (int i = 0; i < big->ndim - 2; i++) g->out_shape[i] = big->shape[i];
-    g->out_shape[big->ndim - 2] = a->shape[a->ndim - 2];
-    g->out_shape[big->ndim - 1] = b->shape[b->ndim - 1];
-    g->nbatch = bg__numel(big->ndim - 2, big->shape);
-    g->bshape[0] = big->ndim > 2 ? big->shape[big->ndim - 3] : 1;
-    g->bshape[1] = big->ndim > 3 ? big->shape[big->ndim - 4] : 1;
-    return BG_OK;
+    return mat_from(m, t, t->data) || mat_from_packed(m, t, bg__cuda_contig(t));
 }
 
 /* C = A B (+ beta C) for `batch` products whose operands step by sa, sb, sc elements. */
@@ -70,7 +29,7 @@ static void gemm(bg_ctx *ctx, const mat *a, const mat *b, float *c, int64_t ldc,
 
 /* Every batch of C = A B: one strided-batched call per outer batch index. The strides of a
  * side that is not batched are 0 (mat_from gives 2-D operands zero batch strides). */
-static void gemm_batches(bg_ctx *ctx, mat a, mat b, const mm_geom *g, float *c, int64_t ldc,
+static void gemm_batches(bg_ctx *ctx, mat a, mat b, const bg_mm_geom *g, float *c, int64_t ldc,
                          int64_t sc, float beta)
 {
     for (int64_t i1 = 0; i1 < g->bshape[1]; i1++) {
@@ -83,7 +42,7 @@ static void gemm_batches(bg_ctx *ctx, mat a, mat b, const mm_geom *g, float *c, 
 }
 
 /* One batch bi (as the CPU's batch_ptr). */
-static mat batch_of(mat m, const mm_geom *g, int64_t bi)
+static mat batch_of(mat m, const bg_mm_geom *g, int64_t bi)
 {
     m.p += (bi % g->bshape[0]) * m.bstride[0] + (bi / g->bshape[0]) * m.bstride[1];
     return m;
@@ -93,12 +52,8 @@ static mat batch_of(mat m, const mm_geom *g, int64_t bi)
 
 bg_tensor *bg__cuda_matmul(bg_ctx *ctx, bg_tensor *a, bg_tensor *b)
 {
-    if (a->dtype != BG_F32 || b->dtype != BG_F32) {
-        bg__error(ctx, BG_EINVAL, "matmul: operands must be f32");
-        return NULL;
-    }
-    mm_geom g;
-    if (mm_geom_init(&g, a, b)) return NULL;
+    bg_mm_geom g;
+    if (!bg__matmul_check(ctx, a, b, &g)) return NULL;
     mat ma, mb;
     if (!operand(&ma, a) || !operand(&mb, b)) return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, g.out_ndim, g.out_shape);
@@ -125,8 +80,8 @@ bg_tensor *bg__cuda_matmul(bg_ctx *ctx, bg_tensor *a, bg_tensor *b)
 }
 
 /* dA += dC B^T. */
-static void mm_grad_a(bg_ctx *ctx, const mat *a, const mat *b, const mm_geom *g, bool ab, bool bb,
-                      const float *dc, float *da)
+static void mm_grad_a(bg_ctx *ctx, const mat *a, const mat *b, const bg_mm_geom *g, bool ab,
+                      bool bb, const float *dc, float *da)
 {
     int64_t M = a->rows, N = b->cols, K = a->cols;
     mat bt = mat_t(*b);
@@ -148,8 +103,8 @@ static void mm_grad_a(bg_ctx *ctx, const mat *a, const mat *b, const mm_geom *g,
 }
 
 /* dB += A^T dC. */
-static void mm_grad_b(bg_ctx *ctx, const mat *a, const mat *b, const mm_geom *g, bool ab, bool bb,
-                      bool a_contig, const float *dc, float *db)
+static void mm_grad_b(bg_ctx *ctx, const mat *a, const mat *b, const bg_mm_geom *g, bool ab,
+                      bool bb, bool a_contig, const float *dc, float *db)
 {
     int64_t M = a->rows, N = b->cols, K = a->cols;
     mat dcm = { .p = dc, .rows = M, .cols = N, .ld = N, .trans = false };
@@ -176,8 +131,8 @@ void bg__cudab_matmul(bg_node *node)
 {
     bg_tensor *a = node->in[0], *b = node->in[1];
     const mat *ops = node->aux;
-    mm_geom g;
-    if (!ops || mm_geom_init(&g, a, b)) return;
+    bg_mm_geom g;
+    if (!ops || bg__mm_geom_init(&g, a, b)) return;
     const float *dc = bg__grad_of(node->out);
     if (!dc) return;
     bool ab = a->ndim > 2, bb = b->ndim > 2;
@@ -193,32 +148,12 @@ void bg__cudab_matmul(bg_node *node)
 
 /* ---- straight-through quantizers ----------------------------------------------------------------- */
 
-static bg_tensor *ste_begin(const char *name, bg_tensor *x, float lambda, bg_ctx **pctx)
-{
-    bg_ctx *ctx = bg__op_begin(name, 1, (bg_tensor *[]){ x });
-    *pctx = ctx;
-    if (!ctx) return NULL;
-    if (x->dtype != BG_F32 || x->ndim < 1) {
-        bg__error(ctx, BG_EINVAL, "%s: input must be an f32 tensor with 1+ dims", name);
-        return NULL;
-    }
-    if (!(lambda >= 0.0f && lambda <= 1.0f)) {
-        bg__error(ctx, BG_EINVAL, "%s: lambda %g outside [0, 1]", name, (double)lambda);
-        return NULL;
-    }
-    return bg__step_new(ctx, BG_F32, x->ndim, x->shape);
-}
-
 bg_tensor *bg__cuda_weight_quant(bg_tensor *w, int mode, int64_t group, float lambda)
 {
     bg_ctx *ctx;
-    bg_tensor *out = ste_begin("weight_quant", w, lambda, &ctx);
-    if (!out) return NULL;
+    bg_tensor *out = bg__ste_begin("weight_quant", w, lambda, &ctx);
+    if (!out || !bg__weight_quant_mode_check(ctx, mode, group)) return NULL;
     int64_t cols = w->shape[w->ndim - 1], rows = bg__numel(w->ndim - 1, w->shape);
-    if ((unsigned)mode > BG_WQ_PER_GROUP || (mode == BG_WQ_PER_GROUP && group < 1)) {
-        bg__error(ctx, BG_EINVAL, "weight_quant: bad mode %d / group %lld", mode, (long long)group);
-        return NULL;
-    }
     int64_t ns = bg_ternary_n_scales(rows, cols, (bg_wq_mode)mode, group);
     float *scales = bg__cuda_arena_alloc(ctx, (size_t)(ns > 0 ? ns : 1) * sizeof(float));
     double *partials = bg__cuda_arena_alloc(ctx, BG_CU_MAX_PARTIALS * sizeof(double));
@@ -233,12 +168,9 @@ bg_tensor *bg__cuda_weight_quant(bg_tensor *w, int mode, int64_t group, float la
 
 bg_tensor *bg__cuda_act_quant(bg_tensor *x, int bits, bool per_tensor, float lambda)
 {
-    if (bits < 2 || bits > 8) {
-        bg__error(x->ctx, BG_EINVAL, "act_quant: %d bits (2..8 supported)", bits);
-        return NULL;
-    }
+    if (!bg__act_quant_bits_check(x, bits)) return NULL;
     bg_ctx *ctx;
-    bg_tensor *out = ste_begin("act_quant", x, lambda, &ctx);
+    bg_tensor *out = bg__ste_begin("act_quant", x, lambda, &ctx);
     if (!out) return NULL;
     int64_t n = bg__numel(x->ndim, x->shape);
     int64_t cols = per_tensor ? n : x->shape[x->ndim - 1], rows = cols ? n / cols : 0;
@@ -288,18 +220,8 @@ static bool bitlinear_alloc(bg_ctx *ctx, bitlinear_saved *sv)
  * then y = (acc * s_w) / s_x: the CPU's result bit for bit when the scales agree. */
 bg_tensor *bg__cuda_bitlinear(bg_ctx *ctx, bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
 {
-    char s1[64], s2[64];
-    if (x->dtype != BG_F32 || w->dtype != BG_F32 || w->ndim != 2 || x->ndim < 1 ||
-        x->shape[x->ndim - 1] != w->shape[1] || act_bits < 2 || act_bits > 8) {
-        bg__error(ctx, BG_ESHAPE,
-                  "bitlinear: x %s, w %s, %d bits: need f32 x [.., in], "
-                  "w [out, in], 2..8 bits",
-                  bg__shape_str(x, s1, sizeof s1), bg__shape_str(w, s2, sizeof s2), act_bits);
-        return NULL;
-    }
     int64_t shape[BG_MAX_DIMS];
-    memcpy(shape, x->shape, sizeof shape);
-    shape[x->ndim - 1] = w->shape[0];
+    if (!bg__bitlinear_check(ctx, x, w, act_bits, shape)) return NULL;
     bg_tensor *y = bg__step_new(ctx, BG_F32, x->ndim, shape);
     bitlinear_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
     double *partials = bg__cuda_arena_alloc(ctx, BG_CU_MAX_PARTIALS * sizeof(double));

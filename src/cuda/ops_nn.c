@@ -1,38 +1,11 @@
 /* ops_nn.c - CUDA front ends of the nn ops: embedding (scatter-add backward with atomics:
  * not bit-reproducible, see k_nn.cu), softmax and log_softmax, fused cross-entropy, mse,
- * fused rmsnorm/layernorm, and dropout, with their backward rules. Validation and error
- * messages are those of src/autograd/op_nn.c. Ids and targets are range-checked on the
- * device; the op reads the check's two flag words back (a small synchronisation), so a bad
- * id is a clear error, never an out-of-bounds read. */
-#include <math.h>
-
+ * fused rmsnorm/layernorm, and dropout, with their backward rules. They validate with the
+ * checks of src/autograd/op_nn.c (src/autograd/op_checks.c), so the messages are the same.
+ * Ids and targets are range-checked on the device; the op reads the check's two flag words
+ * back (a small synchronisation), so a bad id is a clear error, never an out-of-bounds read. */
+#include "autograd/op_checks.h"
 #include "cuda/cuda_impl.h"
-
-static bool check_dtype(bg_ctx *ctx, const char *op, const char *what, const bg_tensor *t,
-                        bg_dtype want)
-{
-    if (t->dtype == want) return true;
-    bg__error(ctx, BG_EINVAL, "%s: %s must be %s (got %s)", op, what, bg_dtype_name(want),
-              bg_dtype_name(t->dtype));
-    return false;
-}
-
-static int64_t n_rows(const bg_tensor *t) { return bg__numel(t->ndim - 1, t->shape); }
-
-/* Formats the multi-index of flat position i of t as "[1,2]". */
-static const char *index_str(const bg_tensor *t, int64_t i, char *buf, size_t n)
-{
-    int64_t idx[BG_MAX_DIMS] = { 0 };
-    for (int d = t->ndim - 1; d >= 0; d--) {
-        idx[d] = t->shape[d] ? i % t->shape[d] : 0;
-        i = t->shape[d] ? i / t->shape[d] : 0;
-    }
-    size_t off = (size_t)snprintf(buf, n, "[");
-    for (int d = 0; d < t->ndim && off < n; d++)
-        off += (size_t)snprintf(buf + off, n - off, d ? ",%lld" : "%lld", (long long)idx[d]);
-    if (off < n) snprintf(buf + off, n - off, "]");
-    return buf;
-}
 
 /* Range-checks the n int32 values at id (device) against [0, V), skipping ignore_index when
  * use_ignore. Returns the number of values not ignored, or -1 after recording `what`'s error
@@ -49,7 +22,7 @@ static int64_t check_ids(bg_ctx *ctx, const bg_tensor *t, const int32_t *id, int
     int32_t bad = 0;
     char s[80];
     bg__cu_copy(ctx, &bad, id + flags[0], sizeof bad, BG_CU_D2H);
-    index_str(t, (int64_t)flags[0], s, sizeof s);
+    bg__index_str(t, (int64_t)flags[0], s, sizeof s);
     if (use_ignore)
         bg__error(ctx, BG_EINVAL,
                   "%s: target %d at targets%s is out of range [0, %lld) and is "
@@ -65,18 +38,7 @@ static int64_t check_ids(bg_ctx *ctx, const bg_tensor *t, const int32_t *id, int
 
 bg_tensor *bg__cuda_embedding(bg_ctx *ctx, bg_tensor *weight, bg_tensor *ids)
 {
-    if (!check_dtype(ctx, "embedding", "weight", weight, BG_F32) ||
-        !check_dtype(ctx, "embedding", "ids", ids, BG_I32))
-        return NULL;
-    if (weight->ndim != 2 || ids->ndim > BG_MAX_DIMS - 1) {
-        char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE,
-                  "embedding: weight %s and ids %s: weight must be [V, D] and ids "
-                  "at most %d-D",
-                  bg__shape_str(weight, s1, sizeof s1), bg__shape_str(ids, s2, sizeof s2),
-                  BG_MAX_DIMS - 1);
-        return NULL;
-    }
+    if (!bg__embedding_check(ctx, weight, ids)) return NULL;
     const int32_t *id = bg__cuda_contig(ids);
     int64_t V = weight->shape[0], D = weight->shape[1], n = bg__numel(ids->ndim, ids->shape);
     if (!id || check_ids(ctx, ids, id, V, 0, false, "embedding") < 0) return NULL;
@@ -108,15 +70,12 @@ void bg__cudab_embedding(bg_node *node)
 bg_tensor *bg__cuda_softmax(bg_ctx *ctx, int op, bg_tensor *a)
 {
     const char *name = bg_op_name(op);
-    if (!check_dtype(ctx, name, "input", a, BG_F32)) return NULL;
-    if (a->ndim < 1) {
-        bg__error(ctx, BG_ESHAPE, "%s: input is 0-D; it needs a last axis", name);
-        return NULL;
-    }
+    if (!bg__softmax_check(ctx, name, a)) return NULL;
     const float *x = bg__cuda_contig(a);
     bg_tensor *out = x ? bg__step_new(ctx, BG_F32, a->ndim, a->shape) : NULL;
     if (!out) return NULL;
-    bg__cu_softmax(ctx, x, out->data, n_rows(a), a->shape[a->ndim - 1], op == BG_OP_LOG_SOFTMAX);
+    bg__cu_softmax(ctx, x, out->data, bg__n_rows(a), a->shape[a->ndim - 1],
+                   op == BG_OP_LOG_SOFTMAX);
     if (!bg__cuda_ok(ctx)) return NULL;
     bg__record(op, out, 1, (bg_tensor *[]){ a });
     return out;
@@ -129,7 +88,7 @@ static void softmax_backward(bg_node *node)
     float *gx = bg__grad_of(a);
     const float *gy = bg__grad_of(node->out);
     if (gx && gy)
-        bg__cu_softmax_grad(a->ctx, gx, gy, node->out->data, n_rows(a), a->shape[a->ndim - 1],
+        bg__cu_softmax_grad(a->ctx, gx, gy, node->out->data, bg__n_rows(a), a->shape[a->ndim - 1],
                             node->op == BG_OP_LOG_SOFTMAX);
 }
 
@@ -144,35 +103,11 @@ typedef struct ce_saved {
     float *lse; /* log-sum-exp per row (device) */
 } ce_saved;
 
-static bool ce_check(bg_ctx *ctx, const bg_tensor *logits, const bg_tensor *targets, float eps)
-{
-    if (!check_dtype(ctx, "cross_entropy", "logits", logits, BG_F32) ||
-        !check_dtype(ctx, "cross_entropy", "targets", targets, BG_I32))
-        return false;
-    bool ok = logits->ndim >= 1 && targets->ndim == logits->ndim - 1 &&
-              logits->shape[logits->ndim - 1] > 0;
-    for (int d = 0; ok && d < targets->ndim; d++) ok = targets->shape[d] == logits->shape[d];
-    if (!ok) {
-        char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE,
-                  "cross_entropy: logits %s and targets %s: targets must have the "
-                  "shape of logits without its last (non-empty) axis",
-                  bg__shape_str(logits, s1, sizeof s1), bg__shape_str(targets, s2, sizeof s2));
-        return false;
-    }
-    if (!(eps >= 0.0f && eps < 1.0f)) {
-        bg__error(ctx, BG_EINVAL, "cross_entropy: label_smoothing %g is not in [0, 1)",
-                  (double)eps);
-        return false;
-    }
-    return true;
-}
-
 bg_tensor *bg__cuda_cross_entropy(bg_ctx *ctx, bg_tensor *logits, bg_tensor *targets,
                                   int ignore_index, float label_smoothing)
 {
-    if (!ce_check(ctx, logits, targets, label_smoothing)) return NULL;
-    int64_t rows = n_rows(logits), V = logits->shape[logits->ndim - 1];
+    if (!bg__cross_entropy_check(ctx, logits, targets, label_smoothing)) return NULL;
+    int64_t rows = bg__n_rows(logits), V = logits->shape[logits->ndim - 1];
     const int32_t *t = bg__cuda_contig(targets);
     if (!t) return NULL;
     int64_t count = check_ids(ctx, targets, t, V, ignore_index, true, "cross_entropy");
@@ -205,7 +140,7 @@ void bg__cudab_cross_entropy(bg_node *node)
     const float *go = bg__grad_of(node->out);
     if (!gx || !go) return;
     const ce_saved *sv = node->aux;
-    bg__cu_ce_backward(logits->ctx, gx, go, sv->logits, sv->targets, sv->lse, n_rows(logits),
+    bg__cu_ce_backward(logits->ctx, gx, go, sv->logits, sv->targets, sv->lse, bg__n_rows(logits),
                        logits->shape[logits->ndim - 1], (int)node->i[0], node->f[0], node->i[1]);
 }
 
@@ -213,17 +148,8 @@ void bg__cudab_cross_entropy(bg_node *node)
 
 bg_tensor *bg__cuda_mse(bg_ctx *ctx, bg_tensor *a, bg_tensor *b)
 {
-    if (!check_dtype(ctx, "mse", "a", a, BG_F32) || !check_dtype(ctx, "mse", "b", b, BG_F32))
-        return NULL;
+    if (!bg__mse_check(ctx, a, b)) return NULL;
     int64_t n = bg__numel(a->ndim, a->shape);
-    if (!bg__same_shape(a, b) || n == 0) {
-        char s1[64], s2[64];
-        bg__error(ctx, BG_ESHAPE,
-                  "mse: %s and %s: shapes must be equal and non-empty (no "
-                  "broadcasting)",
-                  bg__shape_str(a, s1, sizeof s1), bg__shape_str(b, s2, sizeof s2));
-        return NULL;
-    }
     const float *pa = bg__cuda_contig(a), *pb = bg__cuda_contig(b);
     const float **sv = bg__arena_alloc(ctx, 2 * sizeof *sv);
     bg_tensor *out = bg__step_new(ctx, BG_F32, 0, NULL);
@@ -263,40 +189,11 @@ typedef struct norm_saved {
     float *rstd;    /* per row */
 } norm_saved;
 
-static bool norm_check(bg_ctx *ctx, const char *op, const bg_tensor *x, const bg_tensor *w,
-                       const bg_tensor *b, float eps)
-{
-    if (!check_dtype(ctx, op, "x", x, BG_F32) ||
-        (w && !check_dtype(ctx, op, "weight", w, BG_F32)) ||
-        (b && !check_dtype(ctx, op, "bias", b, BG_F32)))
-        return false;
-    if (x->ndim < 1) {
-        bg__error(ctx, BG_ESHAPE, "%s: x is 0-D; it needs a last axis", op);
-        return false;
-    }
-    int64_t C = x->shape[x->ndim - 1];
-    const bg_tensor *p[2] = { w, b };
-    for (int i = 0; i < 2; i++) {
-        if (p[i] && (p[i]->ndim != 1 || p[i]->shape[0] != C)) {
-            char s1[64], s2[64];
-            bg__error(ctx, BG_ESHAPE, "%s: x %s and %s %s: %s must be [%lld]", op,
-                      bg__shape_str(x, s1, sizeof s1), i ? "bias" : "weight",
-                      bg__shape_str(p[i], s2, sizeof s2), i ? "bias" : "weight", (long long)C);
-            return false;
-        }
-    }
-    if (!(eps >= 0.0f) || !isfinite(eps)) {
-        bg__error(ctx, BG_EINVAL, "%s: eps %g must be finite and >= 0", op, (double)eps);
-        return false;
-    }
-    return true;
-}
-
 bg_tensor *bg__cuda_norm(bg_ctx *ctx, int op, bg_tensor *x, bg_tensor *w, bg_tensor *b, float eps)
 {
     const char *name = bg_op_name(op);
-    if (!norm_check(ctx, name, x, w, b, eps)) return NULL;
-    int64_t rows = n_rows(x), C = x->shape[x->ndim - 1];
+    if (!bg__norm_check(ctx, name, x, w, b, eps)) return NULL;
+    int64_t rows = bg__n_rows(x), C = x->shape[x->ndim - 1];
     bool layer = op == BG_OP_LAYERNORM;
     norm_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
     if (!sv) return NULL;
@@ -324,7 +221,7 @@ static void norm_backward(bg_node *node)
     bg_ctx *ctx = x->ctx;
     const float *gy = bg__grad_of(node->out);
     if (!gy) return;
-    int64_t rows = n_rows(x), C = x->shape[x->ndim - 1];
+    int64_t rows = bg__n_rows(x), C = x->shape[x->ndim - 1];
     if (bg__needs_grad(x)) {
         float *gx = bg__grad_of(x);
         if (!gx) return;
@@ -348,11 +245,7 @@ void bg__cudab_layernorm(bg_node *node) { norm_backward(node); }
  * device: reproducible for a seed, but not the CPU's mask for that seed. */
 bg_tensor *bg__cuda_dropout(bg_ctx *ctx, bg_tensor *a, float p)
 {
-    if (!check_dtype(ctx, "dropout", "input", a, BG_F32)) return NULL;
-    if (!(p >= 0.0f && p < 1.0f)) {
-        bg__error(ctx, BG_EINVAL, "dropout: p = %g is not in [0, 1)", (double)p);
-        return NULL;
-    }
+    if (!bg__dropout_check(ctx, a, p)) return NULL;
     if (!ctx->training || p == 0.0f) return a;
     int64_t n = bg__numel(a->ndim, a->shape);
     const float *x = bg__cuda_contig(a);

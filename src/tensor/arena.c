@@ -1,4 +1,6 @@
-/* arena.c - counted heap allocation and the step arena.
+/* arena.c - counted heap allocation and the step arena, whose chunk bookkeeping
+ * (bg__arena_take / _rewind / _release over a bg_arena_mem) also runs src/cuda/ctx.c's
+ * device arena.
  *
  * Every op result of a step lives in the arena; bg_step_end resets it by offset. The
  * arena grows by chunks during the first steps; when a step needed more than one chunk,
@@ -38,9 +40,10 @@ void *bg__aligned_alloc(bg_ctx *ctx, size_t size)
     return p;
 }
 
-static int arena_add_chunk(bg_ctx *ctx, size_t min_size)
+/* ---- chunk bookkeeping (any arena: this host one and src/cuda/ctx.c's device one) ---- */
+
+static int arena_add_chunk(bg_ctx *ctx, bg_arena *a, const bg_arena_mem *m, size_t min_size)
 {
-    bg_arena *a = &ctx->arena;
     if (a->n_chunks == a->cap_chunks) {
         int cap = a->cap_chunks ? a->cap_chunks * 2 : 8;
         bg_arena_chunk *c = bg__realloc(ctx, a->chunks, (size_t)cap * sizeof *c);
@@ -51,47 +54,45 @@ static int arena_add_chunk(bg_ctx *ctx, size_t min_size)
     size_t size = a->default_chunk;
     if (a->n_chunks > 0) size = a->chunks[a->n_chunks - 1].cap * 2;
     if (size < min_size) size = min_size;
-    unsigned char *base = bg__aligned_alloc(ctx, size);
+    unsigned char *base = m->chunk_alloc(ctx, size);
     if (!base) return BG_ENOMEM;
     a->chunks[a->n_chunks++] = (bg_arena_chunk){ .base = base, .cap = size, .used = 0 };
     return BG_OK;
 }
 
-void *bg__arena_alloc(bg_ctx *ctx, size_t size)
+void *bg__arena_take(bg_ctx *ctx, bg_arena *a, const bg_arena_mem *m, size_t size)
 {
-    bg_arena *a = &ctx->arena;
-    size = (size + BG_ARENA_ALIGN - 1) / BG_ARENA_ALIGN * BG_ARENA_ALIGN;
-    if (size == 0) size = BG_ARENA_ALIGN;
-    if (a->default_chunk == 0) a->default_chunk = BG_ARENA_MIN_CHUNK;
-    while (a->cur < a->n_chunks) {
-        bg_arena_chunk *c = &a->chunks[a->cur];
-        if (c->cap - c->used >= size) {
-            void *p = c->base + c->used;
-            c->used += size;
-            a->used_total += size;
-            if (a->used_total > a->high_water) a->high_water = a->used_total;
-            return p;
+    size = (size + m->align - 1) & ~(m->align - 1);
+    if (size == 0) size = m->align;
+    if (a->default_chunk == 0) a->default_chunk = m->min_chunk;
+    for (;;) {
+        while (a->cur < a->n_chunks) {
+            bg_arena_chunk *c = &a->chunks[a->cur];
+            if (c->cap - c->used >= size) {
+                void *p = c->base + c->used;
+                c->used += size;
+                a->used_total += size;
+                if (a->used_total > a->high_water) a->high_water = a->used_total;
+                return p;
+            }
+            a->cur++;
         }
-        a->cur++;
+        if (arena_add_chunk(ctx, a, m, size) != BG_OK) {
+            bg__error(ctx, BG_ENOMEM, "%s: out of memory allocating %zu bytes", m->name, size);
+            return NULL;
+        }
+        a->cur = a->n_chunks - 1;
     }
-    if (arena_add_chunk(ctx, size) != BG_OK) {
-        bg__error(ctx, BG_ENOMEM, "arena: out of memory allocating %zu bytes", size);
-        return NULL;
-    }
-    a->cur = a->n_chunks - 1;
-    return bg__arena_alloc(ctx, size);
 }
 
-/* Resets every chunk; merges several chunks into one big enough for the whole step. */
-void bg__arena_reset(bg_ctx *ctx)
+void bg__arena_rewind(bg_ctx *ctx, bg_arena *a, const bg_arena_mem *m)
 {
-    bg_arena *a = &ctx->arena;
     if (a->n_chunks > 1) {
         size_t total = 0;
         for (int i = 0; i < a->n_chunks; i++) total += a->chunks[i].cap;
-        unsigned char *base = bg__aligned_alloc(ctx, total);
+        unsigned char *base = m->merge_alloc(ctx, total);
         if (base) {
-            for (int i = 0; i < a->n_chunks; i++) free(a->chunks[i].base);
+            for (int i = 0; i < a->n_chunks; i++) m->chunk_free(a->chunks[i].base);
             a->chunks[0] = (bg_arena_chunk){ .base = base, .cap = total, .used = 0 };
             a->n_chunks = 1;
         }
@@ -101,15 +102,41 @@ void bg__arena_reset(bg_ctx *ctx)
     a->used_total = 0;
 }
 
-void bg__arena_free(bg_ctx *ctx)
+void bg__arena_release(bg_arena *a, const bg_arena_mem *m)
 {
-    bg_arena *a = &ctx->arena;
-    for (int i = 0; i < a->n_chunks; i++) free(a->chunks[i].base);
+    for (int i = 0; i < a->n_chunks; i++) m->chunk_free(a->chunks[i].base);
     free(a->chunks);
     memset(a, 0, sizeof *a);
 }
 
-/* Where the step arena stands now; bg__arena_release gives back everything allocated after
+void bg__arena_add_stats(const bg_arena *a, bg_ctx_stats *out)
+{
+    for (int i = 0; i < a->n_chunks; i++) out->arena_bytes += a->chunks[i].cap;
+    out->arena_high_water += a->high_water;
+    out->arena_used += a->used_total;
+}
+
+/* ---- the host step arena ---------------------------------------------------------------- */
+
+static const bg_arena_mem host_mem = {
+    .name = "arena",
+    .align = BG_ARENA_ALIGN,
+    .min_chunk = BG_ARENA_MIN_CHUNK,
+    .chunk_alloc = bg__aligned_alloc,
+    .merge_alloc = bg__aligned_alloc,
+    .chunk_free = free,
+};
+
+void *bg__arena_alloc(bg_ctx *ctx, size_t size)
+{
+    return bg__arena_take(ctx, &ctx->arena, &host_mem, size);
+}
+
+void bg__arena_reset(bg_ctx *ctx) { bg__arena_rewind(ctx, &ctx->arena, &host_mem); }
+
+void bg__arena_free(bg_ctx *ctx) { bg__arena_release(&ctx->arena, &host_mem); }
+
+/* Where the step arena stands now; bg__arena_back_to gives back everything allocated after
  * it (scratch of one backward rule). Chunks added meanwhile stay, empty, for later use. */
 bg_arena_mark bg__arena_mark(const bg_ctx *ctx)
 {
@@ -118,7 +145,7 @@ bg_arena_mark bg__arena_mark(const bg_ctx *ctx)
                             .used_total = a->used_total };
 }
 
-void bg__arena_release(bg_ctx *ctx, bg_arena_mark m)
+void bg__arena_back_to(bg_ctx *ctx, bg_arena_mark m)
 {
     bg_arena *a = &ctx->arena;
     for (int i = m.cur + 1; i < a->n_chunks; i++) a->chunks[i].used = 0;

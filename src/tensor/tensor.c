@@ -147,9 +147,7 @@ void bg_ctx_stats_get(const bg_ctx *ctx, bg_ctx_stats *out)
 {
     memset(out, 0, sizeof *out);
     out->heap_allocs = ctx->heap_allocs;
-    for (int i = 0; i < ctx->arena.n_chunks; i++) out->arena_bytes += ctx->arena.chunks[i].cap;
-    out->arena_high_water = ctx->arena.high_water;
-    out->arena_used = ctx->arena.used_total;
+    bg__arena_add_stats(&ctx->arena, out);
     out->persistent_bytes = ctx->persistent_bytes;
     out->grad_bytes = bg__grad_pool_bytes(ctx);
     out->tape_nodes = ctx->tape->n;

@@ -106,6 +106,7 @@ BG_INTERNAL void bg__grad_pool_free(bg_ctx *ctx);
 BG_INTERNAL size_t bg__grad_pool_bytes(const bg_ctx *ctx);
 
 /* ---- arena ---- */
+/* The ctx's host step arena. */
 BG_INTERNAL void *bg__arena_alloc(bg_ctx *ctx, size_t size);
 BG_INTERNAL void bg__arena_reset(bg_ctx *ctx);
 BG_INTERNAL void bg__arena_free(bg_ctx *ctx);
@@ -114,7 +115,32 @@ typedef struct bg_arena_mark {
     size_t used, used_total;
 } bg_arena_mark;
 BG_INTERNAL bg_arena_mark bg__arena_mark(const bg_ctx *ctx);
-BG_INTERNAL void bg__arena_release(bg_ctx *ctx, bg_arena_mark m);
+/* Gives back everything the host arena handed out after m (scratch). */
+BG_INTERNAL void bg__arena_back_to(bg_ctx *ctx, bg_arena_mark m);
+
+/* Where an arena's chunks come from: the host heap (arena.c) or a device (src/cuda/ctx.c).
+ * The chunk bookkeeping below is the same for both. */
+typedef struct bg_arena_mem {
+    const char *name; /* names the arena in its out-of-memory error */
+    size_t align;     /* a power of two; every allocation is rounded up to it */
+    size_t min_chunk; /* size of the first chunk */
+    /* A new chunk, counted in ctx->heap_allocs; NULL when out of memory. */
+    void *(*chunk_alloc)(bg_ctx *ctx, size_t size);
+    /* The chunk that replaces all others at a reset: counted, records no error on failure
+     * (the arena then keeps its chunks), and returns only once the old ones may be freed. */
+    void *(*merge_alloc)(bg_ctx *ctx, size_t size);
+    void (*chunk_free)(void *p);
+} bg_arena_mem;
+
+/* size bytes (rounded up to m->align) from a, growing it by a chunk when full; NULL after
+ * recording BG_ENOMEM. */
+BG_INTERNAL void *bg__arena_take(bg_ctx *ctx, bg_arena *a, const bg_arena_mem *m, size_t size);
+/* Empties a by offset; a step that needed several chunks gets them merged into one. */
+BG_INTERNAL void bg__arena_rewind(bg_ctx *ctx, bg_arena *a, const bg_arena_mem *m);
+/* Frees every chunk of a and zeroes it. */
+BG_INTERNAL void bg__arena_release(bg_arena *a, const bg_arena_mem *m);
+/* Adds a's chunk bytes, high-water mark and bytes in use to out. */
+BG_INTERNAL void bg__arena_add_stats(const bg_arena *a, bg_ctx_stats *out);
 
 /* ---- errors ---- */
 /* Records the first error on the ctx (printf-style message); returns code. */
