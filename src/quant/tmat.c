@@ -58,14 +58,14 @@ const char *bg_isa_name(bg_isa isa)
 
 /* ---- the plain C reference kernel ---- */
 
-static void tdot_scalar(const uint8_t *w, int64_t ws, int nr, const int8_t *x, int64_t xs, int nc,
-                        int64_t nblk, int32_t *out)
+static void tdot_scalar(const uint8_t *w, int64_t ws, int64_t bs, int nr, const int8_t *x,
+                        int64_t xs, int nc, int64_t nblk, int32_t *out)
 {
     for (int r = 0; r < nr; r++)
         for (int c = 0; c < nc; c++) {
             int32_t acc = 0;
             for (int64_t b = 0; b < nblk; b++) {
-                const uint8_t *p = w + r * ws + b * BG_TMAT_BLOCK_BYTES;
+                const uint8_t *p = w + r * ws + b * bs;
                 const int8_t *xb = x + c * xs + b * BG_TMAT_BLOCK;
                 for (int l = 0; l < 4; l++)
                     for (int t = 0; t < BG_TMAT_BLOCK_BYTES; t++)
@@ -86,6 +86,13 @@ static bg_tdot_fn *kernel_for(bg_isa isa)
 }
 
 /* ---- packing ---- */
+
+/* Byte offset of block b of row j (tiles of 4 rows, interleaved by block: tmat_kernels.h). */
+static int64_t block_offset(const bg_tmat *w, int64_t j, int64_t b)
+{
+    int64_t t0 = j - j % BG_TMAT_TILE, nr = w->n - t0 < BG_TMAT_TILE ? w->n - t0 : BG_TMAT_TILE;
+    return (t0 * w->nblk + b * nr + j % BG_TMAT_TILE) * BG_TMAT_BLOCK_BYTES;
+}
 
 int bg_tmat_new(const int8_t *codes, const float *s_w, bool s_w_per_row, int64_t n, int64_t k,
                 bg_tmat **out)
@@ -116,8 +123,8 @@ int bg_tmat_new(const int8_t *codes, const float *s_w, bool s_w_per_row, int64_t
                 bg_tmat_free(&w);
                 return BG_EINVAL;
             }
-            int64_t b = i / BG_TMAT_BLOCK, l = (i % BG_TMAT_BLOCK) / 64, t = i % 64;
-            uint8_t *p = w->packed + j * rb + b * BG_TMAT_BLOCK_BYTES + t;
+            uint8_t *p = w->packed + block_offset(w, j, i / BG_TMAT_BLOCK) + i % 64;
+            int64_t l = (i % BG_TMAT_BLOCK) / 64;
             *p = (uint8_t)((*p & ~(3u << (2 * l))) | (unsigned)(c + 1) << (2 * l));
         }
     *out = w;
@@ -149,13 +156,13 @@ size_t bg_tmat_nbytes(const bg_tmat *w)
 static void panel(const bg_tmat *w, bg_tdot_fn *kern, int64_t r0, int64_t r1, const int8_t *x,
                   int64_t xs, const int32_t *sums, const float *s_x, int64_t m, float *y)
 {
-    int64_t rb = w->nblk * BG_TMAT_BLOCK_BYTES;
     int32_t acc[BG_TMAT_TILE * BG_TMAT_TILE];
     for (int64_t c0 = 0; c0 < m; c0 += BG_TMAT_TILE) {
         int nc = m - c0 < BG_TMAT_TILE ? (int)(m - c0) : BG_TMAT_TILE;
         for (int64_t j0 = r0; j0 < r1; j0 += BG_TMAT_TILE) {
             int nr = r1 - j0 < BG_TMAT_TILE ? (int)(r1 - j0) : BG_TMAT_TILE;
-            kern(w->packed + j0 * rb, rb, nr, x + c0 * xs, xs, nc, w->nblk, acc);
+            kern(w->packed + block_offset(w, j0, 0), BG_TMAT_BLOCK_BYTES, nr * BG_TMAT_BLOCK_BYTES,
+                 nr, x + c0 * xs, xs, nc, w->nblk, acc);
             for (int c = 0; c < nc; c++)
                 for (int r = 0; r < nr; r++) {
                     int32_t dot = acc[r * BG_TMAT_TILE + c] - sums[c0 + c];

@@ -16,12 +16,12 @@
 #define T_AVX512BW __attribute__((target("avx512f,avx512bw")))
 #define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 #ifndef PREFETCH
-#define PREFETCH 512
+#define PREFETCH 2048
 #endif
 
 /* ---- AVX-512 VNNI ---- */
 
-INLINE T_VNNI void tile_vnni(const uint8_t *w, int64_t ws, const int8_t *x, int64_t xs,
+INLINE T_VNNI void tile_vnni(const uint8_t *w, int64_t ws, int64_t bs, const int8_t *x, int64_t xs,
                              int64_t nblk, int32_t *out, const int NR, const int NC)
 {
     __m512i acc[BG_TMAT_TILE][BG_TMAT_TILE];
@@ -31,8 +31,7 @@ INLINE T_VNNI void tile_vnni(const uint8_t *w, int64_t ws, const int8_t *x, int6
     for (int64_t b = 0; b < nblk; b++) {
         __m512i v[BG_TMAT_TILE];
         for (int r = 0; r < NR; r++) {
-            v[r] = _mm512_loadu_si512(w + r * ws + b * 64);
-            _mm_prefetch((const char *)(w + r * ws + b * 64 + PREFETCH), _MM_HINT_T0);
+            v[r] = _mm512_loadu_si512(w + r * ws + b * bs);
         }
         for (int l = 0; l < 4; l++) {
             __m512i q[BG_TMAT_TILE];
@@ -51,7 +50,7 @@ INLINE T_VNNI void tile_vnni(const uint8_t *w, int64_t ws, const int8_t *x, int6
  * without shifting leaves field l as (code + 1) << 2l, so accumulator l holds 4^l times its
  * dot; 4^l divides it exactly. A field-3 product is at most 128 * 128 = 2^14 in magnitude
  * and a row has 64 such per block, so the sums stay below 2^31 for fewer than 2^11 blocks. */
-INLINE T_VNNI void tile_vnni_vec(const uint8_t *w, int64_t ws, const int8_t *x, int64_t nblk,
+INLINE T_VNNI void tile_vnni_vec(const uint8_t *w, int64_t ws, int64_t bs, const int8_t *x, int64_t nblk,
                                  int32_t *out, const int NR)
 {
     __m512i acc[BG_TMAT_TILE][4];
@@ -60,8 +59,7 @@ INLINE T_VNNI void tile_vnni_vec(const uint8_t *w, int64_t ws, const int8_t *x, 
     for (int64_t b = 0; b < nblk; b++) {
         __m512i v[BG_TMAT_TILE];
         for (int r = 0; r < NR; r++) {
-            v[r] = _mm512_loadu_si512(w + r * ws + b * 64);
-            _mm_prefetch((const char *)(w + r * ws + b * 64 + PREFETCH), _MM_HINT_T0);
+            v[r] = _mm512_loadu_si512(w + r * ws + b * bs);
         }
         for (int l = 0; l < 4; l++) {
             __m512i xv = _mm512_loadu_si512(x + b * 256 + l * 64), mask = _mm512_set1_epi8((char)(3 << (2 * l)));
@@ -79,7 +77,7 @@ INLINE T_VNNI void tile_vnni_vec(const uint8_t *w, int64_t ws, const int8_t *x, 
 /* ---- AVX-512 BW: u8 x s8 pairs to int16 (|sum| <= 2 * 2 * 128, no saturation), the four
  * shifts of a block added in int16 (<= 2048), then widened to int32 once per block. ---- */
 
-INLINE T_AVX512BW void tile_avx512bw(const uint8_t *w, int64_t ws, const int8_t *x, int64_t xs,
+INLINE T_AVX512BW void tile_avx512bw(const uint8_t *w, int64_t ws, int64_t bs, const int8_t *x, int64_t xs,
                                      int64_t nblk, int32_t *out, const int NR, const int NC)
 {
     __m512i acc[BG_TMAT_TILE][BG_TMAT_TILE];
@@ -89,7 +87,7 @@ INLINE T_AVX512BW void tile_avx512bw(const uint8_t *w, int64_t ws, const int8_t 
     for (int64_t b = 0; b < nblk; b++) {
         __m512i v[BG_TMAT_TILE], s16[BG_TMAT_TILE][BG_TMAT_TILE];
         for (int r = 0; r < NR; r++) {
-            v[r] = _mm512_loadu_si512(w + r * ws + b * 64);
+            v[r] = _mm512_loadu_si512(w + r * ws + b * bs);
             for (int c = 0; c < NC; c++) s16[r][c] = _mm512_setzero_si512();
         }
         for (int l = 0; l < 4; l++) {
@@ -120,7 +118,7 @@ INLINE T_AVX2 int32_t hsum256(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
-INLINE T_AVX2 void tile_avx2(const uint8_t *w, int64_t ws, const int8_t *x, int64_t xs,
+INLINE T_AVX2 void tile_avx2(const uint8_t *w, int64_t ws, int64_t bs, const int8_t *x, int64_t xs,
                              int64_t nblk, int32_t *out, const int NR, const int NC)
 {
     __m256i acc[2][BG_TMAT_TILE];
@@ -131,7 +129,7 @@ INLINE T_AVX2 void tile_avx2(const uint8_t *w, int64_t ws, const int8_t *x, int6
         const int64_t xo = (b / 2) * 256 + (b % 2) * 32;
         __m256i v[2], s16[2][BG_TMAT_TILE];
         for (int r = 0; r < NR; r++) {
-            v[r] = _mm256_loadu_si256((const __m256i *)(w + r * ws + b * 32));
+            v[r] = _mm256_loadu_si256((const __m256i *)(w + r * ws + (b / 2) * bs + (b % 2) * 32));
             for (int c = 0; c < NC; c++) s16[r][c] = _mm256_setzero_si256();
         }
         for (int l = 0; l < 4; l++) {
@@ -159,36 +157,36 @@ INLINE T_AVX2 void tile_avx2(const uint8_t *w, int64_t ws, const int8_t *x, int6
         int rr = nr - r0 < (MAXR) ? nr - r0 : (MAXR);                                          \
         int32_t o[BG_TMAT_TILE * BG_TMAT_TILE];                                                \
         const uint8_t *wr = w + r0 * ws;                                                       \
-        if (rr == (MAXR) && nc == 4) TILE(wr, ws, x, xs, nblk, o, (MAXR), 4);                  \
-        else if (rr == (MAXR) && nc == 1) TILE(wr, ws, x, xs, nblk, o, (MAXR), 1);             \
+        if (rr == (MAXR) && nc == 4) TILE(wr, ws, bs, x, xs, nblk, o, (MAXR), 4);                  \
+        else if (rr == (MAXR) && nc == 1) TILE(wr, ws, bs, x, xs, nblk, o, (MAXR), 1);             \
         else                                                                                   \
             for (int r = 0; r < rr; r++)                                                       \
                 for (int c = 0; c < nc; c++)                                                   \
-                    TILE(wr + r * ws, ws, x + c * xs, xs, nblk, o + r * BG_TMAT_TILE + c, 1, 1); \
+                    TILE(wr + r * ws, ws, bs, x + c * xs, xs, nblk, o + r * BG_TMAT_TILE + c, 1, 1); \
         for (int r = 0; r < rr; r++)                                                           \
             for (int c = 0; c < nc; c++)                                                       \
                 out[(r0 + r) * BG_TMAT_TILE + c] = o[r * BG_TMAT_TILE + c];                    \
     }
 
-static T_VNNI void tdot_avx512vnni(const uint8_t *w, int64_t ws, int nr, const int8_t *x,
+static T_VNNI void tdot_avx512vnni(const uint8_t *w, int64_t ws, int64_t bs, int nr, const int8_t *x,
                                    int64_t xs, int nc, int64_t nblk, int32_t *out)
 {
     if (nc == 1 && nblk < (1 << 11)) {
-        if (nr == 4) tile_vnni_vec(w, ws, x, nblk, out, 4);
+        if (nr == 4) tile_vnni_vec(w, ws, bs, x, nblk, out, 4);
         else
-            for (int r = 0; r < nr; r++) tile_vnni_vec(w + r * ws, ws, x, nblk, out + r * BG_TMAT_TILE, 1);
+            for (int r = 0; r < nr; r++) tile_vnni_vec(w + r * ws, ws, bs, x, nblk, out + r * BG_TMAT_TILE, 1);
         return;
     }
     DISPATCH(tile_vnni, 4)
 }
 
-static T_AVX512BW void tdot_avx512bw(const uint8_t *w, int64_t ws, int nr, const int8_t *x,
+static T_AVX512BW void tdot_avx512bw(const uint8_t *w, int64_t ws, int64_t bs, int nr, const int8_t *x,
                                      int64_t xs, int nc, int64_t nblk, int32_t *out)
 {
     DISPATCH(tile_avx512bw, 4)
 }
 
-static T_AVX2 void tdot_avx2(const uint8_t *w, int64_t ws, int nr, const int8_t *x, int64_t xs,
+static T_AVX2 void tdot_avx2(const uint8_t *w, int64_t ws, int64_t bs, int nr, const int8_t *x, int64_t xs,
                              int nc, int64_t nblk, int32_t *out)
 {
     DISPATCH(tile_avx2, 2)
