@@ -8,7 +8,7 @@
  * instruction sets were tested. Run: ./test_tmat */
 #include <omp.h>
 
-#include <bitgrad/ternary.h>
+#include <bitgrad.h>
 
 #include "harness.h"
 
@@ -128,6 +128,41 @@ static void test_bad_input(void)
     bg_tmat_free(NULL);
 }
 
+/* The BitLinear op's training forward takes the int8 VNNI GEMM where the CPU has it; capped
+ * to scalar it takes the sgemm form. Both must give the same bits. */
+static void test_bitlinear_paths(void)
+{
+    static const int64_t shapes[][3] = { { 1, 4, 1 },    { 5, 12, 3 },    { 13, 256, 17 },
+                                         { 30, 784, 64 }, { 64, 768, 33 }, { 257, 64, 256 } };
+    bg_ctx *ctx = NULL;
+    if (!CHECK(bg_ctx_create(&ctx, BG_CPU) == BG_OK, "ctx")) return;
+    bg_ctx_seed(ctx, 3);
+    bool vnni = bg_isa_best() == BG_ISA_AVX512VNNI;
+    int same = 0, all = 0;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int v = 0; v < 4; v++) {
+            int64_t m = shapes[i][0], k = shapes[i][1], n = shapes[i][2];
+            int bits = v & 1 ? 4 : 8;
+            bool per_row = v & 2;
+            bg_tensor *x = bg_randn(ctx, 2, (int64_t[]){ m, k }, 0.0f, 1.0f);
+            bg_tensor *w = bg_randn(ctx, 2, (int64_t[]){ n, k }, 0.0f, 0.05f);
+            bg_tensor *y1 = bg_bitlinear(x, w, bits, per_row);
+            bg_isa_set_max(BG_ISA_SCALAR);
+            bg_tensor *y0 = bg_bitlinear(x, w, bits, per_row);
+            bg_isa_set_max(BG_ISA_BEST);
+            all++;
+            if (y0 && y1 && memcmp(bg_tensor_data(y0), bg_tensor_data(y1), (size_t)(m * n) * 4) == 0)
+                same++;
+            else
+                printf("  bitlinear m=%lld k=%lld n=%lld bits=%d per_row=%d: paths differ\n", (long long)m,
+                       (long long)k, (long long)n, bits, per_row);
+            bg_step_end(ctx);
+        }
+    CHECK(same == all, "BitLinear forward, %s vs sgemm form: %d of %d cases bit-identical",
+          vnni ? "int8 VNNI GEMM" : "(no VNNI here: sgemm both times)", same, all);
+    bg_ctx_free(&ctx);
+}
+
 int main(void)
 {
     test_selection();
@@ -135,5 +170,6 @@ int main(void)
     for (int i = 0; i < BG_ISA_COUNT; i++)
         if (bg_isa_supported((bg_isa)i)) test_isa((bg_isa)i);
         else printf("not supported here: %s\n", bg_isa_name((bg_isa)i));
+    test_bitlinear_paths();
     return harness_summary();
 }

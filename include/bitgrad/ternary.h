@@ -68,8 +68,14 @@ typedef enum bg_isa {
 
 /* Whether this build and this CPU can run isa (BG_ISA_BEST and BG_ISA_SCALAR always can). */
 BG_API bool bg_isa_supported(bg_isa isa);
-/* The instruction set BG_ISA_BEST stands for on this CPU. */
+/* The instruction set BG_ISA_BEST stands for on this CPU: the best it supports, at most the
+ * cap. Every SIMD path of the library (these kernels and the int8 BitLinear training forward)
+ * follows it. */
 BG_API bg_isa bg_isa_best(void);
+/* Caps BG_ISA_BEST process-wide (BG_ISA_BEST: no cap), e.g. BG_ISA_SCALAR to run the plain C
+ * references. The environment variable BITGRAD_MAX_ISA=scalar|avx2|avx512bw|avx512vnni sets
+ * the initial cap. */
+BG_API int bg_isa_set_max(bg_isa isa);
 /* "scalar", "avx2", "avx512bw", "avx512vnni" ("best" for BG_ISA_BEST, NULL if out of range). */
 BG_API const char *bg_isa_name(bg_isa isa);
 

@@ -9,6 +9,7 @@
 #include "autograd/tape.h"
 #include "cuda/cuda_dispatch.h"
 #include "quant/bitnet_math.h"
+#include "quant/s8gemm.h"
 
 typedef struct bitlinear_saved {
     int8_t *levels;  /* [rows, in] activation levels */
@@ -29,9 +30,10 @@ static void quantize_row(const float *restrict xr, int64_t in, float s, int bits
         float q = bg_round_away(xr[i] * s);
         q = q > qp ? qp : q;
         q = q < qn ? qn : q;
-        lv[i] = q;
         lv8[i] = (int8_t)(int32_t)q;
     }
+    if (lv)
+        for (int64_t i = 0; i < in; i++) lv[i] = (float)lv8[i];
 }
 
 static void quantize_acts(const float *x, int64_t rows, int64_t in, int bits, float *lv,
@@ -42,7 +44,7 @@ static void quantize_acts(const float *x, int64_t rows, int64_t in, int bits, fl
         const float *xr = x + r * in;
         float s = bg_absmax_scale(bg_absmax(xr, in), bits);
         sx[r] = s;
-        quantize_row(xr, in, s, bits, lv + r * in, lv8 + r * in);
+        quantize_row(xr, in, s, bits, lv ? lv + r * in : NULL, lv8 + r * in);
     }
 }
 
@@ -55,15 +57,14 @@ static void quantize_weights(const float *w, int64_t out, int64_t in, bool per_r
         if (per_row) s_w[j] = bg_absmean_scale(w + j * in, in);
         float s = s_w[per_row ? j : 0];
         const float *wr = w + j * in;
-        float *cr = codes + j * in;
         int8_t *cr8 = codes8 + j * in;
         /* bg_ternary_code's two comparisons, written branch-free so the loop vectorises. */
         for (int64_t i = 0; i < in; i++) {
             float v = wr[i] / s;
-            int c = (v >= 0.5f) - (v <= -0.5f);
-            cr[i] = (float)c;
-            cr8[i] = (int8_t)c;
+            cr8[i] = (int8_t)((v >= 0.5f) - (v <= -0.5f));
         }
+        if (codes)
+            for (int64_t i = 0; i < in; i++) codes[j * in + i] = (float)cr8[i];
     }
 }
 
@@ -85,24 +86,29 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
     sv->codes = bg__arena_alloc(ctx, (size_t)(out * in));
     sv->s_w = bg__arena_alloc(ctx, (size_t)(per_row ? out : 1) * sizeof(float));
     if (!sv->levels || !sv->s_x || !sv->codes || !sv->s_w) return NULL;
-    /* float copies for sgemm: scratch, given back to the arena below */
+    /* scratch (float copies for sgemm, or the int8 kernel's packed codes): given back below */
     bg_arena_mark mark = bg__arena_mark(ctx);
-    float *lvf = bg__arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
-    float *cf = bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
-    if (!lvf || !cf) return NULL;
+    bool s8 = rows > 0 && out > 0 && bg__s8gemm_ok(in);
+    float *lvf = s8 ? NULL : bg__arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
+    float *cf = s8 ? NULL : bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
+    void *scratch = s8 ? bg__arena_alloc(ctx, bg__s8gemm_scratch(rows, out, in)) : NULL;
+    if (s8 ? !scratch : (!lvf || !cf)) return NULL;
     quantize_acts(xd, rows, in, act_bits, lvf, sv->levels, sv->s_x);
     quantize_weights(wd, out, in, per_row, cf, sv->codes, sv->s_w);
     float *yd = y->data;
-    if (rows > 0 && out > 0) {
+    if (s8) { /* the same integer sums and formula: the same bits as the sgemm form */
+        ctx->matmul_calls++;
+        bg__s8gemm(sv->levels, sv->s_x, sv->codes, sv->s_w, per_row, rows, out, in, yd, scratch);
+    } else if (rows > 0 && out > 0) {
         ctx->matmul_calls++;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f,
                     lvf, (int)in, cf, (int)in, 0.0f, yd, (int)out);
+#pragma omp parallel for schedule(static) if (rows * out > BG_PAR_MIN)
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t j = 0; j < out; j++)
+                yd[r * out + j] = (yd[r * out + j] * sv->s_w[per_row ? j : 0]) / sv->s_x[r];
     }
     bg__arena_back_to(ctx, mark);
-#pragma omp parallel for schedule(static) if (rows * out > BG_PAR_MIN)
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t j = 0; j < out; j++)
-            yd[r * out + j] = (yd[r * out + j] * sv->s_w[per_row ? j : 0]) / sv->s_x[r];
     bg_node *node = bg__record(BG_OP_BITLINEAR, y, 2, (bg_tensor *[]){ x, w });
     if (node) node->aux = sv;
     return y;

@@ -42,9 +42,33 @@ bool bg_isa_supported(bg_isa isa)
     return isa > BG_ISA_SCALAR && isa < BG_ISA_COUNT && cpu_has(isa);
 }
 
+/* The cap on BG_ISA_BEST: bg_isa_set_max, else the environment's BITGRAD_MAX_ISA (read on
+ * first use), else none. -1 until decided. */
+static _Atomic int isa_cap = -1;
+
+static bg_isa isa_by_name(const char *s)
+{
+    for (int i = BG_ISA_SCALAR; s && i < BG_ISA_COUNT; i++)
+        if (strcmp(s, bg_isa_name((bg_isa)i)) == 0) return (bg_isa)i;
+    return BG_ISA_BEST;
+}
+
+int bg_isa_set_max(bg_isa isa)
+{
+    if (isa < BG_ISA_BEST || isa >= BG_ISA_COUNT) return BG_EINVAL;
+    isa_cap = isa == BG_ISA_BEST ? BG_ISA_COUNT - 1 : isa;
+    return BG_OK;
+}
+
 bg_isa bg_isa_best(void)
 {
-    for (int i = BG_ISA_COUNT - 1; i > BG_ISA_SCALAR; i--)
+    int cap = isa_cap;
+    if (cap < 0) {
+        bg_isa env = isa_by_name(getenv("BITGRAD_MAX_ISA"));
+        cap = env == BG_ISA_BEST ? BG_ISA_COUNT - 1 : env;
+        isa_cap = cap;
+    }
+    for (int i = cap; i > BG_ISA_SCALAR; i--)
         if (cpu_has((bg_isa)i)) return (bg_isa)i;
     return BG_ISA_SCALAR;
 }
