@@ -4,7 +4,8 @@
  * packed product must equal bg_ternary_matmul_ref (int8 codes, a separate implementation)
  * bit for bit: random and extreme activations, ragged sizes (k not a multiple of the 256
  * block, row and column counts that leave partial tiles), per-tensor and per-row scales, 1
- * and 2 threads, and the W4 shape. Also: run-time selection, bad input. Prints which
+ * and 2 threads, and the W4 shape. Also: run-time selection, bad input, and the BitLinear
+ * op's int8 (VNNI) training forward against its sgemm form, bit for bit. Prints which
  * instruction sets were tested. Run: ./test_tmat */
 #include <omp.h>
 
