@@ -2,6 +2,7 @@
  * workloads (W1 BitLinear MLP, W2 bitnet LM, W3 LoRA on a frozen W2, W4 ternary mat-vec /
  * mat-mat) and prints one JSON line: median, min and max ms per step after warm-up,
  * samples or tokens per second, peak RSS. */
+#include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,27 @@ static double read_bandwidth(void)
     return sink ? (double)(n * sizeof(uint64_t)) / best / 1e9 : 0.0;
 }
 
+/* This machine's cblas_sgemm rate in GFLOP/s with the current threads: the best of 5
+ * products of [1024, 1024] matrices. */
+static double sgemm_gflops(void)
+{
+    const int n = 1024;
+    float *a = malloc((size_t)n * n * sizeof(float)), *b = malloc((size_t)n * n * sizeof(float));
+    float *c = malloc((size_t)n * n * sizeof(float));
+    double best = 1e30;
+    for (int i = 0; a && b && c && i < n * n; i++) a[i] = b[i] = (float)(i % 7) * 0.25f;
+    for (int r = 0; a && b && c && r < 6; r++) {
+        double t0 = cli_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double dt = cli_now() - t0;
+        if (r > 0 && dt < best) best = dt; /* the first run warms up */
+    }
+    free(a);
+    free(b);
+    free(c);
+    return best < 1e30 ? 2.0 * n * n * n / best / 1e9 : 0.0;
+}
+
 /* One training step (or one product for matvec). */
 static int step(bench *b, const char *w)
 {
@@ -197,6 +219,8 @@ int cmd_bench(int argc, char **argv)
     }
     double *ms = malloc((size_t)steps * sizeof(double));
     for (int i = 0; !rc && i < 3; i++) rc = step(&b, w); /* warm-up */
+    bg_ctx_stats st0, st1;
+    bg_ctx_stats_get(b.ctx, &st0);
     for (long long i = 0; !rc && i < steps; i++) {
         double t0 = cli_now();
         rc = step(&b, w);
@@ -205,7 +229,15 @@ int cmd_bench(int argc, char **argv)
     if (!rc) {
         qsort(ms, (size_t)steps, sizeof(double), cmp_double);
         double med = ms[steps / 2], per = strcmp(w, "mlp") == 0 ? 256 : (b.model ? 16 * 128 : (double)b.cols);
-        char w4[256] = "";
+        char w4[320] = "";
+        bg_ctx_stats_get(b.ctx, &st1);
+        if (b.model) { /* the GEMM floor: this step's matmul FLOPs at the sgemm rate */
+            double gf = (double)(st1.matmul_flops - st0.matmul_flops) / (double)steps / 1e9;
+            double rate = sgemm_gflops(), floor_ms = rate > 0 ? 1e3 * gf / rate : 0.0;
+            snprintf(w4, sizeof w4, ", \"gemm_gflop_per_step\": %.3f, \"sgemm_gflops\": %.1f, "
+                     "\"gemm_floor_ms\": %.3f, \"gemm_floor_fraction\": %.3f", gf, rate, floor_ms,
+                     floor_ms / med);
+        }
         if (b.tw) {
             double gbs = (double)bg_tmat_nbytes(b.tw[0]) / (med / 1e3) / 1e9, rd = read_bandwidth();
             snprintf(w4, sizeof w4, ", \"isa\": \"%s\", \"copies\": %d, \"weight_gb_per_s\": %.2f, "

@@ -64,6 +64,7 @@ typedef struct bg_ctx_stats {
     size_t grad_bytes;         /* buffers kept for intermediates' gradients (reused each step) */
     size_t tape_nodes;         /* nodes recorded in the current step */
     uint64_t matmul_calls;     /* GEMM calls issued (weight-gradient skips show here) */
+    uint64_t matmul_flops;     /* their 2 m n k, summed (int8 GEMMs counted the same) */
     uint64_t steps;            /* completed bg_step_end calls */
 } bg_ctx_stats;
 

@@ -168,7 +168,7 @@ static void attn_forward(bg_ctx *ctx, const bg_attn_dims *d, const float *q, con
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f,
                         Pc + (bh - c0) * TT, T, v + okv, ldk, 0.0f, out + oq, ldq);
         }
-        ctx->matmul_calls += (uint64_t)(2 * (c1 - c0));
+        bg__gemm_count(ctx, T, T, D, 2 * (c1 - c0));
     }
 }
 
@@ -241,7 +241,7 @@ static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_gr
         if (need_ds)
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, g->go + oq, ldq,
                         sv->v + okv, ldk, 0.0f, g->dS + (bh - c0) * TT, T);
-        ctx->matmul_calls += (uint64_t)(g->gv != NULL) + need_ds;
+        bg__gemm_count(ctx, T, T, D, (g->gv != NULL) + need_ds);
     }
     if (!need_ds) return;
     softmax_grad_rows(sv->P + c0 * TT, g->dS, (c1 - c0) * T, T);
@@ -254,7 +254,7 @@ static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_gr
         if (g->gk)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->q + oq,
                         ldq, 1.0f, g->gk + okv, ldk);
-        ctx->matmul_calls += (uint64_t)(g->gq != NULL) + (g->gk != NULL);
+        bg__gemm_count(ctx, T, T, D, (g->gq != NULL) + (g->gk != NULL));
     }
 }
 

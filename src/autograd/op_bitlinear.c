@@ -97,10 +97,10 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
     quantize_weights(wd, out, in, per_row, cf, sv->codes, sv->s_w);
     float *yd = y->data;
     if (s8) { /* the same integer sums and formula: the same bits as the sgemm form */
-        ctx->matmul_calls++;
+        bg__gemm_count(ctx, rows, out, in, 1);
         bg__s8gemm(sv->levels, sv->s_x, sv->codes, sv->s_w, per_row, rows, out, in, yd, scratch);
     } else if (rows > 0 && out > 0) {
-        ctx->matmul_calls++;
+        bg__gemm_count(ctx, rows, out, in, 1);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f,
                     lvf, (int)in, cf, (int)in, 0.0f, yd, (int)out);
 #pragma omp parallel for schedule(static) if (rows * out > BG_PAR_MIN)
@@ -129,7 +129,7 @@ void bg__backward_bitlinear(bg_node *node)
         for (int64_t j = 0; j < out; j++)
             for (int64_t i = 0; i < in; i++)
                 wq[j * in + i] = (float)sv->codes[j * in + i] * sv->s_w[sv->per_row ? j : 0];
-        ctx->matmul_calls++;
+        bg__gemm_count(ctx, rows, in, out, 1);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)in, (int)out, 1.0f,
                     dy, (int)out, wq, (int)in, 1.0f, dx, (int)in);
     }
@@ -139,7 +139,7 @@ void bg__backward_bitlinear(bg_node *node)
 #pragma omp parallel for schedule(static) if (rows * in > BG_PAR_MIN)
         for (int64_t r = 0; r < rows; r++)
             for (int64_t i = 0; i < in; i++) xq[r * in + i] = (float)sv->levels[r * in + i] / sv->s_x[r];
-        ctx->matmul_calls++;
+        bg__gemm_count(ctx, out, in, rows, 1);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)rows, 1.0f,
                     dy, (int)out, xq, (int)in, 1.0f, dw, (int)in);
     }

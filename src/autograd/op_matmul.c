@@ -14,7 +14,7 @@
 static void gemm(bg_ctx *ctx, const mat *a, const mat *b, float *c, int64_t ldc, float beta)
 {
     if (a->rows == 0 || b->cols == 0) return;
-    ctx->matmul_calls++;
+    bg__gemm_count(ctx, a->rows, b->cols, a->cols, 1);
     cblas_sgemm(CblasRowMajor, a->trans ? CblasTrans : CblasNoTrans,
                 b->trans ? CblasTrans : CblasNoTrans, (int)a->rows, (int)b->cols, (int)a->cols,
                 1.0f, a->p, (int)a->ld, b->p, (int)b->ld, beta, c, (int)ldc);

@@ -60,4 +60,11 @@ BG_INTERNAL void bg__add_strided(float *dst, const int64_t *dst_stride, const fl
 /* OpenMP parallel threshold (elements) for elementwise work. */
 #define BG_PAR_MIN 262144
 
+/* Counts `times` GEMMs of [m, k] x [k, n] in the ctx's statistics. */
+static inline void bg__gemm_count(bg_ctx *ctx, int64_t m, int64_t n, int64_t k, int64_t times)
+{
+    ctx->matmul_calls += (uint64_t)times;
+    ctx->matmul_flops += (uint64_t)(2 * m * n * k * times);
+}
+
 #endif

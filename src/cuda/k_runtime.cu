@@ -263,6 +263,7 @@ extern "C" void bg__cu_gemm(bg_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N,
                                        (long long)sB, A, (int)lda, (long long)sA, &beta, C,
                                        (int)ldc, (long long)sC, (int)batch);
     ctx->matmul_calls++;
+    ctx->matmul_flops += (uint64_t)(2 * M * N * K * batch);
     if (st != CUBLAS_STATUS_SUCCESS)
         bg__error(ctx, BG_ENODEV, "cuda: cublasSgemm (%lld x %lld x %lld, batch %lld): %s",
                   (long long)M, (long long)N, (long long)K, (long long)batch,

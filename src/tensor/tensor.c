@@ -152,6 +152,7 @@ void bg_ctx_stats_get(const bg_ctx *ctx, bg_ctx_stats *out)
     out->grad_bytes = bg__grad_pool_bytes(ctx);
     out->tape_nodes = ctx->tape->n;
     out->matmul_calls = ctx->matmul_calls;
+    out->matmul_flops = ctx->matmul_flops;
     out->steps = ctx->steps;
     BG_CUDA_ALSO(ctx, bg__cuda_stats(ctx, out)); /* cuda hook: adds the device arena */
 }

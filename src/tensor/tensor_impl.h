@@ -79,6 +79,7 @@ struct bg_ctx {
     float spare_normal;
     uint64_t heap_allocs;
     uint64_t matmul_calls;
+    uint64_t matmul_flops;    /* 2 m n k of every GEMM issued */
     uint64_t steps;
     size_t persistent_bytes;
     void *device_state;       /* backend-specific (CUDA) */
