@@ -531,17 +531,17 @@ int bg_finetune_demo(const demo_options *opt)
     return rc;
 }
 
-void demo_prefer_passive_omp(char **argv)
+void demo_short_omp_spin(char **argv)
 {
-    if (getenv("OMP_WAIT_POLICY")) return;
-    setenv("OMP_WAIT_POLICY", "passive", 1);
+    if (getenv("OMP_WAIT_POLICY") || getenv("GOMP_SPINCOUNT")) return;
+    setenv("GOMP_SPINCOUNT", "10000", 1);
     execv("/proc/self/exe", argv); /* returns only on failure: then carry on as we are */
 }
 
 #ifndef FINETUNE_NO_MAIN
 int main(int argc, char **argv)
 {
-    demo_prefer_passive_omp(argv);
+    demo_short_omp_spin(argv);
     demo_options o = demo_default_options();
     if (demo_parse_args(argc - 1, argv + 1, &o)) return 2;
     return bg_finetune_demo(&o);

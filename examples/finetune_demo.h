@@ -19,9 +19,11 @@ demo_options demo_default_options(void);
 int demo_parse_args(int argc, char **argv, demo_options *o);
 /* Runs the demo; 0, or 1 on an error or (with quick) a failed check of the results. */
 int bg_finetune_demo(const demo_options *opt);
-/* OpenMP reads OMP_WAIT_POLICY once, at start-up: when it is unset, set it to "passive"
- * (idle workers sleep instead of spinning, which on a 2-core laptop otherwise steals the
- * cores from OpenBLAS and from other programs) and re-execute the program. */
-void demo_prefer_passive_omp(char **argv);
+/* OpenMP reads its wait policy once, at start-up. When neither OMP_WAIT_POLICY nor
+ * GOMP_SPINCOUNT is set, set GOMP_SPINCOUNT=10000 and re-execute the program: an idle worker
+ * spins briefly - long enough to catch the next parallel region of the same step - then
+ * sleeps. libgomp's default spins ~30x longer, which on a 2-core laptop steals the cores from
+ * other programs; passive (no spin) pays a wake-up per parallel region, 15% of a W2 step. */
+void demo_short_omp_spin(char **argv);
 
 #endif

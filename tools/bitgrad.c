@@ -112,7 +112,7 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    demo_prefer_passive_omp(argv);
+    demo_short_omp_spin(argv);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
