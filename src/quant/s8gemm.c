@@ -9,7 +9,7 @@
 #include "bitgrad/ternary.h"
 #include "quant/s8gemm.h"
 
-#define MR 12 /* activation rows per register tile */
+#define MR 8 /* activation rows per register tile */
 
 size_t bg__s8gemm_scratch(int64_t m, int64_t n, int64_t k)
 {
@@ -22,6 +22,15 @@ size_t bg__s8gemm_scratch(int64_t m, int64_t n, int64_t k)
 
 #define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
 #define INLINE static inline __attribute__((always_inline))
+
+/* acc += a (unsigned bytes) . b (signed bytes), in place. GCC keeps _mm512_dpbusd_epi32's
+ * accumulators moving between registers (and spilling) in unrolled tiles; the asm form ties
+ * each accumulator to one register. */
+INLINE T_VNNI __m512i dpbusd(__m512i acc, __m512i a, __m512i b)
+{
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
 
 bool bg__s8gemm_ok(int64_t k)
 {
@@ -67,7 +76,7 @@ INLINE T_VNNI void tile(const int8_t *lv, int64_t k, const uint8_t *wp, const in
             int32_t xv;
             memcpy(&xv, x + r * k + 4 * q, 4);
             __m512i xb = _mm512_set1_epi32(xv);
-            for (int t = 0; t < NT; t++) acc[r][t] = _mm512_dpbusd_epi32(acc[r][t], w[t], xb);
+            for (int t = 0; t < NT; t++) acc[r][t] = dpbusd(acc[r][t], w[t], xb);
         }
     }
     for (int t = 0; t < NT; t++) {

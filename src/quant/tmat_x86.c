@@ -15,6 +15,15 @@
 #define T_AVX2 __attribute__((target("avx2")))
 #define T_AVX512BW __attribute__((target("avx512f,avx512bw")))
 #define T_VNNI __attribute__((target("avx512f,avx512bw,avx512vnni")))
+
+/* acc += a (unsigned bytes) . b (signed bytes), in place. GCC keeps _mm512_dpbusd_epi32's
+ * accumulators moving between registers (and spilling) in unrolled tiles; the asm form ties
+ * each accumulator to one register. */
+INLINE T_VNNI __m512i dpbusd(__m512i acc, __m512i a, __m512i b)
+{
+    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
+    return acc;
+}
 #ifndef PREFETCH
 #define PREFETCH 2048
 #endif
@@ -38,7 +47,7 @@ INLINE T_VNNI void tile_vnni(const uint8_t *w, int64_t ws, int64_t bs, const int
             for (int r = 0; r < NR; r++) q[r] = _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * l), m3);
             for (int c = 0; c < NC; c++) {
                 __m512i xv = _mm512_loadu_si512(x + c * xs + b * 256 + l * 64);
-                for (int r = 0; r < NR; r++) acc[r][c] = _mm512_dpbusd_epi32(acc[r][c], q[r], xv);
+                for (int r = 0; r < NR; r++) acc[r][c] = dpbusd(acc[r][c], q[r], xv);
             }
         }
     }
@@ -64,7 +73,7 @@ INLINE T_VNNI void tile_vnni_vec(const uint8_t *w, int64_t ws, int64_t bs, const
         for (int l = 0; l < 4; l++) {
             __m512i xv = _mm512_loadu_si512(x + b * 256 + l * 64), mask = _mm512_set1_epi8((char)(3 << (2 * l)));
             for (int r = 0; r < NR; r++)
-                acc[r][l] = _mm512_dpbusd_epi32(acc[r][l], _mm512_and_si512(v[r], mask), xv);
+                acc[r][l] = dpbusd(acc[r][l], _mm512_and_si512(v[r], mask), xv);
         }
     }
     for (int r = 0; r < NR; r++) {
