@@ -12,6 +12,7 @@
 
 #include "autograd/op_checks.h"
 #include "autograd/tape.h"
+#include "autograd/vmath.h"
 #include "cuda/cuda_dispatch.h"
 
 /* ---- rope --------------------------------------------------------------------- */
@@ -134,12 +135,10 @@ static void causal_softmax(float *S, int64_t n_rows, int T)
     for (int64_t r = 0; r < n_rows; r++) {
         int64_t i = r % T;
         float *row = S + r * T, m = -INFINITY;
-        for (int64_t j = 0; j <= i; j++) m = fmaxf(m, row[j]);
+        for (int64_t j = 0; j <= i; j++) m = row[j] > m ? row[j] : m;
         double s = 0.0;
-        for (int64_t j = 0; j <= i; j++) {
-            row[j] = expf(row[j] - m);
-            s += row[j];
-        }
+        for (int64_t j = 0; j <= i; j++) row[j] = bg_expf(row[j] - m); /* vectorises */
+        for (int64_t j = 0; j <= i; j++) s += row[j];
         float inv = (float)(1.0 / s);
         for (int64_t j = 0; j <= i; j++) row[j] *= inv;
         for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;

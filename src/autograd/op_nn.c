@@ -9,6 +9,7 @@
 
 #include "autograd/op_checks.h"
 #include "autograd/tape.h"
+#include "autograd/vmath.h"
 #include "cuda/cuda_dispatch.h"
 
 /* Most row blocks a parameter-gradient reduction over rows is cut into (fixed, never per
@@ -111,17 +112,15 @@ static void softmax_row(const float *x, float *y, int64_t C, bool log_out)
 {
     if (C == 0) return;
     float m = -INFINITY;
-    for (int64_t c = 0; c < C; c++) m = fmaxf(m, x[c]);
+    for (int64_t c = 0; c < C; c++) m = x[c] > m ? x[c] : m;
     double s = 0.0;
     if (log_out) {
-        for (int64_t c = 0; c < C; c++) s += expf(x[c] - m);
+        for (int64_t c = 0; c < C; c++) s += bg_expf(x[c] - m);
         float ls = (float)log(s);
         for (int64_t c = 0; c < C; c++) y[c] = (x[c] - m) - ls;
     } else {
-        for (int64_t c = 0; c < C; c++) {
-            y[c] = expf(x[c] - m);
-            s += y[c];
-        }
+        for (int64_t c = 0; c < C; c++) y[c] = bg_expf(x[c] - m); /* vectorises */
+        for (int64_t c = 0; c < C; c++) s += y[c];
         float inv = (float)(1.0 / s);
         for (int64_t c = 0; c < C; c++) y[c] *= inv;
     }
@@ -165,7 +164,7 @@ static void softmax_backward(bg_node *node, bool log_out)
         double s = 0.0;
         if (log_out) {
             for (int64_t c = 0; c < C; c++) s += gr[c];
-            for (int64_t c = 0; c < C; c++) xr[c] += gr[c] - expf(yr[c]) * (float)s;
+            for (int64_t c = 0; c < C; c++) xr[c] += gr[c] - bg_expf(yr[c]) * (float)s;
         } else {
             for (int64_t c = 0; c < C; c++) s += (double)gr[c] * yr[c];
             for (int64_t c = 0; c < C; c++) xr[c] += yr[c] * (gr[c] - (float)s);
@@ -213,10 +212,10 @@ static void ce_rows(const float *x, const int32_t *t, int64_t rows, int64_t V, i
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * V;
         float m = -INFINITY;
-        for (int64_t j = 0; j < V; j++) m = fmaxf(m, xr[j]);
+        for (int64_t j = 0; j < V; j++) m = xr[j] > m ? xr[j] : m;
         double s = 0.0, sx = 0.0;
         for (int64_t j = 0; j < V; j++) {
-            s += expf(xr[j] - m);
+            s += bg_expf(xr[j] - m);
             sx += xr[j];
         }
         double l = (double)m + log(s);
@@ -283,7 +282,7 @@ void bg__backward_cross_entropy(bg_node *node)
         if (t == ignore_index) continue;
         const float *xr = sv->logits + r * V;
         float *gr = gx + r * V, l = sv->lse[r];
-        for (int64_t j = 0; j < V; j++) gr[j] += (expf(xr[j] - l) - smooth) * k;
+        for (int64_t j = 0; j < V; j++) gr[j] += (bg_expf(xr[j] - l) - smooth) * k;
         gr[t] -= hit * k;
     }
 }
