@@ -6,7 +6,7 @@
  *   3. freeze the ternary base and fine-tune LoRA adapters on task B (subtraction);
  *   4. export model.gguf (TQ2_0) and adapter.gguf for llama.cpp, and check them back.
  * Task A's operands have two digits (10..99); accuracy is greedy exact match on operand
- * pairs that training never sees. About two minutes on 2 cores (--quick: one).
+ * pairs that training never sees. About 80 s on 2 cores (--quick: under a minute).
  * Run: ./build/examples/finetune [--out DIR] [--quick] [--data FILE] [--seed N]
  * [--steps A,B,C] (also `bitgrad finetune --demo`). Writes DIR/loss.csv, DIR/loss.svg and a
  * summary; with --quick (the e2e test) it also checks its results and exits 1 on a miss. */
