@@ -1,5 +1,6 @@
 /* test_ops.c - suite 'grad': every op of src/autograd/ops.def against finite differences,
- * forward values against naive C references, and thread-count determinism.
+ * and forward values against the naive C references of refs_naive.h. (Thread-count
+ * determinism: test_determinism.c.)
  *
  * The op list is iterated from the library (bg_op_count / bg_op_name) and looked up in the
  * table at the bottom of this file: an op without an entry fails the suite, so adding an op
@@ -186,123 +187,8 @@ static bool gc(bg_ctx *ctx, const char *name, opcall *c, bg_tensor *const *in, i
     return gradcheck(ctx, build_op, c, in, n, &o);
 }
 
-/* ---- naive references ----------------------------------------------------------------- */
+#include "refs_naive.h"
 
-/* c[bt] = a[bt] . b[bt or 0]; a [M,K], b [K,N] row-major, in double. */
-static void ref_matmul(const float *a, const float *b, float *c, int batch, int m, int k, int n,
-                       bool b_batched)
-{
-    for (int bt = 0; bt < batch; bt++) {
-        const float *pa = a + (size_t)bt * m * k, *pb = b + (b_batched ? (size_t)bt * k * n : 0);
-        for (int i = 0; i < m; i++)
-            for (int j = 0; j < n; j++) {
-                double s = 0.0;
-                for (int p = 0; p < k; p++) s += (double)pa[i * k + p] * pb[p * n + j];
-                c[(size_t)bt * m * n + i * n + j] = (float)s;
-            }
-    }
-}
-
-/* Transposes the last two dims of a [batch, r, c] array into [batch, c, r]. */
-static void ref_t(const float *x, float *y, int batch, int r, int c)
-{
-    for (int b = 0; b < batch; b++)
-        for (int i = 0; i < r; i++)
-            for (int j = 0; j < c; j++)
-                y[(size_t)b * r * c + j * r + i] = x[(size_t)b * r * c + i * c + j];
-}
-
-static void ref_softmax(const float *x, float *y, int rows, int n, bool log_form)
-{
-    for (int r = 0; r < rows; r++) {
-        const float *xr = x + (size_t)r * n;
-        double mx = xr[0], s = 0.0;
-        for (int j = 1; j < n; j++) mx = xr[j] > mx ? xr[j] : mx;
-        for (int j = 0; j < n; j++) s += exp(xr[j] - mx);
-        for (int j = 0; j < n; j++)
-            y[(size_t)r * n + j] = (float)(log_form ? xr[j] - mx - log(s) : exp(xr[j] - mx) / s);
-    }
-}
-
-/* torch semantics: mean over counted rows of (1-eps) * nll + eps * mean_j(-log p_j). */
-static double ref_cross_entropy(const float *x, const int32_t *tgt, int rows, int v, int ignore,
-                                double eps)
-{
-    double total = 0.0;
-    int count = 0;
-    for (int r = 0; r < rows; r++) {
-        if (tgt[r] == ignore) continue;
-        const float *xr = x + (size_t)r * v;
-        double mx = xr[0], s = 0.0, sum_nlp = 0.0;
-        for (int j = 1; j < v; j++) mx = xr[j] > mx ? xr[j] : mx;
-        for (int j = 0; j < v; j++) s += exp(xr[j] - mx);
-        double lse = mx + log(s);
-        for (int j = 0; j < v; j++) sum_nlp += lse - xr[j];
-        total += (1.0 - eps) * (lse - xr[tgt[r]]) + eps * sum_nlp / v;
-        count++;
-    }
-    return total / count;
-}
-
-static void ref_rmsnorm(const float *x, const float *w, float *y, int rows, int n, double eps)
-{
-    for (int r = 0; r < rows; r++) {
-        double ss = 0.0;
-        for (int j = 0; j < n; j++) ss += (double)x[r * n + j] * x[r * n + j];
-        double inv = 1.0 / sqrt(ss / n + eps);
-        for (int j = 0; j < n; j++) y[r * n + j] = (float)(x[r * n + j] * inv * (w ? w[j] : 1.0));
-    }
-}
-
-/* NEOX rope on [B, T, H, D]: dims i and i + n_rot/2 rotate by (pos0 + t) * base^(-2i/n_rot). */
-static void ref_rope(const float *x, float *y, int b, int t, int h, int d, int n_rot, double base,
-                     int pos0)
-{
-    int half = n_rot / 2;
-    for (int ib = 0; ib < b; ib++)
-        for (int it = 0; it < t; it++)
-            for (int ih = 0; ih < h; ih++) {
-                size_t o = (((size_t)ib * t + it) * h + ih) * d;
-                for (int j = 0; j < d; j++) y[o + j] = x[o + j];
-                for (int i = 0; i < half; i++) {
-                    double th = (pos0 + it) * pow(base, -2.0 * i / n_rot);
-                    double x0 = x[o + i], x1 = x[o + i + half];
-                    y[o + i] = (float)(x0 * cos(th) - x1 * sin(th));
-                    y[o + i + half] = (float)(x0 * sin(th) + x1 * cos(th));
-                }
-            }
-}
-
-/* Causal attention; q [B,T,H,D], k, v [B,T,Hkv,D]; head h reads kv head h / (H / Hkv). */
-static void ref_attention(const float *q, const float *k, const float *v, float *y, int b, int t,
-                          int h, int hkv, int d)
-{
-    double p[64];
-    for (int ib = 0; ib < b; ib++)
-        for (int ih = 0; ih < h; ih++) {
-            int kh = ih / (h / hkv);
-            for (int i = 0; i < t; i++) {
-                const float *qi = q + (((size_t)ib * t + i) * h + ih) * d;
-                double mx = -INFINITY, s = 0.0;
-                for (int j = 0; j <= i; j++) {
-                    const float *kj = k + (((size_t)ib * t + j) * hkv + kh) * d;
-                    double dot = 0.0;
-                    for (int e = 0; e < d; e++) dot += (double)qi[e] * kj[e];
-                    p[j] = dot / sqrt((double)d);
-                    mx = p[j] > mx ? p[j] : mx;
-                }
-                for (int j = 0; j <= i; j++) s += (p[j] = exp(p[j] - mx));
-                for (int e = 0; e < d; e++) {
-                    double acc = 0.0;
-                    for (int j = 0; j <= i; j++)
-                        acc += p[j] / s * v[(((size_t)ib * t + j) * hkv + kh) * d + e];
-                    y[(((size_t)ib * t + i) * h + ih) * d + e] = (float)acc;
-                }
-            }
-        }
-}
-
-/* Runs an op in grad-off mode and compares its values with want[]. */
 static void fwd_check(bg_ctx *ctx, const char *name, opcall *c, bg_tensor *const *in,
                       const float *want, int64_t n, double rtol)
 {
@@ -799,39 +685,6 @@ static void case_dropout(bg_ctx *ctx, int kind)
     bg_ctx_set_training(ctx, prev);
 }
 
-/* Straight-through quantizers: their true derivative is zero almost everywhere, so instead
- * of finite differences the gradient must be exactly the identity, and the forward must be
- * x + lambda (Q(x) - x) with Q the DESIGN.md section 5 formulas (naive versions below). */
-static void ref_weight_quant(const float *w, float *y, int rows, int cols, int mode, int group,
-                             float lambda)
-{
-    int gsize = mode == 0 ? rows * cols : (mode == 1 ? cols : group);
-    for (int g0 = 0; g0 < rows * cols; g0 += gsize) {
-        double s = 0.0;
-        for (int i = 0; i < gsize; i++) s += fabs((double)w[g0 + i]);
-        float sw = fmaxf((float)(s / gsize), 1e-5f);
-        for (int i = 0; i < gsize; i++) {
-            float q = fminf(1.0f, fmaxf(-1.0f, roundf(w[g0 + i] / sw))) * sw;
-            y[g0 + i] = w[g0 + i] + lambda * (q - w[g0 + i]);
-        }
-    }
-}
-
-static void ref_act_quant(const float *x, float *y, int rows, int cols, int bits, float lambda)
-{
-    float qp = (float)((1 << (bits - 1)) - 1);
-    for (int r = 0; r < rows; r++) {
-        float amax = 0.0f;
-        for (int i = 0; i < cols; i++) amax = fmaxf(amax, fabsf(x[r * cols + i]));
-        float sx = qp / fmaxf(amax, 1e-5f);
-        for (int i = 0; i < cols; i++) {
-            float v = x[r * cols + i];
-            float q = fminf(qp, fmaxf(-qp - 1.0f, roundf(v * sx))) / sx;
-            y[r * cols + i] = v + lambda * (q - v);
-        }
-    }
-}
-
 static void ste_identity(bg_ctx *ctx, const char *name, opcall *c, bg_tensor *x)
 {
     int64_t n = bg_tensor_numel(x);
@@ -928,98 +781,6 @@ static void case_bitlinear(bg_ctx *ctx, int kind)
     }
 }
 
-/* ---- thread-count determinism ---------------------------------------------------------- */
-
-typedef struct det_result {
-    float sum, sum_rows[300];
-    float *rms_out, *rms_dw, *rms_dx, *emb_dw;
-} det_result;
-
-static void det_run(bg_ctx *ctx, det_result *r, bg_tensor *big, bg_tensor *big2d, bg_tensor *x,
-                    bg_tensor *w, bg_tensor *emb, const int32_t *ids, int n_ids, const float *seed)
-{
-    r->sum = bg_item(bg_sum(big, BG_AXIS_ALL, false));
-    bg_tensor_read(bg_sum(big2d, 1, false), r->sum_rows);
-    bg_step_end(ctx);
-
-    bg_zero_grad(ctx);
-    bg_tensor *y = bg_rmsnorm(x, w, 1e-5f);
-    r->rms_out = harness_read(y);
-    bg_tensor *sd = bg_from_data(ctx, BG_F32, 2, S(512, 1024), seed);
-    CHECK(bg_backward_seed(y, sd) == BG_OK, "rmsnorm backward: %s", bg_ctx_error(ctx));
-    r->rms_dw = harness_read(bg_tensor_grad(w));
-    r->rms_dx = harness_read(bg_tensor_grad(x));
-    bg_step_end(ctx);
-
-    bg_tensor *e = bg_embedding(emb, bg_from_data(ctx, BG_I32, 1, S(n_ids), ids));
-    bg_tensor *se = bg_from_data(ctx, BG_F32, 2, S(n_ids, 32), seed);
-    CHECK(bg_backward_seed(e, se) == BG_OK, "embedding backward: %s", bg_ctx_error(ctx));
-    r->emb_dw = harness_read(bg_tensor_grad(emb));
-    bg_step_end(ctx);
-}
-
-static void det_free(det_result *r)
-{
-    free(r->rms_out), free(r->rms_dw), free(r->rms_dx), free(r->emb_dw);
-}
-
-static void test_thread_determinism(bg_ctx *ctx)
-{
-    printf("thread determinism (OpenMP 1 vs 2 vs 4 threads)\n");
-    enum { N_IDS = 20000 }; /* N_IDS * 32 >= 512 * 1024 */
-    bg_tensor *big = pool_add(bg_tensor_new(ctx, BG_F32, 1, S(300000)));
-    bg_tensor *big2d = pool_add(bg_tensor_new(ctx, BG_F32, 2, S(300, 1000)));
-    bg_tensor *x = param_n(ctx, 2, S(512, 1024), 1.0f);
-    bg_tensor *w = param_u(ctx, 1, S(1024), 0.5f, 1.5f, NULL, 0, 0);
-    bg_tensor *emb = param_n(ctx, 2, S(64, 32), 1.0f);
-    int32_t *ids = malloc(N_IDS * sizeof *ids);
-    /* seed gradients: [512,1024] for rmsnorm, [N_IDS,32] for embedding (the larger) */
-    float *seed = malloc(N_IDS * 32 * sizeof *seed), *bv = malloc(300000 * sizeof *bv);
-    if (!CHECK(big && big2d && x && w && emb && ids && seed && bv, "determinism: setup failed"))
-        goto done;
-    for (int i = 0; i < N_IDS; i++) ids[i] = (int32_t)(harness_lcg(&g_rng) % 64);
-    for (int i = 0; i < N_IDS * 32; i++) seed[i] = harness_uniform(&g_rng, -1.0f, 1.0f);
-    for (int i = 0; i < 300000; i++) bv[i] = harness_uniform(&g_rng, -1.0f, 1.0f);
-    bg_tensor_write(big, bv);
-    bg_tensor_write(big2d, bv);
-
-    int saved = omp_get_max_threads();
-    det_result r[3];
-    static const int threads[3] = { 1, 2, 4 };
-    for (int i = 0; i < 3; i++) {
-        omp_set_num_threads(threads[i]);
-        det_run(ctx, &r[i], big, big2d, x, w, emb, ids, N_IDS, seed);
-    }
-    omp_set_num_threads(saved);
-
-    double exact = 0.0;
-    for (int i = 0; i < 300000; i++) exact += bv[i];
-    float fe = (float)exact;
-    check_close("sum of 300000 vs double sum", &r[0].sum, &fe, 1, 1e-5, 1e-4);
-    for (int i = 1; i < 3; i++) {
-        char nm[80];
-        bool all = r[0].rms_out && r[0].rms_dw && r[0].rms_dx && r[0].emb_dw && r[i].rms_out &&
-                   r[i].rms_dw && r[i].rms_dx && r[i].emb_dw;
-        if (!CHECK(all, "determinism: a run failed")) continue;
-        snprintf(nm, sizeof nm, "sum [300000] 1 vs %d threads", threads[i]);
-        check_bitwise(nm, &r[i].sum, &r[0].sum, 1);
-        snprintf(nm, sizeof nm, "sum [300,1000] axis 1, 1 vs %d threads", threads[i]);
-        check_bitwise(nm, r[i].sum_rows, r[0].sum_rows, 300);
-        snprintf(nm, sizeof nm, "rmsnorm [512,1024] out, 1 vs %d threads", threads[i]);
-        check_bitwise(nm, r[i].rms_out, r[0].rms_out, 512 * 1024);
-        snprintf(nm, sizeof nm, "rmsnorm dweight, 1 vs %d threads", threads[i]);
-        check_bitwise(nm, r[i].rms_dw, r[0].rms_dw, 1024);
-        snprintf(nm, sizeof nm, "rmsnorm dx, 1 vs %d threads", threads[i]);
-        check_bitwise(nm, r[i].rms_dx, r[0].rms_dx, 512 * 1024);
-        snprintf(nm, sizeof nm, "embedding dweight (20000 ids), 1 vs %d thr", threads[i]);
-        check_bitwise(nm, r[i].emb_dw, r[0].emb_dw, 64 * 32);
-    }
-    for (int i = 0; i < 3; i++) det_free(&r[i]);
-done:
-    free(ids), free(seed), free(bv);
-    pool_free();
-}
-
 /* ---- the table: one entry per op name of ops.def ------------------------------------------ */
 
 typedef void (*case_fn)(bg_ctx *ctx, int kind);
@@ -1106,7 +867,6 @@ int main(void)
         if (!used[i]) printf("note: case '%s' matches no op of ops.def\n", cases[i].op);
     free(used);
 
-    test_thread_determinism(ctx);
     bg_ctx_free(&ctx);
     return harness_summary();
 }
