@@ -228,6 +228,29 @@ static void sgd_update(const bg_optim *o, opt_param *op, float lr, float wd, boo
     }
 }
 
+typedef struct adam_consts {
+    float beta1, beta2, eps, step_size, bc2_sqrt, decay, wd;
+    bool decoupled;
+} adam_consts;
+
+/* One chunk of the Adam / AdamW update, torch.optim's arithmetic op for op. Restrict
+ * pointers and constants in locals so that the loop vectorises. */
+static void adam_chunk(float *restrict p, float *restrict m, float *restrict v,
+                       const float *restrict g, int64_t n, const adam_consts k)
+{
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        if (k.decoupled) p[i] *= k.decay;
+        else if (k.wd != 0.0f) gi += k.wd * p[i];
+        m[i] += (gi - m[i]) * (1.0f - k.beta1);
+        v[i] = v[i] * k.beta2 + (1.0f - k.beta2) * gi * gi;
+        float denom = sqrtf(v[i]) / k.bc2_sqrt + k.eps;
+        p[i] -= k.step_size * (m[i] / denom);
+    }
+}
+
+#define ADAM_CHUNK 16384
+
 static void adam_update(const bg_optim *o, opt_param *op, float lr, float wd)
 {
     const bg_optim_config *c = &o->cfg;
@@ -242,15 +265,13 @@ static void adam_update(const bg_optim *o, opt_param *op, float lr, float wd)
     BG_CUDA_DISPATCH_VOID(op->p, bg__cuda_adam(op->p, op->m, op->v, c->beta1, c->beta2, c->eps,
                                                step_size, bc2_sqrt, decay, decoupled,
                                                wd)); /* cuda hook */
+    const adam_consts k = { .beta1 = c->beta1, .beta2 = c->beta2, .eps = c->eps,
+                            .step_size = step_size, .bc2_sqrt = bc2_sqrt, .decay = decay,
+                            .wd = wd, .decoupled = decoupled };
 #pragma omp parallel for schedule(static) if (n > OPT_PAR_MIN)
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i];
-        if (decoupled) p[i] *= decay;
-        else if (wd != 0.0f) gi += wd * p[i];
-        m[i] += (gi - m[i]) * (1.0f - c->beta1);
-        v[i] = v[i] * c->beta2 + (1.0f - c->beta2) * gi * gi;
-        float denom = sqrtf(v[i]) / bc2_sqrt + c->eps;
-        p[i] -= step_size * (m[i] / denom);
+    for (int64_t c0 = 0; c0 < n; c0 += ADAM_CHUNK) {
+        int64_t len = n - c0 < ADAM_CHUNK ? n - c0 : ADAM_CHUNK;
+        adam_chunk(p + c0, m + c0, v + c0, g + c0, len, k);
     }
 }
 
