@@ -113,7 +113,8 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     bg_ctx *ctx = NULL;
-    if (!CHECK(bg_ctx_create(&ctx, BG_CPU) == BG_OK && ctx, "bg_ctx_create")) return harness_summary();
+    if (!CHECK(bg_ctx_create(&ctx, BG_CPU) == BG_OK && ctx, "bg_ctx_create"))
+        return harness_summary();
     bg_ctx_seed(ctx, 1234);
     test_thread_determinism(ctx);
     bg_ctx_free(&ctx);

@@ -241,7 +241,8 @@ int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
     bg_ctx *ctx = NULL;
-    if (!CHECK(bg_ctx_create(&ctx, BG_CPU) == BG_OK && ctx, "bg_ctx_create")) return harness_summary();
+    if (!CHECK(bg_ctx_create(&ctx, BG_CPU) == BG_OK && ctx, "bg_ctx_create"))
+        return harness_summary();
     test_weight_quant_edges(ctx);
     test_weight_quant_groups(ctx);
     test_act_quant_edges(ctx);

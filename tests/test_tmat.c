@@ -32,7 +32,8 @@ static bool one_case(bg_isa isa, int64_t n, int64_t k, int64_t m, bool per_row, 
 {
     int8_t *codes = malloc((size_t)(n * k)), *x = malloc((size_t)(m * k));
     float *s_w = malloc((size_t)n * sizeof(float)), *s_x = malloc((size_t)m * sizeof(float));
-    float *y = malloc((size_t)(m * n) * sizeof(float)), *ref = malloc((size_t)(m * n) * sizeof(float));
+    float *y = malloc((size_t)(m * n) * sizeof(float)),
+          *ref = malloc((size_t)(m * n) * sizeof(float));
     bool ok = false;
     if (!codes || !x || !s_w || !s_x || !y || !ref) goto out;
     fill(codes, x, n, k, m, mode);
@@ -48,8 +49,9 @@ static bool one_case(bg_isa isa, int64_t n, int64_t k, int64_t m, bool per_row, 
         int64_t bad = 0;
         while (bad < m * n && memcmp(&y[bad], &ref[bad], sizeof(float)) == 0) bad++;
         printf("  %s n=%lld k=%lld m=%lld per_row=%d mode=%d: rc %d, first difference at %lld: "
-               "%g vs %g\n", bg_isa_name(isa), (long long)n, (long long)k, (long long)m, per_row, mode,
-               rc, (long long)bad, bad < m * n ? y[bad] : 0.0, bad < m * n ? ref[bad] : 0.0);
+               "%g vs %g\n",
+               bg_isa_name(isa), (long long)n, (long long)k, (long long)m, per_row, mode, rc,
+               (long long)bad, bad < m * n ? y[bad] : 0.0, bad < m * n ? ref[bad] : 0.0);
     }
     bg_tmat_free(&w);
     CHECK(w == NULL, "bg_tmat_free sets the pointer to NULL");
@@ -65,11 +67,21 @@ out:
 
 static void test_isa(bg_isa isa)
 {
-    static const int64_t shapes[][3] = { /* n, k, m */
-        { 1, 1, 1 },    { 3, 100, 2 },  { 4, 256, 4 },   { 5, 257, 5 },   { 8, 512, 1 },
-        { 13, 777, 9 }, { 33, 1024, 7 }, { 130, 300, 3 }, { 257, 2048, 17 }, { 64, 4096, 4 },
+    static const int64_t shapes[][3] = {
+        /* n, k, m */
+        { 1, 1, 1 },
+        { 3, 100, 2 },
+        { 4, 256, 4 },
+        { 5, 257, 5 },
+        { 8, 512, 1 },
+        { 13, 777, 9 },
+        { 33, 1024, 7 },
+        { 130, 300, 3 },
+        { 257, 2048, 17 },
+        { 64, 4096, 4 },
         /* the longest rows the mat-vec kernel takes, and the first it leaves to the general one */
-        { 4, 2047 * 256, 1 }, { 5, 2048 * 256, 1 },
+        { 4, 2047 * 256, 1 },
+        { 5, 2048 * 256, 1 },
     };
     int n_ok = 0, n_all = 0;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -94,15 +106,18 @@ static void test_isa(bg_isa isa)
 static void test_selection(void)
 {
     bg_isa best = bg_isa_best();
-    CHECK(bg_isa_supported(best) && bg_isa_supported(BG_ISA_SCALAR) && bg_isa_supported(BG_ISA_BEST),
+    CHECK(bg_isa_supported(best) && bg_isa_supported(BG_ISA_SCALAR) &&
+              bg_isa_supported(BG_ISA_BEST),
           "the chosen and the scalar kernels are supported");
     for (int i = best + 1; i < BG_ISA_COUNT; i++)
-        CHECK(!bg_isa_supported((bg_isa)i), "nothing better than %s is supported", bg_isa_name(best));
+        CHECK(!bg_isa_supported((bg_isa)i), "nothing better than %s is supported",
+              bg_isa_name(best));
     CHECK(!bg_isa_supported(BG_ISA_COUNT) && bg_isa_name(BG_ISA_COUNT) == NULL, "out of range isa");
 #if defined(__x86_64__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw"))
-        CHECK(best == BG_ISA_AVX512VNNI, "a VNNI CPU gets the VNNI kernel (got %s)", bg_isa_name(best));
+        CHECK(best == BG_ISA_AVX512VNNI, "a VNNI CPU gets the VNNI kernel (got %s)",
+              bg_isa_name(best));
     else if (__builtin_cpu_supports("avx2"))
         CHECK(best >= BG_ISA_AVX2, "an AVX2 CPU gets a SIMD kernel (got %s)", bg_isa_name(best));
 #endif
@@ -133,7 +148,7 @@ static void test_bad_input(void)
  * to scalar it takes the sgemm form. Both must give the same bits. */
 static void test_bitlinear_paths(void)
 {
-    static const int64_t shapes[][3] = { { 1, 4, 1 },    { 5, 12, 3 },    { 13, 256, 17 },
+    static const int64_t shapes[][3] = { { 1, 4, 1 },     { 5, 12, 3 },    { 13, 256, 17 },
                                          { 30, 784, 64 }, { 64, 768, 33 }, { 257, 64, 256 } };
     bg_ctx *ctx = NULL;
     if (!CHECK(bg_ctx_create(&ctx, BG_CPU) == BG_OK, "ctx")) return;
@@ -152,11 +167,12 @@ static void test_bitlinear_paths(void)
             bg_tensor *y0 = bg_bitlinear(x, w, bits, per_row);
             bg_isa_set_max(BG_ISA_BEST);
             all++;
-            if (y0 && y1 && memcmp(bg_tensor_data(y0), bg_tensor_data(y1), (size_t)(m * n) * 4) == 0)
+            if (y0 && y1 &&
+                memcmp(bg_tensor_data(y0), bg_tensor_data(y1), (size_t)(m * n) * 4) == 0)
                 same++;
             else
-                printf("  bitlinear m=%lld k=%lld n=%lld bits=%d per_row=%d: paths differ\n", (long long)m,
-                       (long long)k, (long long)n, bits, per_row);
+                printf("  bitlinear m=%lld k=%lld n=%lld bits=%d per_row=%d: paths differ\n",
+                       (long long)m, (long long)k, (long long)n, bits, per_row);
             bg_step_end(ctx);
         }
     CHECK(same == all, "BitLinear forward, %s vs sgemm form: %d of %d cases bit-identical",
@@ -170,7 +186,8 @@ int main(void)
     test_bad_input();
     for (int i = 0; i < BG_ISA_COUNT; i++)
         if (bg_isa_supported((bg_isa)i)) test_isa((bg_isa)i);
-        else printf("not supported here: %s\n", bg_isa_name((bg_isa)i));
+        else
+            printf("not supported here: %s\n", bg_isa_name((bg_isa)i));
     test_bitlinear_paths();
     return harness_summary();
 }

@@ -103,7 +103,8 @@ static T_VNNI void rows(const int8_t *lv, int64_t k, const uint8_t *wp, const in
         return;
     }
     for (int r = 0; r < R; r++) {
-        for (t = 0; t + 2 <= nt; t += 2) tile(lv, k, wp, rowsum, s_x, s_w, per_row, n, r0 + r, t, y, 1, 2);
+        for (t = 0; t + 2 <= nt; t += 2)
+            tile(lv, k, wp, rowsum, s_x, s_w, per_row, n, r0 + r, t, y, 1, 2);
         if (t < nt) tile(lv, k, wp, rowsum, s_x, s_w, per_row, n, r0 + r, t, y, 1, 1);
     }
 }

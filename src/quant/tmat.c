@@ -8,9 +8,9 @@
 #include "quant/tmat_kernels.h"
 
 struct bg_tmat {
-    int64_t n, k, nblk;  /* rows, columns, 256-weight blocks per row */
-    uint8_t *packed;     /* n * nblk * 64 bytes */
-    float *s_w;          /* 1 or n scales */
+    int64_t n, k, nblk; /* rows, columns, 256-weight blocks per row */
+    uint8_t *packed;    /* n * nblk * 64 bytes */
+    float *s_w;         /* 1 or n scales */
     bool per_row;
 };
 
@@ -197,8 +197,8 @@ static void panel(const bg_tmat *w, bg_tdot_fn *kern, int64_t r0, int64_t r1, co
     }
 }
 
-int bg_tmat_matmul_isa(const bg_tmat *w, bg_isa isa, const int8_t *lx, const float *s_x,
-                       int64_t m, float *y)
+int bg_tmat_matmul_isa(const bg_tmat *w, bg_isa isa, const int8_t *lx, const float *s_x, int64_t m,
+                       float *y)
 {
     if (!w || !lx || !s_x || !y || m < 0 || isa < BG_ISA_BEST || isa >= BG_ISA_COUNT)
         return BG_EINVAL;

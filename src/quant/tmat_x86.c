@@ -44,7 +44,8 @@ INLINE T_VNNI void tile_vnni(const uint8_t *w, int64_t ws, int64_t bs, const int
         }
         for (int l = 0; l < 4; l++) {
             __m512i q[BG_TMAT_TILE];
-            for (int r = 0; r < NR; r++) q[r] = _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * l), m3);
+            for (int r = 0; r < NR; r++)
+                q[r] = _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * l), m3);
             for (int c = 0; c < NC; c++) {
                 __m512i xv = _mm512_loadu_si512(x + c * xs + b * 256 + l * 64);
                 for (int r = 0; r < NR; r++) acc[r][c] = dpbusd(acc[r][c], q[r], xv);
@@ -59,8 +60,8 @@ INLINE T_VNNI void tile_vnni(const uint8_t *w, int64_t ws, int64_t bs, const int
  * without shifting leaves field l as (code + 1) << 2l, so accumulator l holds 4^l times its
  * dot; 4^l divides it exactly. A field-3 product is at most 128 * 128 = 2^14 in magnitude
  * and a row has 64 such per block, so the sums stay below 2^31 for fewer than 2^11 blocks. */
-INLINE T_VNNI void tile_vnni_vec(const uint8_t *w, int64_t ws, int64_t bs, const int8_t *x, int64_t nblk,
-                                 int32_t *out, const int NR)
+INLINE T_VNNI void tile_vnni_vec(const uint8_t *w, int64_t ws, int64_t bs, const int8_t *x,
+                                 int64_t nblk, int32_t *out, const int NR)
 {
     __m512i acc[BG_TMAT_TILE][4];
     for (int r = 0; r < NR; r++)
@@ -71,7 +72,8 @@ INLINE T_VNNI void tile_vnni_vec(const uint8_t *w, int64_t ws, int64_t bs, const
             v[r] = _mm512_loadu_si512(w + r * ws + b * bs);
         }
         for (int l = 0; l < 4; l++) {
-            __m512i xv = _mm512_loadu_si512(x + b * 256 + l * 64), mask = _mm512_set1_epi8((char)(3 << (2 * l)));
+            __m512i xv = _mm512_loadu_si512(x + b * 256 + l * 64),
+                    mask = _mm512_set1_epi8((char)(3 << (2 * l)));
             for (int r = 0; r < NR; r++)
                 acc[r][l] = dpbusd(acc[r][l], _mm512_and_si512(v[r], mask), xv);
         }
@@ -86,8 +88,9 @@ INLINE T_VNNI void tile_vnni_vec(const uint8_t *w, int64_t ws, int64_t bs, const
 /* ---- AVX-512 BW: u8 x s8 pairs to int16 (|sum| <= 2 * 2 * 128, no saturation), the four
  * shifts of a block added in int16 (<= 2048), then widened to int32 once per block. ---- */
 
-INLINE T_AVX512BW void tile_avx512bw(const uint8_t *w, int64_t ws, int64_t bs, const int8_t *x, int64_t xs,
-                                     int64_t nblk, int32_t *out, const int NR, const int NC)
+INLINE T_AVX512BW void tile_avx512bw(const uint8_t *w, int64_t ws, int64_t bs, const int8_t *x,
+                                     int64_t xs, int64_t nblk, int32_t *out, const int NR,
+                                     const int NC)
 {
     __m512i acc[BG_TMAT_TILE][BG_TMAT_TILE];
     const __m512i m3 = _mm512_set1_epi8(3), ones = _mm512_set1_epi16(1);
@@ -101,7 +104,8 @@ INLINE T_AVX512BW void tile_avx512bw(const uint8_t *w, int64_t ws, int64_t bs, c
         }
         for (int l = 0; l < 4; l++) {
             __m512i q[BG_TMAT_TILE];
-            for (int r = 0; r < NR; r++) q[r] = _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * l), m3);
+            for (int r = 0; r < NR; r++)
+                q[r] = _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * l), m3);
             for (int c = 0; c < NC; c++) {
                 __m512i xv = _mm512_loadu_si512(x + c * xs + b * 256 + l * 64);
                 for (int r = 0; r < NR; r++)
@@ -143,7 +147,8 @@ INLINE T_AVX2 void tile_avx2(const uint8_t *w, int64_t ws, int64_t bs, const int
         }
         for (int l = 0; l < 4; l++) {
             __m256i q[2];
-            for (int r = 0; r < NR; r++) q[r] = _mm256_and_si256(_mm256_srli_epi16(v[r], 2 * l), m3);
+            for (int r = 0; r < NR; r++)
+                q[r] = _mm256_and_si256(_mm256_srli_epi16(v[r], 2 * l), m3);
             for (int c = 0; c < NC; c++) {
                 __m256i xv = _mm256_loadu_si256((const __m256i *)(x + c * xs + xo + l * 64));
                 for (int r = 0; r < NR; r++)
@@ -161,45 +166,47 @@ INLINE T_AVX2 void tile_avx2(const uint8_t *w, int64_t ws, int64_t bs, const int
 /* ---- entry points: constant tile shapes, so each inlined tile keeps its arrays in
  * registers; ragged edges (fewer rows or columns) take the smaller shapes. ---- */
 
-#define DISPATCH(TILE, MAXR)                                                                   \
-    for (int r0 = 0; r0 < nr; r0 += (MAXR)) {                                                  \
-        int rr = nr - r0 < (MAXR) ? nr - r0 : (MAXR);                                          \
-        int32_t o[BG_TMAT_TILE * BG_TMAT_TILE];                                                \
-        const uint8_t *wr = w + r0 * ws;                                                       \
+#define DISPATCH(TILE, MAXR)                                                                       \
+    for (int r0 = 0; r0 < nr; r0 += (MAXR)) {                                                      \
+        int rr = nr - r0 < (MAXR) ? nr - r0 : (MAXR);                                              \
+        int32_t o[BG_TMAT_TILE * BG_TMAT_TILE];                                                    \
+        const uint8_t *wr = w + r0 * ws;                                                           \
         if (rr == (MAXR) && nc == 4) TILE(wr, ws, bs, x, xs, nblk, o, (MAXR), 4);                  \
-        else if (rr == (MAXR) && nc == 1) TILE(wr, ws, bs, x, xs, nblk, o, (MAXR), 1);             \
-        else                                                                                   \
-            for (int r = 0; r < rr; r++)                                                       \
-                for (int c = 0; c < nc; c++)                                                   \
-                    TILE(wr + r * ws, ws, bs, x + c * xs, xs, nblk, o + r * BG_TMAT_TILE + c, 1, 1); \
-        for (int r = 0; r < rr; r++)                                                           \
-            for (int c = 0; c < nc; c++)                                                       \
-                out[(r0 + r) * BG_TMAT_TILE + c] = o[r * BG_TMAT_TILE + c];                    \
+        else if (rr == (MAXR) && nc == 1)                                                          \
+            TILE(wr, ws, bs, x, xs, nblk, o, (MAXR), 1);                                           \
+        else                                                                                       \
+            for (int r = 0; r < rr; r++)                                                           \
+                for (int c = 0; c < nc; c++)                                                       \
+                    TILE(wr + r * ws, ws, bs, x + c * xs, xs, nblk, o + r * BG_TMAT_TILE + c, 1,   \
+                         1);                                                                       \
+        for (int r = 0; r < rr; r++)                                                               \
+            for (int c = 0; c < nc; c++)                                                           \
+                out[(r0 + r) * BG_TMAT_TILE + c] = o[r * BG_TMAT_TILE + c];                        \
     }
 
-static T_VNNI void tdot_avx512vnni(const uint8_t *w, int64_t ws, int64_t bs, int nr, const int8_t *x,
-                                   int64_t xs, int nc, int64_t nblk, int32_t *out)
+static T_VNNI void tdot_avx512vnni(const uint8_t *w, int64_t ws, int64_t bs, int nr,
+                                   const int8_t *x, int64_t xs, int nc, int64_t nblk, int32_t *out)
 {
     if (nc == 1 && nblk < (1 << 11)) {
         if (nr == 4) tile_vnni_vec(w, ws, bs, x, nblk, out, 4);
         else
-            for (int r = 0; r < nr; r++) tile_vnni_vec(w + r * ws, ws, bs, x, nblk, out + r * BG_TMAT_TILE, 1);
+            for (int r = 0; r < nr; r++)
+                tile_vnni_vec(w + r * ws, ws, bs, x, nblk, out + r * BG_TMAT_TILE, 1);
         return;
     }
     DISPATCH(tile_vnni, 4)
 }
 
-static T_AVX512BW void tdot_avx512bw(const uint8_t *w, int64_t ws, int64_t bs, int nr, const int8_t *x,
-                                     int64_t xs, int nc, int64_t nblk, int32_t *out)
+static T_AVX512BW void tdot_avx512bw(const uint8_t *w, int64_t ws, int64_t bs, int nr,
+                                     const int8_t *x, int64_t xs, int nc, int64_t nblk,
+                                     int32_t *out)
 {
     DISPATCH(tile_avx512bw, 4)
 }
 
-static T_AVX2 void tdot_avx2(const uint8_t *w, int64_t ws, int64_t bs, int nr, const int8_t *x, int64_t xs,
-                             int nc, int64_t nblk, int32_t *out)
-{
-    DISPATCH(tile_avx2, 2)
-}
+static T_AVX2 void tdot_avx2(const uint8_t *w, int64_t ws, int64_t bs, int nr, const int8_t *x,
+                             int64_t xs, int nc, int64_t nblk,
+                             int32_t *out){ DISPATCH(tile_avx2, 2) }
 
 bg_tdot_fn *const bg__tdot_avx2 = tdot_avx2;
 bg_tdot_fn *const bg__tdot_avx512bw = tdot_avx512bw;

@@ -11,7 +11,7 @@
 #include "tensor/tensor_impl.h"
 
 typedef struct bg_gbuf {
-    bg_tensor t;          /* the gradient tensor handed out (t.data: the buffer) */
+    bg_tensor t; /* the gradient tensor handed out (t.data: the buffer) */
     size_t bytes;
     bool live;
     struct bg_gbuf *next; /* every buffer of the pool */
@@ -81,6 +81,7 @@ void bg__grad_pool_free(bg_ctx *ctx)
 size_t bg__grad_pool_bytes(const bg_ctx *ctx)
 {
     size_t n = 0;
-    for (const bg_gbuf *b = ctx->grad_pool ? ctx->grad_pool->all : NULL; b; b = b->next) n += b->bytes;
+    for (const bg_gbuf *b = ctx->grad_pool ? ctx->grad_pool->all : NULL; b; b = b->next)
+        n += b->bytes;
     return n;
 }
