@@ -1,7 +1,7 @@
 /* test_determinism.c - suite 'grad': results do not depend on the OpenMP thread count.
- * Sums, RMSNorm forward and both of its gradients, and the embedding's scatter-add gradient
- * run with 1, 2 and 4 threads and must agree bit for bit (and the big sum must agree with a
- * double-precision sum). Run: ./test_determinism */
+ * Sums, RMSNorm forward and both of its gradients, the embedding's scatter-add gradient and
+ * causal GQA attention (output, dq, dk, dv) run with 1, 2 and 4 threads and must agree bit
+ * for bit (and the big sum must agree with a double-precision sum). Run: ./test_determinism */
 #include <omp.h>
 
 #include "harness.h"
@@ -109,6 +109,43 @@ done:
     bg_tensor_free(&emb);
 }
 
+/* Causal GQA attention (8 query heads sharing 2 kv heads) forward and gradients: threads
+ * take heads in forward and kv heads in backward; any thread count must give the same bits. */
+static void test_attention_determinism(bg_ctx *ctx)
+{
+    printf("attention determinism (OpenMP 1 vs 2 vs 4 threads)\n");
+    bg_tensor *q = param_n(ctx, 4, S(3, 40, 8, 16), 1.0f), *k = param_n(ctx, 4, S(3, 40, 2, 16), 1.0f);
+    bg_tensor *v = param_n(ctx, 4, S(3, 40, 2, 16), 1.0f);
+    float *res[3][4] = { { NULL } };
+    int64_t nq = 3 * 40 * 8 * 16, nkv = 3 * 40 * 2 * 16;
+    static const int threads[3] = { 1, 2, 4 };
+    int saved = omp_get_max_threads();
+    for (int i = 0; q && k && v && i < 3; i++) {
+        omp_set_num_threads(threads[i]);
+        bg_zero_grad(ctx);
+        bg_tensor *o = bg_attention(q, k, v);
+        res[i][0] = harness_read(o);
+        CHECK(bg_backward(bg_sum(bg_mul(o, o), BG_AXIS_ALL, false)) == BG_OK, "attention backward: %s",
+              bg_ctx_error(ctx));
+        res[i][1] = harness_read(bg_tensor_grad(q));
+        res[i][2] = harness_read(bg_tensor_grad(k));
+        res[i][3] = harness_read(bg_tensor_grad(v));
+        bg_step_end(ctx);
+    }
+    omp_set_num_threads(saved);
+    static const char *what[4] = { "out", "dq", "dk", "dv" };
+    for (int i = 1; i < 3; i++)
+        for (int j = 0; j < 4; j++) {
+            char nm[80];
+            snprintf(nm, sizeof nm, "attention %s, 1 vs %d threads", what[j], threads[i]);
+            if (CHECK(res[0][j] && res[i][j], "attention: a run failed"))
+                check_bitwise(nm, res[i][j], res[0][j], j == 0 || j == 1 ? nq : nkv);
+        }
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 4; j++) free(res[i][j]);
+    bg_tensor_free(&q), bg_tensor_free(&k), bg_tensor_free(&v);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -117,6 +154,7 @@ int main(void)
         return harness_summary();
     bg_ctx_seed(ctx, 1234);
     test_thread_determinism(ctx);
+    test_attention_determinism(ctx);
     bg_ctx_free(&ctx);
     return harness_summary();
 }

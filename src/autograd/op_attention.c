@@ -127,14 +127,12 @@ static void head_offsets(const bg_attn_dims *d, int64_t bh, int64_t *oq, int64_t
     *okv = b * d->T * d->Hkv * D + (h / group) * D;
 }
 
-/* Each of the n_rows rows of [T, T] blocks (row i of its block) becomes softmax over
- * columns 0..i; columns after i become 0. */
-static void causal_softmax(float *S, int64_t n_rows, int T)
+/* Row i of one head's [T, T] scores becomes softmax over columns 0..i; columns after i
+ * become 0. */
+static void causal_softmax_head(float *S, int T)
 {
-#pragma omp parallel for schedule(static) if (n_rows * T > BG_PAR_MIN)
-    for (int64_t r = 0; r < n_rows; r++) {
-        int64_t i = r % T;
-        float *row = S + r * T, m = -INFINITY;
+    for (int64_t i = 0; i < T; i++) {
+        float *row = S + i * T, m = -INFINITY;
         for (int64_t j = 0; j <= i; j++) m = row[j] > m ? row[j] : m;
         double s = 0.0;
         for (int64_t j = 0; j <= i; j++) row[j] = bg_expf(row[j] - m); /* vectorises */
@@ -145,6 +143,12 @@ static void causal_softmax(float *S, int64_t n_rows, int T)
     }
 }
 
+/* Threads take whole heads: each head's two products and its softmax run on one thread
+ * (OpenBLAS's OpenMP build runs a GEMM called inside a parallel region on that thread), so
+ * the small per-head GEMMs cost no thread hand-offs. Results do not depend on the thread
+ * count: a head is computed the same way on any thread. */
+#define ATTN_PAR_MIN 4 /* heads */
+
 /* out = softmax(scale * Q K^T, causal) V for every head. P holds every head's
  * probabilities [B, H, T, T] when keep_all, else one chunk's worth reused. */
 static void attn_forward(bg_ctx *ctx, const bg_attn_dims *d, const float *q, const float *k,
@@ -154,18 +158,18 @@ static void attn_forward(bg_ctx *ctx, const bg_attn_dims *d, const float *q, con
     float scale = (float)(1.0 / sqrt((double)D));
     int64_t n_bh = (int64_t)d->B * d->H, chunk = heads_per_chunk(T), TT = (int64_t)T * T;
     for (int64_t c0 = 0; c0 < n_bh; c0 += chunk) {
-        int64_t c1 = c0 + chunk < n_bh ? c0 + chunk : n_bh, oq, okv;
+        int64_t c1 = c0 + chunk < n_bh ? c0 + chunk : n_bh;
         float *Pc = keep_all ? P + c0 * TT : P;
+#pragma omp parallel for schedule(static) if (c1 - c0 >= ATTN_PAR_MIN)
         for (int64_t bh = c0; bh < c1; bh++) {
+            int64_t oq, okv;
+            float *S = Pc + (bh - c0) * TT;
             head_offsets(d, bh, &oq, &okv);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q + oq, ldq,
-                        k + okv, ldk, 0.0f, Pc + (bh - c0) * TT, T);
-        }
-        causal_softmax(Pc, (c1 - c0) * T, T);
-        for (int64_t bh = c0; bh < c1; bh++) {
-            head_offsets(d, bh, &oq, &okv);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f,
-                        Pc + (bh - c0) * TT, T, v + okv, ldk, 0.0f, out + oq, ldq);
+                        k + okv, ldk, 0.0f, S, T);
+            causal_softmax_head(S, T);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, S, T,
+                        v + okv, ldk, 0.0f, out + oq, ldq);
         }
         bg__gemm_count(ctx, T, T, D, 2 * (c1 - c0));
     }
@@ -199,15 +203,13 @@ bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
     return out;
 }
 
-/* dS = P * (dP - rowsum(dP * P)) in place of dP, over n_rows rows of [T, T] blocks;
- * masked entries have P = 0, so their dS is 0. */
-static void softmax_grad_rows(const float *P, float *dP, int64_t n_rows, int T)
+/* dS = P * (dP - rowsum(dP * P)) in place of dP, for one head's [T, T] block; masked
+ * entries have P = 0, so their dS is 0. */
+static void softmax_grad_head(const float *P, float *dP, int T)
 {
-#pragma omp parallel for schedule(static) if (n_rows * T > BG_PAR_MIN)
-    for (int64_t r = 0; r < n_rows; r++) {
-        int64_t i = r % T;
-        const float *p = P + r * T;
-        float *g = dP + r * T;
+    for (int64_t i = 0; i < T; i++) {
+        const float *p = P + i * T;
+        float *g = dP + i * T;
         double s = 0.0;
         for (int64_t j = 0; j <= i; j++) s += (double)g[j] * p[j];
         for (int64_t j = 0; j <= i; j++) g[j] = p[j] * (g[j] - (float)s);
@@ -221,40 +223,48 @@ typedef struct attn_grads {
     float *dS;           /* one chunk of [T, T] scratch */
 } attn_grads;
 
-/* Gradients of heads c0..c1-1: dV += P^T dO and dP = dO V^T per head, dS for all rows at
- * once, then dQ += scale dS K and dK += scale dS^T Q. Heads go in order, so a kv head
- * shared by a group of query heads sums their contributions in head order. */
-static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_grads *g, int64_t c0,
-                                int64_t c1)
+/* One query head bh: dV += P^T dO, dP = dO V^T, dS, dQ += scale dS K, dK += scale dS^T Q. */
+static void attn_backward_head(const attn_saved *sv, const attn_grads *g, int64_t bh, float *dS)
 {
     const bg_attn_dims *d = &sv->d;
     int T = (int)d->T, D = (int)d->D, ldq = (int)d->H * D, ldk = (int)d->Hkv * D;
     int64_t TT = (int64_t)T * T, oq, okv;
     float scale = (float)(1.0 / sqrt((double)D));
+    head_offsets(d, bh, &oq, &okv);
+    if (g->gv)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, sv->P + bh * TT, T,
+                    g->go + oq, ldq, 1.0f, g->gv + okv, ldk);
+    if (!g->gq && !g->gk) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, g->go + oq, ldq,
+                sv->v + okv, ldk, 0.0f, dS, T);
+    softmax_grad_head(sv->P + bh * TT, dS, T);
+    if (g->gq)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T,
+                    sv->k + okv, ldk, 1.0f, g->gq + oq, ldq);
+    if (g->gk)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->q + oq,
+                    ldq, 1.0f, g->gk + okv, ldk);
+}
+
+/* Gradients of heads c0..c1-1. Threads take kv heads: the query heads sharing one (GQA)
+ * add into its dK, dV one after the other in head order, on one thread - race-free, and
+ * the same sums for any thread count. */
+static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_grads *g, int64_t c0,
+                                int64_t c1)
+{
+    const bg_attn_dims *d = &sv->d;
+    int64_t group = d->H / d->Hkv, TT = d->T * d->T;
+    int64_t kv0 = c0 / group, kv1 = (c1 - 1) / group + 1;
+#pragma omp parallel for schedule(static) if (c1 - c0 >= ATTN_PAR_MIN)
+    for (int64_t kv = kv0; kv < kv1; kv++) {
+        int64_t h0 = kv * group > c0 ? kv * group : c0;
+        int64_t h1 = (kv + 1) * group < c1 ? (kv + 1) * group : c1;
+        for (int64_t bh = h0; bh < h1; bh++)
+            attn_backward_head(sv, g, bh, g->dS ? g->dS + (bh - c0) * TT : NULL);
+    }
     bool need_ds = g->gq || g->gk;
-    for (int64_t bh = c0; bh < c1; bh++) {
-        head_offsets(d, bh, &oq, &okv);
-        if (g->gv)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, sv->P + bh * TT, T,
-                        g->go + oq, ldq, 1.0f, g->gv + okv, ldk);
-        if (need_ds)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, g->go + oq, ldq,
-                        sv->v + okv, ldk, 0.0f, g->dS + (bh - c0) * TT, T);
-        bg__gemm_count(ctx, T, T, D, (g->gv != NULL) + need_ds);
-    }
-    if (!need_ds) return;
-    softmax_grad_rows(sv->P + c0 * TT, g->dS, (c1 - c0) * T, T);
-    for (int64_t bh = c0; bh < c1; bh++) {
-        head_offsets(d, bh, &oq, &okv);
-        const float *dS = g->dS + (bh - c0) * TT;
-        if (g->gq)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T,
-                        sv->k + okv, ldk, 1.0f, g->gq + oq, ldq);
-        if (g->gk)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->q + oq,
-                        ldq, 1.0f, g->gk + okv, ldk);
-        bg__gemm_count(ctx, T, T, D, (g->gq != NULL) + (g->gk != NULL));
-    }
+    bg__gemm_count(ctx, d->T, d->T, d->D,
+                   (c1 - c0) * ((g->gv != NULL) + need_ds + (g->gq != NULL) + (g->gk != NULL)));
 }
 
 void bg__backward_attention(bg_node *node)
