@@ -1,11 +1,51 @@
 /* tests/test_vmath.c - bg_expf (src/autograd/vmath.h, the exp of the CPU ops) against libm's
  * exp in double: every 61st float bit pattern (70 million inputs), at most 2 ulp of the
  * float result in the normal range, within one denormal step below it, exact special cases
- * (NaN, +-inf, 0, overflow, underflow). Run: ./test_vmath */
+ * (NaN, +-inf, 0, overflow, underflow); and the AVX-512 SiLU kernels against the scalar
+ * expressions, bit for bit. Run: ./test_vmath */
 #include <float.h>
 
 #include "autograd/vmath.h"
+#include "autograd/vmath_x86.h"
 #include "harness.h"
+
+/* The scalar SiLU expressions of op_elementwise.c, on bg_expf. */
+static float sigmoid_ref(float x) { return 1.0f / (1.0f + bg_expf(-x)); }
+
+/* The AVX-512 SiLU kernels must give the scalar expressions' bits: every 997th float bit
+ * pattern (NaN inputs: NaN out) and lengths that leave a partial vector. */
+static void test_silu_avx512(void)
+{
+    if (!bg__vmath_avx512()) {
+        printf("no AVX-512 here: SiLU kernels not tested\n");
+        return;
+    }
+    enum { N = 4099 };
+    float x[N], y[N], go[N], g[N];
+    long diff_f = 0, diff_b = 0, n = 0;
+    uint64_t rng = 7;
+    for (uint64_t u0 = 0; u0 <= 0xffffffffu; u0 += (uint64_t)N * 997) {
+        for (int i = 0; i < N; i++) {
+            uint32_t b = (uint32_t)(u0 + (uint64_t)i * 997);
+            memcpy(&x[i], &b, sizeof b);
+            go[i] = harness_uniform(&rng, -2.0f, 2.0f);
+            g[i] = harness_uniform(&rng, -1.0f, 1.0f);
+        }
+        int len = N - (int)(u0 % 17); /* ragged tails */
+        float g0[N];
+        memcpy(g0, g, sizeof g);
+        bg__silu_fwd_avx512(x, y, len);
+        bg__silu_bwd_avx512(x, go, g, len);
+        for (int i = 0; i < len; i++, n++) {
+            float s = sigmoid_ref(x[i]), yf = x[i] * s;
+            float gb = g0[i] + go[i] * (sigmoid_ref(x[i]) * (1.0f + x[i] * (1.0f - sigmoid_ref(x[i]))));
+            if (isnan(yf) ? !isnan(y[i]) : memcmp(&yf, &y[i], 4) != 0) diff_f++;
+            if (isnan(gb) ? !isnan(g[i]) : memcmp(&gb, &g[i], 4) != 0) diff_b++;
+        }
+    }
+    CHECK(diff_f == 0 && diff_b == 0, "AVX-512 SiLU = scalar bit for bit over %ld inputs (%ld forward, "
+          "%ld backward differ)", n, diff_f, diff_b);
+}
 
 int main(void)
 {
@@ -40,5 +80,6 @@ int main(void)
     CHECK(bg_expf(-INFINITY) == 0.0f && bg_expf(INFINITY) == INFINITY && bg_expf(0.0f) == 1.0f &&
               bg_expf(-0.0f) == 1.0f && bg_expf(-200.0f) == 0.0f && isnan(bg_expf(NAN)),
           "exp(-inf) = 0, exp(inf) = inf, exp(+-0) = 1, exp(-200) = 0, exp(NaN) = NaN");
+    test_silu_avx512();
     return harness_summary();
 }

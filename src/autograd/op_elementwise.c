@@ -6,6 +6,7 @@
 #include "autograd/op_checks.h"
 #include "autograd/tape.h"
 #include "autograd/vmath.h"
+#include "autograd/vmath_x86.h"
 #include "cuda/cuda_dispatch.h"
 
 /* ---- broadcasting ---------------------------------------------------------- */
@@ -162,6 +163,13 @@ static float unary_deriv(int op, float x, float y, const float *p)
 /* One loop per op (the switch outside the loop lets the compiler vectorise each). Threads
  * take chunks; GCC vectorises the inner loop of a chunk (not a flat OpenMP loop). */
 #define UNARY_CHUNK 4096
+/* CALL on chunks [c0, c1) of [0, n), in parallel. */
+#define PAR_CHUNKS(CALL)                                                                   \
+    _Pragma("omp parallel for schedule(static) if (n > BG_PAR_MIN)")                       \
+    for (int64_t c0 = 0; c0 < n; c0 += UNARY_CHUNK) {                                      \
+        int64_t c1 = c0 + UNARY_CHUNK < n ? c0 + UNARY_CHUNK : n;                          \
+        CALL;                                                                              \
+    }
 #define UNARY_FWD(EXPR)                                                                    \
     _Pragma("omp parallel for schedule(static) if (n > BG_PAR_MIN)")                       \
     for (int64_t c0 = 0; c0 < n; c0 += UNARY_CHUNK) {                                      \
@@ -184,7 +192,12 @@ static void unary_kernel(int op, const float *x, float *y, int64_t n, float p0, 
     case BG_OP_CLAMP: UNARY_FWD(fminf(fmaxf(v, p0), p1));
     case BG_OP_EXP: UNARY_FWD(bg_expf(v));
     case BG_OP_SIGMOID: UNARY_FWD(sigmoid_f(v));
-    case BG_OP_SILU: UNARY_FWD(v * sigmoid_f(v));
+    case BG_OP_SILU:
+        if (bg__vmath_avx512()) {
+            PAR_CHUNKS(bg__silu_fwd_avx512(x + c0, y + c0, c1 - c0));
+            break;
+        }
+        UNARY_FWD(v * sigmoid_f(v));
     default: {
         const float p[2] = { p0, p1 };
         UNARY_FWD(unary_fwd(op, v, p));
@@ -216,7 +229,12 @@ static void unary_grad_kernel(int op, const float *x, const float *y, const floa
     case BG_OP_EXP: UNARY_BWD(w);
     case BG_OP_SIGMOID: UNARY_BWD(w * (1.0f - w));
     case BG_OP_TANH: UNARY_BWD(1.0f - w * w);
-    case BG_OP_SILU: UNARY_BWD(sigmoid_f(v) * (1.0f + v * (1.0f - sigmoid_f(v))));
+    case BG_OP_SILU:
+        if (bg__vmath_avx512()) {
+            PAR_CHUNKS(bg__silu_bwd_avx512(x + c0, go + c0, g + c0, c1 - c0));
+            break;
+        }
+        UNARY_BWD(sigmoid_f(v) * (1.0f + v * (1.0f - sigmoid_f(v))));
     default: UNARY_BWD(unary_deriv(op, v, w, p));
     }
 }

@@ -1,0 +1,91 @@
+/* vmath_x86.c - AVX-512 forms of the SiLU forward and backward kernels. GCC vectorises
+ * bg_expf only at SSE2 width (with AVX2 or AVX-512 enabled it keeps the selects as branches),
+ * so these spell out the same operations, in the same order, with intrinsics: no FMA, the
+ * same truncating conversions, the same selects. Each lane therefore gives exactly the bits
+ * of the scalar bg_expf / SiLU expressions (tests/test_vmath.c checks this). Used only when
+ * bg_isa_best() allows AVX-512. */
+#include "autograd/vmath.h"
+#include "autograd/vmath_x86.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#include "bitgrad/ternary.h"
+
+#define T512 __attribute__((target("avx512f")))
+#define INLINE static inline __attribute__((always_inline))
+
+bool bg__vmath_avx512(void) { return bg_isa_best() >= BG_ISA_AVX512BW; }
+
+INLINE T512 __m512 sel(__mmask16 m, __m512 a, __m512 b) { return _mm512_mask_blend_ps(m, b, a); }
+
+/* bg_expf, lane by lane (vmath.h for the method). */
+INLINE T512 __m512 expf16(__m512 x)
+{
+    const __m512 hi = _mm512_set1_ps(88.8f), lo = _mm512_set1_ps(-104.0f);
+    __m512 xc = sel(_mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ), hi, x);
+    xc = sel(_mm512_cmp_ps_mask(xc, lo, _CMP_LT_OQ), lo, xc);
+    __m512 t = _mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f));
+    __m512 half = sel(_mm512_cmp_ps_mask(t, _mm512_setzero_ps(), _CMP_GE_OQ), _mm512_set1_ps(0.5f),
+                      _mm512_set1_ps(-0.5f));
+    __m512i ni = _mm512_cvttps_epi32(_mm512_add_ps(t, half));
+    __m512 n = _mm512_cvtepi32_ps(ni);
+    __m512 r = _mm512_sub_ps(xc, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
+    r = _mm512_sub_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(-2.12194440e-4f)));
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r), _mm512_set1_ps(1.0f));
+    /* n1 = ni / 2 rounded toward zero, as C's division */
+    __m512i n1 = _mm512_srai_epi32(_mm512_add_epi32(ni, _mm512_srli_epi32(ni, 31)), 1);
+    __m512i n2 = _mm512_sub_epi32(ni, n1), bias = _mm512_set1_epi32(127);
+    __m512 s1 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n1, bias), 23));
+    __m512 s2 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(n2, bias), 23));
+    __m512 y = _mm512_mul_ps(_mm512_mul_ps(p, s1), s2);
+    y = sel(_mm512_cmp_ps_mask(x, _mm512_set1_ps(-103.972f), _CMP_LT_OQ), _mm512_setzero_ps(), y);
+    return sel(_mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x, y);
+}
+
+/* 1 / (1 + bg_expf(-x)) */
+INLINE T512 __m512 sigmoid16(__m512 x)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    /* -x: a sign flip, as the scalar negation */
+    __m512 nx = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN)));
+    return _mm512_div_ps(one, _mm512_add_ps(one, expf16(nx)));
+}
+
+T512 void bg__silu_fwd_avx512(const float *x, float *y, int64_t n)
+{
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i);
+        _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(v, sigmoid16(v)));
+    }
+}
+
+T512 void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i), s = sigmoid16(v);
+        __m512 d = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(v, _mm512_sub_ps(one, s))));
+        __m512 gv = _mm512_maskz_loadu_ps(m, g + i), gov = _mm512_maskz_loadu_ps(m, go + i);
+        _mm512_mask_storeu_ps(g + i, m, _mm512_add_ps(gv, _mm512_mul_ps(gov, d)));
+    }
+}
+
+#else
+
+bool bg__vmath_avx512(void) { return false; }
+void bg__silu_fwd_avx512(const float *x, float *y, int64_t n) { (void)x, (void)y, (void)n; }
+void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n)
+{
+    (void)x, (void)go, (void)g, (void)n;
+}
+
+#endif

@@ -1,0 +1,14 @@
+/* vmath_x86.h - AVX-512 SiLU kernels, bit-identical to the scalar expressions of
+ * op_elementwise.c (x * sigmoid(x); g += go * s (1 + x (1 - s))) built on bg_expf. */
+#ifndef BG_VMATH_X86_H
+#define BG_VMATH_X86_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Whether the kernels below may run: the CPU has AVX-512 and bg_isa_set_max allows it. */
+bool bg__vmath_avx512(void);
+void bg__silu_fwd_avx512(const float *x, float *y, int64_t n);
+void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n);
+
+#endif
