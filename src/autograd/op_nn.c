@@ -362,6 +362,22 @@ typedef struct norm_saved {
 } norm_saved;
 
 /* Normalizes every row: mean is NULL for rmsnorm (no centering, mean of squares). */
+/* OUT = sum over c in [0, C) of EXPR (in double) on eight fixed lanes (c mod 8; the tail on
+ * lane 0), then the lanes in a fixed tree: independent chains the compiler can interleave or
+ * vectorise, and the same order on every run and thread count. */
+#define SUM8(OUT, C, EXPR)                                                                 \
+    do {                                                                                   \
+        double l_[8] = { 0 };                                                              \
+        int64_t c = 0;                                                                     \
+        for (; c + 8 <= (C); c += 8)                                                       \
+            for (int j_ = 0; j_ < 8; j_++) {                                               \
+                int64_t cc_ = c + j_;                                                      \
+                l_[j_] += (EXPR(cc_));                                                     \
+            }                                                                              \
+        for (; c < (C); c++) l_[0] += (EXPR(c));                                           \
+        (OUT) = ((l_[0] + l_[1]) + (l_[2] + l_[3])) + ((l_[4] + l_[5]) + (l_[6] + l_[7])); \
+    } while (0)
+
 static void norm_rows(const float *x, const float *w, const float *b, int64_t rows, int64_t C,
                       float eps, float *mean, float *rstd, float *y)
 {
@@ -370,11 +386,15 @@ static void norm_rows(const float *x, const float *w, const float *b, int64_t ro
         const float *xr = x + r * C;
         double mu = 0.0, ss = 0.0;
         if (mean) {
-            for (int64_t c = 0; c < C; c++) mu += xr[c];
+#define X_AT(i) (double)xr[i]
+            SUM8(mu, C, X_AT);
+#undef X_AT
             mu = C ? mu / (double)C : 0.0;
             mean[r] = (float)mu;
         }
-        for (int64_t c = 0; c < C; c++) ss += ((double)xr[c] - mu) * ((double)xr[c] - mu);
+#define SQ_AT(i) (((double)xr[i] - mu) * ((double)xr[i] - mu))
+        SUM8(ss, C, SQ_AT);
+#undef SQ_AT
         float rs = (float)(1.0 / sqrt((C ? ss / (double)C : 0.0) + (double)eps));
         float m = (float)mu;
         rstd[r] = rs;
@@ -437,11 +457,12 @@ static void norm_dx(const norm_saved *sv, const float *gy, int64_t rows, int64_t
         const float *xr = sv->x + r * C, *gr = gy + r * C;
         float m = sv->mean ? sv->mean[r] : 0.0f, rs = sv->rstd[r];
         double sg = 0.0, sgx = 0.0;
-        for (int64_t c = 0; c < C; c++) {
-            float g = sv->w ? gr[c] * sv->w[c] : gr[c];
-            sg += g;
-            sgx += (double)g * ((xr[c] - m) * rs);
-        }
+#define G_AT(i) (double)(sv->w ? gr[i] * sv->w[i] : gr[i])
+#define GX_AT(i) (G_AT(i) * (double)((xr[i] - m) * rs))
+        if (sv->mean) SUM8(sg, C, G_AT);
+        SUM8(sgx, C, GX_AT);
+#undef GX_AT
+#undef G_AT
         float mg = sv->mean ? (float)(sg / (double)C) : 0.0f, mgx = (float)(sgx / (double)C);
         float *dr = gx + r * C;
         for (int64_t c = 0; c < C; c++) {
