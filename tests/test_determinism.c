@@ -114,7 +114,8 @@ done:
 static void test_attention_determinism(bg_ctx *ctx)
 {
     printf("attention determinism (OpenMP 1 vs 2 vs 4 threads)\n");
-    bg_tensor *q = param_n(ctx, 4, S(3, 40, 8, 16), 1.0f), *k = param_n(ctx, 4, S(3, 40, 2, 16), 1.0f);
+    bg_tensor *q = param_n(ctx, 4, S(3, 40, 8, 16), 1.0f),
+              *k = param_n(ctx, 4, S(3, 40, 2, 16), 1.0f);
     bg_tensor *v = param_n(ctx, 4, S(3, 40, 2, 16), 1.0f);
     float *res[3][4] = { { NULL } };
     int64_t nq = 3 * 40 * 8 * 16, nkv = 3 * 40 * 2 * 16;
@@ -125,8 +126,8 @@ static void test_attention_determinism(bg_ctx *ctx)
         bg_zero_grad(ctx);
         bg_tensor *o = bg_attention(q, k, v);
         res[i][0] = harness_read(o);
-        CHECK(bg_backward(bg_sum(bg_mul(o, o), BG_AXIS_ALL, false)) == BG_OK, "attention backward: %s",
-              bg_ctx_error(ctx));
+        CHECK(bg_backward(bg_sum(bg_mul(o, o), BG_AXIS_ALL, false)) == BG_OK,
+              "attention backward: %s", bg_ctx_error(ctx));
         res[i][1] = harness_read(bg_tensor_grad(q));
         res[i][2] = harness_read(bg_tensor_grad(k));
         res[i][3] = harness_read(bg_tensor_grad(v));

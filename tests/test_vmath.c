@@ -1,13 +1,50 @@
 /* tests/test_vmath.c - bg_expf (src/autograd/vmath.h, the exp of the CPU ops) against libm's
  * exp in double: every 61st float bit pattern (70 million inputs), at most 2 ulp of the
  * float result in the normal range, within one denormal step below it, exact special cases
- * (NaN, +-inf, 0, overflow, underflow); and the AVX-512 SiLU kernels against the scalar
- * expressions, bit for bit. Run: ./test_vmath */
+ * (NaN, +-inf, 0, overflow, underflow); and the AVX-512 SiLU and activation-quantizer
+ * kernels against the scalar expressions, bit for bit. Run: ./test_vmath */
 #include <float.h>
 
 #include "autograd/vmath.h"
 #include "autograd/vmath_x86.h"
+#include "quant/bitnet_math.h"
 #include "harness.h"
+
+/* The AVX-512 activation quantizer (absmax, levels) against bitnet_math.h's bg_absmax and
+ * bg_act_level: random rows, exact ties of x * s, huge values and infinities, every bit
+ * width, ragged lengths. */
+static void test_act_quant_avx512(void)
+{
+    if (!bg__vmath_avx512()) {
+        printf("no AVX-512 here: quantizer kernels not tested\n");
+        return;
+    }
+    enum { N = 1000 };
+    float x[N];
+    int8_t got[N];
+    long bad_max = 0, bad_lv = 0, n = 0;
+    uint64_t rng = 11;
+    for (int rep = 0; rep < 400; rep++) {
+        int len = 1 + (int)(harness_lcg(&rng) % N), bits = 2 + rep % 7;
+        float spread = rep % 3 == 0 ? 1.0f : (rep % 3 == 1 ? 1000.0f : 1e-3f);
+        for (int i = 0; i < len; i++) {
+            x[i] = harness_uniform(&rng, -spread, spread);
+            if (i % 13 == 0)
+                x[i] = (float)((int)(harness_lcg(&rng) % 20) - 10) + 0.5f; /* ties at s = 1 */
+            if (rep % 50 == 7 && i == 3) x[i] = INFINITY;
+            if (rep % 50 == 9 && i == 5) x[i] = -3e38f;
+        }
+        float am = bg__absmax_avx512(x, len), want = bg_absmax(x, len);
+        bad_max += memcmp(&am, &want, 4) != 0;
+        float sc = rep % 2 ? 1.0f : bg_absmax_scale(want, bits);
+        bg__act_levels_avx512(x, len, sc, bg_qp(bits), got);
+        for (int i = 0; i < len; i++, n++) bad_lv += got[i] != (int8_t)bg_act_level(x[i], sc, bits);
+    }
+    CHECK(bad_max == 0 && bad_lv == 0,
+          "AVX-512 absmax / levels = bitnet_math.h over %ld values "
+          "(%ld maxima, %ld levels differ)",
+          n, bad_max, bad_lv);
+}
 
 /* The scalar SiLU expressions of op_elementwise.c, on bg_expf. */
 static float sigmoid_ref(float x) { return 1.0f / (1.0f + bg_expf(-x)); }
@@ -38,13 +75,16 @@ static void test_silu_avx512(void)
         bg__silu_bwd_avx512(x, go, g, len);
         for (int i = 0; i < len; i++, n++) {
             float s = sigmoid_ref(x[i]), yf = x[i] * s;
-            float gb = g0[i] + go[i] * (sigmoid_ref(x[i]) * (1.0f + x[i] * (1.0f - sigmoid_ref(x[i]))));
+            float gb =
+                g0[i] + go[i] * (sigmoid_ref(x[i]) * (1.0f + x[i] * (1.0f - sigmoid_ref(x[i]))));
             if (isnan(yf) ? !isnan(y[i]) : memcmp(&yf, &y[i], 4) != 0) diff_f++;
             if (isnan(gb) ? !isnan(g[i]) : memcmp(&gb, &g[i], 4) != 0) diff_b++;
         }
     }
-    CHECK(diff_f == 0 && diff_b == 0, "AVX-512 SiLU = scalar bit for bit over %ld inputs (%ld forward, "
-          "%ld backward differ)", n, diff_f, diff_b);
+    CHECK(diff_f == 0 && diff_b == 0,
+          "AVX-512 SiLU = scalar bit for bit over %ld inputs (%ld forward, "
+          "%ld backward differ)",
+          n, diff_f, diff_b);
 }
 
 int main(void)
@@ -81,5 +121,6 @@ int main(void)
               bg_expf(-0.0f) == 1.0f && bg_expf(-200.0f) == 0.0f && isnan(bg_expf(NAN)),
           "exp(-inf) = 0, exp(inf) = inf, exp(+-0) = 1, exp(-200) = 0, exp(NaN) = NaN");
     test_silu_avx512();
+    test_act_quant_avx512();
     return harness_summary();
 }

@@ -10,6 +10,7 @@
 #include "cuda/cuda_dispatch.h"
 #include "quant/bitnet_math.h"
 #include "quant/s8gemm.h"
+#include "autograd/vmath_x86.h"
 
 typedef struct bitlinear_saved {
     int8_t *levels;  /* [rows, in] activation levels */
@@ -20,17 +21,22 @@ typedef struct bitlinear_saved {
     bool per_row;
 } bitlinear_saved;
 
-/* One row's levels: bg_act_level's formula with the clamp as selects, so it vectorises.
- * (The level is an integer, so the float and the int8 copy hold the same value.) */
-static void quantize_row(const float *restrict xr, int64_t in, float s, int bits,
+/* One row's levels: bg_act_level's formula with the clamp as selects, so it vectorises
+ * (or its AVX-512 spelling, bit-identical). The level is an integer, so the float and the
+ * int8 copy hold the same value. */
+static void quantize_row(const float *restrict xr, int64_t in, float s, int bits, bool v512,
                          float *restrict lv, int8_t *restrict lv8)
 {
     const float qp = bg_qp(bits), qn = -qp - 1.0f;
-    for (int64_t i = 0; i < in; i++) {
-        float q = bg_round_away(xr[i] * s);
-        q = q > qp ? qp : q;
-        q = q < qn ? qn : q;
-        lv8[i] = (int8_t)(int32_t)q;
+    if (v512) {
+        bg__act_levels_avx512(xr, in, s, qp, lv8);
+    } else {
+        for (int64_t i = 0; i < in; i++) {
+            float q = bg_round_away(xr[i] * s);
+            q = q > qp ? qp : q;
+            q = q < qn ? qn : q;
+            lv8[i] = (int8_t)(int32_t)q;
+        }
     }
     if (lv)
         for (int64_t i = 0; i < in; i++) lv[i] = (float)lv8[i];
@@ -39,12 +45,14 @@ static void quantize_row(const float *restrict xr, int64_t in, float s, int bits
 static void quantize_acts(const float *x, int64_t rows, int64_t in, int bits, float *lv,
                           int8_t *lv8, float *sx)
 {
+    bool v512 = bg__vmath_avx512();
 #pragma omp parallel for schedule(static) if (rows * in > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * in;
-        float s = bg_absmax_scale(bg_absmax(xr, in), bits);
+        float amax = v512 ? bg__absmax_avx512(xr, in) : bg_absmax(xr, in);
+        float s = bg_absmax_scale(amax, bits);
         sx[r] = s;
-        quantize_row(xr, in, s, bits, lv ? lv + r * in : NULL, lv8 + r * in);
+        quantize_row(xr, in, s, bits, v512, lv ? lv + r * in : NULL, lv8 + r * in);
     }
 }
 

@@ -1,4 +1,5 @@
-/* vmath_x86.c - AVX-512 forms of the SiLU forward and backward kernels. GCC vectorises
+/* vmath_x86.c - AVX-512 forms of the SiLU forward and backward kernels and of the
+ * activation quantizer (absmax, levels). GCC vectorises
  * bg_expf only at SSE2 width (with AVX2 or AVX-512 enabled it keeps the selects as branches),
  * so these spell out the same operations, in the same order, with intrinsics: no FMA, the
  * same truncating conversions, the same selects. Each lane therefore gives exactly the bits
@@ -38,7 +39,8 @@ INLINE T512 __m512 expf16(__m512 x)
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
     p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r), _mm512_set1_ps(1.0f));
+    p = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(p, r), r), r),
+                      _mm512_set1_ps(1.0f));
     /* n1 = ni / 2 rounded toward zero, as C's division */
     __m512i n1 = _mm512_srai_epi32(_mm512_add_epi32(ni, _mm512_srli_epi32(ni, 31)), 1);
     __m512i n2 = _mm512_sub_epi32(ni, n1), bias = _mm512_set1_epi32(127);
@@ -54,7 +56,8 @@ INLINE T512 __m512 sigmoid16(__m512 x)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
     /* -x: a sign flip, as the scalar negation */
-    __m512 nx = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN)));
+    __m512 nx =
+        _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN)));
     return _mm512_div_ps(one, _mm512_add_ps(one, expf16(nx)));
 }
 
@@ -79,7 +82,55 @@ T512 void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t
     }
 }
 
+/* bg_absmax: largest |x|, NaN ignored (the same select as the scalar loop; max is exact, so
+ * the order of the lanes does not matter). */
+T512 float bg__absmax_avx512(const float *x, int64_t n)
+{
+    __m512 m = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 a = _mm512_abs_ps(_mm512_maskz_loadu_ps(k, x + i));
+        m = sel(_mm512_cmp_ps_mask(a, m, _CMP_GT_OQ), a, m);
+    }
+    float l[16], r = 0.0f;
+    _mm512_storeu_ps(l, m);
+    for (int j = 0; j < 16; j++) r = l[j] > r ? l[j] : r;
+    return r;
+}
+
+/* lv8[i] = clamp(round_away(x[i] * s), -qp - 1, qp): op_bitlinear.c's quantize_row. */
+T512 void bg__act_levels_avx512(const float *x, int64_t n, float s, float qp, int8_t *lv8)
+{
+    const __m512 vs = _mm512_set1_ps(s), vqp = _mm512_set1_ps(qp), vqn = _mm512_set1_ps(-qp - 1.0f);
+    const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), vs);
+        /* bg_round_away */
+        __mmask16 small =
+            _mm512_cmp_ps_mask(_mm512_abs_ps(v), _mm512_set1_ps(8388608.0f), _CMP_LT_OQ);
+        __m512 t = _mm512_cvtepi32_ps(_mm512_cvttps_epi32(sel(small, v, zero)));
+        __m512 d = _mm512_sub_ps(v, t);
+        __m512 up = sel(_mm512_cmp_ps_mask(d, _mm512_set1_ps(0.5f), _CMP_GE_OQ), one, zero);
+        __m512 dn = sel(_mm512_cmp_ps_mask(d, _mm512_set1_ps(-0.5f), _CMP_LE_OQ), one, zero);
+        __m512 q = sel(small, _mm512_sub_ps(_mm512_add_ps(t, up), dn), v);
+        q = sel(_mm512_cmp_ps_mask(q, vqp, _CMP_GT_OQ), vqp, q);
+        q = sel(_mm512_cmp_ps_mask(q, vqn, _CMP_LT_OQ), vqn, q);
+        _mm512_mask_cvtepi32_storeu_epi8(lv8 + i, k, _mm512_cvttps_epi32(q));
+    }
+}
+
 #else
+
+float bg__absmax_avx512(const float *x, int64_t n)
+{
+    (void)x, (void)n;
+    return 0.0f;
+}
+void bg__act_levels_avx512(const float *x, int64_t n, float s, float qp, int8_t *lv8)
+{
+    (void)x, (void)n, (void)s, (void)qp, (void)lv8;
+}
 
 bool bg__vmath_avx512(void) { return false; }
 void bg__silu_fwd_avx512(const float *x, float *y, int64_t n) { (void)x, (void)y, (void)n; }

@@ -1,5 +1,6 @@
 /* vmath_x86.h - AVX-512 SiLU kernels, bit-identical to the scalar expressions of
- * op_elementwise.c (x * sigmoid(x); g += go * s (1 + x (1 - s))) built on bg_expf. */
+ * op_elementwise.c (x * sigmoid(x); g += go * s (1 + x (1 - s))) built on bg_expf, and the
+ * activation quantizer's absmax and levels, bit-identical to bitnet_math.h's. */
 #ifndef BG_VMATH_X86_H
 #define BG_VMATH_X86_H
 
@@ -10,5 +11,8 @@
 bool bg__vmath_avx512(void);
 void bg__silu_fwd_avx512(const float *x, float *y, int64_t n);
 void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n);
+/* bg_absmax (bitnet_math.h) and the activation levels of op_bitlinear.c's quantize_row. */
+float bg__absmax_avx512(const float *x, int64_t n);
+void bg__act_levels_avx512(const float *x, int64_t n, float s, float qp, int8_t *lv8);
 
 #endif
