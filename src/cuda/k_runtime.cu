@@ -3,6 +3,93 @@
  * scale, clamp, checks) and the row-major GEMM wrapper over cuBLAS. */
 #include "cuda/k_common.cuh"
 
+#ifndef BG_CUDA_EMU
+#include <dlfcn.h>
+
+#include <mutex>
+#endif
+
+/* ---- cuBLAS, opened at the first CUDA ctx ------------------------------------------------ */
+
+/* The backend reaches cuBLAS through these pointers. The real library is opened with dlopen
+ * when the first CUDA ctx is created, not linked: mapping libcublas pulls in libcublasLt,
+ * ~150 MiB of resident memory at program start, which a CUDA-enabled build used on the CPU
+ * should not pay. The emulator's functions are taken directly. */
+static struct {
+    decltype(&cublasCreate) create;
+    decltype(&cublasDestroy) destroy;
+    decltype(&cublasSetStream) set_stream;
+    decltype(&cublasSetMathMode) set_math_mode;
+    decltype(&cublasSgemm) sgemm;
+    decltype(&cublasSgemmStridedBatched) sgemm_batched;
+    decltype(&cublasGetStatusString) status_string;
+} cb;
+
+#ifdef BG_CUDA_EMU
+static int cublas_load(char *msg, size_t n)
+{
+    (void)msg, (void)n;
+    cb.create = cublasCreate;
+    cb.destroy = cublasDestroy;
+    cb.set_stream = cublasSetStream;
+    cb.set_math_mode = cublasSetMathMode;
+    cb.sgemm = cublasSgemm;
+    cb.sgemm_batched = cublasSgemmStridedBatched;
+    cb.status_string = cublasGetStatusString;
+    return 0;
+}
+#else
+#define BG_STR_(x) #x
+#define BG_STR(x) BG_STR_(x)
+#ifndef BG_CUDA_LIBDIR
+#define BG_CUDA_LIBDIR "/usr/local/cuda/lib64"
+#endif
+
+static void cublas_open(int *rc, char *err, size_t n)
+{
+    static const char *const names[] = { "libcublas.so." BG_STR(CUBLAS_VER_MAJOR),
+                                         BG_CUDA_LIBDIR "/libcublas.so." BG_STR(CUBLAS_VER_MAJOR),
+                                         "libcublas.so" };
+    void *h = NULL;
+    for (size_t i = 0; !h && i < sizeof names / sizeof names[0]; i++) h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        snprintf(err, n, "cuda: cannot load cuBLAS (%s): %s", names[0], dlerror());
+        *rc = -1;
+        return;
+    }
+    struct { void **slot; const char *name; } syms[] = {
+        { (void **)&cb.create, "cublasCreate_v2" },
+        { (void **)&cb.destroy, "cublasDestroy_v2" },
+        { (void **)&cb.set_stream, "cublasSetStream_v2" },
+        { (void **)&cb.set_math_mode, "cublasSetMathMode" },
+        { (void **)&cb.sgemm, "cublasSgemm_v2" },
+        { (void **)&cb.sgemm_batched, "cublasSgemmStridedBatched" },
+        { (void **)&cb.status_string, "cublasGetStatusString" },
+    };
+    for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++)
+        if (!(*syms[i].slot = dlsym(h, syms[i].name))) {
+            snprintf(err, n, "cuda: %s has no %s", names[0], syms[i].name);
+            *rc = -1;
+            return;
+        }
+    *rc = 0;
+}
+
+/* Opens cuBLAS once per process (thread-safe); 0, or -1 with the reason in msg. */
+static int cublas_load(char *msg, size_t n)
+{
+    static std::once_flag once;
+    static int rc = -1;
+    static char err[512];
+    std::call_once(once, [] { cublas_open(&rc, err, sizeof err); });
+    if (rc) snprintf(msg, n, "%s", err);
+    return rc;
+}
+#endif
+
+/* For tests and bg_device_info: whether cuBLAS could be opened (without a GPU too). */
+extern "C" int bg__cu_blas_available(char *msg, size_t n) { return cublas_load(msg, n) == 0; }
+
 /* ---- probing, state ---------------------------------------------------------------------- */
 
 extern "C" int bg__cu_probe(char *msg, size_t n)
@@ -37,21 +124,23 @@ extern "C" int bg__cu_state_init(bg_ctx *ctx, bg_cuda_state *s)
     if (e != cudaSuccess)
         return bg__error(ctx, BG_ENODEV, "cuda: cannot create a stream: %s", cudaGetErrorString(e));
     s->stream = stream;
+    char why[512];
+    if (cublas_load(why, sizeof why)) return bg__error(ctx, BG_ENODEV, "%s", why);
     cublasHandle_t h;
-    cublasStatus_t b = cublasCreate(&h);
+    cublasStatus_t b = cb.create(&h);
     if (b != CUBLAS_STATUS_SUCCESS)
-        return bg__error(ctx, BG_ENODEV, "cuda: cublasCreate: %s", cublasGetStatusString(b));
+        return bg__error(ctx, BG_ENODEV, "cuda: cublasCreate: %s", cb.status_string(b));
     s->blas = h;
     /* Plain FP32 GEMMs (no TF32): BitLinear's integer products must stay exact. */
-    cublasSetStream(h, stream);
-    cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+    cb.set_stream(h, stream);
+    cb.set_math_mode(h, CUBLAS_DEFAULT_MATH);
     return BG_OK;
 }
 
 extern "C" void bg__cu_state_free(bg_cuda_state *s)
 {
     if (s->stream) cudaStreamSynchronize((cudaStream_t)s->stream);
-    if (s->blas) cublasDestroy((cublasHandle_t)s->blas);
+    if (s->blas) cb.destroy((cublasHandle_t)s->blas);
     if (s->stream) cudaStreamDestroy((cudaStream_t)s->stream);
     s->blas = NULL;
     s->stream = NULL;
@@ -256,16 +345,16 @@ extern "C" void bg__cu_gemm(bg_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N,
     cublasOperation_t opa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opb = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     cublasStatus_t st;
     if (batch == 1)
-        st = cublasSgemm(h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda,
-                         &beta, C, (int)ldc);
+        st = cb.sgemm(h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb, A, (int)lda,
+                      &beta, C, (int)ldc);
     else
-        st = cublasSgemmStridedBatched(h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb,
-                                       (long long)sB, A, (int)lda, (long long)sA, &beta, C,
-                                       (int)ldc, (long long)sC, (int)batch);
+        st = cb.sgemm_batched(h, opb, opa, (int)N, (int)M, (int)K, &alpha, B, (int)ldb,
+                              (long long)sB, A, (int)lda, (long long)sA, &beta, C, (int)ldc,
+                              (long long)sC, (int)batch);
     ctx->matmul_calls++;
     ctx->matmul_flops += (uint64_t)(2 * M * N * K * batch);
     if (st != CUBLAS_STATUS_SUCCESS)
         bg__error(ctx, BG_ENODEV, "cuda: cublasSgemm (%lld x %lld x %lld, batch %lld): %s",
                   (long long)M, (long long)N, (long long)K, (long long)batch,
-                  cublasGetStatusString(st));
+                  cb.status_string(st));
 }
