@@ -36,10 +36,26 @@ static bool cpu_has(bg_isa isa)
 #endif
 }
 
+/* Bit i set: this CPU (and build) runs instruction set i. Probed once: bg_isa_best is called
+ * on the training step's hot path (every BitLinear forward, every SiLU). -1 until probed. */
+static _Atomic int isa_mask = -1;
+
+static int supported_mask(void)
+{
+    int m = isa_mask;
+    if (m < 0) {
+        m = 1 << BG_ISA_SCALAR;
+        for (int i = BG_ISA_SCALAR + 1; i < BG_ISA_COUNT; i++)
+            if (cpu_has((bg_isa)i)) m |= 1 << i;
+        isa_mask = m;
+    }
+    return m;
+}
+
 bool bg_isa_supported(bg_isa isa)
 {
     if (isa == BG_ISA_BEST || isa == BG_ISA_SCALAR) return true;
-    return isa > BG_ISA_SCALAR && isa < BG_ISA_COUNT && cpu_has(isa);
+    return isa > BG_ISA_SCALAR && isa < BG_ISA_COUNT && (supported_mask() & (1 << isa));
 }
 
 /* The cap on BG_ISA_BEST: bg_isa_set_max, else the environment's BITGRAD_MAX_ISA (read on
@@ -68,8 +84,9 @@ bg_isa bg_isa_best(void)
         cap = env == BG_ISA_BEST ? BG_ISA_COUNT - 1 : env;
         isa_cap = cap;
     }
+    int m = supported_mask();
     for (int i = cap; i > BG_ISA_SCALAR; i--)
-        if (cpu_has((bg_isa)i)) return (bg_isa)i;
+        if (m & (1 << i)) return (bg_isa)i;
     return BG_ISA_SCALAR;
 }
 
