@@ -206,7 +206,7 @@ enum kind {
     K_ADD, K_SUB, K_MUL, K_DIV, K_UNARY, K_SUM, K_MEAN, K_MAX, K_MATMUL, K_RESHAPE, K_PERMUTE,
     K_TRANSPOSE, K_SLICE, K_CONCAT, K_CONTIGUOUS, K_EMBEDDING, K_SOFTMAX, K_LOG_SOFTMAX,
     K_CROSS_ENTROPY, K_MSE, K_RMSNORM, K_LAYERNORM, K_ROPE, K_ATTENTION, K_DROPOUT,
-    K_WEIGHT_QUANT, K_ACT_QUANT, K_BITLINEAR,
+    K_WEIGHT_QUANT, K_ACT_QUANT, K_BITLINEAR, K_SWIGLU,
 };
 /* clang-format on */
 
@@ -238,6 +238,7 @@ static const opcase k_cases[] = {
     { "add", "[3,4] + [4]", K_ADD, .n_in = 2, .ndim = { 2, 1 }, .shape = { { 3, 4 }, { 4 } }, .lo = -2, .hi = 2 },
     { "add", "[2,3,4] + [2,1,4]", K_ADD, .n_in = 2, .ndim = { 3, 3 }, .shape = { { 2, 3, 4 }, { 2, 1, 4 } }, .lo = -2, .hi = 2 },
     { "sub", "[3,4] - [3,1]", K_SUB, .n_in = 2, .ndim = { 2, 2 }, .shape = { { 3, 4 }, { 3, 1 } }, .lo = -2, .hi = 2 },
+    { "swiglu", "[3,70] (composed on the device)", K_SWIGLU, .n_in = 2, .ndim = { 2, 2 }, .shape = { { 3, 70 }, { 3, 70 } }, .lo = -4, .hi = 4 },
     { "mul", "[2,3,4] * [4], a transposed", K_MUL, .n_in = 2, .ndim = { 3, 1 }, .shape = { { 2, 4, 3 }, { 4 } }, .lo = -2, .hi = 2, .trans_a = true },
     { "div", "[3,4] / [3,4]", K_DIV, .n_in = 2, .ndim = { 2, 2 }, .shape = { { 3, 4 }, { 3, 4 } }, .lo = 0.5f, .hi = 2 },
     { "add_scalar", "", K_UNARY, .n_in = 1, .ndim = { 2 }, .shape = { { 5, 7 } }, .lo = -2, .hi = 2, .f0 = 0.75f },
@@ -346,6 +347,7 @@ static bg_tensor *build_case(void *user, bg_tensor *const *in)
     case K_ADD: return bg_add(a, b);
     case K_SUB: return bg_sub(a, b);
     case K_MUL: return bg_mul(a, b);
+    case K_SWIGLU: return bg_swiglu(a, b);
     case K_DIV: return bg_div(a, b);
     case K_UNARY: return build_unary(c, a);
     case K_SUM: return bg_sum(a, c->axis, c->flag);

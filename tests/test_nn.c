@@ -200,7 +200,8 @@ static bg_tensor *bitnet_layer(bg_module *model, int l, bg_tensor *x)
     a = sub(model, l, "attn_sub_norm", a);
     bg_tensor *x1 = bg_add(x, sub(model, l, "attn_output", a));
     bg_tensor *h2 = sub(model, l, "ffn_norm", x1);
-    bg_tensor *f = bg_mul(bg_silu(sub(model, l, "ffn_gate", h2)), sub(model, l, "ffn_up", h2));
+    bg_tensor *gate = sub(model, l, "ffn_gate", h2); /* gate, then up: the library's order */
+    bg_tensor *f = bg_mul(bg_silu(gate), sub(model, l, "ffn_up", h2));
     f = sub(model, l, "ffn_sub_norm", f);
     return bg_add(x1, sub(model, l, "ffn_down", f));
 }
@@ -243,6 +244,128 @@ static void test_bitnet_block(bg_ctx *ctx)
     bg_tensor_free(&R);
     bg_module_free(&model);
     bgref_free(ref);
+}
+
+/* ---- early release of activations ---------------------------------------------------------- */
+
+/* The whole model composed from public ops in this file (nothing dropped early). */
+static bg_tensor *composed_bitnet(bg_module *m, bg_tensor *ids)
+{
+    const bg_bitnet_config *c = bg_bitnet_get_config(m);
+    bg_tensor *emb = bg_module_find_param(m, "token_embd.weight");
+    bg_tensor *x = bg_reshape(bg_embedding(emb, ids), 3,
+                              S(bg_tensor_dim(ids, 0), bg_tensor_dim(ids, 1), c->n_embd));
+    for (int l = 0; l < (int)c->n_layer; l++) x = bitnet_layer(m, l, x);
+    x = bg_module_forward(bg_module_find(m, "output_norm"), x);
+    return bg_matmul(x, bg_transpose(emb, 0, 1));
+}
+
+/* Gradients (malloc'd copies) of the n tensors after one backward of the cross-entropy of
+ * the model on ids, by bg_bitnet_forward (drops its intermediates into the pool as soon as
+ * nothing reads them) or by the composition above. */
+static float **pool_run(bg_module *m, bg_tensor **ps, int n, bool library, const int32_t *ids,
+                        const int32_t *tg, float **logits)
+{
+    bg_ctx *ctx = bg_tensor_ctx(ps[0]);
+    for (int i = 0; i < n; i++) bg_tensor_zero_grad(ps[i]);
+    bg_tensor *x = bg_from_data(ctx, BG_I32, 2, S(2, 128), ids);
+    bg_tensor *y = bg_from_data(ctx, BG_I32, 2, S(2, 128), tg);
+    bg_tensor *lg = library ? bg_bitnet_forward(m, x) : composed_bitnet(m, x);
+    bg_tensor *loss = bg_cross_entropy(lg, y, -1, 0.0f);
+    float **g = NULL;
+    if (CHECK(loss && bg_backward(loss) == BG_OK, "%s forward/backward: %s",
+              library ? "bg_bitnet_forward" : "composed", bg_ctx_error(ctx))) {
+        *logits = harness_read(lg);
+        g = calloc((size_t)n, sizeof *g);
+        for (int i = 0; i < n; i++) g[i] = harness_read(bg_tensor_grad(ps[i]));
+    }
+    bg_step_end(ctx);
+    return g;
+}
+
+static void pool_compare(bg_module *m, bg_tensor **ps, int n, const char *what, bool first)
+{
+    int32_t ids[256], tg[256];
+    bgref_lcg_labels(91, 256, 256, ids);
+    bgref_lcg_labels(92, 256, 256, tg);
+    float *l0 = NULL, *l1 = NULL;
+    bg_ctx *ctx = bg_tensor_ctx(ps[0]);
+    bg_ctx_stats st[2];
+    float **g1 = pool_run(m, ps, n, true, ids, tg, &l1);
+    bg_ctx_stats_get(ctx, &st[0]);
+    float **g0 = pool_run(m, ps, n, false, ids, tg, &l0);
+    bg_ctx_stats_get(ctx, &st[1]);
+    /* (the composed model holds every activation until the step ends) */
+    /* (the high-water mark is the ctx's so far: meaningful on its first run only) */
+    double hw_early = (double)st[0].pool_high_water / 1048576.0;
+    double hw_all = (double)st[1].pool_high_water / 1048576.0;
+    if (first) {
+        CHECK(hw_early < hw_all,
+              "%s: pool in use at once: %.2f MiB with early release, composed %.2f MiB", what,
+              hw_early, hw_all);
+        printf("  %s: pool in use at once %.2f MiB with early release, %.2f MiB composed\n", what,
+               hw_early, hw_all);
+    }
+    if (g0 && g1) {
+        char name[96];
+        snprintf(name, sizeof name, "%s: logits", what);
+        check_bitwise(name, l1, l0, 2 * 128 * 256);
+        int64_t differ = 0, total = 0;
+        for (int i = 0; i < n; i++) {
+            int64_t k = bg_tensor_numel(ps[i]);
+            for (int64_t j = 0; j < k; j++) differ += memcmp(&g0[i][j], &g1[i][j], 4) != 0;
+            total += k;
+        }
+        CHECK(differ == 0, "%s: %lld of %lld gradient elements of %d tensors differ bitwise", what,
+              (long long)differ, (long long)total, n);
+    }
+    for (int i = 0; g0 && i < n; i++) free(g0[i]);
+    for (int i = 0; g1 && i < n; i++) free(g1[i]);
+    free(g0);
+    free(g1);
+    free(l0);
+    free(l1);
+}
+
+/* bg_bitnet_forward hands dropped activations (norm outputs, pre-RoPE q and k, projections)
+ * back to the pool while the forward runs, and saved ones once backward has read them, so
+ * their buffers serve later tensors and gradients. Against the same model built from
+ * public ops without any of that, logits and every gradient must agree bit for bit, with
+ * and without LoRA; a buffer released while still read shows as a difference here (and as
+ * a use of poisoned memory under AddressSanitizer). Sizes put every activation in the pool
+ * (64 KiB and up). Also checks that the pool did reuse memory. */
+static void test_bitnet_pool(void)
+{
+    printf("bitnet forward with early release vs the composed model (bitwise)\n");
+    bg_ctx *ctx = NULL; /* its own: the pool's high-water mark starts at 0 */
+    if (!CHECK(bg_ctx_create(&ctx, BG_CPU) == BG_OK, "bg_ctx_create")) return;
+    bg_ctx_seed(ctx, 77);
+    bg_bitnet_config c = bg_bitnet_default();
+    c.n_vocab = 256, c.n_embd = 128, c.n_layer = 2, c.n_head = 4, c.n_head_kv = 2;
+    c.n_ff = 384, c.n_ctx = 128;
+    bg_module *m = bg_bitnet_new(ctx, &c);
+    if (!CHECK(m != NULL, "bitnet_new: %s", bg_ctx_error(ctx))) {
+        bg_ctx_free(&ctx);
+        return;
+    }
+    int n = bg_module_n_params(m);
+    bg_tensor **ps = calloc((size_t)n + 32, sizeof *ps);
+    for (int i = 0; i < n; i++) ps[i] = bg_module_param(m, i);
+    pool_compare(m, ps, n, "all trainable", true);
+
+    bg_lora_config lc = bg_lora_default();
+    const char *targets[] = { "blk.*.attn_q", "blk.*.attn_k", "blk.*.attn_v", "blk.*.attn_output" };
+    lc.rank = 8, lc.alpha = 16.0f, lc.targets = targets, lc.n_targets = 4;
+    int wrapped = bg_lora_add(m, "t", &lc);
+    int na = wrapped > 0 ? bg_lora_params(m, "t", ps, n + 32) : 0;
+    if (CHECK(wrapped == 8 && na == 16, "lora_add wrapped %d modules, %d adapter tensors: %s",
+              wrapped, na, bg_ctx_error(ctx))) {
+        for (int i = 0; i < na; i++) bg_tensor_fill_randn(ps[i], 0.0f, 0.05f); /* B non-zero */
+        pool_compare(m, ps, na, "LoRA on q, k, v, o", false);
+    }
+    free(ps);
+    bg_module_free(&m);
+    bg_ctx_free(&ctx);
 }
 
 /* ---- the tiny bitnet transformer (REFERENCES.md 4.7) -------------------------------------- */
@@ -759,6 +882,7 @@ int main(void)
     test_w1_bitlinear(ctx);
     test_bitnet_block(ctx);
     test_bitnet_model(ctx);
+    test_bitnet_pool();
     test_to_bitlinear(ctx);
     test_ste(ctx);
     test_param_names(ctx);

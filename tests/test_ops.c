@@ -92,7 +92,7 @@ enum kind {
     K_RSQRT, K_POW, K_ABS, K_CLAMP, K_RELU, K_SILU, K_GELU, K_SIGMOID, K_TANH, K_SUM, K_MEAN,
     K_MAX, K_MATMUL, K_RESHAPE, K_PERMUTE, K_TRANSPOSE, K_SLICE, K_CONCAT, K_CONTIGUOUS,
     K_EMBEDDING, K_SOFTMAX, K_LOG_SOFTMAX, K_CROSS_ENTROPY, K_MSE, K_RMSNORM, K_LAYERNORM,
-    K_ROPE, K_ATTENTION, K_DROPOUT, K_WEIGHT_QUANT, K_ACT_QUANT, K_BITLINEAR,
+    K_ROPE, K_ATTENTION, K_DROPOUT, K_WEIGHT_QUANT, K_ACT_QUANT, K_BITLINEAR, K_SWIGLU,
 };
 /* clang-format on */
 
@@ -174,6 +174,7 @@ static bg_tensor *build_op(void *user, bg_tensor *const *in)
     case K_WEIGHT_QUANT: return bg_weight_quant(a, (int)c->i0, c->i1, c->f0);
     case K_ACT_QUANT: return bg_act_quant(a, (int)c->i0, c->keepdim, c->f0);
     case K_BITLINEAR: return bg_bitlinear(a, in[1], (int)c->i0, c->keepdim);
+    case K_SWIGLU: return bg_swiglu(a, in[1]);
     }
     return NULL;
 }
@@ -781,6 +782,56 @@ static void case_bitlinear(bg_ctx *ctx, int kind)
     }
 }
 
+/* swiglu: finite differences, then bit-for-bit the values and gradients of
+ * bg_mul(bg_silu(gate), up) on a tensor large enough for threads and a ragged tail. */
+static void swiglu_run(bg_ctx *ctx, bool fused, bg_tensor *g, bg_tensor *u, bg_tensor *w,
+                       float **y, float **dg, float **du)
+{
+    bg_tensor_zero_grad(g);
+    bg_tensor_zero_grad(u);
+    bg_tensor *o = fused ? bg_swiglu(g, u) : bg_mul(bg_silu(g), u);
+    bg_tensor *loss = bg_sum(bg_mul(o, w), BG_AXIS_ALL, false);
+    CHECK(loss && bg_backward(loss) == BG_OK, "swiglu %s: backward: %s", fused ? "fused" : "composed",
+          bg_ctx_error(ctx));
+    *y = o ? harness_read(o) : NULL;
+    *dg = harness_read(bg_tensor_grad(g));
+    *du = harness_read(bg_tensor_grad(u));
+    bg_step_end(ctx);
+}
+
+static void case_swiglu(bg_ctx *ctx, int kind)
+{
+    opcall c = { .kind = kind };
+    bg_tensor *in[2] = { param_u(ctx, 2, S(3, 5), -3.0f, 3.0f, NULL, 0, 0.0f),
+                         param_u(ctx, 2, S(3, 5), -2.0f, 2.0f, NULL, 0, 0.0f) };
+    gc(ctx, "swiglu [3,5]", &c, in, 2, NULL);
+    bg_tensor *in3[2] = { param_u(ctx, 3, S(2, 3, 7), -6.0f, 6.0f, NULL, 0, 0.0f),
+                          param_u(ctx, 3, S(2, 3, 7), -2.0f, 2.0f, NULL, 0, 0.0f) };
+    gc(ctx, "swiglu [2,3,7]", &c, in3, 2, NULL);
+    bg_tensor *bad = param_u(ctx, 2, S(3, 4), -1.0f, 1.0f, NULL, 0, 0.0f);
+    CHECK(bg_swiglu(in[0], bad) == NULL && bg_ctx_error_code(ctx) == BG_ESHAPE,
+          "swiglu of [3,5] and [3,4]: want BG_ESHAPE, got %d", bg_ctx_error_code(ctx));
+    bg_ctx_clear_error(ctx);
+    bg_step_end(ctx);
+
+    int64_t n = 517 * 1031; /* past the threading threshold, not a multiple of a chunk */
+    bg_tensor *g = param_u(ctx, 2, S(517, 1031), -8.0f, 8.0f, NULL, 0, 0.0f);
+    bg_tensor *u = param_u(ctx, 2, S(517, 1031), -2.0f, 2.0f, NULL, 0, 0.0f);
+    bg_tensor *w = param_u(ctx, 2, S(517, 1031), -1.0f, 1.0f, NULL, 0, 0.0f);
+    float *y[2], *dg[2], *du[2];
+    for (int f = 0; f < 2; f++) swiglu_run(ctx, f == 1, g, u, w, &y[f], &dg[f], &du[f]);
+    if (CHECK(y[0] && y[1] && dg[0] && dg[1] && du[0] && du[1], "swiglu: outputs and gradients")) {
+        check_bitwise("swiglu value vs mul(silu)", y[1], y[0], n);
+        check_bitwise("swiglu d gate vs mul(silu)", dg[1], dg[0], n);
+        check_bitwise("swiglu d up vs mul(silu)", du[1], du[0], n);
+    }
+    for (int f = 0; f < 2; f++) {
+        free(y[f]);
+        free(dg[f]);
+        free(du[f]);
+    }
+}
+
 /* ---- the table: one entry per op name of ops.def ------------------------------------------ */
 
 typedef void (*case_fn)(bg_ctx *ctx, int kind);
@@ -832,6 +883,7 @@ static const struct {
     { "weight_quant", case_quant, K_WEIGHT_QUANT },
     { "act_quant", case_quant, K_ACT_QUANT },
     { "bitlinear", case_bitlinear, K_BITLINEAR },
+    { "swiglu", case_swiglu, K_SWIGLU },
 };
 
 int main(void)

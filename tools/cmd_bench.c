@@ -226,17 +226,22 @@ int cmd_bench(int argc, char **argv)
         rc = step(&b, w);
         ms[i] = 1e3 * (cli_now() - t0);
     }
+    struct rusage ru; /* peak RSS of the workload, before the rate probes below allocate */
+    getrusage(RUSAGE_SELF, &ru);
     if (!rc) {
         qsort(ms, (size_t)steps, sizeof(double), cmp_double);
         double med = ms[steps / 2], per = strcmp(w, "mlp") == 0 ? 256 : (b.model ? 16 * 128 : (double)b.cols);
-        char w4[320] = "";
+        char w4[480] = "";
         bg_ctx_stats_get(b.ctx, &st1);
         if (b.model) { /* the GEMM floor: this step's matmul FLOPs at the sgemm rate */
             double gf = (double)(st1.matmul_flops - st0.matmul_flops) / (double)steps / 1e9;
             double rate = sgemm_gflops(), floor_ms = rate > 0 ? 1e3 * gf / rate : 0.0;
+            double mib = 1024.0 * 1024.0;
             snprintf(w4, sizeof w4, ", \"gemm_gflop_per_step\": %.3f, \"sgemm_gflops\": %.1f, "
-                     "\"gemm_floor_ms\": %.3f, \"gemm_floor_fraction\": %.3f", gf, rate, floor_ms,
-                     floor_ms / med);
+                     "\"gemm_floor_ms\": %.3f, \"gemm_floor_fraction\": %.3f, \"persistent_mib\": %.1f, "
+                     "\"pool_mib\": %.1f, \"arena_high_water_mib\": %.1f", gf, rate, floor_ms,
+                     floor_ms / med, (double)st1.persistent_bytes / mib, (double)st1.pool_bytes / mib,
+                     (double)st1.arena_high_water / mib);
         }
         if (b.tw) {
             double gbs = (double)bg_tmat_nbytes(b.tw[0]) / (med / 1e3) / 1e9, rd = read_bandwidth();
@@ -244,8 +249,6 @@ int cmd_bench(int argc, char **argv)
                      "\"read_gb_per_s\": %.2f, \"bandwidth_fraction\": %.3f", bg_isa_name(b.isa), b.copies,
                      gbs, rd, rd > 0 ? gbs / rd : 0.0);
         }
-        struct rusage ru;
-        getrusage(RUSAGE_SELF, &ru);
         printf("{\"workload\": \"%s\", \"steps\": %lld, \"threads\": %d, \"median_ms\": %.3f, "
                "\"min_ms\": %.3f, \"max_ms\": %.3f, \"%s_per_s\": %.1f, \"peak_rss_mib\": %.1f%s}\n",
                w, steps, omp_get_max_threads(), med, ms[0], ms[steps - 1],

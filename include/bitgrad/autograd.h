@@ -45,6 +45,9 @@ BG_API bg_tensor *bg_silu(bg_tensor *a);
 BG_API bg_tensor *bg_gelu(bg_tensor *a); /* exact (erf) form, as torch's default */
 BG_API bg_tensor *bg_sigmoid(bg_tensor *a);
 BG_API bg_tensor *bg_tanh(bg_tensor *a);
+/* silu(gate) * up (the gated FFN of llama-style models), same shapes. Equal bit for bit to
+ * bg_mul(bg_silu(gate), up), but backward recomputes silu(gate) instead of keeping it. */
+BG_API bg_tensor *bg_swiglu(bg_tensor *gate, bg_tensor *up);
 
 /* ---- reductions along one axis (or BG_AXIS_ALL) ---------------------------- */
 BG_API bg_tensor *bg_sum(bg_tensor *a, int axis, bool keepdim);

@@ -61,7 +61,11 @@ typedef struct bg_ctx_stats {
     size_t arena_high_water;   /* most bytes a step has used */
     size_t arena_used;         /* bytes used by the current step */
     size_t persistent_bytes;   /* bytes held by persistent tensors */
-    size_t grad_bytes;         /* buffers kept for intermediates' gradients (reused each step) */
+    size_t grad_bytes;         /* most bytes intermediates' gradients held at once in the last
+                                  backward (CPU) */
+    size_t pool_bytes;         /* buffers kept for large step tensors and intermediates'
+                                  gradients, reused within and across steps (CPU) */
+    size_t pool_high_water;    /* most pool bytes in use at once so far */
     size_t tape_nodes;         /* nodes recorded in the current step */
     uint64_t matmul_calls;     /* GEMM calls issued (weight-gradient skips show here) */
     uint64_t matmul_flops;     /* their 2 m n k, summed (int8 GEMMs counted the same) */

@@ -9,6 +9,7 @@
  * head shared by several query heads sum the same way for any thread count. */
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 
 #include "autograd/op_checks.h"
 #include "autograd/tape.h"
@@ -103,21 +104,7 @@ void bg__backward_rope(bg_node *node)
 typedef struct attn_saved {
     bg_attn_dims d;
     const float *q, *k, *v; /* contiguous [B, T, H(kv), D] */
-    float *P;               /* softmax probabilities [B, H, T, T] */
 } attn_saved;
-
-/* Heads are processed in chunks whose [T, T] score matrices fit this budget: all score
- * products of a chunk, then one parallel softmax over all its rows, then all output
- * products. Switching between OpenMP and OpenBLAS threads once per chunk rather than per
- * head keeps their spinning workers from stealing each other's cores. The chunk size
- * depends on T only, and chunking never changes a result. */
-#define ATTN_CHUNK_BYTES ((int64_t)32 << 20)
-
-static int64_t heads_per_chunk(int64_t T)
-{
-    int64_t per_head = T * T * (int64_t)sizeof(float);
-    return ATTN_CHUNK_BYTES / per_head > 1 ? ATTN_CHUNK_BYTES / per_head : 1;
-}
 
 /* Offsets of head bh = b * H + h: its [T, D] block of q/out and of its kv head in k/v. */
 static void head_offsets(const bg_attn_dims *d, int64_t bh, int64_t *oq, int64_t *okv)
@@ -143,36 +130,45 @@ static void causal_softmax_head(float *S, int T)
     }
 }
 
-/* Threads take whole heads: each head's two products and its softmax run on one thread
- * (OpenBLAS's OpenMP build runs a GEMM called inside a parallel region on that thread), so
- * the small per-head GEMMs cost no thread hand-offs. Results do not depend on the thread
- * count: a head is computed the same way on any thread. */
-#define ATTN_PAR_MIN 4 /* heads */
-
-/* out = softmax(scale * Q K^T, causal) V for every head. P holds every head's
- * probabilities [B, H, T, T] when keep_all, else one chunk's worth reused. */
-static void attn_forward(bg_ctx *ctx, const bg_attn_dims *d, const float *q, const float *k,
-                         const float *v, float *P, bool keep_all, float *out)
+/* P = softmax(scale * Q K^T, causal) of head bh into P [T, T]. The forward and backward
+ * both call this, so backward's recomputed probabilities are the forward's, bit for bit,
+ * and no [B, H, T, T] tensor is kept between them. */
+static void head_probs(const attn_saved *sv, int64_t bh, float *P)
 {
+    const bg_attn_dims *d = &sv->d;
     int T = (int)d->T, D = (int)d->D, ldq = (int)d->H * D, ldk = (int)d->Hkv * D;
     float scale = (float)(1.0 / sqrt((double)D));
-    int64_t n_bh = (int64_t)d->B * d->H, chunk = heads_per_chunk(T), TT = (int64_t)T * T;
-    for (int64_t c0 = 0; c0 < n_bh; c0 += chunk) {
-        int64_t c1 = c0 + chunk < n_bh ? c0 + chunk : n_bh;
-        float *Pc = keep_all ? P + c0 * TT : P;
-#pragma omp parallel for schedule(static) if (c1 - c0 >= ATTN_PAR_MIN)
-        for (int64_t bh = c0; bh < c1; bh++) {
-            int64_t oq, okv;
-            float *S = Pc + (bh - c0) * TT;
-            head_offsets(d, bh, &oq, &okv);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, q + oq, ldq,
-                        k + okv, ldk, 0.0f, S, T);
-            causal_softmax_head(S, T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, S, T,
-                        v + okv, ldk, 0.0f, out + oq, ldq);
-        }
-        bg__gemm_count(ctx, T, T, D, 2 * (c1 - c0));
+    int64_t oq, okv;
+    head_offsets(d, bh, &oq, &okv);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, sv->q + oq, ldq,
+                sv->k + okv, ldk, 0.0f, P, T);
+    causal_softmax_head(P, T);
+}
+
+/* Threads take whole heads: each head's products and its softmax run on one thread
+ * (OpenBLAS's OpenMP build runs a GEMM called inside a parallel region on that thread), so
+ * the small per-head GEMMs cost no thread hand-offs, and each thread needs [T, T] scratch
+ * for one head at a time. Results do not depend on the thread count: a head is computed
+ * the same way on any thread. */
+#define ATTN_PAR_MIN 4 /* heads */
+
+/* out = softmax(scale * Q K^T, causal) V for every head; scratch holds omp_get_max_threads()
+ * [T, T] blocks. */
+static void attn_forward(bg_ctx *ctx, const attn_saved *sv, float *scratch, float *out)
+{
+    const bg_attn_dims *d = &sv->d;
+    int T = (int)d->T, D = (int)d->D, ldq = (int)d->H * D, ldk = (int)d->Hkv * D;
+    int64_t n_bh = (int64_t)d->B * d->H, TT = (int64_t)T * T;
+#pragma omp parallel for schedule(static) if (n_bh >= ATTN_PAR_MIN)
+    for (int64_t bh = 0; bh < n_bh; bh++) {
+        int64_t oq, okv;
+        float *P = scratch + (int64_t)omp_get_thread_num() * TT;
+        head_offsets(d, bh, &oq, &okv);
+        head_probs(sv, bh, P);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, P, T, sv->v + okv,
+                    ldk, 0.0f, out + oq, ldq);
     }
+    bg__gemm_count(ctx, T, T, D, 2 * n_bh);
 }
 
 bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
@@ -184,22 +180,21 @@ bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
     if (!bg__check_cpu(ctx, "attention", "q", q) || !bg__attention_check(ctx, q, k, v, &d))
         return NULL;
     bg_tensor *out = bg__step_new(ctx, BG_F32, 4, q->shape);
-    if (!out) return NULL;
-    const float *qd = bg__contig_data(q), *kd = bg__contig_data(k), *vd = bg__contig_data(v);
-    /* Keep every head's probabilities only when backward will need them. */
-    bool keep_all = ctx->grad_enabled && (q->requires_grad || k->requires_grad || v->requires_grad);
-    int64_t n_bh = (int64_t)d.B * d.H, chunk = heads_per_chunk(d.T);
-    int64_t n_p = (int64_t)d.T * d.T * (keep_all || n_bh < chunk ? n_bh : chunk);
-    float *P = bg__arena_alloc(ctx, (size_t)n_p * sizeof *P);
     attn_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
-    if (!qd || !kd || !vd || !P || !sv) return NULL;
-    if (d.T > 0) attn_forward(ctx, &d, qd, kd, vd, P, keep_all, out->data);
-    bg_node *node = bg__record(BG_OP_ATTENTION, out, 3, (bg_tensor *[]){ q, k, v });
-    if (node) {
-        BG_ASSERT(keep_all);
-        *sv = (attn_saved){ .d = d, .q = qd, .k = kd, .v = vd, .P = P };
-        node->aux = sv;
+    if (!out || !sv) return NULL;
+    *sv = (attn_saved){
+        .d = d, .q = bg__contig_data(q), .k = bg__contig_data(k), .v = bg__contig_data(v)
+    };
+    if (!sv->q || !sv->k || !sv->v) return NULL;
+    if (d.T > 0) {
+        bg_arena_mark mark = bg__arena_mark(ctx); /* the probabilities are scratch */
+        float *P = bg__arena_alloc(ctx, (size_t)(omp_get_max_threads() * d.T * d.T) * sizeof *P);
+        if (!P) return NULL;
+        attn_forward(ctx, sv, P, out->data);
+        bg__arena_back_to(ctx, mark);
     }
+    bg_node *node = bg__record(BG_OP_ATTENTION, out, 3, (bg_tensor *[]){ q, k, v });
+    if (node) node->aux = sv;
     return out;
 }
 
@@ -220,58 +215,40 @@ static void softmax_grad_head(const float *P, float *dP, int T)
 typedef struct attn_grads {
     const float *go;     /* dO, [B, T, H, D] */
     float *gq, *gk, *gv; /* NULL where no grad is needed */
-    float *dS;           /* one chunk of [T, T] scratch */
 } attn_grads;
 
-/* One query head bh: dV += P^T dO, dP = dO V^T, dS, dQ += scale dS K, dK += scale dS^T Q. */
-static void attn_backward_head(const attn_saved *sv, const attn_grads *g, int64_t bh, float *dS)
+/* One query head bh: P again, dV += P^T dO, dP = dO V^T, dS, dQ += scale dS K,
+ * dK += scale dS^T Q. P and dS: this thread's [T, T] scratch blocks. */
+static void attn_backward_head(const attn_saved *sv, const attn_grads *g, int64_t bh, float *P,
+                               float *dS)
 {
     const bg_attn_dims *d = &sv->d;
     int T = (int)d->T, D = (int)d->D, ldq = (int)d->H * D, ldk = (int)d->Hkv * D;
-    int64_t TT = (int64_t)T * T, oq, okv;
+    int64_t oq, okv;
     float scale = (float)(1.0 / sqrt((double)D));
     head_offsets(d, bh, &oq, &okv);
+    head_probs(sv, bh, P);
     if (g->gv)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, sv->P + bh * TT, T,
-                    g->go + oq, ldq, 1.0f, g->gv + okv, ldk);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, P, T, g->go + oq, ldq,
+                    1.0f, g->gv + okv, ldk);
     if (!g->gq && !g->gk) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, g->go + oq, ldq,
                 sv->v + okv, ldk, 0.0f, dS, T);
-    softmax_grad_head(sv->P + bh * TT, dS, T);
+    softmax_grad_head(P, dS, T);
     if (g->gq)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T,
-                    sv->k + okv, ldk, 1.0f, g->gq + oq, ldq);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->k + okv,
+                    ldk, 1.0f, g->gq + oq, ldq);
     if (g->gk)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->q + oq,
-                    ldq, 1.0f, g->gk + okv, ldk);
-}
-
-/* Gradients of heads c0..c1-1. Threads take kv heads: the query heads sharing one (GQA)
- * add into its dK, dV one after the other in head order, on one thread - race-free, and
- * the same sums for any thread count. */
-static void attn_backward_chunk(bg_ctx *ctx, const attn_saved *sv, const attn_grads *g, int64_t c0,
-                                int64_t c1)
-{
-    const bg_attn_dims *d = &sv->d;
-    int64_t group = d->H / d->Hkv, TT = d->T * d->T;
-    int64_t kv0 = c0 / group, kv1 = (c1 - 1) / group + 1;
-#pragma omp parallel for schedule(static) if (c1 - c0 >= ATTN_PAR_MIN)
-    for (int64_t kv = kv0; kv < kv1; kv++) {
-        int64_t h0 = kv * group > c0 ? kv * group : c0;
-        int64_t h1 = (kv + 1) * group < c1 ? (kv + 1) * group : c1;
-        for (int64_t bh = h0; bh < h1; bh++)
-            attn_backward_head(sv, g, bh, g->dS ? g->dS + (bh - c0) * TT : NULL);
-    }
-    bool need_ds = g->gq || g->gk;
-    bg__gemm_count(ctx, d->T, d->T, d->D,
-                   (c1 - c0) * ((g->gv != NULL) + need_ds + (g->gq != NULL) + (g->gk != NULL)));
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->q + oq, ldq,
+                    1.0f, g->gk + okv, ldk);
 }
 
 void bg__backward_attention(bg_node *node)
 {
     const attn_saved *sv = node->aux;
     bg_ctx *ctx = node->out->ctx;
-    if (sv->d.T == 0) return; /* empty: no gradient */
+    const bg_attn_dims *d = &sv->d;
+    if (d->T == 0) return; /* empty: no gradient */
     attn_grads g = { 0 };
     g.go = bg__grad_of(node->out);
     if (!g.go) return;
@@ -280,12 +257,20 @@ void bg__backward_attention(bg_node *node)
         (bg__needs_grad(k) && !(g.gk = bg__grad_of(k))) ||
         (bg__needs_grad(v) && !(g.gv = bg__grad_of(v))))
         return;
-    int64_t n_bh = (int64_t)sv->d.B * sv->d.H, chunk = heads_per_chunk(sv->d.T);
-    if (chunk > n_bh) chunk = n_bh;
-    if (g.gq || g.gk) {
-        g.dS = bg__arena_alloc(ctx, (size_t)(chunk * sv->d.T * sv->d.T) * sizeof *g.dS);
-        if (!g.dS) return;
+    int64_t TT = d->T * d->T, group = d->H / d->Hkv, n_kv = (int64_t)d->B * d->Hkv;
+    float *scratch = bg__arena_alloc(ctx, (size_t)(2 * omp_get_max_threads() * TT) * sizeof(float));
+    if (!scratch) return;
+        /* Threads take kv heads: the query heads sharing one (GQA) add into its dK, dV one after
+     * the other in head order, on one thread - race-free, and the same sums for any thread
+     * count. */
+#pragma omp parallel for schedule(static) if (n_kv * group >= ATTN_PAR_MIN)
+    for (int64_t kv = 0; kv < n_kv; kv++) {
+        float *P = scratch + 2 * (int64_t)omp_get_thread_num() * TT;
+        for (int64_t bh = kv * group; bh < (kv + 1) * group; bh++)
+            attn_backward_head(sv, &g, bh, P, P + TT);
     }
-    for (int64_t c0 = 0; c0 < n_bh; c0 += chunk)
-        attn_backward_chunk(ctx, sv, &g, c0, c0 + chunk < n_bh ? c0 + chunk : n_bh);
+    bool need_ds = g.gq || g.gk;
+    bg__gemm_count(ctx, d->T, d->T, d->D,
+                   (int64_t)d->B * d->H *
+                       (1 + (g.gv != NULL) + need_ds + (g.gq != NULL) + (g.gk != NULL)));
 }

@@ -13,10 +13,10 @@
 #include "autograd/vmath_x86.h"
 
 typedef struct bitlinear_saved {
-    int8_t *levels;  /* [rows, in] activation levels */
-    float *s_x;      /* [rows] */
-    int8_t *codes;   /* [out, in] ternary codes */
-    float *s_w;      /* [1] or [out] */
+    int8_t *levels; /* [rows, in] activation levels */
+    float *s_x;     /* [rows] */
+    int8_t *codes;  /* [out, in] ternary codes */
+    float *s_w;     /* [1] or [out] */
     int64_t rows, in, out;
     bool per_row;
 } bitlinear_saved;
@@ -142,13 +142,17 @@ void bg__backward_bitlinear(bg_node *node)
                     dy, (int)out, wq, (int)in, 1.0f, dx, (int)in);
     }
     if (bg__needs_grad(w)) { /* dW += dY^T x_q, x_q = levels / s_x */
-        float *dw = bg__grad_of(w), *xq = bg__arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
+        /* x_q is as large as an activation: from the pool, which has the forward's freed ones */
+        float *dw = bg__grad_of(w),
+              *xq = dw ? bg__pool_take(ctx, (size_t)(rows * in) * sizeof(float)) : NULL;
         if (!dw || !xq) return;
 #pragma omp parallel for schedule(static) if (rows * in > BG_PAR_MIN)
         for (int64_t r = 0; r < rows; r++)
-            for (int64_t i = 0; i < in; i++) xq[r * in + i] = (float)sv->levels[r * in + i] / sv->s_x[r];
+            for (int64_t i = 0; i < in; i++)
+                xq[r * in + i] = (float)sv->levels[r * in + i] / sv->s_x[r];
         bg__gemm_count(ctx, out, in, rows, 1);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)rows, 1.0f,
-                    dy, (int)out, xq, (int)in, 1.0f, dw, (int)in);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)rows, 1.0f, dy,
+                    (int)out, xq, (int)in, 1.0f, dw, (int)in);
+        bg__pool_give(ctx, xq);
     }
 }

@@ -61,6 +61,8 @@ bg_tensor *bg_div(bg_tensor *a, bg_tensor *b) { return binary(BG_OP_DIV, "div", 
 /* Gradient of one side of a binary op. The grad buffer of the side is contiguous in that
  * side's shape; seen through broadcast strides several outputs may land on one element,
  * so the loop runs in parallel only when no broadcasting reduces into it. */
+static bool op_reads_values(int op) { return op == BG_OP_MUL || op == BG_OP_DIV; }
+
 static void binary_grad_side(bg_node *node, int side)
 {
     bg_tensor *a = node->in[0], *b = node->in[1], *t = node->in[side];
@@ -72,11 +74,14 @@ static void binary_grad_side(bg_node *node, int side)
     bg_tensor ca = *a, cb = *b;
     bg__contig_strides(a->ndim, a->shape, ca.stride);
     bg__contig_strides(b->ndim, b->shape, cb.stride);
-    const float *pa = bg__contig_data(a), *pb = bg__contig_data(b);
+    /* add and sub read no values (their inputs are not pinned: tape.c) */
+    bool reads = op_reads_values(node->op);
+    const float *pa = reads ? bg__contig_data(a) : NULL, *pb = reads ? bg__contig_data(b) : NULL;
     bg_bcast bc;
     bg__bcast_init(&bc, &ca, &cb, "backward");
     bool bc_par = bg__same_shape(t, node->out) && bg__numel(t->ndim, t->shape) > BG_PAR_MIN;
     int op = node->op;
+    if (reads && (!pa || !pb)) return;
     if (side == 0) {
         switch (op) {
         case BG_OP_ADD:
@@ -218,13 +223,21 @@ static void unary_kernel(int op, const float *x, float *y, int64_t n, float p0, 
     }                                                                                      \
     break
 
+#define LINEAR_BWD(K)                                                                      \
+    _Pragma("omp parallel for schedule(static) if (n > BG_PAR_MIN)")                       \
+    for (int64_t c0 = 0; c0 < n; c0 += UNARY_CHUNK) {                                      \
+        int64_t c1 = c0 + UNARY_CHUNK < n ? c0 + UNARY_CHUNK : n;                          \
+        for (int64_t i = c0; i < c1; i++) g[i] += go[i] * (K);                             \
+    }                                                                                      \
+    break
+
 static void unary_grad_kernel(int op, const float *x, const float *y, const float *go, float *g,
                               int64_t n, const float *p)
 {
-    switch (op) {
-    case BG_OP_ADD_SCALAR: UNARY_BWD(1.0f);
-    case BG_OP_MUL_SCALAR: UNARY_BWD(p[0]);
-    case BG_OP_NEG: UNARY_BWD(-1.0f);
+    switch (op) { /* the first three read neither x nor y (tape.c does not keep them) */
+    case BG_OP_ADD_SCALAR: LINEAR_BWD(1.0f);
+    case BG_OP_MUL_SCALAR: LINEAR_BWD(p[0]);
+    case BG_OP_NEG: LINEAR_BWD(-1.0f);
     case BG_OP_RELU: UNARY_BWD(v > 0.0f ? 1.0f : 0.0f);
     case BG_OP_EXP: UNARY_BWD(w);
     case BG_OP_SIGMOID: UNARY_BWD(w * (1.0f - w));
@@ -312,3 +325,86 @@ void bg__backward_silu(bg_node *node) { unary_backward(node); }
 void bg__backward_gelu(bg_node *node) { unary_backward(node); }
 void bg__backward_sigmoid(bg_node *node) { unary_backward(node); }
 void bg__backward_tanh(bg_node *node) { unary_backward(node); }
+
+/* ---- swiglu: silu(gate) * up as one op ------------------------------------------------- */
+
+/* silu over one chunk, by the kernel bg_silu uses (the same bits). */
+static void silu_span(const float *x, float *y, int64_t n)
+{
+    if (bg__vmath_avx512()) {
+        bg__silu_fwd_avx512(x, y, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_f(x[i]);
+}
+
+/* g += go * silu'(x) over one chunk, by the kernel bg_silu's backward uses. */
+static void silu_grad_span(const float *x, const float *go, float *g, int64_t n)
+{
+    if (bg__vmath_avx512()) {
+        bg__silu_bwd_avx512(x, go, g, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        float s = sigmoid_f(x[i]);
+        g[i] += go[i] * (s * (1.0f + x[i] * (1.0f - s)));
+    }
+}
+
+/* The values and gradients are bit for bit those of bg_mul(bg_silu(gate), up); backward
+ * recomputes silu(gate) instead of keeping it, so the op saves only its two inputs. */
+bg_tensor *bg_swiglu(bg_tensor *gate, bg_tensor *up)
+{
+    bg_ctx *ctx = bg__op_begin("swiglu", 2, (bg_tensor *[]){ gate, up });
+    if (!ctx) return NULL;
+    BG_CUDA_DISPATCH(ctx, bg_mul(bg_silu(gate), up)); /* cuda hook: composed on the device */
+    if (!bg__check_dtype(ctx, "swiglu", "gate", gate, BG_F32) ||
+        !bg__check_dtype(ctx, "swiglu", "up", up, BG_F32))
+        return NULL;
+    if (!bg__same_shape(gate, up)) {
+        char a[64], b[64];
+        bg__error(ctx, BG_ESHAPE, "swiglu: gate %s and up %s differ in shape",
+                  bg__shape_str(gate, a, sizeof a), bg__shape_str(up, b, sizeof b));
+        return NULL;
+    }
+    bg_tensor *out = bg__step_new(ctx, BG_F32, gate->ndim, gate->shape);
+    const float *x = bg__contig_data(gate), *u = bg__contig_data(up);
+    if (!out || !x || !u) return NULL;
+    float *y = out->data;
+    int64_t n = bg__numel(gate->ndim, gate->shape);
+    PAR_CHUNKS({
+        silu_span(x + c0, y + c0, c1 - c0);
+        for (int64_t i = c0; i < c1; i++) y[i] *= u[i];
+    });
+    bg_node *node = bg__record(BG_OP_SWIGLU, out, 2, (bg_tensor *[]){ gate, up });
+    if (node) {
+        const float **sv = bg__arena_alloc(ctx, 2 * sizeof *sv);
+        if (!sv) return NULL;
+        sv[0] = x; /* contiguous values (arena copies or the inputs themselves, pinned) */
+        sv[1] = u;
+        node->aux = sv;
+    }
+    return out;
+}
+
+void bg__backward_swiglu(bg_node *node)
+{
+    const float *const *sv = node->aux, *x = sv[0], *u = sv[1];
+    bg_tensor *gate = node->in[0], *up = node->in[1];
+    const float *go = bg__grad_of(node->out);
+    float *dg = bg__needs_grad(gate) ? bg__grad_of(gate) : NULL;
+    float *du = bg__needs_grad(up) ? bg__grad_of(up) : NULL;
+    if (!go || (bg__needs_grad(gate) && !dg) || (bg__needs_grad(up) && !du)) return;
+    int64_t n = bg__numel(gate->ndim, gate->shape);
+    PAR_CHUNKS({
+        float t[UNARY_CHUNK];
+        if (dg) { /* d silu = go * up, as bg_mul's rule writes it into a zeroed buffer */
+            for (int64_t i = c0; i < c1; i++) t[i - c0] = go[i] * u[i];
+            silu_grad_span(x + c0, t, dg + c0, c1 - c0);
+        }
+        if (du) {
+            silu_span(x + c0, t, c1 - c0);
+            for (int64_t i = c0; i < c1; i++) du[i] += go[i] * t[i - c0];
+        }
+    });
+}

@@ -31,14 +31,52 @@ bg_ctx *bg__op_begin(const char *op, int n, bg_tensor *const *in)
             return NULL;
         }
         if (in[i]->device != in[0]->device) {
-            bg__error(ctx, BG_EDEVICE, "%s: input %d is on %s, input 0 on %s (copy with "
-                      "bg_tensor_to first)", op, i, in[i]->device == BG_CPU ? "cpu" : "cuda",
+            bg__error(ctx, BG_EDEVICE,
+                      "%s: input %d is on %s, input 0 on %s (copy with "
+                      "bg_tensor_to first)",
+                      op, i, in[i]->device == BG_CPU ? "cpu" : "cuda",
                       in[0]->device == BG_CPU ? "cpu" : "cuda");
             return NULL;
         }
     }
     if (ctx && ctx->err_code) return NULL; /* sticky: keep the first error */
     return ctx;
+}
+
+/* Which values each op's backward rule reads: bit i for input i, PIN_OUT for the output.
+ * A pinned tensor's pool buffer is not given back before that rule ran, even when its
+ * creator drops it (bg__step_drop). Ops not listed read everything. */
+#define PIN_OUT (1u << 15)
+#define PIN_INPUTS 0xffu
+static unsigned pin_mask(int op)
+{
+    switch (op) {
+    case BG_OP_ADD:
+    case BG_OP_SUB:
+    case BG_OP_RESHAPE:
+    case BG_OP_PERMUTE:
+    case BG_OP_TRANSPOSE:
+    case BG_OP_SLICE:
+    case BG_OP_CONCAT:
+    case BG_OP_CONTIGUOUS:
+    case BG_OP_ROPE:
+    case BG_OP_DROPOUT:
+    case BG_OP_ADD_SCALAR:
+    case BG_OP_MUL_SCALAR:
+    case BG_OP_NEG:
+    case BG_OP_BITLINEAR: /* reads its saved levels and codes only */ return 0;
+    case BG_OP_EMBEDDING: return 1u << 1; /* the ids */
+    case BG_OP_MUL:
+    case BG_OP_DIV:
+    case BG_OP_MATMUL:
+    case BG_OP_RMSNORM:
+    case BG_OP_LAYERNORM:
+    case BG_OP_ATTENTION:
+    case BG_OP_CROSS_ENTROPY:
+    case BG_OP_MSE:
+    case BG_OP_SWIGLU: return PIN_INPUTS;
+    default: return PIN_INPUTS | PIN_OUT;
+    }
 }
 
 bg_node *bg__record(int op, bg_tensor *out, int n_in, bg_tensor *const *in)
@@ -71,6 +109,16 @@ bg_node *bg__record(int op, bg_tensor *out, int n_in, bg_tensor *const *in)
         in[i]->recorded_epoch = tape->epoch;
         /* Views share storage: a write through any alias must see the mark. */
         if (in[i]->view_of) ((bg_tensor *)in[i]->view_of)->recorded_epoch = tape->epoch;
+    }
+    unsigned mask = pin_mask(op);
+    for (int i = 0; i < n_in; i++)
+        if (in[i] && (mask & (1u << i))) {
+            bg__storage_of(in[i])->pins++;
+            node->pinned |= 1u << i;
+        }
+    if (mask & PIN_OUT) {
+        bg__storage_of(out)->pins++;
+        node->pinned |= PIN_OUT;
     }
     out->requires_grad = true;
     out->is_leaf = false;
@@ -120,11 +168,27 @@ void bg__add_strided(float *dst, const int64_t *dst_stride, const float *src, in
             }
 }
 
+/* The values this node's rule read are no longer needed by it. */
+static void node_unpin(bg_ctx *ctx, bg_node *node)
+{
+    for (int i = 0; i < node->n_in; i++)
+        if (node->pinned & (1u << i)) bg__unpin(node->in[i]);
+    if (node->pinned & PIN_OUT) bg__unpin(node->out);
+    node->pinned = 0;
+    if (node->owned) bg__pool_give(ctx, node->owned);
+    node->owned = NULL;
+}
+
 /* After a node's rule ran on the CPU: its scratch goes back to the arena (rules create no
  * step tensors that outlive them: gradients come from the pool), and the output's gradient,
  * now consumed, goes back to the pool unless the caller asked to keep it. */
 static void node_done(bg_ctx *ctx, bg_node *node, bg_arena_mark mark, bg_tensor *step_head)
 {
+    for (bg_tensor *t = ctx->step_list; t && t != step_head; t = t->next_step)
+        if (t->pooled) { /* a step tensor the rule made dies with the rule's scratch */
+            bg__pool_give(ctx, t->data);
+            t->pooled = false;
+        }
     bg__arena_back_to(ctx, mark);
     ctx->step_list = step_head;
     bg_tensor *out = node->out;
@@ -132,11 +196,13 @@ static void node_done(bg_ctx *ctx, bg_node *node, bg_arena_mark mark, bg_tensor 
         bg__grad_pool_put(out->grad);
         out->grad = NULL;
     }
+    node_unpin(ctx, node);
 }
 
 static int backward_walk(bg_ctx *ctx)
 {
     struct bg_tape *tape = ctx->tape;
+    bg__pool_backward_begin(ctx);
     for (size_t i = tape->n; i-- > 0;) {
         bg_node *node = &tape->nodes[i];
         if (!node->out->grad) continue; /* nothing flowed into this node */
@@ -163,11 +229,15 @@ static int backward_begin(bg_tensor *out, const char *what)
     bg_ctx *ctx = out->ctx;
     if (ctx->err_code) return ctx->err_code;
     if (!out->requires_grad || out->is_leaf)
-        return bg__error(ctx, BG_ESTATE, "%s: tensor does not require grad (no recorded op "
-                         "produced it; is grad mode on and a parameter involved?)", what);
+        return bg__error(ctx, BG_ESTATE,
+                         "%s: tensor does not require grad (no recorded op "
+                         "produced it; is grad mode on and a parameter involved?)",
+                         what);
     if (out->recorded_epoch > ctx->tape->epoch || ctx->tape->n == 0)
-        return bg__error(ctx, BG_ESTATE, "%s: the tape is empty (backward already ran this "
-                         "step?)", what);
+        return bg__error(ctx, BG_ESTATE,
+                         "%s: the tape is empty (backward already ran this "
+                         "step?)",
+                         what);
     return BG_OK;
 }
 
@@ -178,23 +248,24 @@ int bg_backward(bg_tensor *loss)
     bg_ctx *ctx = loss->ctx;
     if (bg__numel(loss->ndim, loss->shape) != 1) {
         char s[64];
-        return bg__error(ctx, BG_ESHAPE, "bg_backward: loss %s is not a scalar; pass a seed "
-                         "gradient with bg_backward_seed", bg__shape_str(loss, s, sizeof s));
+        return bg__error(ctx, BG_ESHAPE,
+                         "bg_backward: loss %s is not a scalar; pass a seed "
+                         "gradient with bg_backward_seed",
+                         bg__shape_str(loss, s, sizeof s));
     }
 #ifdef BG_HAVE_CUDA
     float v = loss->device == BG_CUDA ? bg_item(loss) : bg__f32(loss)[0]; /* cuda hook */
 #else
     float v = bg__f32(loss)[0];
 #endif
-    if (!isfinite(v))
-        return bg__error(ctx, BG_ENONFINITE, "bg_backward: loss is %f", (double)v);
+    if (!isfinite(v)) return bg__error(ctx, BG_ENONFINITE, "bg_backward: loss is %f", (double)v);
     float *g = bg__grad_of(loss);
     if (!g) return ctx->err_code ? ctx->err_code : BG_ENOMEM;
 #ifdef BG_HAVE_CUDA
     if (ctx->device == BG_CUDA) bg__cuda_add_one(ctx, g); /* cuda hook */
     else
 #endif
-    g[0] += 1.0f;
+        g[0] += 1.0f;
     rc = backward_walk(ctx);
     bg__tape_clear(ctx);
     return rc;
@@ -220,7 +291,7 @@ int bg_backward_seed(bg_tensor *out, const bg_tensor *seed)
     if (ctx->device == BG_CUDA) bg__cuda_axpy(ctx, g, s, n, 1.0f); /* cuda hook */
     else
 #endif
-    for (int64_t i = 0; i < n; i++) g[i] += s[i];
+        for (int64_t i = 0; i < n; i++) g[i] += s[i];
     rc = backward_walk(ctx);
     bg__tape_clear(ctx);
     return rc;

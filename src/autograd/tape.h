@@ -22,6 +22,8 @@ typedef struct bg_node {
     bg_tensor *out;
     bg_tensor *saved[3];   /* values the backward rule needs (arena) */
     void *aux;             /* op-specific arena buffer (masks, statistics) */
+    void *owned;           /* pool buffer given back once this node's rule ran (or NULL) */
+    unsigned pinned;       /* bit i: in[i]'s storage is pinned; bit 15: out's */
     float f[4];            /* op parameters */
     int64_t i[4];
 } bg_node;

@@ -55,6 +55,11 @@ static void binary_backward(bg_node *node)
 void bg__cudab_add(bg_node *node) { binary_backward(node); }
 void bg__cudab_sub(bg_node *node) { binary_backward(node); }
 void bg__cudab_mul(bg_node *node) { binary_backward(node); }
+/* bg_swiglu is composed of silu and mul on the device: no SWIGLU node is recorded there. */
+void bg__cudab_swiglu(bg_node *node)
+{
+    bg__error(node->out->ctx, BG_EUNSUPPORTED, "swiglu: no device rule (the op is composed on CUDA)");
+}
 void bg__cudab_div(bg_node *node) { binary_backward(node); }
 
 /* ---- unary --------------------------------------------------------------------------------- */

@@ -7,9 +7,13 @@
 
 bg_bitlinear_config bg_bitlinear_default(void)
 {
-    return (bg_bitlinear_config){ .weight_mode = BG_WQ_PER_TENSOR, .group = 0, .act_bits = 8,
-                                  .act_per_tensor = false, .quant_weights = true,
-                                  .quant_acts = true, .lambda = 1.0f };
+    return (bg_bitlinear_config){ .weight_mode = BG_WQ_PER_TENSOR,
+                                  .group = 0,
+                                  .act_bits = 8,
+                                  .act_per_tensor = false,
+                                  .quant_weights = true,
+                                  .quant_acts = true,
+                                  .lambda = 1.0f };
 }
 
 static int check_cfg(bg_ctx *ctx, const bg_bitlinear_config *c)
@@ -65,7 +69,8 @@ static void infer_row_llama(const float *x, int64_t in, const int8_t *codes, int
         float sumf = 0.0f;
         for (int64_t b = 0; b < nb; b++) {
             int32_t sumi = 0;
-            for (int i = 0; i < 256; i++) sumi += (int32_t)q[b * 256 + i] * codes[j * in + b * 256 + i];
+            for (int i = 0; i < 256; i++)
+                sumi += (int32_t)q[b * 256 + i] * codes[j * in + b * 256 + i];
             sumf += (float)sumi * dx[b];
         }
         y[j] = sumf * s_w[per_row ? j : 0];
@@ -111,6 +116,16 @@ static bg_tensor *linear_infer(bg_module *m, bg_tensor *x)
     return y;
 }
 
+/* y + bias when the module has one (y, this module's fresh output, is dropped then). */
+static bg_tensor *add_bias(bg_module *m, bg_tensor *y)
+{
+    bg_tensor *b = bg_linear_bias(m);
+    if (!b || !y) return y;
+    bg_tensor *yb = bg_add(y, b);
+    if (yb) bg__step_drop(y);
+    return yb;
+}
+
 bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x)
 {
     if (!x) return NULL;
@@ -127,9 +142,7 @@ bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x)
         c->weight_mode != BG_WQ_PER_GROUP) {
         /* Full quantization: the fused, order-independent integer form. */
         bg_tensor *y = bg_bitlinear(x, w, c->act_bits, c->weight_mode == BG_WQ_PER_ROW);
-        bg_tensor *b = bg_linear_bias(m);
-        if (b) y = bg_add(y, b);
-        return bg__lora_apply(m, x, y);
+        return bg__lora_apply(m, x, add_bias(m, y));
     }
     bg_tensor *xin = x, *wq = w;
     if (m->bit && m->cfg.quant_acts)
@@ -137,9 +150,9 @@ bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x)
     if (m->bit && m->cfg.quant_weights)
         wq = bg_weight_quant(w, m->cfg.weight_mode, m->cfg.group, m->cfg.lambda);
     bg_tensor *y = bg_matmul(xin, bg_transpose(wq, 0, 1));
-    bg_tensor *b = bg_linear_bias(m);
-    if (b) y = bg_add(y, b);
-    return bg__lora_apply(m, x, y);
+    if (xin != x) bg__step_drop(xin); /* step tensors of this function: see bg__step_drop */
+    if (wq != w) bg__step_drop(wq);
+    return bg__lora_apply(m, x, add_bias(m, y));
 }
 
 static bg_module *linear_make(bg_ctx *ctx, const char *name, int64_t in, int64_t out, bool bias,
@@ -207,8 +220,10 @@ static int set_inference_one(bg_module *m, bool on)
     m->inference = false;
     if (!on) return BG_OK;
     if (m->cfg.weight_mode == BG_WQ_PER_GROUP || m->cfg.act_per_tensor)
-        return bg__error(m->ctx, BG_EUNSUPPORTED, "%s: inference kernel supports per-tensor or "
-                         "per-row weight scales and per-token activations", m->name);
+        return bg__error(m->ctx, BG_EUNSUPPORTED,
+                         "%s: inference kernel supports per-tensor or "
+                         "per-row weight scales and per-token activations",
+                         m->name);
     bg_tensor *w = m->params[0];
     int64_t rows = w->shape[0], cols = w->shape[1];
     int64_t ns = bg_ternary_n_scales(rows, cols, (bg_wq_mode)m->cfg.weight_mode, 0);

@@ -67,9 +67,11 @@ static int validate(bg_module *m, const char *name, const bg_lora_config *cfg, i
         const bg_tensor *w = m->params[0];
         int64_t lim = w->shape[0] < w->shape[1] ? w->shape[0] : w->shape[1];
         if (cfg->rank > lim)
-            return bg__error(m->ctx, BG_EINVAL, "lora: rank %d is larger than layer '%s' [%lld, "
-                             "%lld] allows (%lld)", cfg->rank, m->name, (long long)w->shape[0],
-                             (long long)w->shape[1], (long long)lim);
+            return bg__error(m->ctx, BG_EINVAL,
+                             "lora: rank %d is larger than layer '%s' [%lld, "
+                             "%lld] allows (%lld)",
+                             cfg->rank, m->name, (long long)w->shape[0], (long long)w->shape[1],
+                             (long long)lim);
         if (s && s->n == BG_LORA_MAX_ADAPTERS)
             return bg__error(m->ctx, BG_EINVAL, "lora: '%s' already has %d adapters", m->name,
                              BG_LORA_MAX_ADAPTERS);
@@ -165,14 +167,17 @@ int bg_lora_add(bg_module *m, const char *name, const bg_lora_config *cfg)
         return bg__error(m->ctx, BG_EINVAL, "lora: adapter name must be 1..%zu bytes",
                          sizeof(((bg_lora_adapter *)0)->name) - 1);
     if (cfg->rank < 1 || !(cfg->dropout >= 0.0f && cfg->dropout < 1.0f) || cfg->n_targets < 1)
-        return bg__error(m->ctx, BG_EINVAL, "lora: need rank >= 1, dropout in [0,1) and at "
+        return bg__error(m->ctx, BG_EINVAL,
+                         "lora: need rank >= 1, dropout in [0,1) and at "
                          "least one target pattern");
     int matches = 0;
     int rc = validate(m, name, cfg, &matches);
     if (rc) return rc;
     if (matches == 0)
-        return bg__error(m->ctx, BG_ENOTFOUND, "lora: no Linear module matches the target "
-                         "pattern '%s'%s", cfg->targets[0], cfg->n_targets > 1 ? " (or the others)" : "");
+        return bg__error(m->ctx, BG_ENOTFOUND,
+                         "lora: no Linear module matches the target "
+                         "pattern '%s'%s",
+                         cfg->targets[0], cfg->n_targets > 1 ? " (or the others)" : "");
     freeze_base(m);
     rc = attach_all(m, name, cfg);
     if (rc) return rc;
@@ -215,9 +220,18 @@ bg_tensor *bg__lora_apply(bg_module *m, bg_tensor *x, bg_tensor *y)
     if (!s || s->active < 0 || s->merged || !y) return y;
     bg_lora_adapter *a = &s->a[s->active];
     bg_tensor *xa = (m->training && a->cfg.dropout > 0.0f) ? bg_dropout(x, a->cfg.dropout) : x;
-    bg_tensor *h = bg_matmul(xa, bg_transpose(a->A, 0, 1));
-    h = bg_matmul(h, bg_transpose(a->B, 0, 1));
-    return bg_add(y, bg_mul_scalar(h, a->scale));
+    bg_tensor *h1 = bg_matmul(xa, bg_transpose(a->A, 0, 1));
+    bg_tensor *h2 = bg_matmul(h1, bg_transpose(a->B, 0, 1));
+    bg_tensor *h3 = bg_mul_scalar(h2, a->scale);
+    bg_tensor *out = bg_add(y, h3);
+    /* The intermediates are this function's (y: its caller's fresh output); the pool takes
+     * back those backward does not read at once, the others after their rules ran. */
+    if (xa != x) bg__step_drop(xa);
+    bg__step_drop(h1);
+    bg__step_drop(h2);
+    bg__step_drop(h3);
+    if (out) bg__step_drop(y);
+    return out;
 }
 
 /* W += sign * scale * B A on one module; counts code flips for a BitLinear base. */

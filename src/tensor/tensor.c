@@ -134,7 +134,7 @@ void bg_ctx_free(bg_ctx **pctx)
     }
     BG_CUDA_ALSO(ctx, bg__cuda_ctx_free(ctx)); /* cuda hook */
     bg__arena_free(ctx);
-    bg__grad_pool_free(ctx);
+    bg__pool_free(ctx);
     if (ctx->tape) free(ctx->tape->nodes);
     free(ctx->tape);
     free(ctx);
@@ -149,7 +149,7 @@ void bg_ctx_stats_get(const bg_ctx *ctx, bg_ctx_stats *out)
     out->heap_allocs = ctx->heap_allocs;
     bg__arena_add_stats(&ctx->arena, out);
     out->persistent_bytes = ctx->persistent_bytes;
-    out->grad_bytes = bg__grad_pool_bytes(ctx);
+    bg__pool_add_stats(ctx, out);
     out->tape_nodes = ctx->tape->n;
     out->matmul_calls = ctx->matmul_calls;
     out->matmul_flops = ctx->matmul_flops;
@@ -166,7 +166,7 @@ void bg_step_end(bg_ctx *ctx)
     for (bg_tensor *t = ctx->step_list; t; t = t->next_step) t->magic = BG_MAGIC_DEAD;
     ctx->step_list = NULL;
     bg__tape_clear(ctx);
-    bg__grad_pool_reset(ctx);
+    bg__pool_reset(ctx);
     bg__arena_reset(ctx);
     BG_CUDA_ALSO(ctx, bg__cuda_arena_reset(ctx)); /* cuda hook */
     ctx->steps++;

@@ -49,6 +49,10 @@ struct bg_tensor {
     bool is_leaf;        /* not produced by a recorded op */
     bool owns_data;      /* persistent tensor that freed its data with itself */
     bool retain_grad;    /* keep this intermediate's gradient after backward */
+    bool pooled;         /* step tensor whose data is a pool buffer (pool.c) */
+    bool dropped;        /* its creator is done with it: the buffer goes back once unpinned */
+    int32_t pins;        /* recorded nodes whose backward reads this storage (views pin
+                            their base) */
     int ndim;
     bg_dtype dtype;
     bg_device device;
@@ -83,7 +87,7 @@ struct bg_ctx {
     uint64_t steps;
     size_t persistent_bytes;
     void *device_state;       /* backend-specific (CUDA) */
-    struct bg_grad_pool *grad_pool; /* gradient buffers of intermediates (CPU) */
+    struct bg_pool *pool;     /* reusable buffers: large step tensors, intermediates' grads (CPU) */
 };
 
 /* ---- allocation (every heap allocation of a ctx is counted) ---- */
@@ -96,15 +100,32 @@ BG_INTERNAL void *bg__aligned_alloc(bg_ctx *ctx, size_t size);
 BG_INTERNAL void bg__init_header(bg_tensor *t, bg_ctx *ctx, bg_dtype dtype, int ndim,
                                  const int64_t *shape);
 
-/* ---- gradient buffers of intermediate tensors (grad_pool.c) ---- */
-/* A zeroed f32 gradient tensor of shape, from the ctx's pool (CPU). */
+/* ---- the buffer pool (pool.c): data of large step tensors and intermediates' gradients,
+ * given back as soon as nothing needs them, reused by size across the step and steps ---- */
+/* Step tensors of at least this many bytes take their data from the pool (CPU). */
+#define BG_POOL_MIN ((size_t)64 << 10)
+BG_INTERNAL void *bg__pool_take(bg_ctx *ctx, size_t bytes);
+BG_INTERNAL void bg__pool_give(bg_ctx *ctx, void *data);
+/* A zeroed f32 gradient tensor of shape, from the pool. */
 BG_INTERNAL bg_tensor *bg__grad_pool_get(bg_ctx *ctx, int ndim, const int64_t *shape);
-/* Returns g to the pool: its memory serves the next gradient of the same size. */
+/* Returns g to the pool: its memory serves the next request of the same size. */
 BG_INTERNAL void bg__grad_pool_put(bg_tensor *g);
 /* End of step: every buffer back to the pool (kept for the next step). */
-BG_INTERNAL void bg__grad_pool_reset(bg_ctx *ctx);
-BG_INTERNAL void bg__grad_pool_free(bg_ctx *ctx);
-BG_INTERNAL size_t bg__grad_pool_bytes(const bg_ctx *ctx);
+BG_INTERNAL void bg__pool_reset(bg_ctx *ctx);
+BG_INTERNAL void bg__pool_free(bg_ctx *ctx);
+BG_INTERNAL void bg__pool_add_stats(const bg_ctx *ctx, bg_ctx_stats *out);
+/* Start of a backward walk: restart the count of gradient bytes held at once. */
+BG_INTERNAL void bg__pool_backward_begin(bg_ctx *ctx);
+/* The storage (base tensor) a tensor or view reads. */
+static inline bg_tensor *bg__storage_of(bg_tensor *t)
+{
+    return t->view_of ? (bg_tensor *)t->view_of : t;
+}
+/* Internal code that created t (or a view of it) and will not read it again: its pooled
+ * buffer goes back now, or when the last recorded node that reads it has run backward. */
+BG_INTERNAL void bg__step_drop(bg_tensor *t);
+/* One recorded reader of t's storage fewer (after its backward rule ran). */
+BG_INTERNAL void bg__unpin(bg_tensor *t);
 
 /* ---- arena ---- */
 /* The ctx's host step arena. */

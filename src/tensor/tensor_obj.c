@@ -76,10 +76,15 @@ bg_tensor *bg__step_new(bg_ctx *ctx, bg_dtype dtype, int ndim, const int64_t *sh
     if (check_shape(ctx, "tensor", dtype, ndim, shape)) return NULL;
     size_t bytes = (size_t)bg__numel(ndim, shape) * bg_dtype_size(dtype);
     bg_tensor *t = bg__arena_alloc(ctx, sizeof *t);
-    void *data = BG_STEP_DATA_ALLOC(ctx, bytes); /* cuda hook: device arena on a CUDA ctx */
-    if (!t || !data) return NULL;
+    if (!t) return NULL;
+    /* Large host tensors come from the pool, which takes them back once dropped and unread. */
+    bool pooled = ctx->device == BG_CPU && bytes >= BG_POOL_MIN;
+    void *data = pooled ? bg__pool_take(ctx, bytes)
+                        : BG_STEP_DATA_ALLOC(ctx, bytes); /* cuda hook: device arena on a CUDA ctx */
+    if (!data) return NULL;
     bg__init_header(t, ctx, dtype, ndim, shape);
     t->data = data;
+    t->pooled = pooled;
     t->next_step = ctx->step_list;
     ctx->step_list = t;
     return t;
