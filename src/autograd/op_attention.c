@@ -116,15 +116,37 @@ static void head_offsets(const bg_attn_dims *d, int64_t bh, int64_t *oq, int64_t
 
 /* Row i of one head's [T, T] scores becomes softmax over columns 0..i; columns after i
  * become 0. */
+/* Sums and maxima over a row run on 8 fixed lanes (j mod 8; the tail on lane 0) combined
+ * in a fixed tree: independent chains that pipeline and vectorise instead of one serial
+ * double-precision chain, the same order on every run and thread count. */
+static inline double row_sum8(const float *a, const float *b, int64_t n)
+{
+    double l[8] = { 0 };
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) l[k] += b ? (double)a[j + k] * b[j + k] : (double)a[j + k];
+    for (; j < n; j++) l[0] += b ? (double)a[j] * b[j] : (double)a[j];
+    return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+
+static inline float row_max8(const float *a, int64_t n)
+{
+    float l[8] = { -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY, -INFINITY };
+    int64_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) l[k] = a[j + k] > l[k] ? a[j + k] : l[k];
+    for (; j < n; j++) l[0] = a[j] > l[0] ? a[j] : l[0];
+    float m = l[0];
+    for (int k = 1; k < 8; k++) m = l[k] > m ? l[k] : m;
+    return m;
+}
+
 static void causal_softmax_head(float *S, int T)
 {
     for (int64_t i = 0; i < T; i++) {
-        float *row = S + i * T, m = -INFINITY;
-        for (int64_t j = 0; j <= i; j++) m = row[j] > m ? row[j] : m;
-        double s = 0.0;
+        float *row = S + i * T, m = row_max8(row, i + 1);
         for (int64_t j = 0; j <= i; j++) row[j] = bg_expf(row[j] - m); /* vectorises */
-        for (int64_t j = 0; j <= i; j++) s += row[j];
-        float inv = (float)(1.0 / s);
+        float inv = (float)(1.0 / row_sum8(row, NULL, i + 1));
         for (int64_t j = 0; j <= i; j++) row[j] *= inv;
         for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;
     }
@@ -205,8 +227,7 @@ static void softmax_grad_head(const float *P, float *dP, int T)
     for (int64_t i = 0; i < T; i++) {
         const float *p = P + i * T;
         float *g = dP + i * T;
-        double s = 0.0;
-        for (int64_t j = 0; j <= i; j++) s += (double)g[j] * p[j];
+        double s = row_sum8(g, p, i + 1);
         for (int64_t j = 0; j <= i; j++) g[j] = p[j] * (g[j] - (float)s);
         for (int64_t j = i + 1; j < T; j++) g[j] = 0.0f;
     }
