@@ -58,8 +58,8 @@ static void test_silu_avx512(void)
         return;
     }
     enum { N = 4099 };
-    float x[N], y[N], go[N], g[N];
-    long diff_f = 0, diff_b = 0, n = 0;
+    float x[N], y[N], go[N], g[N], u[N], dg[N], du[N];
+    long diff_f = 0, diff_b = 0, diff_s = 0, n = 0;
     uint64_t rng = 7;
     for (uint64_t u0 = 0; u0 <= 0xffffffffu; u0 += (uint64_t)N * 997) {
         for (int i = 0; i < N; i++) {
@@ -67,24 +67,41 @@ static void test_silu_avx512(void)
             memcpy(&x[i], &b, sizeof b);
             go[i] = harness_uniform(&rng, -2.0f, 2.0f);
             g[i] = harness_uniform(&rng, -1.0f, 1.0f);
+            u[i] = harness_uniform(&rng, -3.0f, 3.0f);
+            dg[i] = harness_uniform(&rng, -1.0f, 1.0f);
+            du[i] = harness_uniform(&rng, -1.0f, 1.0f);
         }
         int len = N - (int)(u0 % 17); /* ragged tails */
-        float g0[N];
+        /* store (a new gradient buffer, NaN here) or add, alternating */
+        bool as = (u0 / ((uint64_t)N * 997)) % 2 == 1;
+        float g0[N], dg0[N], du0[N];
+        for (int i = 0; i < N; i++) { /* a stored buffer holds NaN before: none may survive */
+            if (as) g[i] = dg[i] = NAN;
+            else du[i] = NAN;
+        }
         memcpy(g0, g, sizeof g);
+        memcpy(dg0, dg, sizeof dg);
+        memcpy(du0, du, sizeof du);
         bg__silu_fwd_avx512(x, y, len);
-        bg__silu_bwd_avx512(x, go, g, len);
+        bg__silu_bwd_avx512(x, go, g, len, as);
+        bg__swiglu_bwd_avx512(x, u, go, dg, du, len, as, !as);
         for (int i = 0; i < len; i++, n++) {
             float s = sigmoid_ref(x[i]), yf = x[i] * s;
-            float gb =
-                g0[i] + go[i] * (sigmoid_ref(x[i]) * (1.0f + x[i] * (1.0f - sigmoid_ref(x[i]))));
+            float d = sigmoid_ref(x[i]) * (1.0f + x[i] * (1.0f - sigmoid_ref(x[i])));
+            float gb = (as ? 0.0f : g0[i]) + go[i] * d;
+            float gg = (as ? 0.0f : dg0[i]) + (go[i] * u[i]) * d; /* swiglu: mul then silu */
+            float gu = (!as ? 0.0f : du0[i]) + go[i] * yf;
             if (isnan(yf) ? !isnan(y[i]) : memcmp(&yf, &y[i], 4) != 0) diff_f++;
             if (isnan(gb) ? !isnan(g[i]) : memcmp(&gb, &g[i], 4) != 0) diff_b++;
+            if ((isnan(gg) ? !isnan(dg[i]) : memcmp(&gg, &dg[i], 4) != 0) ||
+                (isnan(gu) ? !isnan(du[i]) : memcmp(&gu, &du[i], 4) != 0))
+                diff_s++;
         }
     }
-    CHECK(diff_f == 0 && diff_b == 0,
-          "AVX-512 SiLU = scalar bit for bit over %ld inputs (%ld forward, "
-          "%ld backward differ)",
-          n, diff_f, diff_b);
+    CHECK(diff_f == 0 && diff_b == 0 && diff_s == 0,
+          "AVX-512 SiLU and SwiGLU gradients = scalar bit for bit over %ld inputs, stored and "
+          "added (%ld forward, %ld backward, %ld swiglu backward differ)",
+          n, diff_f, diff_b, diff_s);
 }
 
 int main(void)

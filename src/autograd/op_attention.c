@@ -90,13 +90,14 @@ void bg__backward_rope(bg_node *node)
 {
     bg_tensor *x = node->in[0];
     if (!bg__needs_grad(x)) return;
-    float *gx = bg__grad_of(x);
+    bool as;
+    float *gx = bg__grad_dst(x, &as);
     const float *gy = bg__grad_of(node->out);
     if (!gx || !gy) return;
     int nd = x->ndim;
     int64_t T = x->shape[nd - 3], H = x->shape[nd - 2], D = x->shape[nd - 1];
     int64_t BT = bg__numel(nd - 2, x->shape);
-    rope_apply(gy, gx, node->aux, BT, T, H, D, (int)node->i[0], -1.0f, true);
+    rope_apply(gy, gx, node->aux, BT, T, H, D, (int)node->i[0], -1.0f, !as);
 }
 
 /* ---- attention ------------------------------------------------------------------- */
@@ -236,6 +237,7 @@ static void softmax_grad_head(const float *P, float *dP, int T)
 typedef struct attn_grads {
     const float *go;     /* dO, [B, T, H, D] */
     float *gq, *gk, *gv; /* NULL where no grad is needed */
+    bool as_q, as_k, as_v; /* new buffers: each block's first product stores (beta 0) */
 } attn_grads;
 
 /* One query head bh: P again, dV += P^T dO, dP = dO V^T, dS, dQ += scale dS K,
@@ -248,20 +250,24 @@ static void attn_backward_head(const attn_saved *sv, const attn_grads *g, int64_
     int64_t oq, okv;
     float scale = (float)(1.0 / sqrt((double)D));
     head_offsets(d, bh, &oq, &okv);
+    /* the first query head of a kv group writes the kv head's gradients first */
+    bool kv_first = bh % (d->H / d->Hkv) == 0;
+    float beta_q = g->as_q ? 0.0f : 1.0f, beta_k = g->as_k && kv_first ? 0.0f : 1.0f;
+    float beta_v = g->as_v && kv_first ? 0.0f : 1.0f;
     head_probs(sv, bh, P);
     if (g->gv)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, P, T, g->go + oq, ldq,
-                    1.0f, g->gv + okv, ldk);
+                    beta_v, g->gv + okv, ldk);
     if (!g->gq && !g->gk) return;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, g->go + oq, ldq,
                 sv->v + okv, ldk, 0.0f, dS, T);
     softmax_grad_head(P, dS, T);
     if (g->gq)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->k + okv,
-                    ldk, 1.0f, g->gq + oq, ldq);
+                    ldk, beta_q, g->gq + oq, ldq);
     if (g->gk)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->q + oq, ldq,
-                    1.0f, g->gk + okv, ldk);
+                    beta_k, g->gk + okv, ldk);
 }
 
 void bg__backward_attention(bg_node *node)
@@ -274,10 +280,16 @@ void bg__backward_attention(bg_node *node)
     g.go = bg__grad_of(node->out);
     if (!g.go) return;
     bg_tensor *q = node->in[0], *k = node->in[1], *v = node->in[2];
-    if ((bg__needs_grad(q) && !(g.gq = bg__grad_of(q))) ||
-        (bg__needs_grad(k) && !(g.gk = bg__grad_of(k))) ||
-        (bg__needs_grad(v) && !(g.gv = bg__grad_of(v))))
+    if (q != k && q != v && k != v) { /* distinct buffers: new ones are stored, not zeroed */
+        if ((bg__needs_grad(q) && !(g.gq = bg__grad_dst(q, &g.as_q))) ||
+            (bg__needs_grad(k) && !(g.gk = bg__grad_dst(k, &g.as_k))) ||
+            (bg__needs_grad(v) && !(g.gv = bg__grad_dst(v, &g.as_v))))
+            return;
+    } else if ((bg__needs_grad(q) && !(g.gq = bg__grad_of(q))) ||
+               (bg__needs_grad(k) && !(g.gk = bg__grad_of(k))) ||
+               (bg__needs_grad(v) && !(g.gv = bg__grad_of(v)))) {
         return;
+    }
     int64_t TT = d->T * d->T, group = d->H / d->Hkv, n_kv = (int64_t)d->B * d->Hkv;
     float *scratch = bg__arena_alloc(ctx, (size_t)(2 * omp_get_max_threads() * TT) * sizeof(float));
     if (!scratch) return;

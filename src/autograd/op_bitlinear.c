@@ -130,8 +130,9 @@ void bg__backward_bitlinear(bg_node *node)
     const float *dy = bg__grad_of(node->out);
     int64_t rows = sv->rows, in = sv->in, out = sv->out;
     if (rows == 0 || out == 0 || in == 0) return;
-    if (bg__needs_grad(x)) { /* dX += dY W_q, W_q = codes * s_w */
-        float *dx = bg__grad_of(x), *wq = bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
+    if (bg__needs_grad(x)) { /* dX += dY W_q, W_q = codes * s_w (dX = when a new buffer) */
+        bool as; /* x is never w: x is an activation, w a [out, in] weight it is checked against */
+        float *dx = bg__grad_dst(x, &as), *wq = bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
         if (!dx || !wq) return;
 #pragma omp parallel for schedule(static) if (out * in > BG_PAR_MIN)
         for (int64_t j = 0; j < out; j++)
@@ -139,7 +140,7 @@ void bg__backward_bitlinear(bg_node *node)
                 wq[j * in + i] = (float)sv->codes[j * in + i] * sv->s_w[sv->per_row ? j : 0];
         bg__gemm_count(ctx, rows, in, out, 1);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)in, (int)out, 1.0f,
-                    dy, (int)out, wq, (int)in, 1.0f, dx, (int)in);
+                    dy, (int)out, wq, (int)in, as ? 0.0f : 1.0f, dx, (int)in);
     }
     if (bg__needs_grad(w)) { /* dW += dY^T x_q, x_q = levels / s_x */
         /* x_q is as large as an activation: from the pool, which has the forward's freed ones */

@@ -67,7 +67,13 @@ static void binary_grad_side(bg_node *node, int side)
 {
     bg_tensor *a = node->in[0], *b = node->in[1], *t = node->in[side];
     if (!bg__needs_grad(t)) return;
-    float *g = bg__grad_of(t);
+    int op = node->op;
+    bool whole = bg__same_shape(t, node->out); /* no broadcasting reduces into t */
+    /* add's second input takes the output gradient itself when it can (the first, done
+     * by now, has its own copy) */
+    if (op == BG_OP_ADD && side == 1 && whole && bg__grad_pass(t, node->out)) return;
+    bool as = false;
+    float *g = whole ? bg__grad_dst(t, &as) : bg__grad_of(t);
     if (!g) return;
     const float *go = bg__grad_of(node->out);
     /* Operate on contiguous stand-ins so offsets index the grad buffers directly. */
@@ -75,26 +81,28 @@ static void binary_grad_side(bg_node *node, int side)
     bg__contig_strides(a->ndim, a->shape, ca.stride);
     bg__contig_strides(b->ndim, b->shape, cb.stride);
     /* add and sub read no values (their inputs are not pinned: tape.c) */
-    bool reads = op_reads_values(node->op);
+    bool reads = op_reads_values(op);
     const float *pa = reads ? bg__contig_data(a) : NULL, *pb = reads ? bg__contig_data(b) : NULL;
     bg_bcast bc;
     bg__bcast_init(&bc, &ca, &cb, "backward");
-    bool bc_par = bg__same_shape(t, node->out) && bg__numel(t->ndim, t->shape) > BG_PAR_MIN;
-    int op = node->op;
+    bool bc_par = whole && bg__numel(t->ndim, t->shape) > BG_PAR_MIN;
     if (reads && (!pa || !pb)) return;
+    /* as is set only when t has the output's shape: each element is written once */
     if (side == 0) {
         switch (op) {
         case BG_OP_ADD:
-        case BG_OP_SUB: BCAST_LOOP(&bc, g[ia] += go[io]); break;
-        case BG_OP_MUL: BCAST_LOOP(&bc, g[ia] += go[io] * pb[ib]); break;
-        default: BCAST_LOOP(&bc, g[ia] += go[io] / pb[ib]); break;
+        case BG_OP_SUB: BCAST_LOOP(&bc, g[ia] = BG_GBASE(as, g[ia]) + go[io]); break;
+        case BG_OP_MUL: BCAST_LOOP(&bc, g[ia] = BG_GBASE(as, g[ia]) + go[io] * pb[ib]); break;
+        default: BCAST_LOOP(&bc, g[ia] = BG_GBASE(as, g[ia]) + go[io] / pb[ib]); break;
         }
     } else {
         switch (op) {
-        case BG_OP_ADD: BCAST_LOOP(&bc, g[ib] += go[io]); break;
-        case BG_OP_SUB: BCAST_LOOP(&bc, g[ib] -= go[io]); break;
-        case BG_OP_MUL: BCAST_LOOP(&bc, g[ib] += go[io] * pa[ia]); break;
-        default: BCAST_LOOP(&bc, g[ib] -= go[io] * pa[ia] / (pb[ib] * pb[ib])); break;
+        case BG_OP_ADD: BCAST_LOOP(&bc, g[ib] = BG_GBASE(as, g[ib]) + go[io]); break;
+        case BG_OP_SUB: BCAST_LOOP(&bc, g[ib] = BG_GBASE(as, g[ib]) - go[io]); break;
+        case BG_OP_MUL: BCAST_LOOP(&bc, g[ib] = BG_GBASE(as, g[ib]) + go[io] * pa[ia]); break;
+        default:
+            BCAST_LOOP(&bc, g[ib] = BG_GBASE(as, g[ib]) - go[io] * pa[ia] / (pb[ib] * pb[ib]));
+            break;
         }
     }
 }
@@ -218,7 +226,7 @@ static void unary_kernel(int op, const float *x, float *y, int64_t n, float p0, 
             float v = x[i], w = y[i];                                                      \
             (void)v;                                                                       \
             (void)w;                                                                       \
-            g[i] += go[i] * (EXPR);                                                        \
+            g[i] = BG_GBASE(as, g[i]) + go[i] * (EXPR);                                    \
         }                                                                                  \
     }                                                                                      \
     break
@@ -227,12 +235,13 @@ static void unary_kernel(int op, const float *x, float *y, int64_t n, float p0, 
     _Pragma("omp parallel for schedule(static) if (n > BG_PAR_MIN)")                       \
     for (int64_t c0 = 0; c0 < n; c0 += UNARY_CHUNK) {                                      \
         int64_t c1 = c0 + UNARY_CHUNK < n ? c0 + UNARY_CHUNK : n;                          \
-        for (int64_t i = c0; i < c1; i++) g[i] += go[i] * (K);                             \
+        for (int64_t i = c0; i < c1; i++) g[i] = BG_GBASE(as, g[i]) + go[i] * (K);         \
     }                                                                                      \
     break
 
+/* g = (as ? 0 : g) + go * dy/dx */
 static void unary_grad_kernel(int op, const float *x, const float *y, const float *go, float *g,
-                              int64_t n, const float *p)
+                              int64_t n, const float *p, bool as)
 {
     switch (op) { /* the first three read neither x nor y (tape.c does not keep them) */
     case BG_OP_ADD_SCALAR: LINEAR_BWD(1.0f);
@@ -244,7 +253,7 @@ static void unary_grad_kernel(int op, const float *x, const float *y, const floa
     case BG_OP_TANH: UNARY_BWD(1.0f - w * w);
     case BG_OP_SILU:
         if (bg__vmath_avx512()) {
-            PAR_CHUNKS(bg__silu_bwd_avx512(x + c0, go + c0, g + c0, c1 - c0));
+            PAR_CHUNKS(bg__silu_bwd_avx512(x + c0, go + c0, g + c0, c1 - c0, as));
             break;
         }
         UNARY_BWD(sigmoid_f(v) * (1.0f + v * (1.0f - sigmoid_f(v))));
@@ -279,11 +288,12 @@ static void unary_backward(bg_node *node)
 {
     bg_tensor *a = node->in[0];
     if (!bg__needs_grad(a)) return;
-    float *g = bg__grad_of(a);
+    bool as;
+    float *g = bg__grad_dst(a, &as);
     const float *go = bg__grad_of(node->out), *x = node->aux, *y = node->out->data;
     if (!g || !go) return;
     int64_t n = bg__numel(a->ndim, a->shape);
-    unary_grad_kernel(node->op, x, y, go, g, n, node->f);
+    unary_grad_kernel(node->op, x, y, go, g, n, node->f, as);
 }
 
 bg_tensor *bg_add_scalar(bg_tensor *a, float s) { return unary(BG_OP_ADD_SCALAR, a, s, 0); }
@@ -338,16 +348,20 @@ static void silu_span(const float *x, float *y, int64_t n)
     for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_f(x[i]);
 }
 
-/* g += go * silu'(x) over one chunk, by the kernel bg_silu's backward uses. */
-static void silu_grad_span(const float *x, const float *go, float *g, int64_t n)
+/* swiglu's gradients over one chunk, sigmoid(x) computed once for both: dg = base + (go u)
+ * silu'(x) as bg_silu's backward computes it (bg_mul's rule hands it go u), du = base +
+ * go silu(x) as bg_mul's rule; NULL skips a gradient, base is 0 where as_* is set. */
+static void swiglu_grad_span(const float *x, const float *u, const float *go, float *dg, float *du,
+                             int64_t n, bool as_g, bool as_u)
 {
     if (bg__vmath_avx512()) {
-        bg__silu_bwd_avx512(x, go, g, n);
+        bg__swiglu_bwd_avx512(x, u, go, dg, du, n, as_g, as_u);
         return;
     }
     for (int64_t i = 0; i < n; i++) {
         float s = sigmoid_f(x[i]);
-        g[i] += go[i] * (s * (1.0f + x[i] * (1.0f - s)));
+        if (dg) dg[i] = BG_GBASE(as_g, dg[i]) + (go[i] * u[i]) * (s * (1.0f + x[i] * (1.0f - s)));
+        if (du) du[i] = BG_GBASE(as_u, du[i]) + go[i] * (x[i] * s);
     }
 }
 
@@ -392,19 +406,19 @@ void bg__backward_swiglu(bg_node *node)
     const float *const *sv = node->aux, *x = sv[0], *u = sv[1];
     bg_tensor *gate = node->in[0], *up = node->in[1];
     const float *go = bg__grad_of(node->out);
-    float *dg = bg__needs_grad(gate) ? bg__grad_of(gate) : NULL;
-    float *du = bg__needs_grad(up) ? bg__grad_of(up) : NULL;
+    bool as_g = false, as_u = false;
+    float *dg = bg__needs_grad(gate) ? bg__grad_dst(gate, &as_g) : NULL;
+    /* swiglu(t, t): the second pass adds to the first's buffer, chunk by chunk after it */
+    float *du = bg__needs_grad(up) ? bg__grad_dst(up, &as_u) : NULL;
     if (!go || (bg__needs_grad(gate) && !dg) || (bg__needs_grad(up) && !du)) return;
     int64_t n = bg__numel(gate->ndim, gate->shape);
-    PAR_CHUNKS({
-        float t[UNARY_CHUNK];
-        if (dg) { /* d silu = go * up, as bg_mul's rule writes it into a zeroed buffer */
-            for (int64_t i = c0; i < c1; i++) t[i - c0] = go[i] * u[i];
-            silu_grad_span(x + c0, t, dg + c0, c1 - c0);
-        }
-        if (du) {
-            silu_span(x + c0, t, c1 - c0);
-            for (int64_t i = c0; i < c1; i++) du[i] += go[i] * t[i - c0];
-        }
-    });
+    if (dg && dg == du) { /* one tensor: the gate's gradient first, then the up's */
+        PAR_CHUNKS({
+            swiglu_grad_span(x + c0, u + c0, go + c0, dg + c0, NULL, c1 - c0, as_g, false);
+            swiglu_grad_span(x + c0, u + c0, go + c0, NULL, du + c0, c1 - c0, false, false);
+        });
+        return;
+    }
+    PAR_CHUNKS(swiglu_grad_span(x + c0, u + c0, go + c0, dg ? dg + c0 : NULL, du ? du + c0 : NULL,
+                                c1 - c0, as_g, as_u));
 }

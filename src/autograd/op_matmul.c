@@ -14,6 +14,11 @@
 static void gemm(bg_ctx *ctx, const mat *a, const mat *b, float *c, int64_t ldc, float beta)
 {
     if (a->rows == 0 || b->cols == 0) return;
+    if (a->cols == 0) { /* an empty sum: C = beta C, stated here rather than left to BLAS */
+        for (int64_t r = 0; r < a->rows; r++)
+            for (int64_t j = 0; j < b->cols; j++) c[r * ldc + j] = beta == 0.0f ? 0.0f : c[r * ldc + j] * beta;
+        return;
+    }
     bg__gemm_count(ctx, a->rows, b->cols, a->cols, 1);
     cblas_sgemm(CblasRowMajor, a->trans ? CblasTrans : CblasNoTrans,
                 b->trans ? CblasTrans : CblasNoTrans, (int)a->rows, (int)b->cols, (int)a->cols,
@@ -77,29 +82,31 @@ bg_tensor *bg_matmul(bg_tensor *a, bg_tensor *b)
     return out;
 }
 
-/* dA += dC B^T (per batch; summed over batches when A is 2-D and B batched). */
+/* dA += dC B^T (per batch; summed over batches when A is 2-D and B batched); dA = when
+ * as (a new buffer). */
 static void mm_grad_a(bg_ctx *ctx, const mat *a, const mat *b, const bg_mm_geom *g, bool ab,
-                      bool bb, const float *dc, float *da)
+                      bool bb, const float *dc, float *da, bool as)
 {
     int64_t M = a->rows, N = b->cols, K = a->cols;
     mat bt = mat_t(*b);
     mat dcm = { .p = dc, .rows = M, .cols = N, .ld = N, .trans = false };
     if (ab && !bb) { /* dA batches are contiguous rows: one GEMM */
         dcm.rows = M * g->nbatch;
-        gemm(ctx, &dcm, &bt, da, K, 1.0f);
+        gemm(ctx, &dcm, &bt, da, K, as ? 0.0f : 1.0f);
         return;
     }
     for (int64_t bi = 0; bi < g->nbatch; bi++) {
         mat bbt = bt;
         bbt.p = batch_ptr(b, g, bi);
         dcm.p = dc + bi * M * N;
-        gemm(ctx, &dcm, &bbt, da + (ab ? bi * M * K : 0), K, 1.0f);
+        bool first = ab || bi == 0; /* the first write to this block of dA */
+        gemm(ctx, &dcm, &bbt, da + (ab ? bi * M * K : 0), K, as && first ? 0.0f : 1.0f);
     }
 }
 
-/* dB += A^T dC. */
+/* dB += A^T dC (dB = when as). */
 static void mm_grad_b(bg_ctx *ctx, const mat *a, const mat *b, const bg_mm_geom *g, bool ab,
-                      bool bb, bool a_contig, const float *dc, float *db)
+                      bool bb, bool a_contig, const float *dc, float *db, bool as)
 {
     int64_t M = a->rows, N = b->cols, K = a->cols;
     mat dcm = { .p = dc, .rows = M, .cols = N, .ld = N, .trans = false };
@@ -108,7 +115,7 @@ static void mm_grad_b(bg_ctx *ctx, const mat *a, const mat *b, const bg_mm_geom 
         big.rows = M * g->nbatch;
         mat bigt = mat_t(big);
         dcm.rows = M * g->nbatch;
-        gemm(ctx, &bigt, &dcm, db, N, 1.0f);
+        gemm(ctx, &bigt, &dcm, db, N, as ? 0.0f : 1.0f);
         return;
     }
     for (int64_t bi = 0; bi < g->nbatch; bi++) {
@@ -116,7 +123,8 @@ static void mm_grad_b(bg_ctx *ctx, const mat *a, const mat *b, const bg_mm_geom 
         at.p = batch_ptr(a, g, bi);
         at = mat_t(at);
         dcm.p = dc + bi * M * N;
-        gemm(ctx, &at, &dcm, db + (bb ? bi * K * N : 0), N, 1.0f);
+        bool first = bb || bi == 0;
+        gemm(ctx, &at, &dcm, db + (bb ? bi * K * N : 0), N, as && first ? 0.0f : 1.0f);
     }
 }
 
@@ -130,12 +138,13 @@ void bg__backward_matmul(bg_node *node)
     const float *dc = bg__grad_of(node->out);
     bool ab = a->ndim > 2, bb = b->ndim > 2;
     bg_ctx *ctx = a->ctx;
+    bool as;
     if (bg__needs_grad(a)) {
-        float *da = bg__grad_of(a);
-        if (da) mm_grad_a(ctx, &ops[0], &ops[1], &g, ab, bb, dc, da);
+        float *da = bg__grad_dst(a, &as);
+        if (da) mm_grad_a(ctx, &ops[0], &ops[1], &g, ab, bb, dc, da, as);
     }
-    if (bg__needs_grad(b)) {
-        float *db = bg__grad_of(b);
-        if (db) mm_grad_b(ctx, &ops[0], &ops[1], &g, ab, bb, node->i[0] != 0, dc, db);
+    if (bg__needs_grad(b)) { /* matmul(t, t): t has its buffer from above, so as is false */
+        float *db = bg__grad_dst(b, &as);
+        if (db) mm_grad_b(ctx, &ops[0], &ops[1], &g, ab, bb, node->i[0] != 0, dc, db, as);
     }
 }

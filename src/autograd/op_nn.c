@@ -6,9 +6,11 @@
  * (parameter gradients, scalar losses) runs in an order fixed by the shapes alone, so
  * results are bit-identical for any number of OpenMP threads. */
 #include <math.h>
+#include <string.h>
 
 #include "autograd/op_checks.h"
 #include "autograd/tape.h"
+#include "autograd/vec8.h"
 #include "autograd/vmath.h"
 #include "cuda/cuda_dispatch.h"
 
@@ -268,7 +270,8 @@ void bg__backward_cross_entropy(bg_node *node)
     bg_tensor *logits = node->in[0];
     int64_t count = node->i[1];
     if (!bg__needs_grad(logits) || count == 0) return;
-    float *gx = bg__grad_of(logits);
+    bool as;
+    float *gx = bg__grad_dst(logits, &as);
     const float *go = bg__grad_of(node->out);
     if (!gx || !go) return;
     const ce_saved *sv = node->aux;
@@ -279,10 +282,17 @@ void bg__backward_cross_entropy(bg_node *node)
 #pragma omp parallel for schedule(static) if (rows * V > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int32_t t = sv->targets[r];
-        if (t == ignore_index) continue;
+        float *gr = gx + r * V;
+        if (t == ignore_index) {
+            if (as) memset(gr, 0, (size_t)V * sizeof *gr);
+            continue;
+        }
         const float *xr = sv->logits + r * V;
-        float *gr = gx + r * V, l = sv->lse[r];
-        for (int64_t j = 0; j < V; j++) gr[j] += (bg_expf(xr[j] - l) - smooth) * k;
+        float l = sv->lse[r];
+        if (as) /* two loops: each vectorises */
+            for (int64_t j = 0; j < V; j++) gr[j] = 0.0f + (bg_expf(xr[j] - l) - smooth) * k;
+        else
+            for (int64_t j = 0; j < V; j++) gr[j] += (bg_expf(xr[j] - l) - smooth) * k;
         gr[t] -= hit * k;
     }
 }
@@ -361,40 +371,38 @@ typedef struct norm_saved {
     float *rstd;    /* per row */
 } norm_saved;
 
-/* Normalizes every row: mean is NULL for rmsnorm (no centering, mean of squares). */
-/* OUT = sum over c in [0, C) of EXPR (in double) on eight fixed lanes (c mod 8; the tail on
- * lane 0), then the lanes in a fixed tree: independent chains the compiler can interleave or
- * vectorise, and the same order on every run and thread count. */
-#define SUM8(OUT, C, EXPR)                                                                 \
-    do {                                                                                   \
-        double l_[8] = { 0 };                                                              \
-        int64_t c = 0;                                                                     \
-        for (; c + 8 <= (C); c += 8)                                                       \
-            for (int j_ = 0; j_ < 8; j_++) {                                               \
-                int64_t cc_ = c + j_;                                                      \
-                l_[j_] += (EXPR(cc_));                                                     \
-            }                                                                              \
-        for (; c < (C); c++) l_[0] += (EXPR(c));                                           \
-        (OUT) = ((l_[0] + l_[1]) + (l_[2] + l_[3])) + ((l_[4] + l_[5]) + (l_[6] + l_[7])); \
-    } while (0)
-
-static void norm_rows(const float *x, const float *w, const float *b, int64_t rows, int64_t C,
-                      float eps, float *mean, float *rstd, float *y)
+/* Row sums run in double on eight fixed lanes (c mod 8; the tail on lane 0), then the lanes
+ * in a fixed tree (vec8.h): independent chains in vector registers, the same order on every
+ * run and thread count. */
+/* Sum over c of (double)x[c] - mu, squared when sq. */
+BG_V8_INLINE double lanes_sum(const float *x, int64_t C, double mu, bool sq)
 {
-#pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) {
+    bg_v8d l = bg_v8d_set1(0.0), vmu = bg_v8d_set1(mu);
+    int64_t c = 0;
+    for (; c + 8 <= C; c += 8) {
+        bg_v8d d = bg_v8_widen(bg_v8f_load(x + c)) - vmu;
+        l += sq ? d * d : d;
+    }
+    for (; c < C; c++) {
+        double d = (double)x[c] - mu;
+        l[0] += sq ? d * d : d;
+    }
+    return bg_v8d_tree(l);
+}
+
+/* Normalizes every row: mean is NULL for rmsnorm (no centering, mean of squares). */
+BG_CLONES static void norm_row(const float *x, const float *w, const float *b, int64_t r,
+                               int64_t C, float eps, float *mean, float *rstd, float *y)
+{
+    {
         const float *xr = x + r * C;
-        double mu = 0.0, ss = 0.0;
+        double mu = 0.0;
         if (mean) {
-#define X_AT(i) (double)xr[i]
-            SUM8(mu, C, X_AT);
-#undef X_AT
+            mu = lanes_sum(xr, C, 0.0, false);
             mu = C ? mu / (double)C : 0.0;
             mean[r] = (float)mu;
         }
-#define SQ_AT(i) (((double)xr[i] - mu) * ((double)xr[i] - mu))
-        SUM8(ss, C, SQ_AT);
-#undef SQ_AT
+        double ss = lanes_sum(xr, C, mu, true);
         float rs = (float)(1.0 / sqrt((C ? ss / (double)C : 0.0) + (double)eps));
         float m = (float)mu;
         rstd[r] = rs;
@@ -406,6 +414,13 @@ static void norm_rows(const float *x, const float *w, const float *b, int64_t ro
             yr[c] = v;
         }
     }
+}
+
+static void norm_rows(const float *x, const float *w, const float *b, int64_t rows, int64_t C,
+                      float eps, float *mean, float *rstd, float *y)
+{
+#pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
+    for (int64_t r = 0; r < rows; r++) norm_row(x, w, b, r, C, eps, mean, rstd, y);
 }
 
 static bg_tensor *norm_op(int op, const char *name, bg_tensor *x, bg_tensor *w, bg_tensor *b,
@@ -449,25 +464,84 @@ bg_tensor *bg_layernorm(bg_tensor *x, bg_tensor *weight, bg_tensor *bias, float 
     return norm_op(BG_OP_LAYERNORM, "layernorm", x, weight, bias, eps);
 }
 
-/* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w; rmsnorm drops mean(g). */
-static void norm_dx(const norm_saved *sv, const float *gy, int64_t rows, int64_t C, float *gx)
+/* dx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = dy * w; rmsnorm drops mean(g).
+ * Stored (not added) when as. */
+BG_CLONES static void norm_dx_row(const norm_saved *sv, const float *gy, int64_t r, int64_t C,
+                                  float *gx, bool as)
+{
+    const float *w = sv->w;
+    bool centred = sv->mean != NULL;
+    {
+        const float *xr = sv->x + r * C, *gr = gy + r * C;
+        float m = centred ? sv->mean[r] : 0.0f, rs = sv->rstd[r];
+        /* sg = sum g, sgx = sum g * xhat in double on eight lanes (vec8.h) */
+        bg_v8d lg = bg_v8d_set1(0.0), lgx = bg_v8d_set1(0.0);
+        bg_v8f vm = bg_v8f_set1(m), vrs = bg_v8f_set1(rs);
+        int64_t c = 0;
+        for (; c + 8 <= C; c += 8) {
+            bg_v8f g = bg_v8f_load(gr + c);
+            if (w) g *= bg_v8f_load(w + c);
+            bg_v8d dg = bg_v8_widen(g);
+            if (centred) lg += dg;
+            lgx += dg * bg_v8_widen((bg_v8f_load(xr + c) - vm) * vrs);
+        }
+        for (; c < C; c++) {
+            double dg = (double)(w ? gr[c] * w[c] : gr[c]);
+            if (centred) lg[0] += dg;
+            lgx[0] += dg * (double)((xr[c] - m) * rs);
+        }
+        double sg = bg_v8d_tree(lg), sgx = bg_v8d_tree(lgx);
+        float mg = centred ? (float)(sg / (double)C) : 0.0f, mgx = (float)(sgx / (double)C);
+        float *dr = gx + r * C;
+        if (as) /* a new buffer: stored (0 + v, the bits of adding into zeros) */
+            for (c = 0; c < C; c++) {
+                float g = w ? gr[c] * w[c] : gr[c];
+                dr[c] = 0.0f + rs * (g - mg - (xr[c] - m) * rs * mgx);
+            }
+        else
+            for (c = 0; c < C; c++) {
+                float g = w ? gr[c] * w[c] : gr[c];
+                dr[c] += rs * (g - mg - (xr[c] - m) * rs * mgx);
+            }
+    }
+}
+
+static void norm_dx(const norm_saved *sv, const float *gy, int64_t rows, int64_t C, float *gx,
+                    bool as)
 {
 #pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
-    for (int64_t r = 0; r < rows; r++) {
+    for (int64_t r = 0; r < rows; r++) norm_dx_row(sv, gy, r, C, gx, as);
+}
+
+/* One block of rows [r0, r1) of norm_param_grads: aw[c] = sum of dy * xhat, ab[c] = sum of
+ * dy (ab NULL: not needed), in double, rows in order. */
+BG_CLONES static void norm_pg_block(const norm_saved *sv, const float *gy, int64_t r0, int64_t r1,
+                                    int64_t C, double *aw, double *ab)
+{
+    for (int64_t c = 0; c < C; c++) {
+        aw[c] = 0.0;
+        if (ab) ab[c] = 0.0;
+    }
+    for (int64_t r = r0; r < r1; r++) {
         const float *xr = sv->x + r * C, *gr = gy + r * C;
         float m = sv->mean ? sv->mean[r] : 0.0f, rs = sv->rstd[r];
-        double sg = 0.0, sgx = 0.0;
-#define G_AT(i) (double)(sv->w ? gr[i] * sv->w[i] : gr[i])
-#define GX_AT(i) (G_AT(i) * (double)((xr[i] - m) * rs))
-        if (sv->mean) SUM8(sg, C, G_AT);
-        SUM8(sgx, C, GX_AT);
-#undef GX_AT
-#undef G_AT
-        float mg = sv->mean ? (float)(sg / (double)C) : 0.0f, mgx = (float)(sgx / (double)C);
-        float *dr = gx + r * C;
-        for (int64_t c = 0; c < C; c++) {
-            float g = sv->w ? gr[c] * sv->w[c] : gr[c];
-            dr[c] += rs * (g - mg - (xr[c] - m) * rs * mgx);
+        bg_v8f vm = bg_v8f_set1(m), vrs = bg_v8f_set1(rs);
+        int64_t c = 0;
+        for (; c + 8 <= C; c += 8) { /* columns are independent: eight at a time */
+            bg_v8f g = bg_v8f_load(gr + c);
+            bg_v8d s;
+            memcpy(&s, aw + c, sizeof s);
+            s += bg_v8_widen(g * ((bg_v8f_load(xr + c) - vm) * vrs));
+            memcpy(aw + c, &s, sizeof s);
+            if (ab) {
+                memcpy(&s, ab + c, sizeof s);
+                s += bg_v8_widen(g);
+                memcpy(ab + c, &s, sizeof s);
+            }
+        }
+        for (; c < C; c++) {
+            aw[c] += (double)(gr[c] * ((xr[c] - m) * rs));
+            if (ab) ab[c] += (double)gr[c];
         }
     }
 }
@@ -485,24 +559,15 @@ static void norm_param_grads(bg_ctx *ctx, const norm_saved *sv, const float *gy,
     if (!pw) return;
 #pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
     for (int64_t blk = 0; blk < n_blk; blk++) {
-        double *aw = pw + blk * C, *ab = pb + blk * C;
-        for (int64_t c = 0; c < C; c++) aw[c] = ab[c] = 0.0;
         int64_t r1 = (blk + 1) * per < rows ? (blk + 1) * per : rows;
-        for (int64_t r = blk * per; r < r1; r++) {
-            const float *xr = sv->x + r * C, *gr = gy + r * C;
-            float m = sv->mean ? sv->mean[r] : 0.0f, rs = sv->rstd[r];
-            for (int64_t c = 0; c < C; c++) {
-                aw[c] += (double)(gr[c] * ((xr[c] - m) * rs));
-                ab[c] += (double)gr[c];
-            }
-        }
+        norm_pg_block(sv, gy, blk * per, r1, C, pw + blk * C, gb ? pb + blk * C : NULL);
     }
 #pragma omp parallel for schedule(static) if (n_blk * C > BG_PAR_MIN)
     for (int64_t c = 0; c < C; c++) {
         double sw = 0.0, sb = 0.0;
         for (int64_t blk = 0; blk < n_blk; blk++) {
             sw += pw[blk * C + c];
-            sb += pb[blk * C + c];
+            if (gb) sb += pb[blk * C + c];
         }
         if (gw) gw[c] += (float)sw;
         if (gb) gb[c] += (float)sb;
@@ -516,10 +581,11 @@ static void norm_backward(bg_node *node)
     const float *gy = bg__grad_of(node->out);
     if (!gy) return;
     int64_t rows = bg__n_rows(x), C = x->shape[x->ndim - 1];
-    if (bg__needs_grad(x)) {
-        float *gx = bg__grad_of(x);
+    if (bg__needs_grad(x)) { /* x is never the weight or bias: those are C-long vectors */
+        bool as;
+        float *gx = bg__grad_dst(x, &as);
         if (!gx) return;
-        norm_dx(sv, gy, rows, C, gx);
+        norm_dx(sv, gy, rows, C, gx, as);
     }
     float *gw = bg__needs_grad(w) ? bg__grad_of(w) : NULL;
     float *gb = bg__needs_grad(b) ? bg__grad_of(b) : NULL;

@@ -50,11 +50,13 @@ bg_tensor *bg_reshape(bg_tensor *a, int ndim, const int64_t *shape)
 void bg__backward_reshape(bg_node *node)
 {
     bg_tensor *a = node->in[0];
-    if (!bg__needs_grad(a)) return;
-    float *g = bg__grad_of(a);
+    if (!bg__needs_grad(a) || bg__grad_pass(a, node->out)) return; /* the same elements */
+    bool as;
+    float *g = bg__grad_dst(a, &as);
     const float *go = bg__grad_of(node->out);
+    if (!g || !go) return;
     int64_t n = bg__numel(a->ndim, a->shape);
-    for (int64_t i = 0; i < n; i++) g[i] += go[i];
+    for (int64_t i = 0; i < n; i++) g[i] = BG_GBASE(as, g[i]) + go[i];
 }
 
 static bg_tensor *permute_op(int op, bg_tensor *a, const int *perm)

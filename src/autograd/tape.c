@@ -131,23 +131,43 @@ void bg__tape_clear(bg_ctx *ctx)
     ctx->tape->epoch++;
 }
 
-float *bg__grad_of(bg_tensor *t)
+static float *grad_new(bg_tensor *t, bool zero)
 {
-    if (!bg__needs_grad(t)) return NULL;
-    if (t->grad) return t->grad->data;
     bg_ctx *ctx = t->ctx;
     bg_tensor *g;
     if (t->persistent) {
         g = bg_tensor_new(ctx, BG_F32, t->ndim, t->shape);
         if (g) snprintf(g->name, sizeof g->name, "%.58s.grad", t->name);
     } else if (ctx->device == BG_CPU) {
-        g = bg__grad_pool_get(ctx, t->ndim, t->shape);
+        g = bg__grad_pool_get(ctx, t->ndim, t->shape, zero);
     } else {
         g = bg_zeros(ctx, BG_F32, t->ndim, t->shape);
     }
     if (!g) return NULL;
     t->grad = g;
     return g->data;
+}
+
+float *bg__grad_of(bg_tensor *t)
+{
+    if (!bg__needs_grad(t)) return NULL;
+    return t->grad ? t->grad->data : grad_new(t, true);
+}
+
+float *bg__grad_dst(bg_tensor *t, bool *assign)
+{
+    *assign = false;
+    if (!bg__needs_grad(t)) return NULL;
+    if (t->grad) return t->grad->data;
+    bool fresh = !t->persistent && t->ctx->device == BG_CPU;
+    float *g = grad_new(t, !fresh);
+    *assign = g && fresh;
+    return g;
+}
+
+bool bg__grad_pass(bg_tensor *in, bg_tensor *out)
+{
+    return bg__needs_grad(in) && in->ctx->device == BG_CPU && bg__grad_pool_pass(out, in);
 }
 
 void bg__add_strided(float *dst, const int64_t *dst_stride, const float *src, int ndim,

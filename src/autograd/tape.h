@@ -46,6 +46,19 @@ BG_INTERNAL void bg__tape_clear(bg_ctx *ctx);
 BG_INTERNAL float *bg__grad_of(bg_tensor *t);
 static inline bool bg__needs_grad(const bg_tensor *t) { return t && t->requires_grad; }
 
+/* As bg__grad_of, for a rule that writes every element of t's gradient exactly once per
+ * call site: when the buffer is new, *assign is set and it is not zeroed - the rule stores
+ * BG_GBASE(assign, g[i]) + v, which is 0 + v there (the bits of zero-fill-then-add, without
+ * the fill's pass over memory). Rules whose inputs may be one tensor twice call it for the
+ * first only. */
+BG_INTERNAL float *bg__grad_dst(bg_tensor *t, bool *assign);
+#define BG_GBASE(assign, g) ((assign) ? 0.0f : (g))
+
+/* For a rule whose input gradient is its output gradient unchanged (same elements, same
+ * order): hands out's buffer to in instead of copying it, when in has no gradient yet and
+ * out's buffer is the pool's to give. Returns whether it did; the rule adds as usual if not. */
+BG_INTERNAL bool bg__grad_pass(bg_tensor *in, bg_tensor *out);
+
 /* Shared front-end checks: returns the ctx of the inputs, or NULL after recording an
  * error (NULL input, dead tensor, mixed contexts or devices, non-f32 where f32 needed). */
 BG_INTERNAL bg_ctx *bg__op_begin(const char *op, int n, bg_tensor *const *in);

@@ -70,15 +70,40 @@ T512 void bg__silu_fwd_avx512(const float *x, float *y, int64_t n)
     }
 }
 
-T512 void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n)
+T512 void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n, bool as)
 {
     const __m512 one = _mm512_set1_ps(1.0f);
     for (int64_t i = 0; i < n; i += 16) {
         __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
         __m512 v = _mm512_maskz_loadu_ps(m, x + i), s = sigmoid16(v);
         __m512 d = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(v, _mm512_sub_ps(one, s))));
-        __m512 gv = _mm512_maskz_loadu_ps(m, g + i), gov = _mm512_maskz_loadu_ps(m, go + i);
+        __m512 gv = as ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, g + i);
+        __m512 gov = _mm512_maskz_loadu_ps(m, go + i);
         _mm512_mask_storeu_ps(g + i, m, _mm512_add_ps(gv, _mm512_mul_ps(gov, d)));
+    }
+}
+
+/* swiglu's backward over one span, sigmoid computed once for both gradients: dg = base +
+ * (go u) silu'(x) as bg__silu_bwd_avx512 with go u for go, du = base + go (x s) with x s as
+ * bg__silu_fwd_avx512 (base: 0 where as_*, else the element); NULL skips a gradient. */
+T512 void bg__swiglu_bwd_avx512(const float *x, const float *u, const float *go, float *dg,
+                                float *du, int64_t n, bool as_g, bool as_u)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(m, x + i), s = sigmoid16(v);
+        __m512 gov = _mm512_maskz_loadu_ps(m, go + i);
+        if (dg) {
+            __m512 d = _mm512_mul_ps(s, _mm512_add_ps(one, _mm512_mul_ps(v, _mm512_sub_ps(one, s))));
+            __m512 t = _mm512_mul_ps(gov, _mm512_maskz_loadu_ps(m, u + i));
+            __m512 gv = as_g ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, dg + i);
+            _mm512_mask_storeu_ps(dg + i, m, _mm512_add_ps(gv, _mm512_mul_ps(t, d)));
+        }
+        if (du) {
+            __m512 gv = as_u ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m, du + i);
+            _mm512_mask_storeu_ps(du + i, m, _mm512_add_ps(gv, _mm512_mul_ps(gov, _mm512_mul_ps(v, s))));
+        }
     }
 }
 
@@ -134,9 +159,15 @@ void bg__act_levels_avx512(const float *x, int64_t n, float s, float qp, int8_t 
 
 bool bg__vmath_avx512(void) { return false; }
 void bg__silu_fwd_avx512(const float *x, float *y, int64_t n) { (void)x, (void)y, (void)n; }
-void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n)
+void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n, bool as)
 {
-    (void)x, (void)go, (void)g, (void)n;
+    (void)x, (void)go, (void)g, (void)n, (void)as;
+}
+
+void bg__swiglu_bwd_avx512(const float *x, const float *u, const float *go, float *dg, float *du,
+                           int64_t n, bool as_g, bool as_u)
+{
+    (void)x, (void)u, (void)go, (void)dg, (void)du, (void)n, (void)as_g, (void)as_u;
 }
 
 #endif

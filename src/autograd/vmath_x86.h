@@ -10,7 +10,11 @@
 /* Whether the kernels below may run: the CPU has AVX-512 and bg_isa_set_max allows it. */
 bool bg__vmath_avx512(void);
 void bg__silu_fwd_avx512(const float *x, float *y, int64_t n);
-void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n);
+/* g = (as ? 0 : g) + go * silu'(x) */
+void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n, bool as);
+/* swiglu's two gradients in one pass (op_elementwise.c), the bits of the two kernels above */
+void bg__swiglu_bwd_avx512(const float *x, const float *u, const float *go, float *dg, float *du,
+                           int64_t n, bool as_g, bool as_u);
 /* bg_absmax (bitnet_math.h) and the activation levels of op_bitlinear.c's quantize_row. */
 float bg__absmax_avx512(const float *x, int64_t n);
 void bg__act_levels_avx512(const float *x, int64_t n, float s, float qp, int8_t *lv8);

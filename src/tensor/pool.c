@@ -14,7 +14,9 @@
 #include "tensor/tensor_impl.h"
 
 #if defined(__SANITIZE_ADDRESS__)
+#include <math.h>
 #include <sanitizer/asan_interface.h>
+#define BG_FILL_UNSET 1
 #define POISON(p, n) ASAN_POISON_MEMORY_REGION(p, n)
 #define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
 #else
@@ -94,7 +96,7 @@ static void buf_give(struct bg_pool *p, bg_pbuf *b)
 
 void bg__pool_give(bg_ctx *ctx, void *data) { buf_give(ctx->pool, find_buf(ctx->pool, data)); }
 
-bg_tensor *bg__grad_pool_get(bg_ctx *ctx, int ndim, const int64_t *shape)
+bg_tensor *bg__grad_pool_get(bg_ctx *ctx, int ndim, const int64_t *shape, bool zero)
 {
     struct bg_pool *p = pool_of(ctx);
     if (!p) goto oom;
@@ -111,7 +113,11 @@ bg_tensor *bg__grad_pool_get(bg_ctx *ctx, int ndim, const int64_t *shape)
     if (!data) return NULL;
     bg__init_header(&h->t, ctx, BG_F32, ndim, shape);
     h->t.data = data;
-    memset(data, 0, bytes);
+    if (zero) memset(data, 0, bytes);
+#ifdef BG_FILL_UNSET
+    else /* a rule that leaves an element of a buffer it must fill shows up as NaN */
+        for (size_t i = 0; i < bytes / sizeof(float); i++) ((float *)data)[i] = NAN;
+#endif
     h->live = true;
     p->grad_live += bytes;
     if (p->grad_live > p->grad_high) p->grad_high = p->grad_live;
@@ -119,6 +125,20 @@ bg_tensor *bg__grad_pool_get(bg_ctx *ctx, int ndim, const int64_t *shape)
 oom:
     bg__error(ctx, BG_ENOMEM, "backward: out of memory for a gradient");
     return NULL;
+}
+
+bool bg__grad_pool_pass(bg_tensor *from, bg_tensor *to)
+{
+    bg_tensor *g = from->grad;
+    if (!g || g->persistent || from->retain_grad || to->grad || to->persistent ||
+        bg__numel(g->ndim, g->shape) != bg__numel(to->ndim, to->shape))
+        return false;
+    g->ndim = to->ndim;
+    for (int i = 0; i < BG_MAX_DIMS; i++) g->shape[i] = i < to->ndim ? to->shape[i] : 0;
+    bg__contig_strides(to->ndim, to->shape, g->stride);
+    to->grad = g;
+    from->grad = NULL;
+    return true;
 }
 
 void bg__grad_pool_put(bg_tensor *g)

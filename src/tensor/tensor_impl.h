@@ -106,8 +106,13 @@ BG_INTERNAL void bg__init_header(bg_tensor *t, bg_ctx *ctx, bg_dtype dtype, int 
 #define BG_POOL_MIN ((size_t)64 << 10)
 BG_INTERNAL void *bg__pool_take(bg_ctx *ctx, size_t bytes);
 BG_INTERNAL void bg__pool_give(bg_ctx *ctx, void *data);
-/* A zeroed f32 gradient tensor of shape, from the pool. */
-BG_INTERNAL bg_tensor *bg__grad_pool_get(bg_ctx *ctx, int ndim, const int64_t *shape);
+/* An f32 gradient tensor of shape from the pool, zeroed when zero is set (otherwise its values
+ * are undefined: NaN in sanitizer builds, so an element a rule failed to write shows). */
+BG_INTERNAL bg_tensor *bg__grad_pool_get(bg_ctx *ctx, int ndim, const int64_t *shape, bool zero);
+/* Moves from's pool gradient to to (which has none), reshaped to to's shape of as many
+ * elements; false, changing nothing, when that is not possible (from's gradient persistent or
+ * kept by retain_grad, to persistent or already holding one, sizes differ). */
+BG_INTERNAL bool bg__grad_pool_pass(bg_tensor *from, bg_tensor *to);
 /* Returns g to the pool: its memory serves the next request of the same size. */
 BG_INTERNAL void bg__grad_pool_put(bg_tensor *g);
 /* End of step: every buffer back to the pool (kept for the next step). */
