@@ -630,20 +630,22 @@ static void case_rope(bg_ctx *ctx, int kind)
 
 static void case_attention(bg_ctx *ctx, int kind)
 {
-    for (int g = 0; g < 2; g++) {
-        int h = g ? 4 : 2, hkv = 2;
+    /* T = 70 spans three of the CPU kernel's 32-row causal blocks, the last one ragged */
+    static const int cfg[][4] = { { 2, 5, 2, 2 }, { 2, 5, 4, 2 }, { 1, 70, 4, 2 }, { 1, 70, 2, 2 } };
+    for (size_t ci = 0; ci < sizeof cfg / sizeof cfg[0]; ci++) {
+        int B = cfg[ci][0], T = cfg[ci][1], h = cfg[ci][2], hkv = cfg[ci][3];
         opcall c = { .kind = kind };
-        bg_tensor *in[3] = { param_n(ctx, 4, S(2, 5, h, 4), 1.0f),
-                             param_n(ctx, 4, S(2, 5, hkv, 4), 1.0f),
-                             param_n(ctx, 4, S(2, 5, hkv, 4), 1.0f) };
+        bg_tensor *in[3] = { param_n(ctx, 4, S(B, T, h, 4), 1.0f),
+                             param_n(ctx, 4, S(B, T, hkv, 4), 1.0f),
+                             param_n(ctx, 4, S(B, T, hkv, 4), 1.0f) };
         char name[64];
-        snprintf(name, sizeof name, "attention B2 T5 H%d Hkv%d D4", h, hkv);
+        snprintf(name, sizeof name, "attention B%d T%d H%d Hkv%d D4", B, T, h, hkv);
         gc(ctx, name, &c, in, 3, NULL);
         float *q = read_param(in[0]), *k = read_param(in[1]), *v = read_param(in[2]);
-        float *want = malloc(sizeof(float) * 2 * 5 * h * 4);
-        ref_attention(q, k, v, want, 2, 5, h, hkv, 4);
-        snprintf(name, sizeof name, "attention forward H%d Hkv%d", h, hkv);
-        fwd_check(ctx, name, &c, in, want, 2 * 5 * h * 4, 1e-5);
+        float *want = malloc(sizeof(float) * (size_t)(B * T * h * 4));
+        ref_attention(q, k, v, want, B, T, h, hkv, 4);
+        snprintf(name, sizeof name, "attention forward B%d T%d H%d Hkv%d", B, T, h, hkv);
+        fwd_check(ctx, name, &c, in, want, B * T * h * 4, 1e-5);
         free(q), free(k), free(v), free(want);
     }
 }

@@ -153,9 +153,14 @@ static void causal_softmax_head(float *S, int T)
     }
 }
 
+/* Causal products skip the blocks above the diagonal: query rows are taken ATTN_BLK at a
+ * time, and block i (rows [r0, r1)) multiplies only keys [0, r1) - for T = 128 that is 10/16
+ * of the full square. */
+#define ATTN_BLK 32
+
 /* P = softmax(scale * Q K^T, causal) of head bh into P [T, T]. The forward and backward
  * both call this, so backward's recomputed probabilities are the forward's, bit for bit,
- * and no [B, H, T, T] tensor is kept between them. */
+ * and no [B, H, T, T] tensor is kept between them. Entries right of the diagonal are 0. */
 static void head_probs(const attn_saved *sv, int64_t bh, float *P)
 {
     const bg_attn_dims *d = &sv->d;
@@ -163,9 +168,25 @@ static void head_probs(const attn_saved *sv, int64_t bh, float *P)
     float scale = (float)(1.0 / sqrt((double)D));
     int64_t oq, okv;
     head_offsets(d, bh, &oq, &okv);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, scale, sv->q + oq, ldq,
-                sv->k + okv, ldk, 0.0f, P, T);
+    for (int r0 = 0; r0 < T; r0 += ATTN_BLK) {
+        int r1 = r0 + ATTN_BLK < T ? r0 + ATTN_BLK : T;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, r1 - r0, r1, D, scale,
+                    sv->q + oq + (int64_t)r0 * ldq, ldq, sv->k + okv, ldk, 0.0f,
+                    P + (int64_t)r0 * T, T);
+    }
     causal_softmax_head(P, T);
+}
+
+/* FLOPs of one head's causal product over [T, T] x D as issued above (2 * rows * keys * D per
+ * block), for the GEMM statistics. */
+static int64_t causal_gemm_flops(int64_t T, int64_t D)
+{
+    int64_t f = 0;
+    for (int64_t r0 = 0; r0 < T; r0 += ATTN_BLK) {
+        int64_t r1 = r0 + ATTN_BLK < T ? r0 + ATTN_BLK : T;
+        f += 2 * (r1 - r0) * r1 * D;
+    }
+    return f;
 }
 
 /* Threads take whole heads: each head's products and its softmax run on one thread
@@ -188,10 +209,15 @@ static void attn_forward(bg_ctx *ctx, const attn_saved *sv, float *scratch, floa
         float *P = scratch + (int64_t)omp_get_thread_num() * TT;
         head_offsets(d, bh, &oq, &okv);
         head_probs(sv, bh, P);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, 1.0f, P, T, sv->v + okv,
-                    ldk, 0.0f, out + oq, ldq);
+        for (int r0 = 0; r0 < T; r0 += ATTN_BLK) { /* out rows [r0, r1) need keys [0, r1) */
+            int r1 = r0 + ATTN_BLK < T ? r0 + ATTN_BLK : T;
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r1 - r0, D, r1, 1.0f,
+                        P + (int64_t)r0 * T, T, sv->v + okv, ldk, 0.0f,
+                        out + oq + (int64_t)r0 * ldq, ldq);
+        }
     }
-    bg__gemm_count(ctx, T, T, D, 2 * n_bh);
+    ctx->matmul_calls += (uint64_t)(2 * n_bh * ((T + ATTN_BLK - 1) / ATTN_BLK));
+    ctx->matmul_flops += (uint64_t)(2 * n_bh * causal_gemm_flops(T, D));
 }
 
 bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
@@ -221,16 +247,16 @@ bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
     return out;
 }
 
-/* dS = P * (dP - rowsum(dP * P)) in place of dP, for one head's [T, T] block; masked
- * entries have P = 0, so their dS is 0. */
-static void softmax_grad_head(const float *P, float *dP, int T)
+/* dS = P * (dP - rowsum(dP * P)) in place of dP, rows [r0, r1) of one head's [T, T] block,
+ * columns up to the diagonal (the ones the products read). */
+static void softmax_grad_rows(const float *P, float *dP, int T, int r0, int r1)
 {
-    for (int64_t i = 0; i < T; i++) {
+    for (int64_t i = r0; i < r1; i++) {
         const float *p = P + i * T;
         float *g = dP + i * T;
         double s = row_sum8(g, p, i + 1);
         for (int64_t j = 0; j <= i; j++) g[j] = p[j] * (g[j] - (float)s);
-        for (int64_t j = i + 1; j < T; j++) g[j] = 0.0f;
+        for (int64_t j = i + 1; j < r1; j++) g[j] = 0.0f;
     }
 }
 
@@ -241,7 +267,9 @@ typedef struct attn_grads {
 } attn_grads;
 
 /* One query head bh: P again, dV += P^T dO, dP = dO V^T, dS, dQ += scale dS K,
- * dK += scale dS^T Q. P and dS: this thread's [T, T] scratch blocks. */
+ * dK += scale dS^T Q. P and dS: this thread's [T, T] scratch blocks. Query row blocks go
+ * last first: the first product into dK and dV then covers all T of their rows, so a new
+ * buffer is stored there (beta 0) and every later block adds. */
 static void attn_backward_head(const attn_saved *sv, const attn_grads *g, int64_t bh, float *P,
                                float *dS)
 {
@@ -252,22 +280,29 @@ static void attn_backward_head(const attn_saved *sv, const attn_grads *g, int64_
     head_offsets(d, bh, &oq, &okv);
     /* the first query head of a kv group writes the kv head's gradients first */
     bool kv_first = bh % (d->H / d->Hkv) == 0;
-    float beta_q = g->as_q ? 0.0f : 1.0f, beta_k = g->as_k && kv_first ? 0.0f : 1.0f;
-    float beta_v = g->as_v && kv_first ? 0.0f : 1.0f;
     head_probs(sv, bh, P);
-    if (g->gv)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, 1.0f, P, T, g->go + oq, ldq,
-                    beta_v, g->gv + okv, ldk);
-    if (!g->gq && !g->gk) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, D, 1.0f, g->go + oq, ldq,
-                sv->v + okv, ldk, 0.0f, dS, T);
-    softmax_grad_head(P, dS, T);
-    if (g->gq)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->k + okv,
-                    ldk, beta_q, g->gq + oq, ldq);
-    if (g->gk)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, D, T, scale, dS, T, sv->q + oq, ldq,
-                    beta_k, g->gk + okv, ldk);
+    int n_blk = (T + ATTN_BLK - 1) / ATTN_BLK;
+    for (int ib = n_blk - 1; ib >= 0; ib--) {
+        int r0 = ib * ATTN_BLK, r1 = r0 + ATTN_BLK < T ? r0 + ATTN_BLK : T, m = r1 - r0;
+        bool first = kv_first && ib == n_blk - 1;
+        float beta_q = g->as_q ? 0.0f : 1.0f, beta_k = g->as_k && first ? 0.0f : 1.0f;
+        float beta_v = g->as_v && first ? 0.0f : 1.0f;
+        const float *Pb = P + (int64_t)r0 * T, *gob = g->go + oq + (int64_t)r0 * ldq;
+        float *dSb = dS + (int64_t)r0 * T;
+        if (g->gv) /* dV[0, r1) += P[r0:r1, 0:r1]^T dO[r0:r1] */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1, D, m, 1.0f, Pb, T, gob, ldq,
+                        beta_v, g->gv + okv, ldk);
+        if (!g->gq && !g->gk) continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, r1, D, 1.0f, gob, ldq,
+                    sv->v + okv, ldk, 0.0f, dSb, T);
+        softmax_grad_rows(P, dS, T, r0, r1);
+        if (g->gq) /* dQ[r0:r1] = scale dS[r0:r1, 0:r1] K[0:r1] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, D, r1, scale, dSb, T,
+                        sv->k + okv, ldk, beta_q, g->gq + oq + (int64_t)r0 * ldq, ldq);
+        if (g->gk) /* dK[0:r1] += scale dS[r0:r1, 0:r1]^T Q[r0:r1] */
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r1, D, m, scale, dSb, T,
+                        sv->q + oq + (int64_t)r0 * ldq, ldq, beta_k, g->gk + okv, ldk);
+    }
 }
 
 void bg__backward_attention(bg_node *node)
@@ -303,7 +338,8 @@ void bg__backward_attention(bg_node *node)
             attn_backward_head(sv, &g, bh, P, P + TT);
     }
     bool need_ds = g.gq || g.gk;
-    bg__gemm_count(ctx, d->T, d->T, d->D,
-                   (int64_t)d->B * d->H *
-                       (1 + (g.gv != NULL) + need_ds + (g.gq != NULL) + (g.gk != NULL)));
+    int64_t n_prod = 1 + (g.gv != NULL) + need_ds + (g.gq != NULL) + (g.gk != NULL);
+    int64_t n_bh = (int64_t)d->B * d->H;
+    ctx->matmul_calls += (uint64_t)(n_bh * n_prod * ((d->T + ATTN_BLK - 1) / ATTN_BLK));
+    ctx->matmul_flops += (uint64_t)(n_bh * n_prod * causal_gemm_flops(d->T, d->D));
 }
