@@ -46,6 +46,34 @@ static void test_act_quant_avx512(void)
           n, bad_max, bad_lv);
 }
 
+/* The AVX-512 exp(x - m) of the softmax rows (attention, cross-entropy) against bg_expf over
+ * every 61st float bit pattern as x, shifts of 0, 1.5 and -80, ragged lengths. */
+static void test_exp_sub_avx512(void)
+{
+    if (!bg__vmath_avx512()) {
+        printf("no AVX-512 here: exp kernel not tested\n");
+        return;
+    }
+    enum { N = 4099 };
+    static const float shift[3] = { 0.0f, 1.5f, -80.0f };
+    float x[N], y[N];
+    long bad = 0, n = 0;
+    for (uint64_t u0 = 0; u0 <= 0xffffffffu; u0 += (uint64_t)N * 61) {
+        for (int i = 0; i < N; i++) {
+            uint32_t b = (uint32_t)(u0 + (uint64_t)i * 61);
+            memcpy(&x[i], &b, sizeof b);
+        }
+        int len = N - (int)(u0 % 17);
+        float m = shift[(u0 / ((uint64_t)N * 61)) % 3];
+        bg__exp_sub_avx512(x, m, y, len);
+        for (int i = 0; i < len; i++, n++) {
+            float want = bg_expf(x[i] - m);
+            bad += isnan(want) ? !isnan(y[i]) : memcmp(&want, &y[i], 4) != 0;
+        }
+    }
+    CHECK(bad == 0, "AVX-512 exp(x - m) = bg_expf bit for bit over %ld inputs (%ld differ)", n, bad);
+}
+
 /* The scalar SiLU expressions of op_elementwise.c, on bg_expf. */
 static float sigmoid_ref(float x) { return 1.0f / (1.0f + bg_expf(-x)); }
 
@@ -137,6 +165,7 @@ int main(void)
     CHECK(bg_expf(-INFINITY) == 0.0f && bg_expf(INFINITY) == INFINITY && bg_expf(0.0f) == 1.0f &&
               bg_expf(-0.0f) == 1.0f && bg_expf(-200.0f) == 0.0f && isnan(bg_expf(NAN)),
           "exp(-inf) = 0, exp(inf) = inf, exp(+-0) = 1, exp(-200) = 0, exp(NaN) = NaN");
+    test_exp_sub_avx512();
     test_silu_avx512();
     test_act_quant_avx512();
     return harness_summary();

@@ -14,23 +14,59 @@
 #include "autograd/op_checks.h"
 #include "autograd/tape.h"
 #include "autograd/vmath.h"
+#include "autograd/vmath_x86.h"
 #include "cuda/cuda_dispatch.h"
 
 /* ---- rope --------------------------------------------------------------------- */
+
+/* A table made once and kept by the ctx: a model asks for the same one in every layer and
+ * every step. At most ROPE_TABS are kept (past that, tables go to the step arena). */
+#define ROPE_TABS 16
+struct bg_rope_tab {
+    int64_t T, pos0;
+    int n_rot;
+    float base;
+    float *tab;
+    struct bg_rope_tab *next;
+};
+
+void bg__rope_tabs_free(bg_ctx *ctx)
+{
+    for (struct bg_rope_tab *r = ctx->rope_tabs, *nx; r; r = nx) {
+        nx = r->next;
+        free(r->tab);
+        free(r);
+    }
+    ctx->rope_tabs = NULL;
+}
 
 /* cos and sin of (pos0 + t) * base^(-2i/n_rot) for t < T, i < n_rot/2, computed in
  * double: [T, half] cosines followed by [T, half] sines. */
 static float *rope_table(bg_ctx *ctx, int64_t T, int n_rot, float base, int64_t pos0)
 {
+    int n_kept = 0;
+    for (struct bg_rope_tab *r = ctx->rope_tabs; r; r = r->next, n_kept++)
+        if (r->T == T && r->n_rot == n_rot && r->base == base && r->pos0 == pos0) return r->tab;
     int half = n_rot / 2;
-    float *tab = bg__arena_alloc(ctx, (size_t)(2 * T * half) * sizeof *tab);
-    if (!tab) return NULL;
+    size_t bytes = (size_t)(2 * T * half) * sizeof(float);
+    struct bg_rope_tab *keep = n_kept < ROPE_TABS ? bg__calloc(ctx, 1, sizeof *keep) : NULL;
+    float *tab = keep ? bg__malloc(ctx, bytes ? bytes : 1) : bg__arena_alloc(ctx, bytes);
+    if (!tab) {
+        free(keep);
+        if (keep) bg__error(ctx, BG_ENOMEM, "rope: out of memory for a %zu-byte table", bytes);
+        return NULL;
+    }
     for (int64_t t = 0; t < T; t++) {
         for (int i = 0; i < half; i++) {
             double theta = (double)(pos0 + t) * pow((double)base, -2.0 * i / n_rot);
             tab[t * half + i] = (float)cos(theta);
             tab[T * half + t * half + i] = (float)sin(theta);
         }
+    }
+    if (keep) {
+        *keep = (struct bg_rope_tab){ .T = T, .pos0 = pos0, .n_rot = n_rot, .base = base, .tab = tab,
+                                      .next = ctx->rope_tabs };
+        ctx->rope_tabs = keep;
     }
     return tab;
 }
@@ -144,9 +180,13 @@ static inline float row_max8(const float *a, int64_t n)
 
 static void causal_softmax_head(float *S, int T)
 {
+    bool v512 = bg__vmath_avx512();
     for (int64_t i = 0; i < T; i++) {
         float *row = S + i * T, m = row_max8(row, i + 1);
-        for (int64_t j = 0; j <= i; j++) row[j] = bg_expf(row[j] - m); /* vectorises */
+        if (v512) /* the same bits as the loop */
+            bg__exp_sub_avx512(row, m, row, i + 1);
+        else
+            for (int64_t j = 0; j <= i; j++) row[j] = bg_expf(row[j] - m); /* vectorises */
         float inv = (float)(1.0 / row_sum8(row, NULL, i + 1));
         for (int64_t j = 0; j <= i; j++) row[j] *= inv;
         for (int64_t j = i + 1; j < T; j++) row[j] = 0.0f;

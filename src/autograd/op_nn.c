@@ -12,6 +12,7 @@
 #include "autograd/tape.h"
 #include "autograd/vec8.h"
 #include "autograd/vmath.h"
+#include "autograd/vmath_x86.h"
 #include "cuda/cuda_dispatch.h"
 
 /* Most row blocks a parameter-gradient reduction over rows is cut into (fixed, never per
@@ -279,6 +280,7 @@ void bg__backward_cross_entropy(bg_node *node)
     int ignore_index = (int)node->i[0];
     float eps = node->f[0], k = go[0] / (float)count;
     float smooth = eps / (float)V, hit = 1.0f - eps;
+    bool v512 = bg__vmath_avx512();
 #pragma omp parallel for schedule(static) if (rows * V > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int32_t t = sv->targets[r];
@@ -289,10 +291,14 @@ void bg__backward_cross_entropy(bg_node *node)
         }
         const float *xr = sv->logits + r * V;
         float l = sv->lse[r];
-        if (as) /* two loops: each vectorises */
+        if (as && v512) { /* exp into the row first (the same bits as bg_expf) */
+            bg__exp_sub_avx512(xr, l, gr, V);
+            for (int64_t j = 0; j < V; j++) gr[j] = 0.0f + (gr[j] - smooth) * k;
+        } else if (as) { /* two loops: each vectorises */
             for (int64_t j = 0; j < V; j++) gr[j] = 0.0f + (bg_expf(xr[j] - l) - smooth) * k;
-        else
+        } else {
             for (int64_t j = 0; j < V; j++) gr[j] += (bg_expf(xr[j] - l) - smooth) * k;
+        }
         gr[t] -= hit * k;
     }
 }

@@ -61,6 +61,16 @@ INLINE T512 __m512 sigmoid16(__m512 x)
     return _mm512_div_ps(one, _mm512_add_ps(one, expf16(nx)));
 }
 
+T512 void bg__exp_sub_avx512(const float *x, float m, float *y, int64_t n)
+{
+    const __m512 vm = _mm512_set1_ps(m);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), vm);
+        _mm512_mask_storeu_ps(y + i, k, expf16(v));
+    }
+}
+
 T512 void bg__silu_fwd_avx512(const float *x, float *y, int64_t n)
 {
     for (int64_t i = 0; i < n; i += 16) {
@@ -162,6 +172,11 @@ void bg__silu_fwd_avx512(const float *x, float *y, int64_t n) { (void)x, (void)y
 void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n, bool as)
 {
     (void)x, (void)go, (void)g, (void)n, (void)as;
+}
+
+void bg__exp_sub_avx512(const float *x, float m, float *y, int64_t n)
+{
+    (void)x, (void)m, (void)y, (void)n;
 }
 
 void bg__swiglu_bwd_avx512(const float *x, const float *u, const float *go, float *dg, float *du,

@@ -9,6 +9,8 @@
 
 /* Whether the kernels below may run: the CPU has AVX-512 and bg_isa_set_max allows it. */
 bool bg__vmath_avx512(void);
+/* y = bg_expf(x - m) (y may be x) */
+void bg__exp_sub_avx512(const float *x, float m, float *y, int64_t n);
 void bg__silu_fwd_avx512(const float *x, float *y, int64_t n);
 /* g = (as ? 0 : g) + go * silu'(x) */
 void bg__silu_bwd_avx512(const float *x, const float *go, float *g, int64_t n, bool as);

@@ -135,6 +135,7 @@ void bg_ctx_free(bg_ctx **pctx)
     BG_CUDA_ALSO(ctx, bg__cuda_ctx_free(ctx)); /* cuda hook */
     bg__arena_free(ctx);
     bg__pool_free(ctx);
+    bg__rope_tabs_free(ctx);
     if (ctx->tape) free(ctx->tape->nodes);
     free(ctx->tape);
     free(ctx);

@@ -88,7 +88,11 @@ struct bg_ctx {
     size_t persistent_bytes;
     void *device_state;       /* backend-specific (CUDA) */
     struct bg_pool *pool;     /* reusable buffers: large step tensors, intermediates' grads (CPU) */
+    struct bg_rope_tab *rope_tabs; /* RoPE cos/sin tables made so far (op_attention.c) */
 };
+
+/* Frees the RoPE tables the ctx keeps (op_attention.c). */
+BG_INTERNAL void bg__rope_tabs_free(bg_ctx *ctx);
 
 /* ---- allocation (every heap allocation of a ctx is counted) ---- */
 BG_INTERNAL void *bg__malloc(bg_ctx *ctx, size_t size);
