@@ -738,6 +738,8 @@ static void case_quant(bg_ctx *ctx, int kind)
 
 /* Fused BitLinear: forward = ActQ(x) . WQ(w)^T, backward the STE pair dX = dY W_q and
  * dW = dY^T x_q; checked against naive products of the reference quantizers. */
+static void bitlinear_shared_input(bg_ctx *ctx);
+
 static void case_bitlinear(bg_ctx *ctx, int kind)
 {
     enum { ROWS = 6, IN = 16, OUT = 8 };
@@ -782,6 +784,51 @@ static void case_bitlinear(bg_ctx *ctx, int kind)
         bg_step_end(ctx);
         free(x), free(w), free(gx), free(gw);
     }
+    bitlinear_shared_input(ctx);
+}
+
+/* bitlinear over one input and several weights (q, k, v of a layer): while the tape holds
+ * the input, later calls take the first call's activation levels (op_bitlinear.c). Each
+ * result must be the bits of that call made alone; a write to the input in between is
+ * refused; with grad mode off (nothing on the tape) a written input is quantized anew. */
+static void bitlinear_shared_input(bg_ctx *ctx)
+{
+    enum { R = 64, K = 256, N = 32 };
+    float *xv = malloc(sizeof(float) * R * K), *xv2 = malloc(sizeof(float) * R * K);
+    for (int i = 0; i < R * K; i++) {
+        xv[i] = harness_uniform(&g_rng, -2.0f, 2.0f);
+        xv2[i] = harness_uniform(&g_rng, -2.0f, 2.0f);
+    }
+    bg_tensor *w1 = param_n(ctx, 2, S(N, K), 1.0f), *w2 = param_n(ctx, 2, S(N, K), 1.0f);
+    float *alone = NULL, *shared = NULL, *fresh = NULL, *after = NULL;
+    for (int pass = 0; pass < 2; pass++) { /* pass 0: w2 alone; pass 1: w1 first, then w2 */
+        bg_tensor *x = bg_from_data(ctx, BG_F32, 2, S(R, K), xv);
+        if (pass == 1) bg_bitlinear(x, w1, 8, false);
+        float *y = harness_read(bg_bitlinear(x, w2, 8, false));
+        if (pass == 1) {
+            int rc = bg_tensor_write(x, xv2);
+            CHECK(rc == BG_ESTATE, "bitlinear shared input: a write while taped is refused (rc %d)", rc);
+            bg_ctx_clear_error(ctx);
+        }
+        *(pass ? &shared : &alone) = y;
+        bg_step_end(ctx);
+    }
+    CHECK(alone && shared && memcmp(alone, shared, sizeof(float) * R * N) == 0,
+          "bitlinear: the second call on one taped input = the call alone, bit for bit");
+    bool prev = bg_grad_enable(ctx, false);
+    for (int pass = 0; pass < 2; pass++) { /* pass 0: w2 on xv2 alone; pass 1: after a write */
+        bg_tensor *x = bg_from_data(ctx, BG_F32, 2, S(R, K), pass ? xv : xv2);
+        if (pass == 1) {
+            bg_bitlinear(x, w1, 8, false);
+            CHECK(bg_tensor_write(x, xv2) == BG_OK, "no grad: the input may be written");
+        }
+        *(pass ? &after : &fresh) = harness_read(bg_bitlinear(x, w2, 8, false));
+        bg_step_end(ctx);
+    }
+    bg_grad_enable(ctx, prev);
+    CHECK(fresh && after && memcmp(fresh, after, sizeof(float) * R * N) == 0,
+          "bitlinear without grad: a written input is quantized again");
+    free(xv), free(xv2), free(alone), free(shared), free(fresh), free(after);
 }
 
 /* swiglu: finite differences, then bit-for-bit the values and gradients of

@@ -89,19 +89,25 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
     const float *xd = bg__contig_data(x), *wd = bg__contig_data(w);
     if (!y || !sv || !xd || !wd) return NULL;
     *sv = (bitlinear_saved){ .rows = rows, .in = in, .out = out, .per_row = per_row };
-    sv->levels = bg__arena_alloc(ctx, (size_t)(rows * in));
-    sv->s_x = bg__arena_alloc(ctx, (size_t)rows * sizeof(float));
+    /* q, k and v (gate and up) quantize one input: the first call's levels serve the others.
+     * Only while the tape holds x (recorded this epoch), so nothing can have written to it:
+     * writes to a recorded tensor are refused (tensor_obj.c). */
+    bool s8 = rows > 0 && out > 0 && bg__s8gemm_ok(in);
+    bool memo = s8 && ctx->actq.x == x && ctx->actq.data == x->data &&
+                ctx->actq.epoch == ctx->tape->epoch && x->recorded_epoch == ctx->tape->epoch &&
+                ctx->actq.bits == act_bits && ctx->actq.rows == rows && ctx->actq.in == in;
+    sv->levels = memo ? ctx->actq.levels : bg__arena_alloc(ctx, (size_t)(rows * in));
+    sv->s_x = memo ? ctx->actq.s_x : bg__arena_alloc(ctx, (size_t)rows * sizeof(float));
     sv->codes = bg__arena_alloc(ctx, (size_t)(out * in));
     sv->s_w = bg__arena_alloc(ctx, (size_t)(per_row ? out : 1) * sizeof(float));
     if (!sv->levels || !sv->s_x || !sv->codes || !sv->s_w) return NULL;
     /* scratch (float copies for sgemm, or the int8 kernel's packed codes): given back below */
     bg_arena_mark mark = bg__arena_mark(ctx);
-    bool s8 = rows > 0 && out > 0 && bg__s8gemm_ok(in);
     float *lvf = s8 ? NULL : bg__arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
     float *cf = s8 ? NULL : bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
     void *scratch = s8 ? bg__arena_alloc(ctx, bg__s8gemm_scratch(rows, out, in)) : NULL;
     if (s8 ? !scratch : (!lvf || !cf)) return NULL;
-    quantize_acts(xd, rows, in, act_bits, lvf, sv->levels, sv->s_x);
+    if (!memo) quantize_acts(xd, rows, in, act_bits, lvf, sv->levels, sv->s_x);
     quantize_weights(wd, out, in, per_row, cf, sv->codes, sv->s_w);
     float *yd = y->data;
     if (s8) { /* the same integer sums and formula: the same bits as the sgemm form */
@@ -119,6 +125,16 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
     bg__arena_back_to(ctx, mark);
     bg_node *node = bg__record(BG_OP_BITLINEAR, y, 2, (bg_tensor *[]){ x, w });
     if (node) node->aux = sv;
+    if (node && s8 && !memo) { /* x is on the tape now: read-only until it is consumed */
+        ctx->actq.x = x;
+        ctx->actq.data = x->data;
+        ctx->actq.epoch = ctx->tape->epoch;
+        ctx->actq.bits = act_bits;
+        ctx->actq.rows = rows;
+        ctx->actq.in = in;
+        ctx->actq.levels = sv->levels;
+        ctx->actq.s_x = sv->s_x;
+    }
     return y;
 }
 

@@ -89,6 +89,15 @@ struct bg_ctx {
     void *device_state;       /* backend-specific (CUDA) */
     struct bg_pool *pool;     /* reusable buffers: large step tensors, intermediates' grads (CPU) */
     struct bg_rope_tab *rope_tabs; /* RoPE cos/sin tables made so far (op_attention.c) */
+    struct {                  /* the last BitLinear input quantized (op_bitlinear.c) */
+        const bg_tensor *x;
+        const void *data;
+        uint64_t epoch;
+        int bits;
+        int64_t rows, in;
+        int8_t *levels;
+        float *s_x;
+    } actq;
 };
 
 /* Frees the RoPE tables the ctx keeps (op_attention.c). */
