@@ -211,15 +211,28 @@ static int64_t ce_count(bg_ctx *ctx, const bg_tensor *targets, const int32_t *t,
 static void ce_rows(const float *x, const int32_t *t, int64_t rows, int64_t V, int ignore_index,
                     float eps, float *lse, double *loss)
 {
+    bool v512 = bg__vmath_avx512();
 #pragma omp parallel for schedule(static) if (rows * V > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * V;
         float m = -INFINITY;
         for (int64_t j = 0; j < V; j++) m = xr[j] > m ? xr[j] : m;
         double s = 0.0, sx = 0.0;
-        for (int64_t j = 0; j < V; j++) {
-            s += bg_expf(xr[j] - m);
-            sx += xr[j];
+        if (v512) { /* the exponentials a chunk at a time by the kernel (bg_expf's bits) */
+            float e[1024];
+            for (int64_t j0 = 0; j0 < V; j0 += 1024) {
+                int64_t n = V - j0 < 1024 ? V - j0 : 1024;
+                bg__exp_sub_avx512(xr + j0, m, e, n);
+                for (int64_t j = 0; j < n; j++) {
+                    s += e[j];
+                    sx += xr[j0 + j];
+                }
+            }
+        } else {
+            for (int64_t j = 0; j < V; j++) {
+                s += bg_expf(xr[j] - m);
+                sx += xr[j];
+            }
         }
         double l = (double)m + log(s);
         lse[r] = (float)l;
