@@ -935,6 +935,67 @@ static const struct {
     { "swiglu", case_swiglu, K_SWIGLU },
 };
 
+/* One tensor as several inputs of an op (add(x, x), attention(q, q, q)): its gradient must be
+ * the sum of the gradients the op gives distinct copies of it. Backward rules store into a new
+ * gradient buffer instead of adding to zeros; this checks that a second write through the
+ * same tensor still adds. Sizes large enough for the threaded paths. */
+enum { AL_ADD, AL_SUB, AL_MUL, AL_DIV, AL_MATMUL, AL_SWIGLU, AL_ATTN, AL_COUNT };
+
+static bg_tensor *alias_op(int op, bg_tensor *a, bg_tensor *b, bg_tensor *c)
+{
+    switch (op) {
+    case AL_ADD: return bg_add(a, b);
+    case AL_SUB: return bg_sub(a, b);
+    case AL_MUL: return bg_mul(a, b);
+    case AL_DIV: return bg_div(a, b);
+    case AL_MATMUL: return bg_matmul(a, b);
+    case AL_SWIGLU: return bg_swiglu(a, b);
+    default: return bg_attention(a, b, c);
+    }
+}
+
+static void aliased_inputs(bg_ctx *ctx)
+{
+    static const char *names[AL_COUNT] = { "add", "sub", "mul", "div", "matmul", "swiglu", "attention" };
+    for (int op = 0; op < AL_COUNT; op++) {
+        int nin = op == AL_ATTN ? 3 : 2;
+        int64_t sh[4] = { 2, 64, 4, 16 }; /* attention [B, T, H, D]; others [128, 128] */
+        int nd = op == AL_ATTN ? 4 : 2;
+        if (nd == 2) sh[0] = sh[1] = 128;
+        int64_t n = 1;
+        for (int i = 0; i < nd; i++) n *= sh[i];
+        float *v = malloc((size_t)n * sizeof *v);
+        for (int64_t i = 0; i < n; i++) v[i] = harness_uniform(&g_rng, 0.5f, 1.5f); /* div-safe */
+        bg_tensor *x = param_v(ctx, nd, sh, v), *cp[3];
+        for (int i = 0; i < nin; i++) cp[i] = param_v(ctx, nd, sh, v);
+        float *sum = calloc((size_t)n, sizeof *sum), *got = NULL;
+        for (int pass = 0; pass < 2; pass++) { /* 0: distinct copies, 1: x in every slot */
+            bg_tensor *y = pass ? alias_op(op, x, x, x) : alias_op(op, cp[0], cp[1], nin > 2 ? cp[2] : NULL);
+            bg_tensor *w = y ? bg_from_data(ctx, BG_F32, bg_tensor_ndim(y), bg_tensor_shape(y), v) : NULL;
+            bg_tensor *loss = w ? bg_sum(bg_mul(y, w), BG_AXIS_ALL, false) : NULL;
+            if (!CHECK(loss && bg_backward(loss) == BG_OK, "aliased %s: %s", names[op], bg_ctx_error(ctx)))
+                break;
+            if (pass) {
+                got = harness_read(bg_tensor_grad(x));
+            } else {
+                for (int i = 0; i < nin; i++) {
+                    float *g = harness_read(bg_tensor_grad(cp[i]));
+                    for (int64_t j = 0; g && j < n; j++) sum[j] += g[j];
+                    free(g);
+                }
+            }
+            bg_step_end(ctx);
+        }
+        if (got) {
+            char name[64];
+            snprintf(name, sizeof name, "%s with one tensor in every input", names[op]);
+            check_close(name, got, sum, n, 1e-5, 1e-5);
+        }
+        free(v), free(sum), free(got);
+        pool_free();
+    }
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -967,6 +1028,7 @@ int main(void)
     for (size_t i = 0; i < n_cases; i++)
         if (!used[i]) printf("note: case '%s' matches no op of ops.def\n", cases[i].op);
     free(used);
+    aliased_inputs(ctx);
 
     bg_ctx_free(&ctx);
     return harness_summary();
