@@ -2,12 +2,14 @@
  * exp in double: every 61st float bit pattern (70 million inputs), at most 2 ulp of the
  * float result in the normal range, within one denormal step below it, exact special cases
  * (NaN, +-inf, 0, overflow, underflow); and the AVX-512 SiLU and activation-quantizer
- * kernels against the scalar expressions, bit for bit. Run: ./test_vmath */
+ * kernels against the scalar expressions, bit for bit; the cloned and threaded quantizer loops
+ * of quant_fast.c against bitnet_math.h's formulas, bit for bit. Run: ./test_vmath */
 #include <float.h>
 
 #include "autograd/vmath.h"
 #include "autograd/vmath_x86.h"
 #include "quant/bitnet_math.h"
+#include "quant/quant_fast.h"
 #include "harness.h"
 
 /* The AVX-512 activation quantizer (absmax, levels) against bitnet_math.h's bg_absmax and
@@ -132,6 +134,81 @@ static void test_silu_avx512(void)
           n, diff_f, diff_b, diff_s);
 }
 
+/* quant_fast.c against bitnet_math.h: the sum of |w| run by run in parallel must be
+ * bg_abssum's bits, and the scale bg_absmean_scale's (lengths around a run, a batch of runs, ragged tails), and within
+ * one float rounding of the mean summed in long double; codes and the widening loops must be
+ * the scalar expressions' bits. */
+static void test_quant_fast(void)
+{
+    printf("quant_fast: absmean runs, ternary codes, widening against the scalar formulas\n");
+    const int64_t ns[] = { 0, 1, 15, 16, 17, 1000, BG_ABSMEAN_RUN - 1, BG_ABSMEAN_RUN,
+                           BG_ABSMEAN_RUN + 1, 3 * BG_ABSMEAN_RUN + 77, 64 * BG_ABSMEAN_RUN,
+                           64 * BG_ABSMEAN_RUN + 3, 150 * BG_ABSMEAN_RUN + 4097 };
+    const int64_t nmax = 150 * BG_ABSMEAN_RUN + 4097;
+    float *w = malloc((size_t)nmax * sizeof *w), *a = malloc((size_t)nmax * sizeof *a);
+    int8_t *c = malloc((size_t)nmax), *c2 = malloc((size_t)nmax);
+    if (!CHECK(w && a && c && c2, "out of memory")) goto done;
+    uint64_t rng = 77;
+    for (int64_t i = 0; i < nmax; i++) {
+        /* magnitudes over many binades, so the summation order shows in the low bits */
+        float u = harness_uniform(&rng, -1.0f, 1.0f);
+        w[i] = u * ldexpf(1.0f, (int)(i % 23) - 11);
+    }
+    for (size_t t = 0; t < sizeof ns / sizeof ns[0]; t++) {
+        int64_t n = ns[t];
+        double sref = bg_abssum(w, n), sgot = bg__abssum_fast(w, n);
+        CHECK(memcmp(&sref, &sgot, sizeof sref) == 0,
+              "n %lld: threaded sum of |w| %.17g != serial %.17g", (long long)n, sgot, sref);
+        float ref = bg_absmean_scale(w, n), got = bg__absmean_scale_fast(w, n);
+        long double sum = 0.0L;
+        for (int64_t i = 0; i < n; i++) sum += fabsl((long double)w[i]);
+        float exact = n > 0 ? fmaxf((float)(sum / (long double)n), BG_QUANT_EPS) : BG_QUANT_EPS;
+        CHECK(memcmp(&ref, &got, sizeof ref) == 0, "n %lld: threaded absmean %.9g != serial %.9g",
+              (long long)n, (double)got, (double)ref);
+        CHECK(fabsf(got - exact) <= fabsf(nextafterf(exact, INFINITY) - exact),
+              "n %lld: absmean %.9g vs long-double mean %.9g: more than one ulp", (long long)n,
+              (double)got, (double)exact);
+    }
+    /* codes at exact and near ties of w / s, and huge / tiny values */
+    const float s = 0.37f;
+    for (int64_t i = 0; i < 4096; i++) {
+        float k = (float)(i % 7) * 0.25f - 0.75f; /* -0.75 .. 0.75 in quarters: ties at +-0.5 */
+        w[i] = k * s;
+        if (i % 5 == 1) w[i] = nextafterf(w[i], 0.0f);
+        if (i % 11 == 2) w[i] = nextafterf(w[i], INFINITY);
+        if (i % 97 == 3) w[i] = i % 2 ? 3e38f : -1e-30f;
+    }
+    for (int64_t n = 4090; n <= 4096; n += 3) {
+        bg__ternary_codes(w, n, s, c);
+        int bad = 0;
+        for (int64_t i = 0; i < n; i++) bad += c[i] != bg_ternary_code(w[i], s);
+        CHECK(bad == 0, "ternary codes (n %lld): %d differ from bg_ternary_code", (long long)n, bad);
+    }
+    for (int64_t i = 0; i < 4096; i++) c2[i] = (int8_t)(int)((i * 37) % 256 - 128);
+    for (int64_t n = 4090; n <= 4096; n += 3) {
+        int bad = 0;
+        const float sc[2] = { 0.0123f, 127.0f / 3.1f };
+        for (int k = 0; k < 2; k++) {
+            bg__widen_mul(c2, n, sc[k], a);
+            for (int64_t i = 0; i < n; i++) {
+                float want = (float)c2[i] * sc[k];
+                bad += memcmp(&a[i], &want, sizeof want) != 0;
+            }
+            bg__widen_div(c2, n, sc[k], a);
+            for (int64_t i = 0; i < n; i++) {
+                float want = (float)c2[i] / sc[k];
+                bad += memcmp(&a[i], &want, sizeof want) != 0;
+            }
+        }
+        CHECK(bad == 0, "widen mul / div (n %lld): %d values differ", (long long)n, bad);
+    }
+done:
+    free(w);
+    free(a);
+    free(c);
+    free(c2);
+}
+
 int main(void)
 {
     double worst_ulp = 0.0, worst_x = 0.0;
@@ -168,5 +245,6 @@ int main(void)
     test_exp_sub_avx512();
     test_silu_avx512();
     test_act_quant_avx512();
+    test_quant_fast();
     return harness_summary();
 }

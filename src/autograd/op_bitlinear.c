@@ -9,6 +9,7 @@
 #include "autograd/tape.h"
 #include "cuda/cuda_dispatch.h"
 #include "quant/bitnet_math.h"
+#include "quant/quant_fast.h"
 #include "quant/s8gemm.h"
 #include "autograd/vmath_x86.h"
 
@@ -59,20 +60,12 @@ static void quantize_acts(const float *x, int64_t rows, int64_t in, int bits, fl
 static void quantize_weights(const float *w, int64_t out, int64_t in, bool per_row, float *codes,
                              int8_t *codes8, float *s_w)
 {
-    if (!per_row) s_w[0] = bg_absmean_scale(w, out * in);
+    if (!per_row) s_w[0] = bg__absmean_scale_fast(w, out * in);
 #pragma omp parallel for schedule(static) if (out * in > BG_PAR_MIN)
     for (int64_t j = 0; j < out; j++) {
-        if (per_row) s_w[j] = bg_absmean_scale(w + j * in, in);
-        float s = s_w[per_row ? j : 0];
-        const float *wr = w + j * in;
-        int8_t *cr8 = codes8 + j * in;
-        /* bg_ternary_code's two comparisons, written branch-free so the loop vectorises. */
-        for (int64_t i = 0; i < in; i++) {
-            float v = wr[i] / s;
-            cr8[i] = (int8_t)((v >= 0.5f) - (v <= -0.5f));
-        }
-        if (codes)
-            for (int64_t i = 0; i < in; i++) codes[j * in + i] = (float)cr8[i];
+        if (per_row) s_w[j] = bg__absmean_scale_fast(w + j * in, in);
+        bg__ternary_codes(w + j * in, in, s_w[per_row ? j : 0], codes8 + j * in);
+        if (codes) bg__widen_mul(codes8 + j * in, in, 1.0f, codes + j * in);
     }
 }
 
@@ -152,8 +145,7 @@ void bg__backward_bitlinear(bg_node *node)
         if (!dx || !wq) return;
 #pragma omp parallel for schedule(static) if (out * in > BG_PAR_MIN)
         for (int64_t j = 0; j < out; j++)
-            for (int64_t i = 0; i < in; i++)
-                wq[j * in + i] = (float)sv->codes[j * in + i] * sv->s_w[sv->per_row ? j : 0];
+            bg__widen_mul(sv->codes + j * in, in, sv->s_w[sv->per_row ? j : 0], wq + j * in);
         bg__gemm_count(ctx, rows, in, out, 1);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)in, (int)out, 1.0f,
                     dy, (int)out, wq, (int)in, as ? 0.0f : 1.0f, dx, (int)in);
@@ -165,8 +157,7 @@ void bg__backward_bitlinear(bg_node *node)
         if (!dw || !xq) return;
 #pragma omp parallel for schedule(static) if (rows * in > BG_PAR_MIN)
         for (int64_t r = 0; r < rows; r++)
-            for (int64_t i = 0; i < in; i++)
-                xq[r * in + i] = (float)sv->levels[r * in + i] / sv->s_x[r];
+            bg__widen_div(sv->levels + r * in, in, sv->s_x[r], xq + r * in);
         bg__gemm_count(ctx, out, in, rows, 1);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)rows, 1.0f, dy,
                     (int)out, xq, (int)in, 1.0f, dw, (int)in);

@@ -7,6 +7,7 @@
 #include "bitgrad/quant.h"
 #include "io/model_io.h"
 #include "quant/bitnet_math.h"
+#include "quant/quant_fast.h"
 
 bg_export_options bg_export_default(void)
 {
@@ -222,7 +223,7 @@ int bg__io_err(char *err, size_t errlen, int code, const char *fmt, ...)
 float bg__proj_scale(const bg_module *lin)
 {
     const bg_tensor *w = bg_linear_weight(lin);
-    return bg_absmean_scale(bg_tensor_data_const(w), bg_tensor_numel(w));
+    return bg__absmean_scale_fast(bg_tensor_data_const(w), bg_tensor_numel(w));
 }
 
 /* ---- LoRA adapters in llama.cpp's format -------------------------------------------- */

@@ -30,21 +30,38 @@ static inline BG_HD float bg_absmean_from_sum(double s, int64_t n)
     return mean > BG_QUANT_EPS ? mean : BG_QUANT_EPS;
 }
 
+/* Runs of at most this many weights are summed on their own, and the run sums added in
+ * order: the CPU computes runs in parallel (quant_fast.c) and gets these bits exactly. */
+#define BG_ABSMEAN_RUN 8192
+
+/* Sum of |w| over one run in double on sixteen lanes: lane j takes the elements i with
+ * i mod 16 = j, the tail joins lane 0, the lanes combine in a fixed tree. Vectorised, each
+ * lane's arithmetic stays the scalar one (the same bits at any vector width). */
+static inline BG_HD double bg_abssum_run(const float *w, int64_t n)
+{
+    double a[16] = { 0.0 };
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) a[j] += fabs((double)w[i + j]);
+    for (; i < n; i++) a[0] += fabs((double)w[i]);
+    for (int h = 8; h >= 1; h /= 2)
+        for (int j = 0; j < h; j++) a[j] += a[j + h];
+    return a[0];
+}
+
+/* Sum of |w| over n weights in double: the runs' sums added in order. */
+static inline BG_HD double bg_abssum(const float *w, int64_t n)
+{
+    double s = 0.0;
+    for (int64_t c = 0; c < n; c += BG_ABSMEAN_RUN)
+        s += bg_abssum_run(w + c, n - c < BG_ABSMEAN_RUN ? n - c : BG_ABSMEAN_RUN);
+    return s;
+}
+
 /* Scale of a group of n weights: max(mean |w|, eps). */
 static inline BG_HD float bg_absmean_scale(const float *w, int64_t n)
 {
-    /* Four double accumulators in a fixed order: deterministic, and not latency-bound. */
-    double a0 = 0.0, a1 = 0.0, a2 = 0.0, a3 = 0.0, s;
-    int64_t i = 0;
-    for (; i + 4 <= n; i += 4) {
-        a0 += fabs((double)w[i]);
-        a1 += fabs((double)w[i + 1]);
-        a2 += fabs((double)w[i + 2]);
-        a3 += fabs((double)w[i + 3]);
-    }
-    s = (a0 + a1) + (a2 + a3);
-    for (; i < n; i++) s += fabs((double)w[i]);
-    return bg_absmean_from_sum(s, n);
+    return bg_absmean_from_sum(bg_abssum(w, n), n);
 }
 
 /* round(v) with halves away from zero, as C's roundf, without the library call: for

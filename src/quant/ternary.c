@@ -2,6 +2,7 @@
  * packing, statistics, and the reference int8 x ternary matmul. */
 #include "bitgrad/ternary.h"
 #include "quant/bitnet_math.h"
+#include "quant/quant_fast.h"
 #include "tensor/tensor_impl.h"
 
 int64_t bg_ternary_n_scales(int64_t rows, int64_t cols, bg_wq_mode mode, int64_t group)
@@ -45,9 +46,9 @@ int bg_ternary_quantize(const float *w, int64_t rows, int64_t cols, bg_wq_mode m
 {
     if (!w || !codes || !scales || check_mode(rows, cols, mode, group)) return BG_EINVAL;
     FOR_EACH_GROUP(rows, cols, mode, group, {
-        float s = bg_absmean_scale(w + off, len);
+        float s = bg__absmean_scale_fast(w + off, len);
         scales[si] = s;
-        for (int64_t i = 0; i < len; i++) codes[off + i] = bg_ternary_code(w[off + i], s);
+        bg__ternary_codes(w + off, len, s, codes + off);
     });
     return BG_OK;
 }
