@@ -533,15 +533,17 @@ static void norm_dx(const norm_saved *sv, const float *gy, int64_t rows, int64_t
 }
 
 /* One block of rows [r0, r1) of norm_param_grads: aw[c] = sum of dy * xhat, ab[c] = sum of
- * dy (ab NULL: not needed), in double, rows in order. */
+ * dy (ab NULL: not needed), in double, rows in order. With gx, each row's dx (norm_dx_row)
+ * is computed just before the row is summed: one pass over x and dy while they are in cache. */
 BG_CLONES static void norm_pg_block(const norm_saved *sv, const float *gy, int64_t r0, int64_t r1,
-                                    int64_t C, double *aw, double *ab)
+                                    int64_t C, double *aw, double *ab, float *gx, bool as)
 {
     for (int64_t c = 0; c < C; c++) {
         aw[c] = 0.0;
         if (ab) ab[c] = 0.0;
     }
     for (int64_t r = r0; r < r1; r++) {
+        if (gx) norm_dx_row(sv, gy, r, C, gx, as);
         const float *xr = sv->x + r * C, *gr = gy + r * C;
         float m = sv->mean ? sv->mean[r] : 0.0f, rs = sv->rstd[r];
         bg_v8f vm = bg_v8f_set1(m), vrs = bg_v8f_set1(rs);
@@ -565,11 +567,12 @@ BG_CLONES static void norm_pg_block(const norm_saved *sv, const float *gy, int64
     }
 }
 
-/* dw = sum_rows dy * xhat, db = sum_rows dy. The rows are cut into a number of blocks
- * that depends on rows alone; each block sums its rows in order (in double), then each
- * column sums the blocks in order: the result does not depend on the thread count. */
+/* dw = sum_rows dy * xhat, db = sum_rows dy, and dx when gx is given (norm_pg_block). The
+ * rows are cut into a number of blocks that depends on rows alone; each block sums its rows
+ * in order (in double), then each column sums the blocks in order: the result does not
+ * depend on the thread count. */
 static void norm_param_grads(bg_ctx *ctx, const norm_saved *sv, const float *gy, int64_t rows,
-                             int64_t C, float *gw, float *gb)
+                             int64_t C, float *gw, float *gb, float *gx, bool as)
 {
     int64_t n_blk = rows < NORM_ROW_BLOCKS ? rows : NORM_ROW_BLOCKS;
     if (n_blk == 0 || C == 0) return;
@@ -578,8 +581,9 @@ static void norm_param_grads(bg_ctx *ctx, const norm_saved *sv, const float *gy,
     if (!pw) return;
 #pragma omp parallel for schedule(static) if (rows * C > BG_PAR_MIN)
     for (int64_t blk = 0; blk < n_blk; blk++) {
+        int64_t r0 = blk * per < rows ? blk * per : rows;
         int64_t r1 = (blk + 1) * per < rows ? (blk + 1) * per : rows;
-        norm_pg_block(sv, gy, blk * per, r1, C, pw + blk * C, gb ? pb + blk * C : NULL);
+        norm_pg_block(sv, gy, r0, r1, C, pw + blk * C, gb ? pb + blk * C : NULL, gx, as);
     }
 #pragma omp parallel for schedule(static) if (n_blk * C > BG_PAR_MIN)
     for (int64_t c = 0; c < C; c++) {
@@ -600,16 +604,15 @@ static void norm_backward(bg_node *node)
     const float *gy = bg__grad_of(node->out);
     if (!gy) return;
     int64_t rows = bg__n_rows(x), C = x->shape[x->ndim - 1];
-    if (bg__needs_grad(x)) { /* x is never the weight or bias: those are C-long vectors */
-        bool as;
-        float *gx = bg__grad_dst(x, &as);
-        if (!gx) return;
-        norm_dx(sv, gy, rows, C, gx, as);
-    }
+    bool as = false;
+    /* x is never the weight or bias: those are C-long vectors */
+    float *gx = bg__needs_grad(x) ? bg__grad_dst(x, &as) : NULL;
     float *gw = bg__needs_grad(w) ? bg__grad_of(w) : NULL;
     float *gb = bg__needs_grad(b) ? bg__grad_of(b) : NULL;
-    if ((bg__needs_grad(w) && !gw) || (bg__needs_grad(b) && !gb)) return;
-    if (gw || gb) norm_param_grads(x->ctx, sv, gy, rows, C, gw, gb);
+    if ((bg__needs_grad(x) && !gx) || (bg__needs_grad(w) && !gw) || (bg__needs_grad(b) && !gb))
+        return;
+    if (gw || gb) norm_param_grads(x->ctx, sv, gy, rows, C, gw, gb, gx, as); /* and dx */
+    else if (gx) norm_dx(sv, gy, rows, C, gx, as);
 }
 
 void bg__backward_rmsnorm(bg_node *node) { norm_backward(node); }
