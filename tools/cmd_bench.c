@@ -23,6 +23,7 @@ typedef struct bench {
     bg_tmat **tw;  /* W4 packed weights, `copies` of them */
     int copies, next;
     bg_isa isa;
+    double phase[3]; /* the last training step's forward, backward, optimizer seconds */
 } bench;
 
 static int cmp_double(const void *a, const void *b)
@@ -149,6 +150,7 @@ static int step(bench *b, const char *w)
         return bg_tmat_matmul_isa(b->tw[b->next], b->isa, b->lx, b->s_x, b->cols, b->y);
     }
     bg_tensor *loss;
+    double t0 = cli_now();
     if (strcmp(w, "mlp") == 0) {
         bg_tensor *x = bg_from_data(b->ctx, BG_F32, 2, (int64_t[]){ 256, 784 }, b->x);
         bg_tensor *y = bg_from_data(b->ctx, BG_I32, 1, (int64_t[]){ 256 }, b->tg);
@@ -160,10 +162,15 @@ static int step(bench *b, const char *w)
         bg_tensor *y = bg_from_data(b->ctx, BG_I32, 2, (int64_t[]){ 16, 128 }, b->tg);
         loss = bg_cross_entropy(bg_bitnet_forward(b->model, x), y, -1, 0.0f);
     }
+    double t1 = cli_now();
     int rc = loss ? bg_backward(loss) : 1;
+    double t2 = cli_now();
     if (!rc) rc = bg_optim_step(b->opt);
     bg_optim_zero_grad(b->opt);
     bg_step_end(b->ctx);
+    b->phase[0] = t1 - t0; /* forward: inputs, model, loss */
+    b->phase[1] = t2 - t1; /* backward */
+    b->phase[2] = cli_now() - t2; /* optimizer step, zero_grad, step end */
     return rc;
 }
 
@@ -217,7 +224,8 @@ int cmd_bench(int argc, char **argv)
         b.opt = bg_optim_new(b.ctx, &oc);
         rc = b.opt && bg_optim_add_module(b.opt, b.model) > 0 ? 0 : 1;
     }
-    double *ms = malloc((size_t)steps * sizeof(double));
+    double *ms = malloc((size_t)(4 * steps) * sizeof(double)), *ph = ms ? ms + steps : NULL;
+    if (!ms) rc = cli_fail(1, "out of memory");
     for (int i = 0; !rc && i < 3; i++) rc = step(&b, w); /* warm-up */
     bg_ctx_stats st0, st1;
     bg_ctx_stats_get(b.ctx, &st0);
@@ -225,6 +233,7 @@ int cmd_bench(int argc, char **argv)
         double t0 = cli_now();
         rc = step(&b, w);
         ms[i] = 1e3 * (cli_now() - t0);
+        for (int k = 0; k < 3; k++) ph[k * steps + i] = 1e3 * b.phase[k];
     }
     struct rusage ru; /* peak RSS of the workload, before the rate probes below allocate */
     getrusage(RUSAGE_SELF, &ru);
@@ -234,12 +243,15 @@ int cmd_bench(int argc, char **argv)
         char w4[480] = "";
         bg_ctx_stats_get(b.ctx, &st1);
         if (b.model) { /* the GEMM floor: this step's matmul FLOPs at the sgemm rate */
+            for (int k = 0; k < 3; k++) qsort(ph + k * steps, (size_t)steps, sizeof(double), cmp_double);
             double gf = (double)(st1.matmul_flops - st0.matmul_flops) / (double)steps / 1e9;
             double rate = sgemm_gflops(), floor_ms = rate > 0 ? 1e3 * gf / rate : 0.0;
             double mib = 1024.0 * 1024.0;
-            snprintf(w4, sizeof w4, ", \"gemm_gflop_per_step\": %.3f, \"sgemm_gflops\": %.1f, "
+            snprintf(w4, sizeof w4, ", \"forward_ms\": %.3f, \"backward_ms\": %.3f, \"optimizer_ms\": %.3f, "
+                     "\"gemm_gflop_per_step\": %.3f, \"sgemm_gflops\": %.1f, "
                      "\"gemm_floor_ms\": %.3f, \"gemm_floor_fraction\": %.3f, \"persistent_mib\": %.1f, "
-                     "\"pool_mib\": %.1f, \"arena_high_water_mib\": %.1f", gf, rate, floor_ms,
+                     "\"pool_mib\": %.1f, \"arena_high_water_mib\": %.1f", ph[steps / 2],
+                     ph[steps + steps / 2], ph[2 * steps + steps / 2], gf, rate, floor_ms,
                      floor_ms / med, (double)st1.persistent_bytes / mib, (double)st1.pool_bytes / mib,
                      (double)st1.arena_high_water / mib);
         }
