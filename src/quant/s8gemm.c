@@ -92,6 +92,19 @@ INLINE T_VNNI void tile(const int8_t *lv, int64_t k, const uint8_t *wp, const in
     }
 }
 
+/* rowsum[r] = sum of the k levels of row r (k a multiple of 4): vpdpbusd against ones adds
+ * four bytes per lane; the tail of a row shorter than 64 bytes is masked. Exact (integers). */
+static T_VNNI int32_t level_sum(const int8_t *x, int64_t k)
+{
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i acc = _mm512_setzero_si512();
+    for (int64_t i = 0; i < k; i += 64) {
+        __mmask64 mk = k - i >= 64 ? ~(__mmask64)0 : (((__mmask64)1 << (k - i)) - 1);
+        acc = dpbusd(acc, ones, _mm512_maskz_loadu_epi8(mk, x + i));
+    }
+    return _mm512_reduce_add_epi32(acc);
+}
+
 static T_VNNI void rows(const int8_t *lv, int64_t k, const uint8_t *wp, const int32_t *rowsum,
                         const float *s_x, const float *s_w, bool per_row, int64_t n, int64_t r0,
                         int R, float *y)
@@ -115,15 +128,11 @@ void bg__s8gemm(const int8_t *lv, const float *s_x, const int8_t *codes, const f
     uint8_t *wp = scratch;
     int32_t *rowsum = (int32_t *)(wp + (n + 15) / 16 * 16 * k);
     pack(codes, n, k, wp);
-    for (int64_t r = 0; r < m; r++) {
-        int32_t s = 0;
-        for (int64_t i = 0; i < k; i++) s += lv[r * k + i];
-        rowsum[r] = s;
-    }
     int64_t nb = (m + MR - 1) / MR;
 #pragma omp parallel for schedule(static) if (m * n * k > (1 << 20))
     for (int64_t b = 0; b < nb; b++) {
         int R = m - b * MR < MR ? (int)(m - b * MR) : MR;
+        for (int r = 0; r < R; r++) rowsum[b * MR + r] = level_sum(lv + (b * MR + r) * k, k);
         rows(lv, k, wp, rowsum, s_x, s_w, per_row, n, b * MR, R, y);
     }
 }
