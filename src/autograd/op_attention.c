@@ -13,6 +13,7 @@
 
 #include "autograd/op_checks.h"
 #include "autograd/tape.h"
+#include "autograd/vec8.h"
 #include "autograd/vmath.h"
 #include "autograd/vmath_x86.h"
 #include "cuda/cuda_dispatch.h"
@@ -71,6 +72,25 @@ static float *rope_table(bg_ctx *ctx, int64_t T, int n_rot, float base, int64_t 
     return tab;
 }
 
+/* One row of rope_apply: the loops vectorise, and the clones run them in the widest vectors
+ * the CPU has (elementwise, no contraction: the same bits in each). */
+BG_CLONES static void rope_row(const float *x, float *y, const float *cs, const float *sn,
+                               int half, int64_t D, int n_rot, float sign, bool accumulate)
+{
+    for (int i = 0; i < half; i++) {
+        float c = cs[i], s = sign * sn[i], x0 = x[i], x1 = x[i + half];
+        float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+        if (accumulate) {
+            y[i] += y0;
+            y[i + half] += y1;
+        } else {
+            y[i] = y0;
+            y[i + half] = y1;
+        }
+    }
+    for (int64_t j = n_rot; j < D; j++) y[j] = accumulate ? y[j] + x[j] : x[j];
+}
+
 /* dst = R(sign * theta) src over every (b, t, h) row of D values (dst += when accumulate):
  * (x_i, x_{i+half}) -> (x_i cos - x_{i+half} sin, x_i sin + x_{i+half} cos). */
 static void rope_apply(const float *src, float *dst, const float *tab, int64_t BT, int64_t T,
@@ -81,21 +101,8 @@ static void rope_apply(const float *src, float *dst, const float *tab, int64_t B
 #pragma omp parallel for schedule(static) if (rows * D > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int64_t t = (r / H) % T;
-        const float *cs = tab + t * half, *sn = tab + T * half + t * half;
-        const float *x = src + r * D;
-        float *y = dst + r * D;
-        for (int i = 0; i < half; i++) {
-            float c = cs[i], s = sign * sn[i], x0 = x[i], x1 = x[i + half];
-            float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
-            if (accumulate) {
-                y[i] += y0;
-                y[i + half] += y1;
-            } else {
-                y[i] = y0;
-                y[i + half] = y1;
-            }
-        }
-        for (int64_t j = n_rot; j < D; j++) y[j] = accumulate ? y[j] + x[j] : x[j];
+        rope_row(src + r * D, dst + r * D, tab + t * half, tab + T * half + t * half, half, D,
+                 n_rot, sign, accumulate);
     }
 }
 
@@ -178,7 +185,7 @@ static inline float row_max8(const float *a, int64_t n)
     return m;
 }
 
-static void causal_softmax_head(float *S, int T)
+BG_CLONES static void causal_softmax_head(float *S, int T)
 {
     bool v512 = bg__vmath_avx512();
     for (int64_t i = 0; i < T; i++) {
@@ -289,7 +296,7 @@ bg_tensor *bg_attention(bg_tensor *q, bg_tensor *k, bg_tensor *v)
 
 /* dS = P * (dP - rowsum(dP * P)) in place of dP, rows [r0, r1) of one head's [T, T] block,
  * columns up to the diagonal (the ones the products read). */
-static void softmax_grad_rows(const float *P, float *dP, int T, int r0, int r1)
+BG_CLONES static void softmax_grad_rows(const float *P, float *dP, int T, int r0, int r1)
 {
     for (int64_t i = r0; i < r1; i++) {
         const float *p = P + i * T;
