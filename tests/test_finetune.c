@@ -805,6 +805,46 @@ static void test_clip_and_accumulate(void)
     finish(&ctx, &m, &o);
 }
 
+/* A NaN or Inf anywhere in a gradient (the check runs in threaded chunks: first, middle and
+ * ragged last chunk) refuses the whole step and changes no parameter; a finite one steps. */
+static void test_nonfinite_refused(void)
+{
+    printf("(f) a non-finite gradient refuses the step\n");
+    enum { N = 100003 };
+    bg_ctx *ctx = NULL;
+    if (!CHECK(bg_ctx_create(&ctx, BG_CPU) == BG_OK, "ctx")) return;
+    bg_tensor *a = bg_param(ctx, "a", 1, S(7)), *w = bg_param(ctx, "w", 1, S(N));
+    float *before = malloc(N * sizeof *before), *wd = bg_tensor_data(w);
+    for (int i = 0; i < 7; i++) ((float *)bg_tensor_data(a))[i] = 0.5f;
+    for (int i = 0; i < N; i++) wd[i] = (float)(i % 11) * 0.1f - 0.5f;
+    memcpy(before, wd, N * sizeof *before);
+    bg_optim_config cfg = bg_optim_default(BG_ADAMW);
+    bg_optim *o = bg_optim_new(ctx, &cfg);
+    bg_optim_add_group(o, (bg_tensor *[]){ a, w }, 2, cfg.lr, cfg.weight_decay);
+    const int at[] = { 0, 50000, N - 1 };
+    const float bad[] = { NAN, INFINITY, -INFINITY };
+    for (int t = 0; t < 3; t++) {
+        CHECK(bg_backward(bg_add(bg_sum(bg_mul(w, w), BG_AXIS_ALL, false),
+                                 bg_sum(a, BG_AXIS_ALL, false))) == BG_OK,
+              "backward: %s", bg_ctx_error(ctx));
+        ((float *)bg_tensor_data(bg_tensor_grad(w)))[at[t]] = bad[t];
+        CHECK(bg_optim_step(o) == BG_ENONFINITE, "%g at %d: step refused", (double)bad[t], at[t]);
+        CHECK(memcmp(wd, before, N * sizeof *before) == 0 &&
+                  ((float *)bg_tensor_data(a))[0] == 0.5f,
+              "%g at %d: no parameter changed", (double)bad[t], at[t]);
+        bg_ctx_clear_error(ctx);
+        bg_optim_zero_grad(o);
+        bg_step_end(ctx);
+    }
+    CHECK(bg_backward(bg_sum(bg_mul(w, w), BG_AXIS_ALL, false)) == BG_OK, "backward");
+    CHECK(bg_optim_step(o) == BG_OK && memcmp(wd, before, N * sizeof *before) != 0,
+          "finite gradients step");
+    bg_step_end(ctx);
+    free(before);
+    bg_optim_free(&o);
+    bg_ctx_free(&ctx);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -819,5 +859,6 @@ int main(void)
     test_freeze();
     test_schedules();
     test_clip_and_accumulate();
+    test_nonfinite_refused();
     return harness_summary();
 }
