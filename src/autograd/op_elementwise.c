@@ -415,17 +415,12 @@ void bg__backward_swiglu(bg_node *node)
     const float *go = bg__grad_of(node->out);
     bool as_g = false, as_u = false;
     float *dg = bg__needs_grad(gate) ? bg__grad_dst(gate, &as_g) : NULL;
-    /* swiglu(t, t): the second pass adds to the first's buffer, chunk by chunk after it */
+    /* swiglu(t, t): dg == du, and the second grad_dst reports the buffer as written (as_u
+     * false); each element's gate term is stored before its up term is read and added, so
+     * the one pass gives both */
     float *du = bg__needs_grad(up) ? bg__grad_dst(up, &as_u) : NULL;
     if (!go || (bg__needs_grad(gate) && !dg) || (bg__needs_grad(up) && !du)) return;
     int64_t n = bg__numel(gate->ndim, gate->shape);
-    if (dg && dg == du) { /* one tensor: the gate's gradient first, then the up's */
-        PAR_CHUNKS({
-            swiglu_grad_span(x + c0, u + c0, go + c0, dg + c0, NULL, c1 - c0, as_g, false);
-            swiglu_grad_span(x + c0, u + c0, go + c0, NULL, du + c0, c1 - c0, false, false);
-        });
-        return;
-    }
     PAR_CHUNKS(swiglu_grad_span(x + c0, u + c0, go + c0, dg ? dg + c0 : NULL, du ? du + c0 : NULL,
                                 c1 - c0, as_g, as_u));
 }
