@@ -104,7 +104,7 @@ static void check_text(const bg_tokenizer *t, const char *name, int k, const cha
                 break;
             }
     }
-    int64_t dl;
+    int64_t dl = -1;
     char *back = got ? decode(t, got, ng, &dl) : NULL;
     bool rt = back && (size_t)dl == tl && memcmp(back, txt, tl) == 0;
     st->roundtrip += rt;
