@@ -247,8 +247,8 @@ int bg_dataset_load(const char *path, const bg_tokenizer *t, bg_dataset **out, c
 {
     if (out) *out = NULL;
     if (!path || !t || !out) return fail(err, errlen, BG_EINVAL, "dataset: NULL argument");
-    char *text;
-    size_t len;
+    char *text = NULL;
+    size_t len = 0;
     int rc = read_all(path, &text, &len, err, errlen);
     if (rc) return rc;
     bg_dataset *d = calloc(1, sizeof *d);
