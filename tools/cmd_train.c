@@ -166,7 +166,8 @@ int cmd_train(int argc, char **argv)
     }
     if (bad) return 2;
     if (!o.data) return train_usage(2);
-    if (train_check_opts(&o)) return 1;
+    int rc = train_check_opts(&o);
+    if (rc) return rc;
     o.tokenizer_from = o.vocab_from;
     bg_tokenizer *tok = NULL;
     run_data d = { 0 };
@@ -189,7 +190,7 @@ int cmd_train(int argc, char **argv)
     bg_module *m = bg_bitnet_new(ctx, &c);
     bg_optim *opt = NULL;
     int64_t start = 0;
-    int rc = m ? train_setup_optim(&o, ctx, m, &opt, &start) : cli_fail(1, "model: %s", bg_ctx_error(ctx));
+    rc = m ? train_setup_optim(&o, ctx, m, &opt, &start) : cli_fail(1, "model: %s", bg_ctx_error(ctx));
     if (!rc) rc = train_run(&o, ctx, m, opt, &d, start);
     bg_optim_free(&opt);
     bg_module_free(&m);
@@ -238,7 +239,8 @@ static int finetune_prepare(const run_opts *o, bg_ctx *ctx, bg_module *m, const 
 /* Fine-tunes an imported model: LoRA on targets, or all of it (QAT) with --lora-r 0. */
 static int finetune_model(run_opts *o, const char *targets_csv)
 {
-    if (train_check_opts(o)) return 1;
+    int rc = train_check_opts(o);
+    if (rc) return rc;
     o->tokenizer_from = o->model_in;
     bg_ctx *ctx;
     if (bg_ctx_create(&ctx, BG_CPU)) return cli_fail(1, "out of memory");
@@ -248,7 +250,7 @@ static int finetune_model(run_opts *o, const char *targets_csv)
     bg_optim *opt = NULL;
     run_data d = { 0 };
     int64_t start = 0;
-    int rc = cli_open_model(ctx, o->model_in, &m, &tok);
+    rc = cli_open_model(ctx, o->model_in, &m, &tok);
     if (!rc) rc = train_load_data(o, tok, bg_bitnet_get_config(m)->n_ctx, &d);
     if (!rc) rc = finetune_prepare(o, ctx, m, targets_csv);
     if (!rc) rc = train_setup_optim(o, ctx, m, &opt, &start);
