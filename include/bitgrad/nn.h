@@ -111,6 +111,27 @@ BG_API bg_tensor *bg_bitnet_loss(bg_module *m, bg_tensor *ids, int ignore_index)
 /* W2-style init: weights N(0, std), norms 1. */
 BG_API void bg_bitnet_init(bg_module *m, float std);
 
+/* ---- generation with a key/value cache (src/nn/bitnet_cache.c) ---------------------- */
+/* Per-layer caches of the keys (after RoPE) and values of the positions seen so far, so that
+ * each new token costs one position instead of a re-run of the sequence. Inference only (no
+ * grad is recorded), CPU only; the model must outlive the cache and keep its configuration. */
+typedef struct bg_kv_cache bg_kv_cache;
+/* A cache of n_ctx positions (<= 0 or more than the model's: the model's n_ctx). */
+BG_API int bg_kv_cache_new(bg_module *bitnet, int64_t n_ctx, bg_kv_cache **out);
+BG_API void bg_kv_cache_free(bg_kv_cache **c);
+/* Positions filled so far (the position the next token gets), and the capacity. */
+BG_API int64_t bg_kv_cache_pos(const bg_kv_cache *c);
+BG_API int64_t bg_kv_cache_n_ctx(const bg_kv_cache *c);
+/* Empties the cache (the next token is position 0 again). */
+BG_API void bg_kv_cache_reset(bg_kv_cache *c);
+/* Runs n new tokens at positions pos .. pos + n - 1 (a prompt at once, or one token at a
+ * time), appends their keys and values, and returns their logits [n, n_vocab] as a step
+ * tensor: equal, up to rounding, to rows pos .. pos + n - 1 of bg_bitnet_forward on the whole
+ * sequence. NULL with a sticky error (and the cache unchanged) when pos + n exceeds the
+ * cache or an id is outside [0, n_vocab). */
+BG_API bg_tensor *bg_bitnet_forward_cached(bg_module *bitnet, bg_kv_cache *c,
+                                           const int32_t *ids, int64_t n);
+
 /* ---- freezing (DESIGN.md §3: a frozen parameter gets no gradient and no dW GEMM) ---- */
 /* Sets requires_grad on every parameter whose full name matches the fnmatch pattern
  * ("blk.*.attn_*"); returns how many matched (0: BG_ENOTFOUND is not raised, check it). */

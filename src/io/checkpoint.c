@@ -133,6 +133,18 @@ static void put_state(ck_save *s, bg_module *model, bg_optim *opt, const bg_chec
     PUT(bg_gguf_writer_set_f32(w, "bitgrad.schedule.stage2_factor", sc->stage2_factor));
 }
 
+/* Every tokenizer.* key of the file st->tokenizer_from, unchanged. */
+static void put_tokenizer(ck_save *s, const char *path, char *err, size_t errlen)
+{
+    bg_gguf *g = NULL;
+    if (s->rc) return;
+    if ((s->rc = bg_gguf_open(&g, path, err, errlen)) != BG_OK) return;
+    for (int64_t i = 0; !s->rc && i < bg_gguf_n_kv(g); i++)
+        if (strncmp(bg_gguf_key(g, i), "tokenizer.", 10) == 0)
+            s->rc = bg_gguf_writer_copy_kv(s->w, g, i);
+    bg_gguf_free(&g);
+}
+
 static void put_bitnet(ck_save *s, const bg_bitnet_config *c)
 {
     bg_gguf_writer *w = s->w;
@@ -267,6 +279,7 @@ int bg_checkpoint_save(const char *path, bg_module *model, bg_optim *opt,
     }
     if (err && errlen) err[0] = 0;
     put_state(&s, model, opt, st);
+    if (st && st->tokenizer_from) put_tokenizer(&s, st->tokenizer_from, err, errlen);
     const bg_bitnet_config *bc = bg_bitnet_get_config(model);
     if (bc) put_bitnet(&s, bc);
     put_params(&s, model);
