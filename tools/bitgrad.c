@@ -1,4 +1,4 @@
-/* bitgrad.c - the command-line tool: train, finetune, export, info, eval, generate, bench.
+/* bitgrad.c - the command-line tool: train, finetune, export, info, eval, generate, tokenize, bench.
  *   bitgrad info model.gguf
  *   bitgrad eval model.gguf --ids 1,2,3 [--all] [--lora adapter.gguf] [--out logits.f32]
  *   bitgrad finetune --demo        (the end-to-end example of examples/finetune.c)
@@ -107,7 +107,8 @@ static void usage(FILE *f)
                "  info       describe any GGUF file: keys, tensors, ternary statistics\n"
                "  eval       logits of a GGUF model for a token sequence\n"
                "  generate   sample text from a GGUF model\n"
-               "  bench      time the reference workloads\n");
+               "  bench      time the reference workloads\n"
+               "  tokenize   token ids of a text with a model's tokenizer\n");
 }
 
 int main(int argc, char **argv)
@@ -122,7 +123,7 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = { { "info", cmd_info },         { "eval", cmd_eval },   { "generate", cmd_generate },
                  { "export", cmd_export },     { "train", cmd_train }, { "finetune", cmd_finetune },
-                 { "bench", cmd_bench } };
+                 { "bench", cmd_bench },       { "tokenize", cmd_tokenize } };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(argv[1], cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
     usage(stderr);

@@ -17,6 +17,7 @@ int cmd_export(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 /* Prints "bitgrad: <msg>" to stderr; returns 1 (or 2 for usage errors). */
 int cli_fail(int status, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
