@@ -79,9 +79,14 @@ BG_API int bg_module_to_bitlinear(bg_module *m, const bg_bitlinear_config *cfg,
 /* Inference mode for BitLinear: weights quantized once to codes + scale; the forward runs
  * int8 activations x ternary codes with int32 accumulation (no grad). Off: latent weights. */
 BG_API int bg_module_set_inference(bg_module *m, bool on);
-/* In inference mode, quantize activations as llama.cpp's CPU TQ kernels do (Q8_K: blocks of
- * 256, d = max / -127 from the element of largest magnitude, round half to even) and sum
- * the blocks' integer dots as they do, so that logits match llama.cpp's to ~1e-6. */
+/* In inference mode, round activations as llama.cpp's CPU backend converts them for each
+ * projection's weight type (the type in the file it was imported from, else the type
+ * bg_bitnet_export writes for its row length): TQ1_0 / TQ2_0 -> Q8_K (blocks of 256,
+ * d = max / -127 from the element of largest magnitude, round half to even, the blocks'
+ * integer dots summed as llama.cpp does); Q2_0 / Q8_0 -> Q8_0 blocks of 32; F16 -> F16;
+ * BF16 -> BF16; F32 -> unchanged. token_embd's type rounds the output projection's input
+ * the same way. Logits then match llama.cpp's (F32 KV cache) to ~1e-6, except where a
+ * float32 activation that differs from llama.cpp's in its last bit rounds the other way. */
 BG_API void bg_module_set_llama_emulation(bg_module *m, bool on);
 
 BG_API bg_module *bg_embedding_new(bg_ctx *ctx, const char *name, int64_t n_vocab, int64_t dim);

@@ -181,16 +181,14 @@ static bg_tensor *ffn_part(bg_module *m, int64_t l, bg_tensor *x)
     return y;
 }
 
-/* llama.cpp multiplies an F16 token_embd by activations converted to F16. (Evaluation only:
- * the copy is not recorded on the tape.) */
-static bg_tensor *round_to_f16(bg_tensor *x)
+/* llama.cpp multiplies token_embd (F16, BF16, Q8_0 in converted files) by activations
+ * converted to that type's vec_dot type. (Evaluation only: the copy is not recorded.) */
+static bg_tensor *round_acts(bg_tensor *x, int type)
 {
     bg_tensor *y = bg__step_new(x->ctx, BG_F32, x->ndim, x->shape);
     const float *xd = bg__contig_data(x);
     if (!y || !xd) return NULL;
-    float *yd = y->data;
-    for (int64_t i = 0; i < bg__numel(x->ndim, x->shape); i++)
-        yd[i] = bg_fp16_to_fp32(bg_fp32_to_fp16(xd[i]));
+    bg__llama_round_acts(type, xd, y->data, bg__numel(x->ndim, x->shape));
     return y;
 }
 
@@ -226,8 +224,8 @@ bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids)
     }
     bg_tensor *n = bg_module_forward(m->children[m->n_children - 1], x);
     drop(x, n);
-    if (m->emulate_llama && m->embd_f16 && n) {
-        bg_tensor *r = round_to_f16(n);
+    if (m->emulate_llama && m->embd_type != BG_GGML_F32 && n) {
+        bg_tensor *r = round_acts(n, m->embd_type);
         drop(n, NULL);
         n = r;
     }

@@ -72,6 +72,7 @@ void bg_module_free(bg_module **pm)
     free(m->scales);
     bg_tmat_free(&m->packed);
     free(m->adapters);
+    if (m->io_meta_free) m->io_meta_free(m->io_meta);
     free(m);
     *pm = NULL;
 }

@@ -21,8 +21,10 @@ struct bg_module {
     bool bit;
     bg_bitlinear_config cfg;
     bool inference;
-    bool emulate_llama;   /* inference: llama.cpp's Q8_K activation blocks */
-    bool embd_f16;        /* bitnet: token_embd came from an F16 file */
+    bool emulate_llama;   /* inference: llama.cpp's activation rounding (llama_emu.c) */
+    bool llama_wtype_set; /* Linear: llama_wtype is the file's type (else chosen by shape) */
+    int llama_wtype;      /* Linear: ggml type llama.cpp multiplies this projection in */
+    int embd_type;        /* bitnet: ggml type of token_embd in the file (0 = F32: no rounding) */
     int8_t *codes;        /* inference: ternary codes [out, in] */
     float *scales;        /* inference: weight scales */
     bg_tmat *packed;      /* inference: codes at 2 bits for the SIMD kernels */
@@ -32,6 +34,9 @@ struct bg_module {
     bg_bitnet_config bcfg;
     /* adapters (LoRA), owned by the adapter code */
     void *adapters;
+    /* bitnet: what src/io keeps with an imported model (its tokenizer keys), freed with it */
+    void *io_meta;
+    void (*io_meta_free)(void *);
 };
 
 BG_INTERNAL bg_module *bg__module_alloc(bg_ctx *ctx, bg_module_kind kind, const char *name);
@@ -40,5 +45,14 @@ BG_INTERNAL int bg__module_add_child(bg_module *m, bg_module *child);
 BG_INTERNAL bg_tensor *bg__module_add_param(bg_module *m, const char *local, int ndim,
                                             const int64_t *shape);
 BG_INTERNAL bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x);
+
+/* llama_emu.c: llama.cpp's CPU arithmetic for eval --llama. The ggml type llama.cpp runs a
+ * BitLinear in (the file's, else what bitgrad's exporter writes for its row length); x rounded
+ * as llama.cpp converts activations for a weight of type t (F16, BF16, Q8_0 blocks; F32 and
+ * others unchanged); rows of a projection of type Q2_0, Q8_0, F16, BF16 or F32 (codes, scale). */
+BG_INTERNAL int bg__llama_weight_type(const bg_module *m);
+BG_INTERNAL void bg__llama_round_acts(int t, const float *x, float *out, int64_t n);
+BG_INTERNAL void bg__llama_rows(int t, const float *x, int64_t rows, int64_t in, const int8_t *codes,
+                                int64_t out, const float *s_w, bool per_row, float *y, float *xr);
 
 #endif
