@@ -111,6 +111,24 @@ BG_API bg_tensor *bg_bitnet_loss(bg_module *m, bg_tensor *ids, int ignore_index)
 /* W2-style init: weights N(0, std), norms 1. */
 BG_API void bg_bitnet_init(bg_module *m, float std);
 
+/* ---- the packed frozen base (DESIGN.md §10) ------------------------------------ */
+/* Holds every frozen BitLinear base under m (requires_grad false, full quantization: lambda 1,
+ * per-token activations, per-tensor or per-row scales; CPU) as 2-bit ternary codes and its
+ * scale instead of fp32 latent weights: the forward and the dX backward run on the codes and
+ * give the bits of the latent path. The weight parameter stays (name, shape) with no data:
+ * reading or writing its values is refused until unpacked. Call between steps. Returns the
+ * number of modules packed. Unfreezing a packed weight (bg_module_unfreeze) or merging a
+ * LoRA adapter into it unpacks it first. */
+BG_API int bg_module_pack_frozen(bg_module *m);
+/* Rebuilds latent weights for every packed base under m (codes * g with absmean exactly the
+ * stored scale, so the quantizer gives back the same codes and scale); frozen as before.
+ * Returns the number unpacked. */
+BG_API int bg_module_unpack(bg_module *m);
+BG_API bool bg_linear_is_packed(const bg_module *m);
+/* Sets a BitLinear's base from ternary codes [out, in] in {-1, 0, 1} and its scale (one, or
+ * one per row in BG_WQ_PER_ROW mode), packed and frozen; its latent weights are freed. */
+BG_API int bg_bitlinear_set_packed(bg_module *m, const int8_t *codes, const float *s_w);
+
 /* ---- freezing (DESIGN.md §3: a frozen parameter gets no gradient and no dW GEMM) ---- */
 /* Sets requires_grad on every parameter whose full name matches the fnmatch pattern
  * ("blk.*.attn_*"); returns how many matched (0: BG_ENOTFOUND is not raised, check it). */

@@ -71,6 +71,7 @@ void bg_module_free(bg_module **pm)
     free(m->codes);
     free(m->scales);
     bg_tmat_free(&m->packed);
+    bg__linear_packed_free(m);
     free(m->adapters);
     free(m);
     *pm = NULL;

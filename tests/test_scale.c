@@ -1,0 +1,189 @@
+/* test_scale.c - fine-tuning at scale on scaled-down shapes: the packed frozen BitLinear base
+ * against the latent-weight path (loss and adapter gradients), freeze -> pack -> unfreeze ->
+ * train, memory through bg_ctx_stats (never timing or RSS). */
+#include "bitgrad.h"
+#include "harness.h"
+
+static const char *const ALL7[] = { "blk.*.attn_q",   "blk.*.attn_k", "blk.*.attn_v",
+                                    "blk.*.attn_output", "blk.*.ffn_gate", "blk.*.ffn_up",
+                                    "blk.*.ffn_down" };
+
+/* Rows of 320 and 640 (not multiples of 256: the packed blocks' padding), GQA 4 / 2 heads. */
+static bg_bitnet_config small_cfg(bool per_row)
+{
+    bg_bitnet_config c = bg_bitnet_default();
+    c.n_vocab = 97;
+    c.n_embd = 320;
+    c.n_layer = 2;
+    c.n_head = 4;
+    c.n_head_kv = 2;
+    c.n_ff = 640;
+    c.n_ctx = 64;
+    if (per_row) c.quant.weight_mode = BG_WQ_PER_ROW;
+    return c;
+}
+
+static bg_module *lora_model(bg_ctx *ctx, bool per_row)
+{
+    bg_ctx_seed(ctx, 7);
+    bg_bitnet_config c = small_cfg(per_row);
+    bg_module *m = bg_bitnet_new(ctx, &c);
+    bg_lora_config lc = bg_lora_default();
+    lc.rank = 4;
+    lc.alpha = 8.0f;
+    lc.targets = ALL7;
+    lc.n_targets = 7;
+    CHECK(m && bg_lora_add(m, "default", &lc) == 14, "lora_add: %s", bg_ctx_error(ctx));
+    bg_tensor *ps[28];
+    int n = bg_lora_params(m, "default", ps, 28);
+    for (int i = 1; i < n; i += 2) bg_tensor_fill_randn(ps[i], 0.0f, 0.05f); /* B != 0 */
+    return m;
+}
+
+static bg_tensor *batch(bg_ctx *ctx, int B, int T)
+{
+    int32_t *v = malloc((size_t)(B * T) * sizeof *v);
+    uint64_t st = 11;
+    for (int i = 0; i < B * T; i++) v[i] = (int32_t)(harness_lcg(&st) % 97);
+    bg_tensor *t = bg_from_data(ctx, BG_I32, 2, (int64_t[]){ B, T }, v);
+    free(v);
+    return t;
+}
+
+/* Loss and every adapter gradient, concatenated (caller frees *grads). */
+static float loss_and_grads(bg_ctx *ctx, bg_module *m, float **grads, int64_t *n)
+{
+    bg_zero_grad(ctx);
+    bg_tensor *loss = bg_bitnet_loss(m, batch(ctx, 2, 33), -100);
+    float l = loss ? bg_item(loss) : NAN;
+    CHECK(loss && bg_backward(loss) == BG_OK, "backward: %s", bg_ctx_error(ctx));
+    bg_tensor *ps[28];
+    int np = bg_lora_params(m, "default", ps, 28);
+    *n = 0;
+    for (int i = 0; i < np; i++) *n += bg_tensor_numel(ps[i]);
+    *grads = malloc((size_t)*n * sizeof(float));
+    int64_t off = 0;
+    for (int i = 0; i < np; i++) {
+        float *g = harness_read(bg_tensor_grad(ps[i]));
+        memcpy(*grads + off, g, (size_t)bg_tensor_numel(ps[i]) * sizeof(float));
+        off += bg_tensor_numel(ps[i]);
+        free(g);
+    }
+    bg_step_end(ctx);
+    return l;
+}
+
+static void test_packed_vs_latent(bool per_row)
+{
+    printf("packed frozen base vs latent weights, LoRA on all 7 projections (%s scales)\n",
+           per_row ? "per-row" : "per-tensor");
+    bg_ctx *c1 = NULL, *c2 = NULL;
+    bg_ctx_create(&c1, BG_CPU);
+    bg_ctx_create(&c2, BG_CPU);
+    bg_module *lat = lora_model(c1, per_row), *pk = lora_model(c2, per_row);
+    bg_ctx_stats s0, s1;
+    bg_ctx_stats_get(c2, &s0);
+    CHECK(bg_module_pack_frozen(pk) == 14, "14 projections packed: %s", bg_ctx_error(c2));
+    bg_ctx_stats_get(c2, &s1);
+    /* each projection: 4 bytes a weight out; 64 bytes per 256-weight block (rows padded)
+     * and its scales (1 or one per row) in */
+    int64_t want = 0, nw = 0;
+    for (int i = 0; i < bg_module_n_params(pk); i++) {
+        bg_tensor *t = bg_module_param(pk, i);
+        const char *nm = bg_tensor_name(t);
+        if (!strstr(nm, "blk.") || strstr(nm, "lora") || strstr(nm, "norm")) continue;
+        int64_t out = bg_tensor_dim(t, 0), in = bg_tensor_dim(t, 1);
+        nw += out * in;
+        want += out * in * 4 - out * ((in + 255) / 256) * 64 - (per_row ? out : 1) * 4;
+    }
+    int64_t freed = (int64_t)s0.persistent_bytes - (int64_t)s1.persistent_bytes;
+    printf("  %lld projection weights: persistent bytes %zu -> %zu\n", (long long)nw,
+           s0.persistent_bytes, s1.persistent_bytes);
+    CHECK(freed == want, "packing freed %lld bytes, expected %lld", (long long)freed,
+          (long long)want);
+    bg_tensor *w = bg_module_find_param(pk, "blk.0.attn_q.weight");
+    CHECK(w && bg_tensor_fill(w, 0.0f) == BG_ESTATE, "a packed weight refuses writes");
+    bg_ctx_clear_error(c2);
+    float *g1, *g2;
+    int64_t n1, n2;
+    float l1 = loss_and_grads(c1, lat, &g1, &n1), l2 = loss_and_grads(c2, pk, &g2, &n2);
+    printf("  loss latent %.9g packed %.9g\n", (double)l1, (double)l2);
+    CHECK(fabsf(l1 - l2) <= 1e-6f * fabsf(l1), "loss within 1e-6");
+    CHECK(n1 == n2 && n1 > 0, "same adapter sizes");
+    check_close("adapter gradients (packed vs latent)", g2, g1, n1, 1e-6, 0.0);
+    free(g1), free(g2);
+    bg_module_free(&lat);
+    bg_module_free(&pk);
+    bg_ctx_stats st;
+    bg_ctx_stats_get(c2, &st);
+    CHECK(st.persistent_bytes == 0, "every packed byte given back (%zu left)", st.persistent_bytes);
+    bg_ctx_free(&c1);
+    bg_ctx_free(&c2);
+}
+
+static float *logits_of(bg_ctx *ctx, bg_module *m)
+{
+    bool g = bg_grad_enable(ctx, false);
+    float *v = harness_read(bg_bitnet_forward(m, batch(ctx, 1, 24)));
+    bg_grad_enable(ctx, g);
+    bg_step_end(ctx);
+    return v;
+}
+
+static void test_round_trip(void)
+{
+    printf("freeze -> pack -> unfreeze -> train\n");
+    bg_ctx *ctx = NULL;
+    bg_ctx_create(&ctx, BG_CPU);
+    bg_ctx_seed(ctx, 3);
+    bg_bitnet_config c = small_cfg(false);
+    bg_module *m = bg_bitnet_new(ctx, &c);
+    int64_t nl = 24 * 97;
+    float *l0 = logits_of(ctx, m);
+    CHECK(bg_module_freeze(m, "blk.*") > 0, "freeze");
+    CHECK(bg_module_pack_frozen(m) == 14, "14 packed");
+    CHECK(bg_linear_is_packed(bg_module_find(m, "blk.1.ffn_down")), "ffn_down packed");
+    float *l1 = logits_of(ctx, m);
+    check_bitwise("logits packed vs latent", l1, l0, nl);
+    CHECK(bg_module_unfreeze(m, "blk.*") > 0, "unfreeze");
+    CHECK(!bg_linear_is_packed(bg_module_find(m, "blk.1.ffn_down")), "unfreezing unpacks");
+    bg_tensor *w = bg_module_find_param(m, "blk.0.attn_k.weight");
+    CHECK(w && bg_tensor_requires_grad(w) && bg_tensor_data(w), "latent weights, trainable");
+    float *l2 = logits_of(ctx, m);
+    check_bitwise("logits after unpacking (rebuilt latent weights)", l2, l0, nl);
+    bg_module_freeze(m, "blk.*");
+    CHECK(bg_module_pack_frozen(m) == 14, "packed again");
+    float *l3 = logits_of(ctx, m);
+    check_bitwise("logits packed a second time", l3, l0, nl);
+    bg_module_unfreeze(m, "*");
+    bg_optim_config oc = bg_optim_default(BG_ADAMW);
+    oc.lr = 3e-3f;
+    bg_optim *o = bg_optim_new(ctx, &oc);
+    CHECK(bg_optim_add_module(o, m) > 0, "optimizer");
+    float first = 0.0f, last = 0.0f;
+    for (int s = 0; s < 8; s++) {
+        bg_optim_zero_grad(o);
+        bg_tensor *loss = bg_bitnet_loss(m, batch(ctx, 2, 33), -100);
+        float l = loss ? bg_item(loss) : NAN;
+        CHECK(loss && bg_backward(loss) == BG_OK && bg_optim_step(o) == BG_OK, "step: %s",
+              bg_ctx_error(ctx));
+        bg_step_end(ctx);
+        if (s == 0) first = l;
+        last = l;
+    }
+    printf("  QAT after the round trip: loss %.5f -> %.5f\n", (double)first, (double)last);
+    CHECK(isfinite(last) && last < first, "training continues (loss %g -> %g)", (double)first,
+          (double)last);
+    free(l0), free(l1), free(l2), free(l3);
+    bg_optim_free(&o);
+    bg_module_free(&m);
+    bg_ctx_free(&ctx);
+}
+
+int main(void)
+{
+    test_packed_vs_latent(false);
+    test_packed_vs_latent(true);
+    test_round_trip();
+    return harness_summary();
+}
