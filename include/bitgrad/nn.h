@@ -98,6 +98,10 @@ typedef struct bg_bitnet_config {
     float eps, rope_base;
     bool bitlinear;             /* projections are BitLinear (else full-precision Linear) */
     bg_bitlinear_config quant;  /* their configuration */
+    bool packed_base;           /* BitLinear projections made frozen and packed (zero codes, to
+                                   be set by bg_bitlinear_set_packed): no latent weights ever */
+    bool recompute;             /* activation recomputation: each block's forward runs again
+                                   in backward instead of keeping its intermediates */
 } bg_bitnet_config;
 
 BG_API bg_bitnet_config bg_bitnet_default(void);

@@ -59,6 +59,7 @@ static int check_config(bg_ctx *ctx, const bg_bitnet_config *c)
 static bg_module *proj(bg_ctx *ctx, const bg_bitnet_config *c, const char *name, int64_t in,
                        int64_t out)
 {
+    if (c->bitlinear && c->packed_base) return bg__bitlinear_new_packed(ctx, name, in, out, &c->quant);
     return c->bitlinear ? bg_bitlinear_new(ctx, name, in, out, false, &c->quant)
                         : bg_linear_new(ctx, name, in, out, false);
 }

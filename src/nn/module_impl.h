@@ -49,6 +49,10 @@ BG_INTERNAL bg_tensor *bg__linear_forward_packed(bg_module *m, bg_tensor *x);
 /* Latent weights back in place of m's packed base (frozen or not, as it was); no-op if none. */
 BG_INTERNAL int bg__linear_unpack(bg_module *m);
 BG_INTERNAL void bg__linear_packed_free(bg_module *m);
+/* A frozen BitLinear [out, in] whose base is packed zero codes with scale 1 (no latent
+ * weights are ever allocated). */
+BG_INTERNAL bg_module *bg__bitlinear_new_packed(bg_ctx *ctx, const char *name, int64_t in,
+                                                int64_t out, const bg_bitlinear_config *cfg);
 BG_INTERNAL bg_tmat *bg__linear_packed_base(const bg_module *m);
 /* y = ActQ(x) . (codes * s_w)^T from the packed codes, recorded as BITLINEAR with w (a frozen
  * data-less header of shape [out, in]): backward gives dX only. */

@@ -107,6 +107,37 @@ int bg_bitlinear_set_packed(bg_module *m, const int8_t *codes, const float *s_w)
     return rc;
 }
 
+bg_module *bg__bitlinear_new_packed(bg_ctx *ctx, const char *name, int64_t in, int64_t out,
+                                    const bg_bitlinear_config *cfg)
+{
+    bg_module *m = bg__module_alloc(ctx, BG_MOD_LINEAR, name);
+    if (!m) return NULL;
+    m->bit = true;
+    m->cfg = cfg ? *cfg : bg_bitlinear_default();
+    m->forward = bg__linear_forward;
+    char full[BG_NAME_MAX + 8];
+    snprintf(full, sizeof full, "%s.weight", name);
+    bool per_row = m->cfg.weight_mode == BG_WQ_PER_ROW;
+    float *ones = bg__malloc(ctx, (size_t)(per_row ? out : 1) * sizeof(float));
+    bg_tmat *pk = NULL;
+    for (int64_t j = 0; ones && j < (per_row ? out : 1); j++) ones[j] = 1.0f;
+    int rc = check_packable(m, "bitnet (packed base)");
+    if (!rc && (!ones || bg__tmat_alloc(ones, per_row, out, in, &pk)))
+        rc = bg__error(ctx, BG_ENOMEM, "bitnet: '%s': out of memory for %lld packed bytes", name,
+                       (long long)(out * ((in + 255) / 256) * 64));
+    free(ones);
+    m->params[0] = rc ? NULL : shell_new(ctx, full, out, in);
+    if (rc || !m->params[0]) {
+        bg_tmat_free(&pk);
+        bg_module_free(&m);
+        return NULL;
+    }
+    m->n_params = 1;
+    m->base_pk = pk;
+    ctx->persistent_bytes += packed_bytes(pk);
+    return m;
+}
+
 bg_tmat *bg__linear_packed_base(const bg_module *m) { return m->base_pk; }
 
 /* Packs one frozen BitLinear from its latent weights: the forward's quantizer exactly. */
