@@ -23,42 +23,62 @@ static bg_bitnet_config small_cfg(bool per_row)
     return c;
 }
 
-static bg_module *lora_model(bg_ctx *ctx, bool per_row)
+static bg_module *lora_model_cfg(bg_ctx *ctx, bg_bitnet_config c)
 {
     bg_ctx_seed(ctx, 7);
-    bg_bitnet_config c = small_cfg(per_row);
     bg_module *m = bg_bitnet_new(ctx, &c);
     bg_lora_config lc = bg_lora_default();
     lc.rank = 4;
     lc.alpha = 8.0f;
     lc.targets = ALL7;
     lc.n_targets = 7;
-    CHECK(m && bg_lora_add(m, "default", &lc) == 14, "lora_add: %s", bg_ctx_error(ctx));
-    bg_tensor *ps[28];
-    int n = bg_lora_params(m, "default", ps, 28);
+    CHECK(m && bg_lora_add(m, "default", &lc) == 7 * c.n_layer, "lora_add: %s", bg_ctx_error(ctx));
+    bg_tensor *ps[64];
+    int n = bg_lora_params(m, "default", ps, 64);
     for (int i = 1; i < n; i += 2) bg_tensor_fill_randn(ps[i], 0.0f, 0.05f); /* B != 0 */
     return m;
 }
 
-static bg_tensor *batch(bg_ctx *ctx, int B, int T)
+static bg_module *lora_model(bg_ctx *ctx, bool per_row)
 {
-    int32_t *v = malloc((size_t)(B * T) * sizeof *v);
+    return lora_model_cfg(ctx, small_cfg(per_row));
+}
+
+/* Columns [lo, hi) of a fixed [B, T] batch of ids. */
+static bg_tensor *batch_cols(bg_ctx *ctx, int B, int T, int lo, int hi)
+{
+    int32_t *v = malloc((size_t)(B * T) * sizeof *v), *o = malloc((size_t)(B * T) * sizeof *o);
     uint64_t st = 11;
     for (int i = 0; i < B * T; i++) v[i] = (int32_t)(harness_lcg(&st) % 97);
-    bg_tensor *t = bg_from_data(ctx, BG_I32, 2, (int64_t[]){ B, T }, v);
-    free(v);
+    for (int b = 0; b < B; b++)
+        for (int j = lo; j < hi; j++) o[b * (hi - lo) + j - lo] = v[b * T + j];
+    bg_tensor *t = bg_from_data(ctx, BG_I32, 2, (int64_t[]){ B, hi - lo }, o);
+    free(v), free(o);
     return t;
 }
 
-/* Loss and every adapter gradient, concatenated (caller frees *grads). */
-static float loss_and_grads(bg_ctx *ctx, bg_module *m, float **grads, int64_t *n)
+static bg_tensor *batch(bg_ctx *ctx, int B, int T) { return batch_cols(ctx, B, T, 0, T); }
+
+/* Loss and the gradient of every trainable parameter, concatenated (caller frees *grads);
+ * fused: bg_bitnet_loss, else logits then cross_entropy. Memory stats of the step to st. */
+static float loss_and_grads_x(bg_ctx *ctx, bg_module *m, float **grads, int64_t *n, bool fused,
+                              bg_ctx_stats *st)
 {
     bg_zero_grad(ctx);
-    bg_tensor *loss = bg_bitnet_loss(m, batch(ctx, 2, 33), -100);
+    bg_tensor *ids = batch(ctx, 2, 33), *loss;
+    if (fused) {
+        loss = bg_bitnet_loss(m, ids, -100);
+    } else {
+        bg_tensor *in = batch_cols(ctx, 2, 33, 0, 32), *tg = batch_cols(ctx, 2, 33, 1, 33);
+        loss = bg_cross_entropy(bg_bitnet_forward(m, in), tg, -100, 0.0f);
+    }
     float l = loss ? bg_item(loss) : NAN;
     CHECK(loss && bg_backward(loss) == BG_OK, "backward: %s", bg_ctx_error(ctx));
-    bg_tensor *ps[28];
-    int np = bg_lora_params(m, "default", ps, 28);
+    if (st) bg_ctx_stats_get(ctx, st);
+    bg_tensor *ps[256];
+    int np = 0;
+    for (int i = 0; i < bg_module_n_params(m) && np < 256; i++)
+        if (bg_tensor_requires_grad(bg_module_param(m, i))) ps[np++] = bg_module_param(m, i);
     *n = 0;
     for (int i = 0; i < np; i++) *n += bg_tensor_numel(ps[i]);
     *grads = malloc((size_t)*n * sizeof(float));
@@ -71,6 +91,11 @@ static float loss_and_grads(bg_ctx *ctx, bg_module *m, float **grads, int64_t *n
     }
     bg_step_end(ctx);
     return l;
+}
+
+static float loss_and_grads(bg_ctx *ctx, bg_module *m, float **grads, int64_t *n)
+{
+    return loss_and_grads_x(ctx, m, grads, n, true, NULL);
 }
 
 static void test_packed_vs_latent(bool per_row)
@@ -180,10 +205,85 @@ static void test_round_trip(void)
     bg_ctx_free(&ctx);
 }
 
+/* The fused output projection + cross-entropy (chunks of rows) against logits then
+ * cross_entropy: the same loss and gradients up to float rounding of the products. */
+static void test_fused_loss(bool embd_trains)
+{
+    printf("chunked output projection + cross-entropy vs logits + cross_entropy (%s)\n",
+           embd_trains ? "token_embd trains" : "LoRA only");
+    bg_ctx *ctx = NULL;
+    bg_ctx_create(&ctx, BG_CPU);
+    bg_module *m = lora_model(ctx, false);
+    if (embd_trains) bg_module_unfreeze(m, "token_embd.weight");
+    float *g1, *g2;
+    int64_t n1, n2;
+    bg_ctx_stats s1, s2;
+    float l1 = loss_and_grads_x(ctx, m, &g1, &n1, false, &s1);
+    float l2 = loss_and_grads_x(ctx, m, &g2, &n2, true, &s2);
+    printf("  loss unfused %.9g fused %.9g\n", (double)l1, (double)l2);
+    CHECK(fabsf(l1 - l2) <= 1e-6f * fabsf(l1), "loss within 1e-6");
+    CHECK(n1 == n2, "same parameters");
+    check_close("gradients (fused vs unfused)", g2, g1, n1, 1e-5, 0.0);
+    free(g1), free(g2);
+    bg_module_free(&m);
+    bg_ctx_free(&ctx);
+}
+
+/* Recomputation: the same bits as keeping every block's intermediates, and less held. */
+static void test_recompute(bool lora)
+{
+    printf("activation recomputation vs stored intermediates (%s)\n",
+           lora ? "LoRA, packed base" : "every parameter trains");
+    bg_ctx *c1 = NULL, *c2 = NULL;
+    bg_ctx_create(&c1, BG_CPU);
+    bg_ctx_create(&c2, BG_CPU);
+    bg_bitnet_config cfg = small_cfg(false);
+    cfg.n_layer = 3;
+    bg_bitnet_config rc = cfg;
+    rc.recompute = true;
+    bg_module *a, *b;
+    if (lora) {
+        a = lora_model_cfg(c1, cfg);
+        b = lora_model_cfg(c2, rc);
+        bg_module_pack_frozen(a);
+        bg_module_pack_frozen(b);
+    } else {
+        bg_ctx_seed(c1, 5);
+        bg_ctx_seed(c2, 5);
+        a = bg_bitnet_new(c1, &cfg);
+        b = bg_bitnet_new(c2, &rc);
+    }
+    float *g1, *g2;
+    int64_t n1, n2;
+    bg_ctx_stats s1, s2;
+    float l1 = loss_and_grads_x(c1, a, &g1, &n1, true, &s1);
+    float l2 = loss_and_grads_x(c2, b, &g2, &n2, true, &s2);
+    CHECK(memcmp(&l1, &l2, sizeof l1) == 0, "loss bit-identical (%.9g vs %.9g)", (double)l1, (double)l2);
+    CHECK(n1 == n2 && n1 > 0, "same parameters");
+    check_bitwise("gradients with recomputation", g2, g1, n1);
+    /* a second step: the recomputing tape is reused */
+    free(g2);
+    l2 = loss_and_grads_x(c2, b, &g2, &n2, true, &s2);
+    CHECK(memcmp(&l1, &l2, sizeof l1) == 0, "second step: loss bit-identical");
+    check_bitwise("gradients, second step", g2, g1, n1);
+    printf("  pool high water: stored %.2f MiB, recomputed %.2f MiB\n",
+           (double)s1.pool_high_water / 1048576.0, (double)s2.pool_high_water / 1048576.0);
+    CHECK(s2.pool_high_water < s1.pool_high_water, "recomputation holds less (pool high water)");
+    free(g1), free(g2);
+    bg_module_free(&a);
+    bg_module_free(&b);
+    bg_ctx_free(&c1);
+    bg_ctx_free(&c2);
+}
+
 int main(void)
 {
     test_packed_vs_latent(false);
     test_packed_vs_latent(true);
     test_round_trip();
+    test_fused_loss(false);
+    test_fused_loss(true);
+    test_recompute(true);
+    test_recompute(false);
     return harness_summary();
 }

@@ -72,6 +72,7 @@ void bg_module_free(bg_module **pm)
     free(m->scales);
     bg_tmat_free(&m->packed);
     bg__linear_packed_free(m);
+    bg__bitnet_release(m);
     free(m->adapters);
     free(m);
     *pm = NULL;

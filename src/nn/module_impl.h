@@ -31,6 +31,7 @@ struct bg_module {
     float eps, p;
     /* bitnet */
     bg_bitnet_config bcfg;
+    struct bg_tape *sub_tape; /* recomputation's tape (bitnet.c) */
     /* adapters (LoRA), owned by the adapter code */
     void *adapters;
 };
@@ -41,6 +42,7 @@ BG_INTERNAL int bg__module_add_child(bg_module *m, bg_module *child);
 BG_INTERNAL bg_tensor *bg__module_add_param(bg_module *m, const char *local, int ndim,
                                             const int64_t *shape);
 BG_INTERNAL bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x);
+BG_INTERNAL void bg__bitnet_release(bg_module *m);
 
 /* ---- the packed frozen base (packed.c, op_bitlinear.c) ---- */
 /* The BitLinear forward on the packed base (errors if the config stopped being full
