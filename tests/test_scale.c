@@ -276,11 +276,34 @@ static void test_recompute(bool lora)
     bg_ctx_free(&c2);
 }
 
+/* A model larger than the machine: a clear error naming the bytes, nothing allocated. */
+static void test_too_large(void)
+{
+    printf("a model too large for memory\n");
+    bg_ctx *ctx = NULL;
+    bg_ctx_create(&ctx, BG_CPU);
+    bg_bitnet_config c = small_cfg(false);
+    c.n_vocab = (int64_t)1 << 32; /* token_embd alone: 2^32 * 320 * 4 bytes = 5 TiB */
+    bg_ctx_stats s0, s1;
+    bg_ctx_stats_get(ctx, &s0);
+    bg_module *m = bg_bitnet_new(ctx, &c);
+    bg_ctx_stats_get(ctx, &s1);
+    const char *e = bg_ctx_error(ctx);
+    printf("  error: %s\n", e);
+    const char *need = strstr(e, "need ");
+    double bytes = need ? strtod(need + 5, NULL) : 0.0;
+    CHECK(!m && bg_ctx_error_code(ctx) == BG_ENOMEM && bytes >= 5497558138880.0 &&
+              bytes < 5.6e12 && strstr(e, "bytes"), "BG_ENOMEM naming the bytes needed");
+    CHECK(s1.heap_allocs == s0.heap_allocs && s1.persistent_bytes == 0, "nothing allocated");
+    bg_ctx_free(&ctx);
+}
+
 int main(void)
 {
     test_packed_vs_latent(false);
     test_packed_vs_latent(true);
     test_round_trip();
+    test_too_large();
     test_fused_loss(false);
     test_fused_loss(true);
     test_recompute(true);

@@ -1,6 +1,9 @@
 /* bitnet.c - the bitnet transformer, exactly llama.cpp's "bitnet" graph (DESIGN.md §6):
  * pre-norm blocks with sub-norms before attn_output and ffn_down, NEOX RoPE, GQA causal
  * attention, SiLU-gated FFN, and the output projection tied to token_embd. */
+#include <math.h>
+#include <unistd.h>
+
 #include "bitgrad/quant.h"
 #include "autograd/tape.h"
 #include "nn/module_impl.h"
@@ -57,6 +60,34 @@ static int check_config(bg_ctx *ctx, const bg_bitnet_config *c)
     return BG_OK;
 }
 
+/* Bytes the model's parameters take: f32, or packed 2-bit projections (256-weight blocks). */
+static double model_bytes(const bg_bitnet_config *c)
+{
+    double d = (double)c->n_embd, kv = (double)(c->n_embd / c->n_head * c->n_head_kv),
+           ff = (double)c->n_ff;
+    double proj[7][2] = { { d, d }, { kv, d }, { kv, d }, { d, d }, { ff, d }, { ff, d }, { d, ff } };
+    double per_layer = (4.0 * d + ff) * 4.0;
+    for (int i = 0; i < 7; i++) {
+        double out = proj[i][0], in = proj[i][1];
+        per_layer += c->packed_base && c->bitlinear ? out * ceil(in / 256.0) * 64.0 + 4.0
+                                                    : out * in * 4.0;
+    }
+    return (double)c->n_vocab * d * 4.0 + d * 4.0 + (double)c->n_layer * per_layer;
+}
+
+/* A model larger than this machine's memory is refused before anything is allocated. */
+static int check_fits(bg_ctx *ctx, const bg_bitnet_config *c)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double need = model_bytes(c), have = pages > 0 && page > 0 ? (double)pages * (double)page : 0.0;
+    if (have > 0.0 && need > have)
+        return bg__error(ctx, BG_ENOMEM,
+                         "bitnet: the model's parameters need %.0f bytes (%.2f GiB) but this machine "
+                         "has %.0f bytes (%.2f GiB) of memory", need, need / 1073741824.0, have,
+                         have / 1073741824.0);
+    return BG_OK;
+}
+
 static bg_module *proj(bg_ctx *ctx, const bg_bitnet_config *c, const char *name, int64_t in,
                        int64_t out)
 {
@@ -104,7 +135,7 @@ static bg_tensor *bitnet_forward_one(bg_module *m, bg_tensor *ids)
 bg_module *bg_bitnet_new(bg_ctx *ctx, const bg_bitnet_config *cfg)
 {
     bg_bitnet_config c = cfg ? *cfg : bg_bitnet_default();
-    if (!ctx || check_config(ctx, &c)) return NULL;
+    if (!ctx || check_config(ctx, &c) || check_fits(ctx, &c)) return NULL;
     bg_module *m = bg__module_alloc(ctx, BG_MOD_BITNET, "");
     if (!m) return NULL;
     m->bcfg = c;
