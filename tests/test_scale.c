@@ -276,6 +276,57 @@ static void test_recompute(bool lora)
     bg_ctx_free(&c2);
 }
 
+/* token_embd's values made exact in F16 (as a model loaded from an F16 file has them). */
+static void round_embd_f16(bg_module *m)
+{
+    bg_tensor *e = bg_module_find_param(m, "token_embd.weight");
+    float *v = bg_tensor_data(e);
+    for (int64_t i = 0; i < bg_tensor_numel(e); i++) v[i] = bg_fp16_to_fp32(bg_fp32_to_fp16(v[i]));
+}
+
+/* A frozen token_embd exact in F16 is kept as F16: half the bytes, the same values. */
+static void test_f16_embedding(void)
+{
+    printf("frozen token_embd kept as F16\n");
+    bg_ctx *c1 = NULL, *c2 = NULL;
+    bg_ctx_create(&c1, BG_CPU);
+    bg_ctx_create(&c2, BG_CPU);
+    bg_module *a = lora_model(c1, false), *b = lora_model(c2, false);
+    round_embd_f16(a);
+    round_embd_f16(b);
+    bg_ctx_stats s0, s1;
+    bg_ctx_stats_get(c2, &s0);
+    CHECK(bg_module_pack_frozen(b) == 15, "14 projections and token_embd packed");
+    bg_ctx_stats_get(c2, &s1);
+    bg_tensor *e = bg_module_find_param(b, "token_embd.weight");
+    CHECK(bg_tensor_dtype(e) == BG_F16, "token_embd is F16");
+    int64_t proj_freed = 0;
+    for (int i = 0; i < bg_module_n_params(b); i++) {
+        bg_tensor *t = bg_module_param(b, i);
+        const char *nm = bg_tensor_name(t);
+        if (!strstr(nm, "blk.") || strstr(nm, "lora") || strstr(nm, "norm")) continue;
+        int64_t out = bg_tensor_dim(t, 0), in = bg_tensor_dim(t, 1);
+        proj_freed += out * in * 4 - out * ((in + 255) / 256) * 64 - 4;
+    }
+    CHECK((int64_t)(s0.persistent_bytes - s1.persistent_bytes) == proj_freed + 97 * 320 * 2,
+          "F16 table: 2 bytes a value fewer (bg_ctx_stats)");
+    float *g1, *g2;
+    int64_t n1, n2;
+    float l1 = loss_and_grads(c1, a, &g1, &n1), l2 = loss_and_grads(c2, b, &g2, &n2);
+    printf("  loss f32 table %.9g, f16 table %.9g\n", (double)l1, (double)l2);
+    CHECK(fabsf(l1 - l2) <= 1e-6f * fabsf(l1), "loss within 1e-6");
+    check_close("adapter gradients (F16 table)", g2, g1, n1, 1e-5, 0.0);
+    float *o1 = logits_of(c1, a), *o2 = logits_of(c2, b);
+    check_bitwise("logits with the F16 table", o2, o1, 24 * 97);
+    CHECK(bg_module_unpack(b) == 15 && bg_tensor_dtype(bg_module_find_param(b, "token_embd.weight")) == BG_F32,
+          "unpacked: F32 again");
+    free(g1), free(g2), free(o1), free(o2);
+    bg_module_free(&a);
+    bg_module_free(&b);
+    bg_ctx_free(&c1);
+    bg_ctx_free(&c2);
+}
+
 /* A model larger than the machine: a clear error naming the bytes, nothing allocated. */
 static void test_too_large(void)
 {
@@ -304,6 +355,7 @@ int main(void)
     test_packed_vs_latent(true);
     test_round_trip();
     test_too_large();
+    test_f16_embedding();
     test_fused_loss(false);
     test_fused_loss(true);
     test_recompute(true);

@@ -124,7 +124,10 @@ BG_API void bg_bitnet_init(bg_module *m, float std);
  * number of modules packed. Unfreezing a packed weight (bg_module_unfreeze) or merging a
  * LoRA adapter into it unpacks it first. */
 BG_API int bg_module_pack_frozen(bg_module *m);
-/* Rebuilds latent weights for every packed base under m (codes * g with absmean exactly the
+/* A frozen Embedding (bitnet: token_embd, also the tied output projection) whose values are all
+ * exact in F16 is kept as F16 (half the bytes; the same values). It counts among the returned
+ * modules. */
+/* Rebuilds latent weights for every packed base under m (and F16 embeddings: F32 again) (codes * g with absmean exactly the
  * stored scale, so the quantizer gives back the same codes and scale); frozen as before.
  * Returns the number unpacked. */
 BG_API int bg_module_unpack(bg_module *m);

@@ -15,7 +15,9 @@ static int set_trainable(bg_module *m, const char *pattern, bool on)
     for (int i = 0; i < m->n_params; i++)
         if (fnmatch(pattern, bg_tensor_name(m->params[i]), 0) == 0) {
             /* unfreezing a packed base (QAT) rebuilds its latent weights first */
-            if (on && i == 0 && m->base_pk && bg__linear_unpack(m)) continue;
+            if (on && i == 0 && (m->base_pk || m->params[0]->dtype == BG_F16) &&
+                bg__linear_unpack(m))
+                continue;
             bg_tensor_set_requires_grad(m->params[i], on);
             n++;
         }

@@ -6,6 +6,7 @@
  * absmean quantizer gives back exactly these codes and scale (the rule import.c uses). */
 #include <math.h>
 
+#include "bitgrad/quant.h"
 #include "bitgrad/ternary.h"
 #include "nn/lora_impl.h"
 #include "quant/bitnet_math.h"
@@ -166,8 +167,50 @@ static int pack_one(bg_module *m)
     return install(m, pk);
 }
 
+/* ---- a frozen embedding table in F16 (the tied output projection of a bitnet) ---- */
+
+/* Whether every value survives f32 -> f16 -> f32 unchanged (so F16 storage is lossless). */
+static bool f16_exact(const float *v, int64_t n)
+{
+    bool ok = true;
+#pragma omp parallel for schedule(static) reduction(&& : ok) if (n > (1 << 20))
+    for (int64_t i = 0; i < n; i++) ok = ok && bg_fp16_to_fp32(bg_fp32_to_fp16(v[i])) == v[i];
+    return ok;
+}
+
+/* Replaces m's weight by a copy in dtype to (F16 <-> F32), same name and grad flag. */
+static int embedding_retype(bg_module *m, bg_dtype to)
+{
+    bg_tensor *w = m->params[0];
+    bg_tensor *t = bg_tensor_new(m->ctx, to, 2, w->shape);
+    if (!t) return bg__error(m->ctx, BG_ENOMEM, "%s: out of memory", m->name);
+    bg_tensor_set_name(t, bg_tensor_name(w));
+    t->requires_grad = w->requires_grad;
+    int64_t n = bg__numel(2, w->shape);
+#pragma omp parallel for schedule(static) if (n > (1 << 20))
+    for (int64_t i = 0; i < n; i++) {
+        if (to == BG_F16) ((uint16_t *)t->data)[i] = bg_fp32_to_fp16(((const float *)w->data)[i]);
+        else ((float *)t->data)[i] = bg_fp16_to_fp32(((const uint16_t *)w->data)[i]);
+    }
+    bg_tensor_free(&m->params[0]);
+    m->params[0] = t;
+    return BG_OK;
+}
+
+static bool embedding_packable(const bg_module *m)
+{
+    const bg_tensor *w = m->kind == BG_MOD_EMBEDDING ? m->params[0] : NULL;
+    return w && !w->requires_grad && w->dtype == BG_F32 && m->ctx->device == BG_CPU &&
+           f16_exact(w->data, bg__numel(2, w->shape));
+}
+
 static int pack_tree(bg_module *m, int *n)
 {
+    if (embedding_packable(m)) {
+        int rc = embedding_retype(m, BG_F16);
+        if (rc) return rc;
+        (*n)++;
+    }
     if (m->kind == BG_MOD_LINEAR && m->bit && !m->base_pk && !m->params[0]->requires_grad &&
         full_quant(m) && m->ctx->device == BG_CPU && !m->inference) {
         int rc = pack_one(m);
@@ -211,6 +254,8 @@ static int64_t count_nonzero(const int8_t *c, int64_t n)
 
 int bg__linear_unpack(bg_module *m)
 {
+    if (m->kind == BG_MOD_EMBEDDING && m->params[0]->dtype == BG_F16)
+        return embedding_retype(m, BG_F32);
     if (!m->base_pk) return BG_OK;
     bg_tensor *shell = m->params[0];
     int64_t out = shell->shape[0], in = shell->shape[1];
@@ -239,6 +284,11 @@ int bg__linear_unpack(bg_module *m)
 
 static int unpack_tree(bg_module *m, int *n)
 {
+    if (m->kind == BG_MOD_EMBEDDING && m->params[0]->dtype == BG_F16) {
+        int rc = embedding_retype(m, BG_F32);
+        if (rc) return rc;
+        (*n)++;
+    }
     if (m->kind == BG_MOD_LINEAR && m->base_pk) {
         int rc = bg__linear_unpack(m);
         if (rc) return rc;
