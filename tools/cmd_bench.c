@@ -208,7 +208,12 @@ static int setup_lora_large(bench *b, bool shape3b, int T, bool recompute)
     lc.alpha = 32.0f;
     lc.targets = t;
     lc.n_targets = 7;
-    return bg_lora_add(b->model, "default", &lc) == 7 * c.n_layer ? 0 : 1;
+    if (bg_lora_add(b->model, "default", &lc) != 7 * c.n_layer) return 1;
+    /* token_embd as a bitnet GGUF has it (F16 values): frozen, it is then held as F16 */
+    bg_tensor *e = bg_module_find_param(b->model, "token_embd.weight");
+    float *ev = bg_tensor_data(e);
+    for (int64_t i = 0; i < bg_tensor_numel(e); i++) ev[i] = bg_fp16_to_fp32(bg_fp32_to_fp16(ev[i]));
+    return bg_module_pack_frozen(b->model) == 1 ? 0 : 1;
 }
 
 /* One training step (or one product for matvec). */
