@@ -103,6 +103,10 @@ typedef struct bg_bitnet_config {
     float eps, rope_base;
     bool bitlinear;             /* projections are BitLinear (else full-precision Linear) */
     bg_bitlinear_config quant;  /* their configuration */
+    bool packed_base;           /* BitLinear projections made frozen and packed (zero codes, to
+                                   be set by bg_bitlinear_set_packed): no latent weights ever */
+    bool recompute;             /* activation recomputation: each block's forward runs again
+                                   in backward instead of keeping its intermediates */
 } bg_bitnet_config;
 
 BG_API bg_bitnet_config bg_bitnet_default(void);
@@ -136,6 +140,27 @@ BG_API void bg_kv_cache_reset(bg_kv_cache *c);
  * cache or an id is outside [0, n_vocab). */
 BG_API bg_tensor *bg_bitnet_forward_cached(bg_module *bitnet, bg_kv_cache *c,
                                            const int32_t *ids, int64_t n);
+
+/* ---- the packed frozen base (DESIGN.md §10) ------------------------------------ */
+/* Holds every frozen BitLinear base under m (requires_grad false, full quantization: lambda 1,
+ * per-token activations, per-tensor or per-row scales; CPU) as 2-bit ternary codes and its
+ * scale instead of fp32 latent weights: the forward and the dX backward run on the codes and
+ * give the bits of the latent path. The weight parameter stays (name, shape) with no data:
+ * reading or writing its values is refused until unpacked. Call between steps. Returns the
+ * number of modules packed. Unfreezing a packed weight (bg_module_unfreeze) or merging a
+ * LoRA adapter into it unpacks it first. */
+BG_API int bg_module_pack_frozen(bg_module *m);
+/* A frozen Embedding (bitnet: token_embd, also the tied output projection) whose values are all
+ * exact in F16 is kept as F16 (half the bytes; the same values). It counts among the returned
+ * modules. */
+/* Rebuilds latent weights for every packed base under m (and F16 embeddings: F32 again) (codes * g with absmean exactly the
+ * stored scale, so the quantizer gives back the same codes and scale); frozen as before.
+ * Returns the number unpacked. */
+BG_API int bg_module_unpack(bg_module *m);
+BG_API bool bg_linear_is_packed(const bg_module *m);
+/* Sets a BitLinear's base from ternary codes [out, in] in {-1, 0, 1} and its scale (one, or
+ * one per row in BG_WQ_PER_ROW mode), packed and frozen; its latent weights are freed. */
+BG_API int bg_bitlinear_set_packed(bg_module *m, const int8_t *codes, const float *s_w);
 
 /* ---- freezing (DESIGN.md §3: a frozen parameter gets no gradient and no dW GEMM) ---- */
 /* Sets requires_grad on every parameter whose full name matches the fnmatch pattern

@@ -168,15 +168,51 @@ static bg_tensor *ffn_cached(bg_kv_cache *c, int64_t l, bg_tensor *x)
     return bg_module_forward(md[C_DOWN], bg_module_forward(md[C_FFN_SUB_NORM], f));
 }
 
-/* llama.cpp multiplies an F16 token_embd by activations converted to F16 (as bitnet.c). */
-static bg_tensor *round_to_f16(bg_tensor *x)
+/* llama.cpp multiplies token_embd (F16, BF16, Q8_0 in converted files) by activations
+ * converted to that type's vec_dot type (as bitnet.c). */
+static bg_tensor *round_acts(bg_tensor *x, int type)
 {
     if (!x) return NULL;
     bg_tensor *y = bg__step_new(x->ctx, BG_F32, x->ndim, x->shape);
     const float *xd = bg__contig_data(x);
     if (!y || !xd) return NULL;
-    for (int64_t i = 0; i < bg__numel(x->ndim, x->shape); i++)
-        bg__f32(y)[i] = bg_fp16_to_fp32(bg_fp32_to_fp16(xd[i]));
+    bg__llama_round_acts(type, xd, y->data, bg__numel(x->ndim, x->shape));
+    return y;
+}
+
+/* A frozen token_embd held as F16 (bg_module_pack_frozen): rows widened as they are read,
+ * the output projection a dot product per vocabulary row, never a widened copy of the table. */
+static bg_tensor *embed_f16(bg_tensor *w, const int32_t *ids, int64_t n)
+{
+    int64_t d = w->shape[1], V = w->shape[0];
+    bg_tensor *x = bg__step_new(w->ctx, BG_F32, 3, (int64_t[]){ 1, n, d });
+    for (int64_t i = 0; x && i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= V) {
+            bg__error(w->ctx, BG_EINVAL, "generate: token id %d outside [0, %lld)", (int)ids[i],
+                      (long long)V);
+            return NULL;
+        }
+        const uint16_t *row = (const uint16_t *)w->data + (int64_t)ids[i] * d;
+        for (int64_t j = 0; j < d; j++) bg__f32(x)[i * d + j] = bg_fp16_to_fp32(row[j]);
+    }
+    return x;
+}
+
+static bg_tensor *logits_f16(bg_tensor *w, bg_tensor *o, int64_t n)
+{
+    int64_t d = w->shape[1], V = w->shape[0];
+    bg_tensor *y = bg__step_new(w->ctx, BG_F32, 2, (int64_t[]){ n, V });
+    const float *od = o ? bg__contig_data(o) : NULL;
+    if (!y || !od) return NULL;
+    #pragma omp parallel for schedule(static)
+    for (int64_t v = 0; v < V; v++) {
+        const uint16_t *row = (const uint16_t *)w->data + v * d;
+        for (int64_t i = 0; i < n; i++) {
+            float acc = 0.0f;
+            for (int64_t j = 0; j < d; j++) acc += bg_fp16_to_fp32(row[j]) * od[i * d + j];
+            bg__f32(y)[i * V + v] = acc;
+        }
+    }
     return y;
 }
 
@@ -184,14 +220,16 @@ static bg_tensor *forward_cached(bg_kv_cache *c, const int32_t *ids, int64_t n)
 {
     bg_module *m = c->model;
     const bg_bitnet_config *cfg = &m->bcfg;
-    bg_tensor *x = bg_embedding(c->embd, bg_from_data(m->ctx, BG_I32, 2, (int64_t[]){ 1, n }, ids));
+    bool f16 = c->embd->dtype == BG_F16;
+    bg_tensor *x = f16 ? embed_f16(c->embd, ids, n)
+                       : bg_embedding(c->embd, bg_from_data(m->ctx, BG_I32, 2, (int64_t[]){ 1, n }, ids));
     for (int64_t l = 0; l < c->n_layer && x; l++) {
         x = bg_add(x, attention_cached(c, l, x, n));
         x = bg_add(x, ffn_cached(c, l, x));
     }
     bg_tensor *o = bg_module_forward(c->output_norm, x);
-    if (m->emulate_llama && m->embd_f16) o = round_to_f16(o);
-    bg_tensor *logits = bg_matmul(o, bg_transpose(c->embd, 0, 1));
+    if (m->emulate_llama && m->embd_type != BG_GGML_F32) o = round_acts(o, m->embd_type);
+    bg_tensor *logits = f16 ? logits_f16(c->embd, o, n) : bg_matmul(o, bg_transpose(c->embd, 0, 1));
     return bg_reshape(logits, 2, (int64_t[]){ n, cfg->n_vocab });
 }
 

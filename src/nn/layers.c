@@ -142,6 +142,7 @@ bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x)
                   bg__shape_str(x, s, sizeof s), (long long)w->shape[1]);
         return NULL;
     }
+    if (m->base_pk) return bg__lora_apply(m, x, add_bias(m, bg__linear_forward_packed(m, x)));
     if (m->bit && m->inference) return bg__lora_apply(m, x, linear_infer(m, x));
     const bg_bitlinear_config *c = &m->cfg;
     if (m->bit && c->quant_acts && c->quant_weights && c->lambda == 1.0f && !c->act_per_tensor &&
@@ -218,6 +219,7 @@ int bg_linear_set_config(bg_module *m, const bg_bitlinear_config *cfg)
 
 static int set_inference_one(bg_module *m, bool on)
 {
+    if (m->base_pk) return BG_OK; /* the packed base's forward already is the int8 kernel */
     free(m->codes);
     free(m->scales);
     bg_tmat_free(&m->packed);
