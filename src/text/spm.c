@@ -96,6 +96,33 @@ static void emit_symbol(const session *s, const symbol *sym, bg_idvec *out)
     }
 }
 
+static bool is_space_marker(const char *p, uint32_t n)
+{
+    return n == 3 && (unsigned char)p[0] == 0xe2 && (unsigned char)p[1] == 0x96 &&
+           (unsigned char)p[2] == 0x81;
+}
+
+/* Merges within symbols [first, last] (linked among themselves) and emits them. */
+static void merge_range(session *s, int32_t first, int32_t last, bg_idvec *out)
+{
+    s->sym[first].prev = -1;
+    s->sym[last].next = -1;
+    s->n_heap = 0;
+    for (int32_t i = first + 1; i <= last; i++) try_pair(s, i - 1, i);
+    while (s->n_heap && !s->oom) {
+        bigram b = heap_pop(s);
+        symbol *l = &s->sym[b.left], *r = &s->sym[b.right];
+        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue; /* stale */
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) s->sym[r->next].prev = b.left;
+        try_pair(s, l->prev, b.left);
+        try_pair(s, b.left, l->next);
+    }
+    for (int32_t i = first; i != -1 && !s->oom; i = s->sym[i].next) emit_symbol(s, &s->sym[i], out);
+}
+
 int bg__spm_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec *out)
 {
     if (len == 0) return 0;
@@ -103,26 +130,22 @@ int bg__spm_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec
     session s = { .t = t, .text = text };
     s.sym = malloc(len * sizeof *s.sym);
     if (!s.sym) return BG_ENOMEM;
-    int32_t n = 0;
-    for (size_t off = 0; off < len; n++) {
+    int32_t n = 0, first = 0;
+    bool prev_marker = true;
+    for (size_t off = 0; off < len && !s.oom; n++) {
         size_t l = bg__utf8_len((unsigned char)text[off]);
         if (l > len - off) l = len - off;
-        s.sym[n] = (symbol){ (uint32_t)off, (uint32_t)l, n - 1, off + l == len ? -1 : n + 1 };
+        bool marker = is_space_marker(text + off, (uint32_t)l);
+        /* a word starts at a marker after a non-marker: merge what came before */
+        if (t->spm_word_split && marker && !prev_marker) {
+            merge_range(&s, first, n - 1, out);
+            first = n;
+        }
+        prev_marker = marker;
+        s.sym[n] = (symbol){ (uint32_t)off, (uint32_t)l, n - 1, n + 1 };
         off += l;
     }
-    for (int32_t i = 1; i < n; i++) try_pair(&s, i - 1, i);
-    while (s.n_heap && !s.oom) {
-        bigram b = heap_pop(&s);
-        symbol *l = &s.sym[b.left], *r = &s.sym[b.right];
-        if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue; /* stale */
-        l->n += r->n;
-        r->n = 0;
-        l->next = r->next;
-        if (r->next >= 0) s.sym[r->next].prev = b.left;
-        try_pair(&s, l->prev, b.left);
-        try_pair(&s, b.left, l->next);
-    }
-    for (int32_t i = 0; i != -1 && !s.oom; i = s.sym[i].next) emit_symbol(&s, &s.sym[i], out);
+    if (!s.oom) merge_range(&s, first, n - 1, out);
     int rc = s.oom ? BG_ENOMEM : 0;
     free(s.sym);
     free(s.heap);

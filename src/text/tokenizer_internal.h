@@ -33,7 +33,7 @@ struct bg_tokenizer {
     uint32_t *off;   /* n_vocab + 1 offsets into blob (off[i + 1] - off[i] - 1 = length) */
     float *scores;   /* n_vocab (0 where the file has none) */
     uint8_t *types;  /* n_vocab, enum bg_tok_type */
-    uint32_t *hash;  /* open addressing: id + 1, 0 = empty; hash_mask + 1 slots */
+    uint64_t *hash;  /* open addressing: text hash << 32 | (id + 1), 0 = empty */
     uint32_t hash_mask;
     /* BPE merges: key (left id << 32 | right id) -> rank and the merged token's id (-1 when
      * the concatenation is not a token). */
@@ -48,6 +48,9 @@ struct bg_tokenizer {
     int32_t n_user;
     int32_t bos, eos, unk, pad;
     bool add_bos, add_eos, add_space_prefix, clean_spaces;
+    /* SentencePiece: no token has U+2581 after its leading run of them, so no merge can
+     * cross the start of a word ("x|▁y"): words are encoded one at a time (spm.c). */
+    bool spm_word_split;
     size_t mem_bytes; /* bytes this object allocated */
 };
 

@@ -145,6 +145,20 @@ static void find_byte_tokens(bg_tokenizer *t)
     }
 }
 
+/* True when every token's U+2581 are in its leading run (see spm_word_split). */
+static bool spaces_only_leading(const bg_tokenizer *t)
+{
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        size_t len;
+        const char *s = bg__tok_text(t, id, &len);
+        size_t i = 0;
+        while (len - i >= 3 && memcmp(s + i, "\xe2\x96\x81", 3) == 0) i += 3;
+        for (; len - i >= 3; i++)
+            if (memcmp(s + i, "\xe2\x96\x81", 3) == 0) return false;
+    }
+    return true;
+}
+
 static bool name_is_phi3(const bg_gguf *g)
 {
     const char *name = NULL;
@@ -269,6 +283,7 @@ static int load(bg_tokenizer *t, const bg_gguf *g, char *err, size_t errlen)
     rc = read_flags(t, g, err, errlen);
     if (rc) return rc;
     find_byte_tokens(t);
+    t->spm_word_split = t->kind == BG_TOK_SPM && spaces_only_leading(t);
     if (is_byte_vocab(t)) t->kind = BG_TOK_BYTES;
     return find_user_tokens(t, g);
 }
