@@ -13,6 +13,7 @@
 #include "bitgrad/nn.h"
 #include "bitgrad/text.h"
 #include "harness.h"
+#include "text/tokenizer_internal.h" /* bg__pretok_split: the static library exports it */
 
 static char tmp_dir[1024];
 
@@ -494,6 +495,50 @@ static void test_detokenizer(void)
     bg_tokenizer_free(&t);
 }
 
+/* ---- pre-tokenizers against the regex package (tests/ref/make_pretok_ref.py) ---------------- */
+
+static int hexval(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+
+static void test_pretok(void)
+{
+    const char *data = getenv("BG_TEST_DATA");
+    char path[1200];
+    snprintf(path, sizeof path, "%s/pretok_ref.txt", data ? data : "tests/data");
+    size_t size;
+    char *all = read_file(path, &size);
+    if (!CHECK(all, "read %s (set BG_TEST_DATA)", path)) return;
+    int cases = 0, same = 0;
+    for (char *line = strtok(all, "\n"); line; line = strtok(NULL, "\n")) {
+        char *hex = strchr(line, '\t'), *lens_s = hex ? strchr(hex + 1, '\t') : NULL;
+        if (!CHECK(lens_s, "pretok_ref line format")) break;
+        *hex++ = 0;
+        *lens_s++ = 0;
+        size_t nb = strlen(hex) / 2, n = 0;
+        unsigned char *txt = malloc(nb + 1);
+        for (size_t i = 0; i < nb; i++) txt[i] = (unsigned char)(hexval(hex[2 * i]) * 16 + hexval(hex[2 * i + 1]));
+        uint32_t *cps = malloc((nb + 1) * sizeof *cps);
+        for (size_t off = 0, l; off < nb; off += l) cps[n++] = bg__utf8_decode(txt + off, nb - off, &l);
+        size_t *lens = malloc((n + 1) * sizeof *lens), *tmp = malloc((n + 1) * sizeof *tmp);
+        int pre = strcmp(line, "gpt-2") == 0 ? BG_PRE_GPT2 : BG_PRE_DEFAULT;
+        size_t k = bg__pretok_split(pre, cps, n, lens, tmp);
+        char got[4096] = "";
+        size_t gl = 0;
+        for (size_t i = 0; i < k && gl < sizeof got - 24; i++)
+            gl += (size_t)snprintf(got + gl, sizeof got - gl, i ? " %zu" : "%zu", lens[i]);
+        cases++;
+        bool ok = strcmp(got, lens_s) == 0;
+        same += ok;
+        CHECK(ok, "pre-tokenizer %s on %.40s: pieces %s, regex %s", line, hex, got, lens_s);
+        free(txt);
+        free(cps);
+        free(lens);
+        free(tmp);
+    }
+    printf("pre-tokenizers: %d/%d splits as the regex package gives them\n", same, cases);
+    CHECK(cases >= 100, "%d pre-tokenizer cases", cases);
+    free(all);
+}
+
 int main(void)
 {
     const char *b = getenv("BG_BUILD_DIR");
@@ -505,6 +550,7 @@ int main(void)
     test_unsupported();
     test_spm_specials();
     test_detokenizer();
+    test_pretok();
     const char *dir = getenv("BG_GOLDEN_DIR");
     if (dir) {
         golden_vocab(dir, "llama-spm", 0);
