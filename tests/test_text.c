@@ -274,6 +274,8 @@ static const char *spm_tokens[] = { "<unk>", "<s>", "</s>", "<0x0A>", "<0x61>", 
                                     "\xe2\x96\x81" "a", "ab", "\xe2\x96\x81" "ab", "<user>" };
 #define N_SPM (int)(sizeof spm_tokens / sizeof spm_tokens[0])
 
+static const char *spm_general_name; /* general.name to write, if not NULL */
+
 static int write_spm(const char *path, int bad, const char *model)
 {
     bg_gguf_writer *w = NULL;
@@ -312,6 +314,7 @@ static int write_spm(const char *path, int bad, const char *model)
     rc |= bg_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
     if (bad == BAD_ADD_BOS_TYPE) rc |= bg_gguf_writer_set_u8(w, "tokenizer.ggml.add_bos_token", 1);
     rc |= bg_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", true);
+    if (spm_general_name) rc |= bg_gguf_writer_set_str(w, "general.name", spm_general_name);
     char err[256];
     rc |= bg_gguf_writer_write(w, path, err, sizeof err);
     bg_gguf_writer_free(&w);
@@ -454,6 +457,22 @@ static void test_spm_specials(void)
             for (int64_t k = 0; k < n; k++) printf("     id %d\n", ids[k]);
         free(ids);
     }
+    /* after a user-defined token the spaces stay (they are text)... */
+    int64_t n;
+    int32_t *ids = encode(t, "a<user>  b", 10, false, &n);
+    int32_t want_keep[] = { 11, 14, 8, 8, 8, 10 };
+    CHECK(n == 6 && memcmp(ids, want_keep, sizeof want_keep) == 0, "spaces after <user> kept");
+    free(ids);
+    bg_tokenizer_free(&t);
+    /* ...but a Phi-3 file strips them, as llama.cpp does by general.name */
+    spm_general_name = "Phi-3-mini";
+    int rc = write_spm(path, OK_SPM, "llama") || bg_tokenizer_load(path, &t, err, sizeof err);
+    spm_general_name = NULL;
+    if (!CHECK(rc == 0, "phi-3 named spm: %s", err)) return;
+    ids = encode(t, "a<user>  b", 10, false, &n);
+    int32_t want_strip[] = { 11, 14, 8, 10 };
+    CHECK(n == 4 && memcmp(ids, want_strip, sizeof want_strip) == 0, "phi-3: spaces after <user> stripped");
+    free(ids);
     int32_t with_bos[] = { 1, 13, 8, 9, 2 };
     int64_t dl;
     char *s = decode(t, with_bos, 5, &dl);
