@@ -170,6 +170,37 @@ done:
     bg_tokenizer_free(&t);
 }
 
+/* SentencePiece's fast paths (word by word, and a word cache within a call) against the plain
+ * algorithm over the whole text, on a long text made of all the test texts three times over
+ * and some invalid UTF-8. */
+static void spm_fast_paths(const char *dir, const char *name)
+{
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-%s.gguf", dir, name);
+    bg_tokenizer *t = NULL;
+    if (!CHECK(bg_tokenizer_load(path, &t, err, sizeof err) == 0, "%s: %s", name, err)) return;
+    snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-%s.gguf.inp", dir, name);
+    size_t n;
+    char *inp = read_file(path, &n);
+    char *text = malloc(3 * n + 16);
+    for (int r = 0; r < 3; r++) memcpy(text + r * n, inp, n);
+    memcpy(text + 3 * n, "\xff\xe2\x96 \xc3", 5);
+    size_t len = 3 * n + 5;
+    int64_t n_fast, n_plain;
+    CHECK(t->spm_word_split, "%s: no token has U+2581 after its start", name);
+    int32_t *fast = encode(t, text, len, true, &n_fast);
+    t->spm_word_split = false;
+    int32_t *plain = encode(t, text, len, true, &n_plain);
+    CHECK(n_fast == n_plain && memcmp(fast, plain, (size_t)n_fast * 4) == 0,
+          "%s: word-by-word and cached ids == whole-text ids (%lld vs %lld ids)", name,
+          (long long)n_fast, (long long)n_plain);
+    free(fast);
+    free(plain);
+    free(text);
+    free(inp);
+    bg_tokenizer_free(&t);
+}
+
 /* ---- the byte vocabulary ------------------------------------------------------------------- */
 
 static void test_bytes(void)
@@ -575,6 +606,8 @@ int main(void)
         golden_vocab(dir, "llama-spm", 0);
         golden_vocab(dir, "phi-3", 0);
         golden_vocab(dir, "gpt-2", 2);
+        spm_fast_paths(dir, "llama-spm");
+        spm_fast_paths(dir, "phi-3");
     } else {
         printf("BG_GOLDEN_DIR unset: llama.cpp's vocabulary tests skipped\n");
     }
