@@ -201,6 +201,45 @@ static void spm_fast_paths(const char *dir, const char *name)
     bg_tokenizer_free(&t);
 }
 
+/* BPE cuts long texts at safe newlines: cutting at every one of them (chunk 1) gives the ids
+ * of the whole text (no cut), with both pre-tokenizers. */
+static void bpe_chunks(const char *dir)
+{
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-gpt-2.gguf", dir);
+    bg_tokenizer *t = NULL;
+    if (!CHECK(bg_tokenizer_load(path, &t, err, sizeof err) == 0, "gpt-2: %s", err)) return;
+    const char *names[3] = { "gpt-2", "llama-spm", "phi-3" };
+    size_t len = 0, n;
+    char *text = NULL;
+    for (int k = 0; k < 3; k++) {
+        snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-%s.gguf.inp", dir, names[k]);
+        char *inp = read_file(path, &n);
+        text = realloc(text, len + n + 64);
+        memcpy(text + len, inp, n);
+        len += n;
+        free(inp);
+    }
+    const char extra[] = "a\n\xc2\x85" "b\nc\n d\n\te\n\xe3\x80\x80" "f\nx\n\xff\ny";
+    memcpy(text + len, extra, sizeof extra - 1);
+    len += sizeof extra - 1;
+    for (int pre = BG_PRE_DEFAULT; pre <= BG_PRE_GPT2; pre++) {
+        t->pre = pre;
+        int64_t n_cut, n_whole;
+        t->bpe_chunk = 1;
+        int32_t *cut = encode(t, text, len, false, &n_cut);
+        t->bpe_chunk = SIZE_MAX;
+        int32_t *whole = encode(t, text, len, false, &n_whole);
+        CHECK(n_cut == n_whole && memcmp(cut, whole, (size_t)n_cut * 4) == 0,
+              "pre %d: text cut at every safe newline gives the whole text's ids (%lld vs %lld)",
+              pre, (long long)n_cut, (long long)n_whole);
+        free(cut);
+        free(whole);
+    }
+    free(text);
+    bg_tokenizer_free(&t);
+}
+
 /* ---- the byte vocabulary ------------------------------------------------------------------- */
 
 static void test_bytes(void)
@@ -608,6 +647,7 @@ int main(void)
         golden_vocab(dir, "gpt-2", 2);
         spm_fast_paths(dir, "llama-spm");
         spm_fast_paths(dir, "phi-3");
+        bpe_chunks(dir);
     } else {
         printf("BG_GOLDEN_DIR unset: llama.cpp's vocabulary tests skipped\n");
     }

@@ -183,13 +183,27 @@ static void encode_word(session *s, int32_t first, int32_t last, uint32_t start,
     c->slot[slot] = c->n_entries;
 }
 
+static bool grow_symbols(session *s, size_t *cap, size_t need)
+{
+    if (need <= *cap) return true;
+    size_t c = *cap ? 2 * *cap : 64;
+    while (c < need) c *= 2;
+    symbol *p = realloc(s->sym, c * sizeof *p);
+    if (!p) return s->oom = true, false;
+    s->sym = p;
+    *cap = c;
+    return true;
+}
+
+/* Symbols live per word where words are independent (memory follows the longest word, not
+ * the text), else for the whole text. */
 int bg__spm_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec *out)
 {
     if (len == 0) return 0;
     if (len > UINT32_MAX / 2) return BG_EINVAL;
     session s = { .t = t, .text = text };
-    s.sym = malloc(len * sizeof *s.sym);
-    if (!s.sym) return BG_ENOMEM;
+    size_t cap = 0;
+    if (!grow_symbols(&s, &cap, t->spm_word_split ? 64 : len)) return BG_ENOMEM;
     if (t->spm_word_split && len > 256) { /* worth it for longer texts; optional */
         s.cache.slot = calloc(CACHE_SLOTS, sizeof *s.cache.slot);
         s.cache.entry = malloc(CACHE_ENTRIES * sizeof *s.cache.entry);
@@ -199,7 +213,7 @@ int bg__spm_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec
             s.cache.slot = NULL;
         }
     }
-    int32_t n = 0, first = 0;
+    int32_t n = 0;
     uint32_t word_start = 0;
     bool prev_marker = true;
     for (size_t off = 0; off < len && !s.oom; n++) {
@@ -208,15 +222,16 @@ int bg__spm_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec
         bool marker = is_space_marker(text + off, (uint32_t)l);
         /* a word starts at a marker after a non-marker: merge what came before */
         if (t->spm_word_split && marker && !prev_marker) {
-            encode_word(&s, first, n - 1, word_start, (uint32_t)off, out);
-            first = n;
+            encode_word(&s, 0, n - 1, word_start, (uint32_t)off, out);
+            n = 0;
             word_start = (uint32_t)off;
         }
         prev_marker = marker;
+        if (!grow_symbols(&s, &cap, (size_t)n + 1)) break;
         s.sym[n] = (symbol){ (uint32_t)off, (uint32_t)l, n - 1, n + 1 };
         off += l;
     }
-    if (!s.oom) encode_word(&s, first, n - 1, word_start, (uint32_t)len, out);
+    if (!s.oom) encode_word(&s, 0, n - 1, word_start, (uint32_t)len, out);
     int rc = s.oom ? BG_ENOMEM : 0;
     free(s.sym);
     free(s.heap);

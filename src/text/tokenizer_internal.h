@@ -51,6 +51,7 @@ struct bg_tokenizer {
     /* SentencePiece: no token has U+2581 after its leading run of them, so no merge can
      * cross the start of a word ("x|▁y"): words are encoded one at a time (spm.c). */
     bool spm_word_split;
+    size_t bpe_chunk; /* BPE: bytes per stretch of a long text (bpe.c; tests change it) */
     size_t mem_bytes; /* bytes this object allocated */
 };
 

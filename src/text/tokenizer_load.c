@@ -284,6 +284,7 @@ static int load(bg_tokenizer *t, const bg_gguf *g, char *err, size_t errlen)
     if (rc) return rc;
     find_byte_tokens(t);
     t->spm_word_split = t->kind == BG_TOK_SPM && spaces_only_leading(t);
+    t->bpe_chunk = 64 * 1024;
     if (is_byte_vocab(t)) t->kind = BG_TOK_BYTES;
     return find_user_tokens(t, g);
 }
