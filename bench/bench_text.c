@@ -19,6 +19,7 @@ static double now_s(clockid_t clock)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* clang-format off */
 static const char *const words[] = {
     "the", "of", "and", "to", "in", "is", "was", "that", "for", "it", "with", "as", "on", "be",
     "at", "by", "this", "had", "not", "are", "but", "from", "or", "have", "an", "they", "which",
@@ -36,6 +37,7 @@ static const char *const words[] = {
     "language", "network", "gradient", "tokenizer", "quantization", "experiment", "results",
     "performance", "understanding", "government", "development", "information", "important",
 };
+/* clang-format on */
 #define N_WORDS (sizeof words / sizeof words[0])
 
 static char *make_text(size_t target, size_t *len)
@@ -123,8 +125,8 @@ int main(void)
             printf("{\"bench\":\"tokenize\",\"vocab\":\"%s\",\"n_vocab\":%lld,\"text_bytes\":%zu,"
                    "\"chunk_bytes\":%zu,\"tokens\":%lld,\"cpu_s\":%.4f,\"wall_s\":%.4f,"
                    "\"mb_per_cpu_s\":%.2f,\"mb_per_wall_s\":%.2f,\"tokenizer_bytes\":%zu}\n",
-                   names[v], (long long)bg_tokenizer_n_vocab(t), len, chunks[c],
-                   (long long)n_tok, dt, wall, dt > 0 ? (double)len / 1e6 / dt : 0.0,
+                   names[v], (long long)bg_tokenizer_n_vocab(t), len, chunks[c], (long long)n_tok,
+                   dt, wall, dt > 0 ? (double)len / 1e6 / dt : 0.0,
                    wall > 0 ? (double)len / 1e6 / wall : 0.0, bg_tokenizer_memory(t));
             fflush(stdout);
         }

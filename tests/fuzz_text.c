@@ -25,8 +25,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     const char *names[2] = { "llama-spm", "gpt-2" };
     for (int i = 0; i < 2; i++) {
         char path[4096], err[512];
-        snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-%s.gguf", dir ? dir : "../shared/golden",
-                 names[i]);
+        snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-%s.gguf",
+                 dir ? dir : "../shared/golden", names[i]);
         if (bg_tokenizer_load(path, &vocab[i], err, sizeof err) != 0) {
             fprintf(stderr, "fuzz_text: %s: %s (set BG_GOLDEN_DIR)\n", path, err);
             exit(1);

@@ -109,8 +109,9 @@ static void check_text(const bg_tokenizer *t, const char *name, int k, const cha
     char *back = got ? decode(t, got, ng, &dl) : NULL;
     bool rt = back && (size_t)dl == tl && memcmp(back, txt, tl) == 0;
     st->roundtrip += rt;
-    if (!rt) printf("     %s text %d: decode(encode(x)) != x (%lld vs %zu bytes)\n", name, k,
-                    (long long)dl, tl);
+    if (!rt)
+        printf("     %s text %d: decode(encode(x)) != x (%lld vs %zu bytes)\n", name, k,
+               (long long)dl, tl);
     free(back);
     /* the streaming detokenizer's pieces are llama.cpp's, without gpt2's clean_spaces: they
      * give the text back exactly, whatever the vocabulary */
@@ -162,8 +163,8 @@ static void golden_vocab(const char *dir, const char *name, int want_roundtrip_f
     CHECK(st.texts - st.roundtrip == want_roundtrip_fail,
           "%s: %d texts do not round-trip (%d expected)", name, st.texts - st.roundtrip,
           want_roundtrip_fail);
-    printf("%s: %d/%d texts give llama.cpp's ids exactly, %d round-trip, memory %zu bytes\n",
-           name, st.exact, st.texts, st.roundtrip, bg_tokenizer_memory(t));
+    printf("%s: %d/%d texts give llama.cpp's ids exactly, %d round-trip, memory %zu bytes\n", name,
+           st.exact, st.texts, st.roundtrip, bg_tokenizer_memory(t));
 done:
     free(inp);
     free(out);
@@ -220,7 +221,9 @@ static void bpe_chunks(const char *dir)
         len += n;
         free(inp);
     }
-    const char extra[] = "a\n\xc2\x85" "b\nc\n d\n\te\n\xe3\x80\x80" "f\nx\n\xff\ny";
+    const char extra[] = "a\n\xc2\x85"
+                         "b\nc\n d\n\te\n\xe3\x80\x80"
+                         "f\nx\n\xff\ny";
     memcpy(text + len, extra, sizeof extra - 1);
     len += sizeof extra - 1;
     for (int pre = BG_PRE_DEFAULT; pre <= BG_PRE_GPT2; pre++) {
@@ -329,19 +332,54 @@ static void test_exported_byte_model(void)
 /* A tiny SentencePiece vocabulary: specials, byte tokens for 'a' 'b' '\n' and 0xC3 0xA9, a few
  * pieces. Mutation `bad` breaks one thing (see test_malformed). */
 enum {
-    OK_SPM, BAD_SCORES_COUNT, BAD_TYPES_COUNT, BAD_TOKENS_TYPE, BAD_MODEL_TYPE, BAD_BOS_RANGE,
-    BAD_BOS_TYPE, BAD_ADD_BOS_TYPE, BAD_DUP_TOKEN, BAD_NO_TOKENS, BAD_SCORES_TYPE, NO_MODEL,
-    BAD_TYPES_TYPE, N_SPM_CASES
+    OK_SPM,
+    BAD_SCORES_COUNT,
+    BAD_TYPES_COUNT,
+    BAD_TOKENS_TYPE,
+    BAD_MODEL_TYPE,
+    BAD_BOS_RANGE,
+    BAD_BOS_TYPE,
+    BAD_ADD_BOS_TYPE,
+    BAD_DUP_TOKEN,
+    BAD_NO_TOKENS,
+    BAD_SCORES_TYPE,
+    NO_MODEL,
+    BAD_TYPES_TYPE,
+    N_SPM_CASES
 };
 static const char *const spm_case_names[] = {
-    "ok", "scores count", "token_type count", "tokens not strings", "model not a string",
-    "bos out of range", "bos not u32", "add_bos not bool", "duplicate token", "no tokens",
-    "scores as strings", "no model key", "token_type as f32",
+    "ok",
+    "scores count",
+    "token_type count",
+    "tokens not strings",
+    "model not a string",
+    "bos out of range",
+    "bos not u32",
+    "add_bos not bool",
+    "duplicate token",
+    "no tokens",
+    "scores as strings",
+    "no model key",
+    "token_type as f32",
 };
 
-static const char *spm_tokens[] = { "<unk>", "<s>", "</s>", "<0x0A>", "<0x61>", "<0x62>",
-                                    "<0xC3>", "<0xA9>", "\xe2\x96\x81", "a", "b",
-                                    "\xe2\x96\x81" "a", "ab", "\xe2\x96\x81" "ab", "<user>" };
+static const char *spm_tokens[] = { "<unk>",
+                                    "<s>",
+                                    "</s>",
+                                    "<0x0A>",
+                                    "<0x61>",
+                                    "<0x62>",
+                                    "<0xC3>",
+                                    "<0xA9>",
+                                    "\xe2\x96\x81",
+                                    "a",
+                                    "b",
+                                    "\xe2\x96\x81"
+                                    "a",
+                                    "ab",
+                                    "\xe2\x96\x81"
+                                    "ab",
+                                    "<user>" };
 #define N_SPM (int)(sizeof spm_tokens / sizeof spm_tokens[0])
 
 static const char *spm_general_name; /* general.name to write, if not NULL */
@@ -403,14 +441,16 @@ static int write_gpt2(const char *path, const char *pre, const char **merges, in
     toks[256] = "he";
     toks[257] = "ll";
     toks[258] = "hell";
-    toks[259] = "\xc4\xa0" "w"; /* " w" */
+    toks[259] = "\xc4\xa0"
+                "w"; /* " w" */
     bg_gguf_writer *w = NULL;
     if (bg_gguf_writer_create(&w)) return -1;
     int rc = bg_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
     if (pre) rc |= bg_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre);
     rc |= bg_gguf_writer_set_arr(w, "tokenizer.ggml.tokens", BG_GGUF_STRING, toks, 260);
-    if (merges) rc |= bg_gguf_writer_set_arr(w, "tokenizer.ggml.merges", BG_GGUF_STRING, merges,
-                                             (size_t)n_merges);
+    if (merges)
+        rc |= bg_gguf_writer_set_arr(w, "tokenizer.ggml.merges", BG_GGUF_STRING, merges,
+                                     (size_t)n_merges);
     char err[256];
     rc |= bg_gguf_writer_write(w, path, err, sizeof err);
     bg_gguf_writer_free(&w);
@@ -437,21 +477,30 @@ static void test_malformed(void)
         int rc = try_load(path, &t, err, sizeof err);
         int want = c == OK_SPM ? 0 : c == NO_MODEL ? BG_ENOTFOUND : BG_EFORMAT;
         CHECK(rc == want, "case '%s': rc %d, expected %d (%s)", spm_case_names[c], rc, want, err);
-        if (rc) CHECK(strncmp(err, "tokenizer: ", 11) == 0 && strlen(err) > 20,
-                      "case '%s': the error says what: '%s'", spm_case_names[c], err);
+        if (rc)
+            CHECK(strncmp(err, "tokenizer: ", 11) == 0 && strlen(err) > 20,
+                  "case '%s': the error says what: '%s'", spm_case_names[c], err);
         bg_tokenizer_free(&t);
     }
     /* gpt2 merges: naming a missing token, without a space, absent altogether */
     const char *good[] = { "h e", "l l", "he ll", "\xc4\xa0 w" };
     const char *missing[] = { "h e", "x yz" };
     const char *nospace[] = { "he" };
-    struct { const char **m; int n; int want; const char *what; } mc[] = {
-        { good, 4, 0, "good merges" }, { missing, 2, BG_EFORMAT, "merge naming a missing token" },
-        { nospace, 1, BG_EFORMAT, "merge without a space" }, { NULL, 0, BG_EFORMAT, "no merges" },
+    struct {
+        const char **m;
+        int n;
+        int want;
+        const char *what;
+    } mc[] = {
+        { good, 4, 0, "good merges" },
+        { missing, 2, BG_EFORMAT, "merge naming a missing token" },
+        { nospace, 1, BG_EFORMAT, "merge without a space" },
+        { NULL, 0, BG_EFORMAT, "no merges" },
     };
     snprintf(path, sizeof path, "%s/gpt2.gguf", tmp_dir);
     for (size_t i = 0; i < sizeof mc / sizeof mc[0]; i++) {
-        if (!CHECK(write_gpt2(path, "gpt-2", mc[i].m, mc[i].n) == 0, "write %s", mc[i].what)) continue;
+        if (!CHECK(write_gpt2(path, "gpt-2", mc[i].m, mc[i].n) == 0, "write %s", mc[i].what))
+            continue;
         bg_tokenizer *t;
         err[0] = 0;
         int rc = try_load(path, &t, err, sizeof err);
@@ -504,15 +553,20 @@ static void test_spm_specials(void)
         CHECK(0, "tiny spm: %s", err);
         return;
     }
-    struct { const char *text; bool special; int n; int32_t ids[12]; } cs[] = {
-        { "ab", false, 1, { 13 } },                 /* "▁ab" */
-        { "ab", true, 3, { 1, 13, 2 } },            /* BOS, EOS as the file says */
+    struct {
+        const char *text;
+        bool special;
+        int n;
+        int32_t ids[12];
+    } cs[] = {
+        { "ab", false, 1, { 13 } },      /* "▁ab" */
+        { "ab", true, 3, { 1, 13, 2 } }, /* BOS, EOS as the file says */
         { "", true, 2, { 1, 2 } },
-        { "b a", false, 3, { 8, 10, 11 } },         /* "▁", "b", "▁a" */
+        { "b a", false, 3, { 8, 10, 11 } },           /* "▁", "b", "▁a" */
         { "a\n\xc3\xa9", false, 4, { 11, 3, 6, 7 } }, /* byte fallback */
-        { "ax", false, 2, { 11, 0 } },              /* no byte token for 'x': the unknown token */
-        { "a<user>b", false, 3, { 11, 14, 8 } },    /* user-defined split out; "▁b"... */
-        { "<s>", false, 5, { 8, 0, 0, 0, 0 } },     /* control text is just text */
+        { "ax", false, 2, { 11, 0 } },                /* no byte token for 'x': the unknown token */
+        { "a<user>b", false, 3, { 11, 14, 8 } },      /* user-defined split out; "▁b"... */
+        { "<s>", false, 5, { 8, 0, 0, 0, 0 } },       /* control text is just text */
     };
     cs[6].n = 4; /* after a user token the text gets the leading space again: ▁ b */
     cs[6].ids[2] = 8;
@@ -541,7 +595,8 @@ static void test_spm_specials(void)
     if (!CHECK(rc == 0, "phi-3 named spm: %s", err)) return;
     ids = encode(t, "a<user>  b", 10, false, &n);
     int32_t want_strip[] = { 11, 14, 8, 10 };
-    CHECK(n == 4 && memcmp(ids, want_strip, sizeof want_strip) == 0, "phi-3: spaces after <user> stripped");
+    CHECK(n == 4 && memcmp(ids, want_strip, sizeof want_strip) == 0,
+          "phi-3: spaces after <user> stripped");
     free(ids);
     int32_t with_bos[] = { 1, 13, 8, 9, 2 };
     int64_t dl;
@@ -604,9 +659,11 @@ static void test_pretok(void)
         *lens_s++ = 0;
         size_t nb = strlen(hex) / 2, n = 0;
         unsigned char *txt = malloc(nb + 1);
-        for (size_t i = 0; i < nb; i++) txt[i] = (unsigned char)(hexval(hex[2 * i]) * 16 + hexval(hex[2 * i + 1]));
+        for (size_t i = 0; i < nb; i++)
+            txt[i] = (unsigned char)(hexval(hex[2 * i]) * 16 + hexval(hex[2 * i + 1]));
         uint32_t *cps = malloc((nb + 1) * sizeof *cps);
-        for (size_t off = 0, l; off < nb; off += l) cps[n++] = bg__utf8_decode(txt + off, nb - off, &l);
+        for (size_t off = 0, l; off < nb; off += l)
+            cps[n++] = bg__utf8_decode(txt + off, nb - off, &l);
         size_t *lens = malloc((n + 1) * sizeof *lens), *tmp = malloc((n + 1) * sizeof *tmp);
         int pre = strcmp(line, "gpt-2") == 0 ? BG_PRE_GPT2 : BG_PRE_DEFAULT;
         size_t k = bg__pretok_split(pre, cps, n, lens, tmp);

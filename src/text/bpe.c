@@ -104,7 +104,8 @@ static size_t spell_word(session *s, const uint32_t *cps, size_t n)
     for (size_t i = 0; i < n; i++) {
         char u[4];
         int k = bg__utf8_encode(cps[i], u);
-        for (int j = 0; j < k; j++) len += (size_t)bg__utf8_encode(bg__byte_to_cp((uint8_t)u[j]), s->word + len);
+        for (int j = 0; j < k; j++)
+            len += (size_t)bg__utf8_encode(bg__byte_to_cp((uint8_t)u[j]), s->word + len);
     }
     return len;
 }

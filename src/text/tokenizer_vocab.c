@@ -171,8 +171,8 @@ int bg__tok_read_merges(bg_tokenizer *t, const bg_gguf *g, int64_t key, char *er
             free(cat);
             return bg__tok_err(err, errlen, BG_EFORMAT,
                                "tokenizer.ggml.merges[%lld] '%.*s' is not two tokens separated by "
-                               "a space", (long long)r, (int)(s ? (len > 64 ? 64 : len) : 0),
-                               s ? s : "");
+                               "a space",
+                               (long long)r, (int)(s ? (len > 64 ? 64 : len) : 0), s ? s : "");
         }
         size_t la, lb;
         const char *ta = bg__tok_text(t, a, &la), *tb = bg__tok_text(t, b, &lb);
