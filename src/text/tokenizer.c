@@ -182,14 +182,14 @@ static void sink_put(sink *s, const char *p, size_t n)
     s->n += n;
 }
 
-static void piece_byte_token(const char *txt, size_t len, sink *s)
+static void piece_byte_token(const char *txt, size_t len, bool lstrip, sink *s)
 {
-    if (len != 6 || memcmp(txt, "<0x", 3) != 0 || txt[5] != '>' || !isxdigit((unsigned char)txt[3]) ||
-        !isxdigit((unsigned char)txt[4]))
+    if (len != 6 || memcmp(txt, "<0x", 3) != 0 || txt[5] != '>' ||
+        !isxdigit((unsigned char)txt[3]) || !isxdigit((unsigned char)txt[4]))
         return;
     char hex[3] = { txt[3], txt[4], 0 };
     char b = (char)strtol(hex, NULL, 16);
-    sink_put(s, &b, 1);
+    if (!(lstrip && b == ' ')) sink_put(s, &b, 1);
 }
 
 /* gpt2 token text: each code point back to its byte (llama.cpp's llama_decode_text, including
@@ -219,7 +219,8 @@ static void piece_bpe_normal(const char *txt, size_t len, sink *s)
     }
 }
 
-/* llama.cpp's token_to_piece with special = false; lstrip drops one leading space. */
+/* llama.cpp's token_to_piece with special = false; lstrip drops one leading space of the
+ * piece (a U+2581, a space, or a <0x20> byte token). */
 static void piece(const bg_tokenizer *t, int32_t id, bool lstrip, sink *s)
 {
     if (t->kind == BG_TOK_BYTES) {
@@ -235,7 +236,7 @@ static void piece(const bg_tokenizer *t, int32_t id, bool lstrip, sink *s)
         if (lstrip && len && txt[0] == ' ') txt++, len--;
         sink_put(s, txt, len);
     } else if (ty == BG_TT_BYTE) {
-        piece_byte_token(txt, len, s);
+        piece_byte_token(txt, len, lstrip, s);
     } else if (ty == BG_TT_NORMAL && t->kind == BG_TOK_BPE) {
         piece_bpe_normal(txt, len, s);
     } else if (ty == BG_TT_NORMAL) { /* SentencePiece: U+2581 is a space */
@@ -245,7 +246,7 @@ static void piece(const bg_tokenizer *t, int32_t id, bool lstrip, sink *s)
                 if (!(first && lstrip)) sink_put(s, " ", 1);
                 i += 3;
             } else {
-                sink_put(s, txt + i, 1);
+                if (!(first && lstrip && txt[i] == ' ')) sink_put(s, txt + i, 1);
                 i++;
             }
             first = false;
@@ -287,8 +288,8 @@ static size_t clean_spaces(char *p, size_t n)
         char x = p[i];
         if (p[i - 1] == ' ' && x == '\'' && i + 1 < n) {
             char x1 = p[i + 1], x2 = i + 2 < n ? p[i + 2] : 0;
-            if (x1 == 's' || x1 == 'm' || (i + 2 < n && ((x1 == 'r' && x2 == 'e') ||
-                                                         (x1 == 'v' && x2 == 'e'))))
+            if (x1 == 's' || x1 == 'm' ||
+                (i + 2 < n && ((x1 == 'r' && x2 == 'e') || (x1 == 'v' && x2 == 'e'))))
                 k--;
         }
         p[k++] = x;
@@ -304,7 +305,7 @@ int64_t bg_tokenizer_decode(const bg_tokenizer *t, const int32_t *ids, int64_t n
         if (ids[i] < 0 || ids[i] >= t->n_vocab) return BG_EINVAL;
     int64_t i0 = n > 0 && t->bos >= 0 && ids[0] == t->bos && t->kind != BG_TOK_BYTES ? 1 : 0;
     bool lstrip = t->add_space_prefix; /* the space the encoder put before the text */
-    if (!t->clean_spaces) {             /* straight to out */
+    if (!t->clean_spaces) {            /* straight to out */
         sink w = { out, cap, 0 };
         for (int64_t i = i0; i < n; i++, lstrip = false) piece(t, ids[i], lstrip, &w);
         return (int64_t)w.n;
