@@ -1,4 +1,4 @@
-/* bitgrad.c - the command-line tool: train, finetune, export, info, eval, generate, bench.
+/* bitgrad.c - the command-line tool: train, finetune, export, info, eval, generate, tokenize, bench.
  *   bitgrad info model.gguf
  *   bitgrad eval model.gguf --ids 1,2,3 [--all] [--lora adapter.gguf] [--out logits.f32]
  *   bitgrad generate model.gguf --prompt TEXT [--n 64] [--stop-at-eos]
@@ -109,8 +109,8 @@ static void usage(FILE *f)
                "  info       describe any GGUF file: keys, tensors, ternary statistics\n"
                "  eval       logits of a GGUF model for token ids or a text\n"
                "  generate   sample text from a GGUF model (KV cache, the model's tokenizer)\n"
-               "  tokenize   token ids of a text under a model's tokenizer\n"
-               "  bench      time the reference workloads\n");
+               "  bench      time the reference workloads\n"
+               "  tokenize   token ids of a text with a model's tokenizer\n");
 }
 
 int main(int argc, char **argv)

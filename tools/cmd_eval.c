@@ -1,6 +1,5 @@
-/* cmd_eval.c - `bitgrad eval` (logits of a GGUF model for a token sequence given as ids or
- * as text tokenized with the model's tokenizer, on the inference path: int8 x ternary) and
- * `bitgrad tokenize` (text to the model's token ids and pieces). */
+/* cmd_eval.c - `bitgrad eval`: logits of a GGUF model for a token sequence given as ids or
+ * as text tokenized with the model's tokenizer, on the inference path (int8 x ternary). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,40 +110,4 @@ int cmd_eval(int argc, char **argv)
     bg_module_free(&m);
     bg_ctx_free(&ctx);
     return rc;
-}
-
-static int tokenize_usage(int status)
-{
-    printf("usage: bitgrad tokenize MODEL.gguf --prompt TEXT [--no-special]\n"
-           "  prints the ids of TEXT under MODEL's tokenizer (any GGUF with tokenizer.* keys),\n"
-           "  one per line with its piece; --no-special leaves out BOS / EOS.\n");
-    return status;
-}
-
-int cmd_tokenize(int argc, char **argv)
-{
-    const char *model = NULL, *prompt = NULL;
-    bool special = true;
-    int bad = 0;
-    for (int i = 1; i < argc && !bad; i++) {
-        if (cli_flag(argv, i, "--help")) return tokenize_usage(0);
-        if (cli_opt(argc, argv, &i, "--prompt", &prompt, &bad)) continue;
-        if (cli_flag(argv, i, "--no-special")) special = false;
-        else if (argv[i][0] == '-') return cli_fail(2, "tokenize: unknown option %s", argv[i]);
-        else if (!model) model = argv[i];
-        else return cli_fail(2, "tokenize: more than one model given");
-    }
-    if (bad || !model || !prompt) return tokenize_usage(2);
-    bg_tokenizer *tok;
-    if (cli_model_tokenizer(model, 0, &tok)) return 1;
-    int32_t *ids;
-    int64_t n = cli_encode(tok, prompt, special, &ids);
-    for (int64_t i = 0; i < n; i++) {
-        char piece[256];
-        int64_t len = bg_tokenizer_piece(tok, ids[i], piece, sizeof piece);
-        printf("%d\t'%.*s'\n", ids[i], (int)(len < 0 ? 0 : len < 256 ? len : 256), piece);
-    }
-    if (n >= 0) free(ids);
-    bg_tokenizer_free(&tok);
-    return n < 0 ? 1 : 0;
 }
