@@ -89,6 +89,12 @@ else
 fi
 out=$("$B" generate "$tmp/ck.gguf" --prompt "line 7" --n 8 2>&1)
 [ $? -eq 0 ] && [[ $out == "line 7"* ]] && ok "generate (bytes): '$out'" || fail "generate (bytes): $out"
+# the KV-cached generate's first greedy token is the full forward's argmax (eval)
+am=$("$B" eval "$tmp/ck.gguf" --prompt "line 7" 2>/dev/null | awk '{print $6}')
+got=$("$B" generate "$tmp/ck.gguf" --prompt "line 7" --n 1 2>&1)
+want="line 7$(printf "\\$(printf %03o "${am:-0}")")"
+[ -n "$am" ] && [ "$got" = "$want" ] && ok "generate --n 1 continues with eval's argmax ($am)" ||
+    fail "generate --n 1 gave '$got', eval's argmax is ${am:-none}"
 out=$("$B" eval "$tmp/ck.gguf" --prompt "line" --all 2>&1)
 [ $? -eq 0 ] && grep -q "pos 3 id 101" <<<"$out" && ok "eval --prompt (bytes): 4 positions" ||
     fail "eval --prompt (bytes): $out"
