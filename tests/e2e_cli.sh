@@ -89,6 +89,11 @@ else
 fi
 out=$("$B" generate "$tmp/ck.gguf" --prompt "line 7" --n 8 2>&1)
 [ $? -eq 0 ] && [[ $out == "line 7"* ]] && ok "generate (bytes): '$out'" || fail "generate (bytes): $out"
+expect_error 1 "is a directory" "finetune --adapter-out DIR fails before step 1" -- \
+    "$B" finetune "$tmp/ck.gguf" --data "$tmp/notes.txt" --out "$tmp/x.gguf" --csv "$tmp/x.csv" \
+    --adapter-out "$tmp/some_dir"
+expect_error 1 "cannot be written" "finetune --out in a missing folder fails before step 1" -- \
+    "$B" finetune "$tmp/ck.gguf" --data "$tmp/notes.txt" --out "$tmp/nope/ft.gguf" --csv "$tmp/x.csv"
 # the KV-cached generate's first greedy token is the full forward's argmax (eval)
 am=$("$B" eval "$tmp/ck.gguf" --prompt "line 7" 2>/dev/null | awk '{print $6}')
 got=$("$B" generate "$tmp/ck.gguf" --prompt "line 7" --n 1 2>&1)
@@ -111,8 +116,7 @@ for _ in $(seq 1 600); do
     grep -q "at step 6" "$tmp/perr" && break
     sleep 0.1
 done
-kill -9 "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
+{ kill -9 "$pid" && wait "$pid"; } 2>/dev/null
 last=$(grep -o "wrote checkpoint .* at step [0-9]*" "$tmp/perr" | tail -n 1 | grep -o "[0-9]*$")
 if [ -z "$last" ] || [ "$last" -lt 6 ]; then
     fail "--save-every 3: no checkpoint at step 6 within 60 s: $(tail -n 2 "$tmp/perr")"
