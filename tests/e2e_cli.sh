@@ -150,13 +150,25 @@ for i in $(seq 41 50); do
     printf '{"prompt": "item %d colour:", "completion": " red and blue\\n"}\n' "$i"
 done >"$tmp/val.jsonl"
 if ! "$B" finetune "$tmp/ck.gguf" --data "$tmp/train.jsonl" --val "$tmp/val.jsonl" --eval-every 5 \
-    --lora-r 0 --steps 30 --batch 8 --seq 32 --lr 3e-3 --out "$tmp/ft.gguf" --csv "$tmp/ft.csv" 2>"$tmp/err"; then
+    --lora-r 0 --steps 60 --batch 8 --seq 32 --lr 3e-3 --out "$tmp/ft.gguf" --csv "$tmp/ft.csv" 2>"$tmp/err"; then
     fail "finetune on prompt/completion JSON Lines: $(tail -n 3 "$tmp/err")"
 elif v=$(awk -F, 'NR > 1 && $5 != "" {if (!f) f = $5; l = $5} END {printf "%.4f -> %.4f", f, l;
         exit !(l < 0.7 * f)}' "$tmp/ft.csv"); then
     ok "masked fine-tune: validation loss $v"
 else
     fail "masked fine-tune: validation loss $v (want the last below 0.7 x the first)"
+fi
+
+# --stop-at-eos on a byte model without an EOS token: greedy output cut after its first newline
+full=$("$B" generate "$tmp/ft.gguf" --prompt "item 3 colour:" --n 40 2>&1; echo x)
+cut=$("$B" generate "$tmp/ft.gguf" --prompt "item 3 colour:" --n 40 --stop-at-eos 2>&1; echo x)
+want=$(printf '%s' "${full%x}" | sed -n '1p'; echo x)
+if [ "$cut" = "$want" ] && [ "$cut" != "$full" ]; then
+    ok "--stop-at-eos stops at the first newline: '$(head -n 1 <<<"$cut")'"
+elif [ "$cut" = "$want" ]; then
+    ok "--stop-at-eos (the fine-tuned model wrote no newline in 40 tokens: nothing to cut)"
+else
+    fail "--stop-at-eos: '$cut' vs the full output '$full'"
 fi
 
 # ---- a real vocabulary -----------------------------------------------------------------------
