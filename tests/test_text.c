@@ -13,6 +13,7 @@
 #include "bitgrad/nn.h"
 #include "bitgrad/text.h"
 #include "harness.h"
+#include "text/tokenizer_internal.h" /* bg__pretok_split: the static library exports it */
 
 static char tmp_dir[1024];
 
@@ -108,8 +109,9 @@ static void check_text(const bg_tokenizer *t, const char *name, int k, const cha
     char *back = got ? decode(t, got, ng, &dl) : NULL;
     bool rt = back && (size_t)dl == tl && memcmp(back, txt, tl) == 0;
     st->roundtrip += rt;
-    if (!rt) printf("     %s text %d: decode(encode(x)) != x (%lld vs %zu bytes)\n", name, k,
-                    (long long)dl, tl);
+    if (!rt)
+        printf("     %s text %d: decode(encode(x)) != x (%lld vs %zu bytes)\n", name, k,
+               (long long)dl, tl);
     free(back);
     /* the streaming detokenizer's pieces are llama.cpp's, without gpt2's clean_spaces: they
      * give the text back exactly, whatever the vocabulary */
@@ -161,11 +163,83 @@ static void golden_vocab(const char *dir, const char *name, int want_roundtrip_f
     CHECK(st.texts - st.roundtrip == want_roundtrip_fail,
           "%s: %d texts do not round-trip (%d expected)", name, st.texts - st.roundtrip,
           want_roundtrip_fail);
-    printf("%s: %d/%d texts give llama.cpp's ids exactly, %d round-trip, memory %zu bytes\n",
-           name, st.exact, st.texts, st.roundtrip, bg_tokenizer_memory(t));
+    printf("%s: %d/%d texts give llama.cpp's ids exactly, %d round-trip, memory %zu bytes\n", name,
+           st.exact, st.texts, st.roundtrip, bg_tokenizer_memory(t));
 done:
     free(inp);
     free(out);
+    bg_tokenizer_free(&t);
+}
+
+/* SentencePiece's fast paths (word by word, and a word cache within a call) against the plain
+ * algorithm over the whole text, on a long text made of all the test texts three times over
+ * and some invalid UTF-8. */
+static void spm_fast_paths(const char *dir, const char *name)
+{
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-%s.gguf", dir, name);
+    bg_tokenizer *t = NULL;
+    if (!CHECK(bg_tokenizer_load(path, &t, err, sizeof err) == 0, "%s: %s", name, err)) return;
+    snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-%s.gguf.inp", dir, name);
+    size_t n;
+    char *inp = read_file(path, &n);
+    char *text = malloc(3 * n + 16);
+    for (int r = 0; r < 3; r++) memcpy(text + r * n, inp, n);
+    memcpy(text + 3 * n, "\xff\xe2\x96 \xc3", 5);
+    size_t len = 3 * n + 5;
+    int64_t n_fast, n_plain;
+    CHECK(t->spm_word_split, "%s: no token has U+2581 after its start", name);
+    int32_t *fast = encode(t, text, len, true, &n_fast);
+    t->spm_word_split = false;
+    int32_t *plain = encode(t, text, len, true, &n_plain);
+    CHECK(n_fast == n_plain && memcmp(fast, plain, (size_t)n_fast * 4) == 0,
+          "%s: word-by-word and cached ids == whole-text ids (%lld vs %lld ids)", name,
+          (long long)n_fast, (long long)n_plain);
+    free(fast);
+    free(plain);
+    free(text);
+    free(inp);
+    bg_tokenizer_free(&t);
+}
+
+/* BPE cuts long texts at safe newlines: cutting at every one of them (chunk 1) gives the ids
+ * of the whole text (no cut), with both pre-tokenizers. */
+static void bpe_chunks(const char *dir)
+{
+    char path[1024], err[512];
+    snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-gpt-2.gguf", dir);
+    bg_tokenizer *t = NULL;
+    if (!CHECK(bg_tokenizer_load(path, &t, err, sizeof err) == 0, "gpt-2: %s", err)) return;
+    const char *names[3] = { "gpt-2", "llama-spm", "phi-3" };
+    size_t len = 0, n;
+    char *text = NULL;
+    for (int k = 0; k < 3; k++) {
+        snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-%s.gguf.inp", dir, names[k]);
+        char *inp = read_file(path, &n);
+        text = realloc(text, len + n + 64);
+        memcpy(text + len, inp, n);
+        len += n;
+        free(inp);
+    }
+    const char extra[] = "a\n\xc2\x85"
+                         "b\nc\n d\n\te\n\xe3\x80\x80"
+                         "f\nx\n\xff\ny";
+    memcpy(text + len, extra, sizeof extra - 1);
+    len += sizeof extra - 1;
+    for (int pre = BG_PRE_DEFAULT; pre <= BG_PRE_GPT2; pre++) {
+        t->pre = pre;
+        int64_t n_cut, n_whole;
+        t->bpe_chunk = 1;
+        int32_t *cut = encode(t, text, len, false, &n_cut);
+        t->bpe_chunk = SIZE_MAX;
+        int32_t *whole = encode(t, text, len, false, &n_whole);
+        CHECK(n_cut == n_whole && memcmp(cut, whole, (size_t)n_cut * 4) == 0,
+              "pre %d: text cut at every safe newline gives the whole text's ids (%lld vs %lld)",
+              pre, (long long)n_cut, (long long)n_whole);
+        free(cut);
+        free(whole);
+    }
+    free(text);
     bg_tokenizer_free(&t);
 }
 
@@ -258,20 +332,57 @@ static void test_exported_byte_model(void)
 /* A tiny SentencePiece vocabulary: specials, byte tokens for 'a' 'b' '\n' and 0xC3 0xA9, a few
  * pieces. Mutation `bad` breaks one thing (see test_malformed). */
 enum {
-    OK_SPM, BAD_SCORES_COUNT, BAD_TYPES_COUNT, BAD_TOKENS_TYPE, BAD_MODEL_TYPE, BAD_BOS_RANGE,
-    BAD_BOS_TYPE, BAD_ADD_BOS_TYPE, BAD_DUP_TOKEN, BAD_NO_TOKENS, BAD_SCORES_TYPE, NO_MODEL,
-    BAD_TYPES_TYPE, N_SPM_CASES
+    OK_SPM,
+    BAD_SCORES_COUNT,
+    BAD_TYPES_COUNT,
+    BAD_TOKENS_TYPE,
+    BAD_MODEL_TYPE,
+    BAD_BOS_RANGE,
+    BAD_BOS_TYPE,
+    BAD_ADD_BOS_TYPE,
+    BAD_DUP_TOKEN,
+    BAD_NO_TOKENS,
+    BAD_SCORES_TYPE,
+    NO_MODEL,
+    BAD_TYPES_TYPE,
+    N_SPM_CASES
 };
 static const char *const spm_case_names[] = {
-    "ok", "scores count", "token_type count", "tokens not strings", "model not a string",
-    "bos out of range", "bos not u32", "add_bos not bool", "duplicate token", "no tokens",
-    "scores as strings", "no model key", "token_type as f32",
+    "ok",
+    "scores count",
+    "token_type count",
+    "tokens not strings",
+    "model not a string",
+    "bos out of range",
+    "bos not u32",
+    "add_bos not bool",
+    "duplicate token",
+    "no tokens",
+    "scores as strings",
+    "no model key",
+    "token_type as f32",
 };
 
-static const char *spm_tokens[] = { "<unk>", "<s>", "</s>", "<0x0A>", "<0x61>", "<0x62>",
-                                    "<0xC3>", "<0xA9>", "\xe2\x96\x81", "a", "b",
-                                    "\xe2\x96\x81" "a", "ab", "\xe2\x96\x81" "ab", "<user>" };
+static const char *spm_tokens[] = { "<unk>",
+                                    "<s>",
+                                    "</s>",
+                                    "<0x0A>",
+                                    "<0x61>",
+                                    "<0x62>",
+                                    "<0xC3>",
+                                    "<0xA9>",
+                                    "\xe2\x96\x81",
+                                    "a",
+                                    "b",
+                                    "\xe2\x96\x81"
+                                    "a",
+                                    "ab",
+                                    "\xe2\x96\x81"
+                                    "ab",
+                                    "<user>" };
 #define N_SPM (int)(sizeof spm_tokens / sizeof spm_tokens[0])
+
+static const char *spm_general_name; /* general.name to write, if not NULL */
 
 static int write_spm(const char *path, int bad, const char *model)
 {
@@ -311,6 +422,7 @@ static int write_spm(const char *path, int bad, const char *model)
     rc |= bg_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2);
     if (bad == BAD_ADD_BOS_TYPE) rc |= bg_gguf_writer_set_u8(w, "tokenizer.ggml.add_bos_token", 1);
     rc |= bg_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", true);
+    if (spm_general_name) rc |= bg_gguf_writer_set_str(w, "general.name", spm_general_name);
     char err[256];
     rc |= bg_gguf_writer_write(w, path, err, sizeof err);
     bg_gguf_writer_free(&w);
@@ -329,14 +441,16 @@ static int write_gpt2(const char *path, const char *pre, const char **merges, in
     toks[256] = "he";
     toks[257] = "ll";
     toks[258] = "hell";
-    toks[259] = "\xc4\xa0" "w"; /* " w" */
+    toks[259] = "\xc4\xa0"
+                "w"; /* " w" */
     bg_gguf_writer *w = NULL;
     if (bg_gguf_writer_create(&w)) return -1;
     int rc = bg_gguf_writer_set_str(w, "tokenizer.ggml.model", "gpt2");
     if (pre) rc |= bg_gguf_writer_set_str(w, "tokenizer.ggml.pre", pre);
     rc |= bg_gguf_writer_set_arr(w, "tokenizer.ggml.tokens", BG_GGUF_STRING, toks, 260);
-    if (merges) rc |= bg_gguf_writer_set_arr(w, "tokenizer.ggml.merges", BG_GGUF_STRING, merges,
-                                             (size_t)n_merges);
+    if (merges)
+        rc |= bg_gguf_writer_set_arr(w, "tokenizer.ggml.merges", BG_GGUF_STRING, merges,
+                                     (size_t)n_merges);
     char err[256];
     rc |= bg_gguf_writer_write(w, path, err, sizeof err);
     bg_gguf_writer_free(&w);
@@ -363,21 +477,30 @@ static void test_malformed(void)
         int rc = try_load(path, &t, err, sizeof err);
         int want = c == OK_SPM ? 0 : c == NO_MODEL ? BG_ENOTFOUND : BG_EFORMAT;
         CHECK(rc == want, "case '%s': rc %d, expected %d (%s)", spm_case_names[c], rc, want, err);
-        if (rc) CHECK(strncmp(err, "tokenizer: ", 11) == 0 && strlen(err) > 20,
-                      "case '%s': the error says what: '%s'", spm_case_names[c], err);
+        if (rc)
+            CHECK(strncmp(err, "tokenizer: ", 11) == 0 && strlen(err) > 20,
+                  "case '%s': the error says what: '%s'", spm_case_names[c], err);
         bg_tokenizer_free(&t);
     }
     /* gpt2 merges: naming a missing token, without a space, absent altogether */
     const char *good[] = { "h e", "l l", "he ll", "\xc4\xa0 w" };
     const char *missing[] = { "h e", "x yz" };
     const char *nospace[] = { "he" };
-    struct { const char **m; int n; int want; const char *what; } mc[] = {
-        { good, 4, 0, "good merges" }, { missing, 2, BG_EFORMAT, "merge naming a missing token" },
-        { nospace, 1, BG_EFORMAT, "merge without a space" }, { NULL, 0, BG_EFORMAT, "no merges" },
+    struct {
+        const char **m;
+        int n;
+        int want;
+        const char *what;
+    } mc[] = {
+        { good, 4, 0, "good merges" },
+        { missing, 2, BG_EFORMAT, "merge naming a missing token" },
+        { nospace, 1, BG_EFORMAT, "merge without a space" },
+        { NULL, 0, BG_EFORMAT, "no merges" },
     };
     snprintf(path, sizeof path, "%s/gpt2.gguf", tmp_dir);
     for (size_t i = 0; i < sizeof mc / sizeof mc[0]; i++) {
-        if (!CHECK(write_gpt2(path, "gpt-2", mc[i].m, mc[i].n) == 0, "write %s", mc[i].what)) continue;
+        if (!CHECK(write_gpt2(path, "gpt-2", mc[i].m, mc[i].n) == 0, "write %s", mc[i].what))
+            continue;
         bg_tokenizer *t;
         err[0] = 0;
         int rc = try_load(path, &t, err, sizeof err);
@@ -430,15 +553,20 @@ static void test_spm_specials(void)
         CHECK(0, "tiny spm: %s", err);
         return;
     }
-    struct { const char *text; bool special; int n; int32_t ids[12]; } cs[] = {
-        { "ab", false, 1, { 13 } },                 /* "▁ab" */
-        { "ab", true, 3, { 1, 13, 2 } },            /* BOS, EOS as the file says */
+    struct {
+        const char *text;
+        bool special;
+        int n;
+        int32_t ids[12];
+    } cs[] = {
+        { "ab", false, 1, { 13 } },      /* "▁ab" */
+        { "ab", true, 3, { 1, 13, 2 } }, /* BOS, EOS as the file says */
         { "", true, 2, { 1, 2 } },
-        { "b a", false, 3, { 8, 10, 11 } },         /* "▁", "b", "▁a" */
+        { "b a", false, 3, { 8, 10, 11 } },           /* "▁", "b", "▁a" */
         { "a\n\xc3\xa9", false, 4, { 11, 3, 6, 7 } }, /* byte fallback */
-        { "ax", false, 2, { 11, 0 } },              /* no byte token for 'x': the unknown token */
-        { "a<user>b", false, 3, { 11, 14, 8 } },    /* user-defined split out; "▁b"... */
-        { "<s>", false, 5, { 8, 0, 0, 0, 0 } },     /* control text is just text */
+        { "ax", false, 2, { 11, 0 } },                /* no byte token for 'x': the unknown token */
+        { "a<user>b", false, 3, { 11, 14, 8 } },      /* user-defined split out; "▁b"... */
+        { "<s>", false, 5, { 8, 0, 0, 0, 0 } },       /* control text is just text */
     };
     cs[6].n = 4; /* after a user token the text gets the leading space again: ▁ b */
     cs[6].ids[2] = 8;
@@ -453,6 +581,23 @@ static void test_spm_specials(void)
             for (int64_t k = 0; k < n; k++) printf("     id %d\n", ids[k]);
         free(ids);
     }
+    /* after a user-defined token the spaces stay (they are text)... */
+    int64_t n;
+    int32_t *ids = encode(t, "a<user>  b", 10, false, &n);
+    int32_t want_keep[] = { 11, 14, 8, 8, 8, 10 };
+    CHECK(n == 6 && memcmp(ids, want_keep, sizeof want_keep) == 0, "spaces after <user> kept");
+    free(ids);
+    bg_tokenizer_free(&t);
+    /* ...but a Phi-3 file strips them, as llama.cpp does by general.name */
+    spm_general_name = "Phi-3-mini";
+    int rc = write_spm(path, OK_SPM, "llama") || bg_tokenizer_load(path, &t, err, sizeof err);
+    spm_general_name = NULL;
+    if (!CHECK(rc == 0, "phi-3 named spm: %s", err)) return;
+    ids = encode(t, "a<user>  b", 10, false, &n);
+    int32_t want_strip[] = { 11, 14, 8, 10 };
+    CHECK(n == 4 && memcmp(ids, want_strip, sizeof want_strip) == 0,
+          "phi-3: spaces after <user> stripped");
+    free(ids);
     int32_t with_bos[] = { 1, 13, 8, 9, 2 };
     int64_t dl;
     char *s = decode(t, with_bos, 5, &dl);
@@ -494,6 +639,52 @@ static void test_detokenizer(void)
     bg_tokenizer_free(&t);
 }
 
+/* ---- pre-tokenizers against the regex package (tests/ref/make_pretok_ref.py) ---------------- */
+
+static int hexval(char c) { return c <= '9' ? c - '0' : c - 'a' + 10; }
+
+static void test_pretok(void)
+{
+    const char *data = getenv("BG_TEST_DATA");
+    char path[1200];
+    snprintf(path, sizeof path, "%s/pretok_ref.txt", data ? data : "tests/data");
+    size_t size;
+    char *all = read_file(path, &size);
+    if (!CHECK(all, "read %s (set BG_TEST_DATA)", path)) return;
+    int cases = 0, same = 0;
+    for (char *line = strtok(all, "\n"); line; line = strtok(NULL, "\n")) {
+        char *hex = strchr(line, '\t'), *lens_s = hex ? strchr(hex + 1, '\t') : NULL;
+        if (!CHECK(lens_s, "pretok_ref line format")) break;
+        *hex++ = 0;
+        *lens_s++ = 0;
+        size_t nb = strlen(hex) / 2, n = 0;
+        unsigned char *txt = malloc(nb + 1);
+        for (size_t i = 0; i < nb; i++)
+            txt[i] = (unsigned char)(hexval(hex[2 * i]) * 16 + hexval(hex[2 * i + 1]));
+        uint32_t *cps = malloc((nb + 1) * sizeof *cps);
+        for (size_t off = 0, l; off < nb; off += l)
+            cps[n++] = bg__utf8_decode(txt + off, nb - off, &l);
+        size_t *lens = malloc((n + 1) * sizeof *lens), *tmp = malloc((n + 1) * sizeof *tmp);
+        int pre = strcmp(line, "gpt-2") == 0 ? BG_PRE_GPT2 : BG_PRE_DEFAULT;
+        size_t k = bg__pretok_split(pre, cps, n, lens, tmp);
+        char got[4096] = "";
+        size_t gl = 0;
+        for (size_t i = 0; i < k && gl < sizeof got - 24; i++)
+            gl += (size_t)snprintf(got + gl, sizeof got - gl, i ? " %zu" : "%zu", lens[i]);
+        cases++;
+        bool ok = strcmp(got, lens_s) == 0;
+        same += ok;
+        CHECK(ok, "pre-tokenizer %s on %.40s: pieces %s, regex %s", line, hex, got, lens_s);
+        free(txt);
+        free(cps);
+        free(lens);
+        free(tmp);
+    }
+    printf("pre-tokenizers: %d/%d splits as the regex package gives them\n", same, cases);
+    CHECK(cases >= 100, "%d pre-tokenizer cases", cases);
+    free(all);
+}
+
 int main(void)
 {
     const char *b = getenv("BG_BUILD_DIR");
@@ -505,11 +696,15 @@ int main(void)
     test_unsupported();
     test_spm_specials();
     test_detokenizer();
+    test_pretok();
     const char *dir = getenv("BG_GOLDEN_DIR");
     if (dir) {
         golden_vocab(dir, "llama-spm", 0);
         golden_vocab(dir, "phi-3", 0);
         golden_vocab(dir, "gpt-2", 2);
+        spm_fast_paths(dir, "llama-spm");
+        spm_fast_paths(dir, "phi-3");
+        bpe_chunks(dir);
     } else {
         printf("BG_GOLDEN_DIR unset: llama.cpp's vocabulary tests skipped\n");
     }

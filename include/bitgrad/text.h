@@ -58,7 +58,9 @@ BG_API size_t bg_tokenizer_memory(const bg_tokenizer *t);
  * an error). add_special: put BOS / EOS around it as add_bos / add_eos say (llama.cpp's
  * add_special; special tokens written in the text are not parsed). Writes at most cap ids and
  * returns how many the text needs (snprintf-style: call again with a larger buffer when the
- * result exceeds cap), or a negative BG_E* code. */
+ * result exceeds cap), or a negative BG_E* code. A tokenizer is read-only after loading:
+ * threads may encode and decode with one tokenizer at the same time. Working memory is a few
+ * bytes per byte of text (SentencePiece) or per 64 KiB stretch of it (gpt2), freed on return. */
 BG_API int64_t bg_tokenizer_encode(const bg_tokenizer *t, const char *text, size_t len,
                                    bool add_special, int32_t *ids, int64_t cap);
 /* The bytes token id stands for in decoded text ("▁" becomes a space, <0x41> the byte 0x41,

@@ -104,7 +104,8 @@ static size_t spell_word(session *s, const uint32_t *cps, size_t n)
     for (size_t i = 0; i < n; i++) {
         char u[4];
         int k = bg__utf8_encode(cps[i], u);
-        for (int j = 0; j < k; j++) len += (size_t)bg__utf8_encode(bg__byte_to_cp((uint8_t)u[j]), s->word + len);
+        for (int j = 0; j < k; j++)
+            len += (size_t)bg__utf8_encode(bg__byte_to_cp((uint8_t)u[j]), s->word + len);
     }
     return len;
 }
@@ -159,12 +160,11 @@ static void encode_word(session *s, const uint32_t *cps, size_t n_cps, bg_idvec 
     for (int32_t i = 0; i != -1; i = s->sym[i].next) emit(s, &s->sym[i], out);
 }
 
-int bg__bpe_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec *out)
+/* Encodes one stretch of text: code points, words, BPE per word. */
+static int encode_chunk(session *s, const char *text, size_t len, bg_idvec *out)
 {
-    if (len == 0) return 0;
     uint32_t *cps = malloc(len * sizeof *cps);
     size_t *lens = malloc(len * sizeof *lens), *tmp = malloc(len * sizeof *tmp);
-    session s = { .t = t };
     int rc = cps && lens && tmp ? 0 : BG_ENOMEM;
     size_t n = 0;
     for (size_t off = 0; !rc && off < len; n++) {
@@ -172,16 +172,46 @@ int bg__bpe_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec
         cps[n] = bg__utf8_decode((const unsigned char *)text + off, len - off, &l);
         off += l;
     }
-    size_t n_words = rc ? 0 : bg__pretok_split(t->pre, cps, n, lens, tmp);
+    size_t n_words = rc ? 0 : bg__pretok_split(s->t->pre, cps, n, lens, tmp);
     size_t start = 0;
-    for (size_t w = 0; w < n_words && !s.oom; w++) {
-        encode_word(&s, cps + start, lens[w], out);
+    for (size_t w = 0; w < n_words && !s->oom; w++) {
+        encode_word(s, cps + start, lens[w], out);
         start += lens[w];
     }
-    if (s.oom) rc = BG_ENOMEM;
     free(cps);
     free(lens);
     free(tmp);
+    return rc ? rc : s->oom ? BG_ENOMEM : 0;
+}
+
+/* A place p >= from where the text may be cut without changing any word: "X\nY" with X an
+ * ASCII non-space byte before the newline and Y a non-space code point after it. Both
+ * pre-tokenizers end a word before and after such a newline, and look only forward, so the
+ * parts split as the whole does. Returns len when there is none. */
+static size_t safe_cut(const char *text, size_t len, size_t from)
+{
+    for (size_t p = from < 2 ? 2 : from; p < len; p++) {
+        if (text[p - 1] != '\n') continue;
+        unsigned char x = (unsigned char)text[p - 2];
+        if (x >= 0x80 || (bg__unicode_flags(x) & BG_UC_SPACE)) continue;
+        size_t l;
+        uint32_t y = bg__utf8_decode((const unsigned char *)text + p, len - p, &l);
+        if (!(bg__unicode_flags(y) & BG_UC_SPACE)) return p;
+    }
+    return len;
+}
+
+/* Long texts go in stretches of about t->bpe_chunk bytes (64 KiB) cut at safe places: memory stays at about
+ * 20 bytes per byte of a stretch, not of the whole text. */
+int bg__bpe_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec *out)
+{
+    session s = { .t = t };
+    int rc = 0;
+    for (size_t start = 0; start < len && !rc;) {
+        size_t end = len - start > t->bpe_chunk ? safe_cut(text, len, start + t->bpe_chunk) : len;
+        rc = encode_chunk(&s, text + start, end - start, out);
+        start = end;
+    }
     free(s.word);
     free(s.sym);
     free(s.heap);

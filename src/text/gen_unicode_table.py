@@ -67,6 +67,11 @@ def main():
     for i in range(0, len(flags), 16):
         out.write("    " + ", ".join("%d" % f for f in flags[i:i + 16]) + ",\n")
     out.write("};\n")
+    out.write("/* the same flags for code points 0..127 */\n")
+    out.write("static const uint8_t bg_unicode_ascii_flags[128] = {\n")
+    for i in range(0, 128, 16):
+        out.write("    " + ", ".join("%d" % flags_of(c) for c in range(i, i + 16)) + ",\n")
+    out.write("};\n")
 
 
 if __name__ == "__main__":

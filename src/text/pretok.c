@@ -90,10 +90,11 @@ static void split_gpt2_piece(const uint32_t *cps, size_t ini, size_t end, piece_
 static bool is_punct_run(uint32_t cp)
 {
     if (cp < 128)
-        return (cp >= 0x21 && cp <= 0x23) || (cp >= 0x25 && cp <= 0x2a) || (cp >= 0x2c && cp <= 0x2f) ||
-               cp == 0x3a || cp == 0x3b || cp == 0x3f || cp == 0x40 || (cp >= 0x5b && cp <= 0x5d) ||
-               cp == 0x5f || cp == 0x7b || cp == 0x7d || cp == '$' || cp == '+' || cp == '<' ||
-               cp == '=' || cp == '>' || cp == '^' || cp == '~' || cp == '|';
+        return (cp >= 0x21 && cp <= 0x23) || (cp >= 0x25 && cp <= 0x2a) ||
+               (cp >= 0x2c && cp <= 0x2f) || cp == 0x3a || cp == 0x3b || cp == 0x3f || cp == 0x40 ||
+               (cp >= 0x5b && cp <= 0x5d) || cp == 0x5f || cp == 0x7b || cp == 0x7d || cp == '$' ||
+               cp == '+' || cp == '<' || cp == '=' || cp == '>' || cp == '^' || cp == '~' ||
+               cp == '|';
     unsigned f = bg__unicode_flags(cp);
     return (f & BG_UC_PUNCT) && !(f & BG_UC_SPACE);
 }

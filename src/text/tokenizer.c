@@ -184,8 +184,8 @@ static void sink_put(sink *s, const char *p, size_t n)
 
 static void piece_byte_token(const char *txt, size_t len, sink *s)
 {
-    if (len != 6 || memcmp(txt, "<0x", 3) != 0 || txt[5] != '>' || !isxdigit((unsigned char)txt[3]) ||
-        !isxdigit((unsigned char)txt[4]))
+    if (len != 6 || memcmp(txt, "<0x", 3) != 0 || txt[5] != '>' ||
+        !isxdigit((unsigned char)txt[3]) || !isxdigit((unsigned char)txt[4]))
         return;
     char hex[3] = { txt[3], txt[4], 0 };
     char b = (char)strtol(hex, NULL, 16);
@@ -287,8 +287,8 @@ static size_t clean_spaces(char *p, size_t n)
         char x = p[i];
         if (p[i - 1] == ' ' && x == '\'' && i + 1 < n) {
             char x1 = p[i + 1], x2 = i + 2 < n ? p[i + 2] : 0;
-            if (x1 == 's' || x1 == 'm' || (i + 2 < n && ((x1 == 'r' && x2 == 'e') ||
-                                                         (x1 == 'v' && x2 == 'e'))))
+            if (x1 == 's' || x1 == 'm' ||
+                (i + 2 < n && ((x1 == 'r' && x2 == 'e') || (x1 == 'v' && x2 == 'e'))))
                 k--;
         }
         p[k++] = x;
@@ -304,7 +304,7 @@ int64_t bg_tokenizer_decode(const bg_tokenizer *t, const int32_t *ids, int64_t n
         if (ids[i] < 0 || ids[i] >= t->n_vocab) return BG_EINVAL;
     int64_t i0 = n > 0 && t->bos >= 0 && ids[0] == t->bos && t->kind != BG_TOK_BYTES ? 1 : 0;
     bool lstrip = t->add_space_prefix; /* the space the encoder put before the text */
-    if (!t->clean_spaces) {             /* straight to out */
+    if (!t->clean_spaces) {            /* straight to out */
         sink w = { out, cap, 0 };
         for (int64_t i = i0; i < n; i++, lstrip = false) piece(t, ids[i], lstrip, &w);
         return (int64_t)w.n;

@@ -29,11 +29,11 @@ struct bg_tokenizer {
     int kind; /* enum bg_tok_kind */
     int pre;  /* enum bg_tok_pre (BPE only) */
     int32_t n_vocab;
-    char *blob;      /* every token's text, each followed by a NUL */
-    uint32_t *off;   /* n_vocab + 1 offsets into blob (off[i + 1] - off[i] - 1 = length) */
-    float *scores;   /* n_vocab (0 where the file has none) */
-    uint8_t *types;  /* n_vocab, enum bg_tok_type */
-    uint32_t *hash;  /* open addressing: id + 1, 0 = empty; hash_mask + 1 slots */
+    char *blob;     /* every token's text, each followed by a NUL */
+    uint32_t *off;  /* n_vocab + 1 offsets into blob (off[i + 1] - off[i] - 1 = length) */
+    float *scores;  /* n_vocab (0 where the file has none) */
+    uint8_t *types; /* n_vocab, enum bg_tok_type */
+    uint64_t *hash; /* open addressing: text hash << 32 | (id + 1), 0 = empty */
     uint32_t hash_mask;
     /* BPE merges: key (left id << 32 | right id) -> rank and the merged token's id (-1 when
      * the concatenation is not a token). */
@@ -42,12 +42,17 @@ struct bg_tokenizer {
     int32_t *merge_id;
     uint32_t merge_mask; /* 0 when there are no merges */
     int64_t n_merges;
-    int32_t byte_id[256]; /* SPM: <0xXX> (or the 1-byte token); BPE: the byte's unicode spelling; -1 */
-    int32_t *user_ids;    /* user-defined tokens, longest text first */
+    int32_t
+        byte_id[256];  /* SPM: <0xXX> (or the 1-byte token); BPE: the byte's unicode spelling; -1 */
+    int32_t *user_ids; /* user-defined tokens, longest text first */
     uint8_t *user_rstrip; /* per user_ids entry: strip whitespace after a match (phi-3) */
     int32_t n_user;
     int32_t bos, eos, unk, pad;
     bool add_bos, add_eos, add_space_prefix, clean_spaces;
+    /* SentencePiece: no token has U+2581 after its leading run of them, so no merge can
+     * cross the start of a word ("x|▁y"): words are encoded one at a time (spm.c). */
+    bool spm_word_split;
+    size_t bpe_chunk; /* BPE: bytes per stretch of a long text (bpe.c; tests change it) */
     size_t mem_bytes; /* bytes this object allocated */
 };
 
@@ -79,8 +84,7 @@ int bg__tok_err(char *err, size_t errlen, int code, const char *fmt, ...)
 int bg__tok_alloc_vocab(bg_tokenizer *t, int32_t n_vocab, size_t blob_bytes);
 int bg__tok_build_hash(bg_tokenizer *t, char *err, size_t errlen);
 void *bg__tok_calloc(bg_tokenizer *t, size_t n, size_t size);
-int bg__tok_read_merges(bg_tokenizer *t, const bg_gguf *g, int64_t key, char *err,
-                        size_t errlen);
+int bg__tok_read_merges(bg_tokenizer *t, const bg_gguf *g, int64_t key, char *err, size_t errlen);
 
 /* The merge of tokens (a, b): its rank and the merged token's id (-1 if not a token). */
 bool bg__merge_find(const bg_tokenizer *t, int32_t a, int32_t b, uint32_t *rank, int32_t *id);

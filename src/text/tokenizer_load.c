@@ -112,9 +112,11 @@ static int read_scores_types(bg_tokenizer *t, const bg_gguf *g, char *err, size_
 {
     const void *sc, *ty;
     int st = 0, tt = 0;
-    int rc = opt_arr(t, g, "tokenizer.ggml.scores", BG_GGUF_F32, BG_GGUF_I32, &sc, &st, err, errlen);
+    int rc =
+        opt_arr(t, g, "tokenizer.ggml.scores", BG_GGUF_F32, BG_GGUF_I32, &sc, &st, err, errlen);
     if (rc) return rc;
-    rc = opt_arr(t, g, "tokenizer.ggml.token_type", BG_GGUF_I32, BG_GGUF_I32, &ty, &tt, err, errlen);
+    rc =
+        opt_arr(t, g, "tokenizer.ggml.token_type", BG_GGUF_I32, BG_GGUF_I32, &ty, &tt, err, errlen);
     if (rc) return rc;
     for (int32_t i = 0; i < t->n_vocab; i++) {
         if (sc && st == BG_GGUF_F32) t->scores[i] = ((const float *)sc)[i];
@@ -143,6 +145,20 @@ static void find_byte_tokens(bg_tokenizer *t)
             t->byte_id[b] = bg__tok_find(t, u, (size_t)n);
         }
     }
+}
+
+/* True when every token's U+2581 are in its leading run (see spm_word_split). */
+static bool spaces_only_leading(const bg_tokenizer *t)
+{
+    for (int32_t id = 0; id < t->n_vocab; id++) {
+        size_t len;
+        const char *s = bg__tok_text(t, id, &len);
+        size_t i = 0;
+        while (len - i >= 3 && memcmp(s + i, "\xe2\x96\x81", 3) == 0) i += 3;
+        for (; len - i >= 3; i++)
+            if (memcmp(s + i, "\xe2\x96\x81", 3) == 0) return false;
+    }
+    return true;
 }
 
 static bool name_is_phi3(const bg_gguf *g)
@@ -179,7 +195,8 @@ static int find_user_tokens(bg_tokenizer *t, const bg_gguf *g)
         if (t->types[i] == BG_TT_USER_DEFINED) t->user_ids[t->n_user++] = i;
     /* insertion sort: few tokens, and a stable order by (length desc, id) */
     for (int32_t i = 1; i < n; i++)
-        for (int32_t j = i; j > 0 && user_cmp_len(&t->user_ids[j - 1], &t->user_ids[j], t) > 0; j--) {
+        for (int32_t j = i; j > 0 && user_cmp_len(&t->user_ids[j - 1], &t->user_ids[j], t) > 0;
+             j--) {
             int32_t tmp = t->user_ids[j];
             t->user_ids[j] = t->user_ids[j - 1];
             t->user_ids[j - 1] = tmp;
@@ -250,7 +267,8 @@ static int read_flags(bg_tokenizer *t, const bg_gguf *g, char *err, size_t errle
     rc = rc ? rc : opt_id(t, g, "tokenizer.ggml.padding_token_id", &t->pad, err, errlen);
     rc = rc ? rc : opt_bool(g, "tokenizer.ggml.add_bos_token", &t->add_bos, err, errlen);
     rc = rc ? rc : opt_bool(g, "tokenizer.ggml.add_eos_token", &t->add_eos, err, errlen);
-    return rc ? rc : opt_bool(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err, errlen);
+    return rc ? rc
+              : opt_bool(g, "tokenizer.ggml.add_space_prefix", &t->add_space_prefix, err, errlen);
 }
 
 static int load(bg_tokenizer *t, const bg_gguf *g, char *err, size_t errlen)
@@ -261,14 +279,18 @@ static int load(bg_tokenizer *t, const bg_gguf *g, char *err, size_t errlen)
     if (rc) return rc;
     if (t->kind == BG_TOK_BPE) {
         int64_t mk = bg_gguf_find_key(g, "tokenizer.ggml.merges");
-        if (mk < 0) return bg__tok_err(err, errlen, BG_EFORMAT, "gpt2 vocabulary without "
-                                       "tokenizer.ggml.merges");
+        if (mk < 0)
+            return bg__tok_err(err, errlen, BG_EFORMAT,
+                               "gpt2 vocabulary without "
+                               "tokenizer.ggml.merges");
         rc = bg__tok_read_merges(t, g, mk, err, errlen);
         if (rc) return rc;
     }
     rc = read_flags(t, g, err, errlen);
     if (rc) return rc;
     find_byte_tokens(t);
+    t->spm_word_split = t->kind == BG_TOK_SPM && spaces_only_leading(t);
+    t->bpe_chunk = 64 * 1024;
     if (is_byte_vocab(t)) t->kind = BG_TOK_BYTES;
     return find_user_tokens(t, g);
 }

@@ -53,15 +53,15 @@ uint32_t bg__hash_bytes(const char *s, size_t n)
 int32_t bg__tok_find(const bg_tokenizer *t, const char *s, size_t n)
 {
     if (!t->hash) return -1;
-    uint32_t i = bg__hash_bytes(s, n) & t->hash_mask;
-    for (;;) {
-        uint32_t slot = t->hash[i];
+    uint32_t h = bg__hash_bytes(s, n);
+    for (uint32_t i = h & t->hash_mask;; i = (i + 1) & t->hash_mask) {
+        uint64_t slot = t->hash[i];
         if (!slot) return -1;
-        int32_t id = (int32_t)(slot - 1);
+        if ((uint32_t)(slot >> 32) != h) continue;
+        int32_t id = (int32_t)(uint32_t)slot - 1;
         size_t len;
         const char *txt = bg__tok_text(t, id, &len);
         if (len == n && memcmp(txt, s, n) == 0) return id;
-        i = (i + 1) & t->hash_mask;
     }
 }
 
@@ -86,17 +86,14 @@ int bg__tok_build_hash(bg_tokenizer *t, char *err, size_t errlen)
     for (int32_t id = 0; id < t->n_vocab; id++) {
         size_t len;
         const char *s = bg__tok_text(t, id, &len);
-        uint32_t i = bg__hash_bytes(s, len) & t->hash_mask;
-        while (t->hash[i]) {
-            size_t l2;
-            const char *s2 = bg__tok_text(t, (int32_t)(t->hash[i] - 1), &l2);
-            if (l2 == len && memcmp(s, s2, len) == 0)
-                return bg__tok_err(err, errlen, BG_EFORMAT,
-                                   "tokenizer.ggml.tokens: tokens %u and %d are both '%.*s'",
-                                   t->hash[i] - 1, id, (int)(len > 64 ? 64 : len), s);
-            i = (i + 1) & t->hash_mask;
-        }
-        t->hash[i] = (uint32_t)id + 1;
+        int32_t dup = bg__tok_find(t, s, len);
+        if (dup >= 0)
+            return bg__tok_err(err, errlen, BG_EFORMAT,
+                               "tokenizer.ggml.tokens: tokens %d and %d are both '%.*s'", dup, id,
+                               (int)(len > 64 ? 64 : len), s);
+        uint32_t h = bg__hash_bytes(s, len), i = h & t->hash_mask;
+        while (t->hash[i]) i = (i + 1) & t->hash_mask;
+        t->hash[i] = (uint64_t)h << 32 | ((uint32_t)id + 1);
     }
     return 0;
 }
@@ -174,8 +171,8 @@ int bg__tok_read_merges(bg_tokenizer *t, const bg_gguf *g, int64_t key, char *er
             free(cat);
             return bg__tok_err(err, errlen, BG_EFORMAT,
                                "tokenizer.ggml.merges[%lld] '%.*s' is not two tokens separated by "
-                               "a space", (long long)r, (int)(s ? (len > 64 ? 64 : len) : 0),
-                               s ? s : "");
+                               "a space",
+                               (long long)r, (int)(s ? (len > 64 ? 64 : len) : 0), s ? s : "");
         }
         size_t la, lb;
         const char *ta = bg__tok_text(t, a, &la), *tb = bg__tok_text(t, b, &lb);

@@ -80,8 +80,9 @@ int bg__utf8_encode(uint32_t cp, char out[4])
 
 unsigned bg__unicode_flags(uint32_t cp)
 {
+    if (cp < 128) return bg_unicode_ascii_flags[cp];
     if (cp >= 0x110000) return BG_UC_ASSIGNED; /* llama.cpp: beyond the table is "undefined" */
-    size_t lo = 0, hi = BG_UNICODE_N_RANGES; /* last start <= cp */
+    size_t lo = 0, hi = BG_UNICODE_N_RANGES;   /* last start <= cp */
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;
         if (bg_unicode_range_start[mid] <= cp) lo = mid;
