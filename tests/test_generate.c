@@ -53,8 +53,8 @@ static void check_case(const gen_case *gc)
         int n = pos == 0 ? PROMPT : 1;
         bg_tensor *lc = bg_bitnet_forward_cached(m, kv, ids + pos, n);
         float *got = harness_read(lc);
-        bg_tensor *lf = bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2,
-                                                          (int64_t[]){ 1, pos + n }, ids));
+        bg_tensor *lf =
+            bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2, (int64_t[]){ 1, pos + n }, ids));
         float *want = harness_read(lf);
         char what[96];
         snprintf(what, sizeof what, "positions %d..%d", pos, pos + n - 1);
@@ -82,8 +82,8 @@ static void check_case(const gen_case *gc)
     /* reset: position 0 again gives the first prompt's logits */
     bg_kv_cache_reset(kv);
     float *again = harness_read(bg_bitnet_forward_cached(m, kv, ids, 1));
-    float *first = harness_read(bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2,
-                                                                  (int64_t[]){ 1, 1 }, ids)));
+    float *first =
+        harness_read(bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2, (int64_t[]){ 1, 1 }, ids)));
     if (CHECK(again && first, "after reset: %s", bg_ctx_error(ctx)))
         check_close("after reset, position 0", again, first, V, 2e-5, 0.0);
     free(again);
