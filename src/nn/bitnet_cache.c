@@ -7,12 +7,12 @@
  * BitLinear runs as the model is set (inference kernels after bg_module_set_inference, or
  * the training form), adapters included. The attention of the new rows is computed here
  * on the cached keys: scores in double, a max-shifted softmax, probabilities times values
- * in float. Keys are stored after RoPE, so a cached key never changes. CPU only. */
+ * in float. Keys are stored after RoPE, so a cached key never changes. CPU only, and without
+ * llama.cpp emulation (its rounding belongs to bg_bitnet_forward). */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
-#include "bitgrad/quant.h"
 #include "nn/module_impl.h"
 
 enum {
@@ -185,18 +185,6 @@ static bg_tensor *ffn_cached(bg_kv_cache *c, int64_t l, bg_tensor *x)
     return bg_module_forward(md[C_DOWN], bg_module_forward(md[C_FFN_SUB_NORM], f));
 }
 
-/* llama.cpp multiplies an F16 token_embd by activations converted to F16 (as bitnet.c). */
-static bg_tensor *round_to_f16(bg_tensor *x)
-{
-    if (!x) return NULL;
-    bg_tensor *y = bg__step_new(x->ctx, BG_F32, x->ndim, x->shape);
-    const float *xd = bg__contig_data(x);
-    if (!y || !xd) return NULL;
-    for (int64_t i = 0; i < bg__numel(x->ndim, x->shape); i++)
-        bg__f32(y)[i] = bg_fp16_to_fp32(bg_fp32_to_fp16(xd[i]));
-    return y;
-}
-
 static bg_tensor *forward_cached(bg_kv_cache *c, const int32_t *ids, int64_t n)
 {
     bg_module *m = c->model;
@@ -207,7 +195,6 @@ static bg_tensor *forward_cached(bg_kv_cache *c, const int32_t *ids, int64_t n)
         x = bg_add(x, ffn_cached(c, l, x));
     }
     bg_tensor *o = bg_module_forward(c->output_norm, x);
-    if (m->emulate_llama && m->embd_f16) o = round_to_f16(o);
     bg_tensor *logits = bg_matmul(o, bg_transpose(c->embd, 0, 1));
     return bg_reshape(logits, 2, (int64_t[]){ n, cfg->n_vocab });
 }
@@ -217,6 +204,12 @@ bg_tensor *bg_bitnet_forward_cached(bg_module *m, bg_kv_cache *c, const int32_t 
     if (!m || !c || !ids) return NULL;
     if (c->model != m) {
         bg__error(m->ctx, BG_EINVAL, "kv cache: made for another model");
+        return NULL;
+    }
+    if (m->emulate_llama) { /* its rounding of the logits' input lives in bitnet.c */
+        bg__error(m->ctx, BG_EUNSUPPORTED,
+                  "kv cache: llama.cpp emulation (bg_module_set_llama_emulation) is for "
+                  "bg_bitnet_forward only");
         return NULL;
     }
     if (n < 1 || c->pos + n > c->n_ctx) {
