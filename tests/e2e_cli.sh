@@ -94,6 +94,13 @@ expect_error 1 "is a directory" "finetune --adapter-out DIR fails before step 1"
     --adapter-out "$tmp/some_dir"
 expect_error 1 "cannot be written" "finetune --out in a missing folder fails before step 1" -- \
     "$B" finetune "$tmp/ck.gguf" --data "$tmp/notes.txt" --out "$tmp/nope/ft.gguf" --csv "$tmp/x.csv"
+# past the context (32 positions): a 100-byte prompt and 80 new tokens keep the last half
+long=$(printf 'x%.0s' $(seq 1 100))
+out=$("$B" generate "$tmp/ck.gguf" --prompt "$long" --n 80 2>&1)
+st=$?
+n=$(printf '%s' "$out" | wc -c)
+[ $st -eq 0 ] && [[ $out == "$long"* ]] && [ "$n" -ge 180 ] && ok "generate past the context: $n bytes" ||
+    fail "generate past the context: $n bytes: $(head -c 300 <<<"$out")"
 # the KV-cached generate's first greedy token is the full forward's argmax (eval)
 am=$("$B" eval "$tmp/ck.gguf" --prompt "line 7" 2>/dev/null | awk '{print $6}')
 got=$("$B" generate "$tmp/ck.gguf" --prompt "line 7" --n 1 2>&1)
