@@ -383,6 +383,7 @@ static const char *spm_tokens[] = { "<unk>",
 #define N_SPM (int)(sizeof spm_tokens / sizeof spm_tokens[0])
 
 static const char *spm_general_name; /* general.name to write, if not NULL */
+static bool spm_no_space_prefix;     /* write tokenizer.ggml.add_space_prefix = false */
 
 static int write_spm(const char *path, int bad, const char *model)
 {
@@ -423,6 +424,8 @@ static int write_spm(const char *path, int bad, const char *model)
     if (bad == BAD_ADD_BOS_TYPE) rc |= bg_gguf_writer_set_u8(w, "tokenizer.ggml.add_bos_token", 1);
     rc |= bg_gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", true);
     if (spm_general_name) rc |= bg_gguf_writer_set_str(w, "general.name", spm_general_name);
+    if (spm_no_space_prefix)
+        rc |= bg_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", false);
     char err[256];
     rc |= bg_gguf_writer_write(w, path, err, sizeof err);
     bg_gguf_writer_free(&w);
@@ -611,6 +614,31 @@ static void test_spm_specials(void)
     bg_tokenizer_free(&t);
 }
 
+/* tokenizer.ggml.add_space_prefix = false: no leading space added, none removed. */
+static void test_spm_no_space_prefix(void)
+{
+    char path[1200], err[512] = "";
+    snprintf(path, sizeof path, "%s/spm.gguf", tmp_dir);
+    bg_tokenizer *t = NULL;
+    int64_t n;
+    int32_t *ids;
+    int rc;
+    spm_no_space_prefix = true;
+    rc = write_spm(path, OK_SPM, "llama") || bg_tokenizer_load(path, &t, err, sizeof err);
+    spm_no_space_prefix = false;
+    if (!CHECK(rc == 0, "spm without space prefix: %s", err)) return;
+    ids = encode(t, "ab", 2, false, &n);
+    CHECK(n == 1 && ids[0] == 12, "no space prefix: 'ab' is token 12 ('ab'), got %d", ids[0]);
+    free(ids);
+    int32_t spaced[] = { 11 };
+    int64_t sl;
+    char *sp = decode(t, spaced, 1, &sl);
+    CHECK(sp && strcmp(sp, " a") == 0, "no space prefix: decode keeps the leading space");
+    free(sp);
+    bg_tokenizer_free(&t);
+    bg_tokenizer_free(&t);
+}
+
 /* The streaming detokenizer holds back a character split across tokens. */
 static void test_detokenizer(void)
 {
@@ -695,6 +723,7 @@ int main(void)
     test_malformed();
     test_unsupported();
     test_spm_specials();
+    test_spm_no_space_prefix();
     test_detokenizer();
     test_pretok();
     const char *dir = getenv("BG_GOLDEN_DIR");

@@ -23,9 +23,8 @@ typedef struct bigram {
 } bigram;
 
 /* Words already encoded in this call (text repeats its words): their bytes and ids. */
-#define CACHE_SLOTS 8192 /* power of two, twice the entries */
-#define CACHE_ENTRIES 4096
-#define CACHE_MAX_WORD 64 /* bytes */
+#define CACHE_ENTRIES 4096 /* at most; fewer for short texts (a word per 4 bytes) */
+#define CACHE_MAX_WORD 64  /* bytes */
 
 typedef struct cached_word {
     uint32_t hash, start, len, ids_at, n_ids;
@@ -34,7 +33,8 @@ typedef struct cached_word {
 typedef struct word_cache {
     int32_t *slot; /* entry + 1, 0 = empty */
     cached_word *entry;
-    int32_t n_entries;
+    int32_t n_entries, max_entries;
+    uint32_t mask; /* slots - 1; slots: a power of two, at least twice max_entries */
     bg_idvec ids;
 } word_cache;
 
@@ -148,8 +148,8 @@ static const cached_word *cache_find(const session *s, uint32_t start, uint32_t 
                                      uint32_t *slot)
 {
     const word_cache *c = &s->cache;
-    uint32_t i = h & (CACHE_SLOTS - 1);
-    for (; c->slot[i]; i = (i + 1) & (CACHE_SLOTS - 1)) {
+    uint32_t i = h & c->mask;
+    for (; c->slot[i]; i = (i + 1) & c->mask) {
         const cached_word *e = &c->entry[c->slot[i] - 1];
         if (e->hash == h && e->len == len && memcmp(s->text + e->start, s->text + start, len) == 0)
             return e;
@@ -175,7 +175,7 @@ static void encode_word(session *s, int32_t first, int32_t last, uint32_t start,
     }
     int64_t n0 = out->n;
     merge_range(s, first, last, out);
-    if (!cacheable || c->n_entries == CACHE_ENTRIES || out->oom) return;
+    if (!cacheable || c->n_entries == c->max_entries || out->oom) return;
     cached_word e = { h, start, len, (uint32_t)c->ids.n, (uint32_t)(out->n - n0) };
     for (int64_t k = n0; k < out->n; k++) bg__idvec_push(&c->ids, out->v[k]);
     if (c->ids.oom) return;
@@ -205,8 +205,13 @@ int bg__spm_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec
     size_t cap = 0;
     if (!grow_symbols(&s, &cap, t->spm_word_split ? 64 : len)) return BG_ENOMEM;
     if (t->spm_word_split && len > 256) { /* worth it for longer texts; optional */
-        s.cache.slot = calloc(CACHE_SLOTS, sizeof *s.cache.slot);
-        s.cache.entry = malloc(CACHE_ENTRIES * sizeof *s.cache.entry);
+        size_t want = len / 4 + 16;
+        s.cache.max_entries = (int32_t)(want < CACHE_ENTRIES ? want : CACHE_ENTRIES);
+        uint32_t slots = 64;
+        while (slots < 2u * (uint32_t)s.cache.max_entries) slots <<= 1;
+        s.cache.mask = slots - 1;
+        s.cache.slot = calloc(slots, sizeof *s.cache.slot);
+        s.cache.entry = malloc((size_t)s.cache.max_entries * sizeof *s.cache.entry);
         if (!s.cache.slot || !s.cache.entry) {
             free(s.cache.slot);
             free(s.cache.entry);

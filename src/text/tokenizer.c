@@ -182,14 +182,14 @@ static void sink_put(sink *s, const char *p, size_t n)
     s->n += n;
 }
 
-static void piece_byte_token(const char *txt, size_t len, sink *s)
+static void piece_byte_token(const char *txt, size_t len, bool lstrip, sink *s)
 {
     if (len != 6 || memcmp(txt, "<0x", 3) != 0 || txt[5] != '>' ||
         !isxdigit((unsigned char)txt[3]) || !isxdigit((unsigned char)txt[4]))
         return;
     char hex[3] = { txt[3], txt[4], 0 };
     char b = (char)strtol(hex, NULL, 16);
-    sink_put(s, &b, 1);
+    if (!(lstrip && b == ' ')) sink_put(s, &b, 1);
 }
 
 /* gpt2 token text: each code point back to its byte (llama.cpp's llama_decode_text, including
@@ -219,7 +219,8 @@ static void piece_bpe_normal(const char *txt, size_t len, sink *s)
     }
 }
 
-/* llama.cpp's token_to_piece with special = false; lstrip drops one leading space. */
+/* llama.cpp's token_to_piece with special = false; lstrip drops one leading space of the
+ * piece (a U+2581, a space, or a <0x20> byte token). */
 static void piece(const bg_tokenizer *t, int32_t id, bool lstrip, sink *s)
 {
     if (t->kind == BG_TOK_BYTES) {
@@ -235,7 +236,7 @@ static void piece(const bg_tokenizer *t, int32_t id, bool lstrip, sink *s)
         if (lstrip && len && txt[0] == ' ') txt++, len--;
         sink_put(s, txt, len);
     } else if (ty == BG_TT_BYTE) {
-        piece_byte_token(txt, len, s);
+        piece_byte_token(txt, len, lstrip, s);
     } else if (ty == BG_TT_NORMAL && t->kind == BG_TOK_BPE) {
         piece_bpe_normal(txt, len, s);
     } else if (ty == BG_TT_NORMAL) { /* SentencePiece: U+2581 is a space */
@@ -245,7 +246,7 @@ static void piece(const bg_tokenizer *t, int32_t id, bool lstrip, sink *s)
                 if (!(first && lstrip)) sink_put(s, " ", 1);
                 i += 3;
             } else {
-                sink_put(s, txt + i, 1);
+                if (!(first && lstrip && txt[i] == ' ')) sink_put(s, txt + i, 1);
                 i++;
             }
             first = false;
