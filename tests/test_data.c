@@ -63,7 +63,8 @@ static void test_jsonl_text(const bg_tokenizer *bytes)
     bg_dataset *d = NULL;
     char err[256];
     /* blank lines, CRLF, escapes (\n, \u00e9 = c3 a9, a surrogate pair = f0 9f 98 80), extra keys */
-    const char *text = "\n{\"text\": \"ab\\n\", \"id\": 7}\r\n   \n{\"text\":\"\\u00e9\\ud83d\\ude00\"}";
+    const char *text =
+        "\n{\"text\": \"ab\\n\", \"id\": 7}\r\n   \n{\"text\":\"\\u00e9\\ud83d\\ude00\"}";
     int rc = bg_dataset_load(puts_file("t.jsonl", text), bytes, &d, err, sizeof err);
     if (!CHECK(rc == BG_OK, "jsonl text: %s", err)) return;
     static const unsigned char want[] = { 'a', 'b', '\n', 0xc3, 0xa9, 0xf0, 0x9f, 0x98, 0x80 };
@@ -75,7 +76,8 @@ static void test_jsonl_text(const bg_tokenizer *bytes)
           (long long)bg_dataset_n_documents(d));
     bg_dataset_free(&d);
     /* a .txt file whose first non-blank byte is '{' is JSON Lines too */
-    rc = bg_dataset_load(puts_file("t2.txt", "  \n{\"text\": \"xy\"}\n"), bytes, &d, err, sizeof err);
+    rc = bg_dataset_load(puts_file("t2.txt", "  \n{\"text\": \"xy\"}\n"), bytes, &d, err,
+                         sizeof err);
     CHECK(rc == BG_OK && bg_dataset_n_tokens(d) == 2, "a '{' first: read as JSON Lines");
     bg_dataset_free(&d);
 }
@@ -107,7 +109,11 @@ static void test_prompt_completion(const bg_tokenizer *bytes)
 /* Each malformed file must fail with "<path>:<line>:" in the message. */
 static void test_malformed(const bg_tokenizer *bytes)
 {
-    static const struct { const char *text; int line; const char *what; } cases[] = {
+    static const struct {
+        const char *text;
+        int line;
+        const char *what;
+    } cases[] = {
         { "{\"text\": \"a\"}\n{\"text\": \"b\"\n", 2, "unterminated object" },
         { "{\"text\": \"a\"}\n\n[1, 2]\n", 3, "an array" },
         { "{\"text\": 5}\n", 1, "a number as text" },
@@ -178,7 +184,8 @@ static void test_spm(void)
 {
     const char *gd = getenv("BG_GOLDEN_DIR");
     char path[1024];
-    snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-llama-spm.gguf", gd ? gd : "../shared/golden");
+    snprintf(path, sizeof path, "%s/llama-vocab/ggml-vocab-llama-spm.gguf",
+             gd ? gd : "../shared/golden");
     bg_tokenizer *t = NULL;
     char err[512];
     int rc = bg_tokenizer_load(path, &t, err, sizeof err);
@@ -189,7 +196,8 @@ static void test_spm(void)
     const char *prompt = "Question: what is the capital of France? Answer:";
     const char *completion = " Paris";
     char line[512], both[512];
-    snprintf(line, sizeof line, "{\"prompt\": \"%s\", \"completion\": \"%s\"}\n", prompt, completion);
+    snprintf(line, sizeof line, "{\"prompt\": \"%s\", \"completion\": \"%s\"}\n", prompt,
+             completion);
     snprintf(both, sizeof both, "%s%s", prompt, completion);
     int32_t all[256], pr[256];
     int64_t na = bg_tokenizer_encode(t, both, strlen(both), false, all, 256);

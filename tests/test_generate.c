@@ -10,8 +10,23 @@
 typedef struct gen_case {
     const char *name;
     int64_t n_embd, n_head, n_head_kv, n_layer, n_ff, n_vocab;
-    bool bitlinear, inference;
+    bool bitlinear, inference, lora;
 } gen_case;
+
+/* A LoRA adapter on every projection with B random (bg_lora_add makes B zero: no effect). */
+static bool add_lora(bg_module *m)
+{
+    const char *targets[] = { "blk.*" };
+    bg_lora_config lc = bg_lora_default();
+    lc.rank = 4;
+    lc.targets = targets;
+    lc.n_targets = 1;
+    bg_tensor *p[64];
+    if (bg_lora_add(m, "default", &lc) <= 0) return false;
+    int n = bg_lora_params(m, "default", p, 64);
+    for (int i = 1; i < n; i += 2) bg_tensor_fill_randn(p[i], 0.0f, 0.05f);
+    return n > 0;
+}
 
 /* Feeds ids[0..len) as a prompt of n_prompt tokens and then one by one; after each call
  * compares the new rows with the full forward's. */
@@ -37,6 +52,7 @@ static void check_case(const gen_case *gc)
     bg_module *m = bg_bitnet_new(ctx, &c);
     if (!CHECK(m, "bitnet_new: %s", bg_ctx_error(ctx))) goto out;
     bg_bitnet_init(m, 0.08f);
+    if (gc->lora) CHECK(add_lora(m), "lora: %s", bg_ctx_error(ctx));
     bg_module_set_training(m, false);
     if (gc->inference) CHECK(bg_module_set_inference(m, true) == BG_OK, "set_inference");
     bg_grad_enable(ctx, false);
@@ -53,8 +69,8 @@ static void check_case(const gen_case *gc)
         int n = pos == 0 ? PROMPT : 1;
         bg_tensor *lc = bg_bitnet_forward_cached(m, kv, ids + pos, n);
         float *got = harness_read(lc);
-        bg_tensor *lf = bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2,
-                                                          (int64_t[]){ 1, pos + n }, ids));
+        bg_tensor *lf =
+            bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2, (int64_t[]){ 1, pos + n }, ids));
         float *want = harness_read(lf);
         char what[96];
         snprintf(what, sizeof what, "positions %d..%d", pos, pos + n - 1);
@@ -78,12 +94,17 @@ static void check_case(const gen_case *gc)
     CHECK(!bg_bitnet_forward_cached(m, kv, &bad, 1) && bg_ctx_error_code(ctx) == BG_EINVAL,
           "an id of n_vocab is refused: %s", bg_ctx_error(ctx));
     bg_ctx_clear_error(ctx);
+    bg_module_set_llama_emulation(m, true);
+    CHECK(!bg_bitnet_forward_cached(m, kv, ids, 1) && bg_ctx_error_code(ctx) == BG_EUNSUPPORTED,
+          "llama.cpp emulation is refused: %s", bg_ctx_error(ctx));
+    bg_module_set_llama_emulation(m, false);
+    bg_ctx_clear_error(ctx);
     CHECK(bg_kv_cache_pos(kv) == LEN, "refusals leave the cache at %d", LEN);
     /* reset: position 0 again gives the first prompt's logits */
     bg_kv_cache_reset(kv);
     float *again = harness_read(bg_bitnet_forward_cached(m, kv, ids, 1));
-    float *first = harness_read(bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2,
-                                                                  (int64_t[]){ 1, 1 }, ids)));
+    float *first =
+        harness_read(bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2, (int64_t[]){ 1, 1 }, ids)));
     if (CHECK(again && first, "after reset: %s", bg_ctx_error(ctx)))
         check_close("after reset, position 0", again, first, V, 2e-5, 0.0);
     free(again);
@@ -122,15 +143,56 @@ static void check_wrong_model(void)
     bg_ctx_free(&ctx);
 }
 
+/* One cached step after 47 positions multiplies through one position's projections, not 48:
+ * the GEMM FLOPs the ctx counts (full precision: every projection is a GEMM) are far fewer. */
+static void check_cost(void)
+{
+    bg_ctx *ctx;
+    if (!CHECK(bg_ctx_create(&ctx, BG_CPU) == BG_OK, "ctx")) return;
+    bg_bitnet_config c = bg_bitnet_default();
+    c.n_embd = 128;
+    c.n_head = c.n_head_kv = 2;
+    c.n_layer = 2;
+    c.n_ff = 256;
+    c.n_ctx = 64;
+    c.bitlinear = false;
+    bg_module *m = bg_bitnet_new(ctx, &c);
+    bg_kv_cache *kv = NULL;
+    int32_t ids[48];
+    for (int i = 0; i < 48; i++) ids[i] = (i * 37) % 256;
+    bg_grad_enable(ctx, false);
+    if (CHECK(m && bg_kv_cache_new(m, 0, &kv) == BG_OK, "model and cache")) {
+        bg_ctx_stats s0, s1, s2;
+        bool ok = bg_bitnet_forward_cached(m, kv, ids, 47) != NULL;
+        bg_step_end(ctx);
+        bg_ctx_stats_get(ctx, &s0);
+        ok = ok && bg_bitnet_forward_cached(m, kv, ids + 47, 1) != NULL;
+        bg_step_end(ctx);
+        bg_ctx_stats_get(ctx, &s1);
+        ok = ok && bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2, (int64_t[]){ 1, 48 }, ids));
+        bg_step_end(ctx);
+        bg_ctx_stats_get(ctx, &s2);
+        uint64_t step = s1.matmul_flops - s0.matmul_flops, full = s2.matmul_flops - s1.matmul_flops;
+        printf("  GEMM FLOPs: cached step %llu, full re-run of 48 positions %llu\n",
+               (unsigned long long)step, (unsigned long long)full);
+        CHECK(ok && step > 0 && step * 20 < full, "a cached step costs under 1/20 of a re-run");
+    }
+    bg_kv_cache_free(&kv);
+    bg_module_free(&m);
+    bg_ctx_free(&ctx);
+}
+
 int main(void)
 {
     static const gen_case cases[] = {
-        { "gqa_hd96_bit_infer", 192, 2, 1, 2, 256, 300, true, true },
-        { "gqa_hd64_bit_train", 256, 4, 2, 2, 256, 260, true, false },
-        { "mha_hd64_fp", 128, 2, 2, 2, 192, 256, false, false },
-        { "gqa_hd96_fp", 384, 4, 2, 1, 256, 320, false, false },
+        { "gqa_hd96_bit_infer", 192, 2, 1, 2, 256, 300, true, true, false },
+        { "gqa_hd64_bit_train", 256, 4, 2, 2, 256, 260, true, false, false },
+        { "mha_hd64_fp", 128, 2, 2, 2, 192, 256, false, false, false },
+        { "gqa_hd96_fp", 384, 4, 2, 1, 256, 320, false, false, false },
+        { "gqa_hd64_bit_infer_lora", 128, 2, 1, 2, 128, 270, true, true, true },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);
     check_wrong_model();
+    check_cost();
     return harness_summary();
 }

@@ -53,8 +53,10 @@ int cli_model_tokenizer(const char *path, int64_t n_vocab, bg_tokenizer **out)
     if (rc == BG_ENOTFOUND && n_vocab == 256) /* a bitgrad byte model (e.g. a checkpoint) */
         return bg_tokenizer_new_bytes(out) ? cli_fail(1, "out of memory") : 0;
     if (rc == BG_ENOTFOUND)
-        return cli_fail(1, "%s: the model has no tokenizer (no tokenizer.ggml.model key) and "
-                        "%lld tokens, not bitgrad's 256 bytes", path, (long long)n_vocab);
+        return cli_fail(1,
+                        "%s: the model has no tokenizer (no tokenizer.ggml.model key) and "
+                        "%lld tokens, not bitgrad's 256 bytes",
+                        path, (long long)n_vocab);
     if (rc) return cli_fail(1, "%s: tokenizer: %s", path, err);
     if (n_vocab > 0 && bg_tokenizer_n_vocab(*out) > n_vocab) {
         cli_fail(1, "%s: the tokenizer has %lld tokens but the model only %lld", path,

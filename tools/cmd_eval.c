@@ -1,6 +1,5 @@
-/* cmd_eval.c - `bitgrad eval` (logits of a GGUF model for a token sequence given as ids or
- * as text tokenized with the model's tokenizer, on the inference path: int8 x ternary) and
- * `bitgrad tokenize` (text to the model's token ids and pieces). */
+/* cmd_eval.c - `bitgrad eval`: logits of a GGUF model for a token sequence given as ids or
+ * as text tokenized with the model's tokenizer, on the inference path (int8 x ternary). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -63,12 +62,17 @@ int cmd_eval(int argc, char **argv)
         if (cli_opt(argc, argv, &i, "--ids", &ids_s, &bad) ||
             cli_opt(argc, argv, &i, "--prompt", &prompt, &bad) ||
             cli_opt(argc, argv, &i, "--lora", &lora, &bad) ||
-            cli_opt(argc, argv, &i, "--out", &out, &bad)) continue;
+            cli_opt(argc, argv, &i, "--out", &out, &bad))
+            continue;
         if (cli_flag(argv, i, "--all")) all = true;
-        else if (cli_flag(argv, i, "--llama")) llama = true;
-        else if (argv[i][0] == '-') return cli_fail(2, "eval: unknown option %s", argv[i]);
-        else if (!model) model = argv[i];
-        else return cli_fail(2, "eval: more than one model given");
+        else if (cli_flag(argv, i, "--llama"))
+            llama = true;
+        else if (argv[i][0] == '-')
+            return cli_fail(2, "eval: unknown option %s", argv[i]);
+        else if (!model)
+            model = argv[i];
+        else
+            return cli_fail(2, "eval: more than one model given");
     }
     if (bad) return 2;
     if (!model || !ids_s == !prompt) return eval_usage(2);
@@ -100,10 +104,14 @@ int cmd_eval(int argc, char **argv)
             n = -2;
         }
     if (c && n == 0) cli_fail(2, "eval: the prompt gives no tokens");
-    else if (c && n > c->n_ctx) cli_fail(2, "eval: %lld tokens exceed the context of %lld", (long long)n, (long long)c->n_ctx);
+    else if (c && n > c->n_ctx)
+        cli_fail(2, "eval: %lld tokens exceed the context of %lld", (long long)n,
+                 (long long)c->n_ctx);
     else if (c && n > 0) {
-        bg_tensor *lg = bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2, (int64_t[]){ 1, n }, ids));
-        rc = lg ? eval_print(lg, ids, n, c->n_vocab, all, out) : cli_fail(1, "eval: %s", bg_ctx_error(ctx));
+        bg_tensor *lg =
+            bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2, (int64_t[]){ 1, n }, ids));
+        rc = lg ? eval_print(lg, ids, n, c->n_vocab, all, out)
+                : cli_fail(1, "eval: %s", bg_ctx_error(ctx));
     }
     if (n == -2) rc = 2;
     free(ids);

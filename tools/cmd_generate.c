@@ -60,8 +60,7 @@ static int advance(gen_state *g)
     return rc ? cli_fail(1, "generate: %s", bg_ctx_error(g->ctx)) : 0;
 }
 
-static int generate(gen_state *g, const bg_tokenizer *tok, long long n_new, double temp,
-                    bool stop)
+static int generate(gen_state *g, const bg_tokenizer *tok, long long n_new, double temp, bool stop)
 {
     int64_t V = bg_bitnet_get_config(g->m)->n_vocab;
     int32_t eos = bg_tokenizer_eos(tok);
@@ -103,18 +102,24 @@ int cmd_generate(int argc, char **argv)
         if (cli_flag(argv, i, "--help")) return gen_usage(0);
         if (cli_opt(argc, argv, &i, "--prompt", &prompt, &bad) ||
             cli_opt(argc, argv, &i, "--lora", &lora, &bad) ||
-            cli_opt(argc, argv, &i, "--n", &ns, &bad) || cli_opt(argc, argv, &i, "--temp", &ts, &bad) ||
-            cli_opt(argc, argv, &i, "--seed", &ss, &bad)) continue;
+            cli_opt(argc, argv, &i, "--n", &ns, &bad) ||
+            cli_opt(argc, argv, &i, "--temp", &ts, &bad) ||
+            cli_opt(argc, argv, &i, "--seed", &ss, &bad))
+            continue;
         if (cli_flag(argv, i, "--stop-at-eos")) stop = true;
-        else if (argv[i][0] == '-') return cli_fail(2, "generate: unknown option %s", argv[i]);
-        else if (!model) model = argv[i];
-        else return cli_fail(2, "generate: more than one model given");
+        else if (argv[i][0] == '-')
+            return cli_fail(2, "generate: unknown option %s", argv[i]);
+        else if (!model)
+            model = argv[i];
+        else
+            return cli_fail(2, "generate: more than one model given");
     }
     long long n_new, seed;
     double temp;
     if (bad || !model || !prompt) return gen_usage(2);
     if (!cli_int("--n", ns, 1, 100000000, &n_new) || !cli_float("--temp", ts, &temp) ||
-        !cli_int("--seed", ss, 0, INT64_MAX, &seed)) return 2;
+        !cli_int("--seed", ss, 0, INT64_MAX, &seed))
+        return 2;
     gen_state g = { 0 };
     if (bg_ctx_create(&g.ctx, BG_CPU)) return cli_fail(1, "out of memory");
     bg_ctx_seed(g.ctx, (uint64_t)seed);
@@ -124,7 +129,8 @@ int cmd_generate(int argc, char **argv)
     int32_t *pids = NULL;
     int64_t np = rc ? -1 : cli_encode(tok, prompt, true, &pids);
     if (!rc && np <= 0) rc = np == 0 ? cli_fail(2, "generate: the prompt gives no tokens") : 1;
-    if (!rc && bg_kv_cache_new(g.m, 0, &g.kv)) rc = cli_fail(1, "generate: %s", bg_ctx_error(g.ctx));
+    if (!rc && bg_kv_cache_new(g.m, 0, &g.kv))
+        rc = cli_fail(1, "generate: %s", bg_ctx_error(g.ctx));
     if (!rc) {
         g.ids = malloc((size_t)(np + n_new + 1) * sizeof *g.ids);
         g.row = malloc((size_t)bg_bitnet_get_config(g.m)->n_vocab * sizeof *g.row);

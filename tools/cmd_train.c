@@ -16,21 +16,31 @@
 bool train_parse_common(int argc, char **argv, int *i, run_opts *o, int *bad)
 {
     const char *v = NULL;
-    struct { const char *name; const char **dst; } strs[] = {
-        { "--data", &o->data }, { "--val", &o->val }, { "--out", &o->out },
-        { "--resume", &o->resume }, { "--csv", &o->csv }, { "--schedule", &o->schedule } };
+    struct {
+        const char *name;
+        const char **dst;
+    } strs[] = { { "--data", &o->data },     { "--val", &o->val }, { "--out", &o->out },
+                 { "--resume", &o->resume }, { "--csv", &o->csv }, { "--schedule", &o->schedule } };
     for (size_t k = 0; k < sizeof strs / sizeof strs[0]; k++)
         if (cli_opt(argc, argv, i, strs[k].name, strs[k].dst, bad)) return true;
-    struct { const char *name; long long *dst, lo, hi; } ints[] = {
-        { "--steps", &o->steps, 1, 100000000 },  { "--batch", &o->batch, 1, 4096 },
-        { "--seq", &o->seq, 2, 1 << 20 },          { "--n-embd", &o->n_embd, 8, 65536 },
-        { "--n-layer", &o->n_layer, 1, 256 },      { "--n-head", &o->n_head, 1, 1024 },
-        { "--n-head-kv", &o->n_head_kv, 1, 1024 }, { "--n-ff", &o->n_ff, 8, 262144 },
-        { "--lora-r", &o->lora_r, 0, 4096 },       { "--seed", &o->seed, 0, INT64_MAX },
-        { "--eval-every", &o->eval_every, 1, INT64_MAX },
-        { "--save-every", &o->save_every, 1, INT64_MAX },
-        { "--warmup", &o->warmup, 0, INT64_MAX }, { "--grad-accum", &o->grad_accum, 1, 65536 },
-        { "--threads", &o->threads, 1, 4096 } };
+    struct {
+        const char *name;
+        long long *dst, lo, hi;
+    } ints[] = { { "--steps", &o->steps, 1, 100000000 },
+                 { "--batch", &o->batch, 1, 4096 },
+                 { "--seq", &o->seq, 2, 1 << 20 },
+                 { "--n-embd", &o->n_embd, 8, 65536 },
+                 { "--n-layer", &o->n_layer, 1, 256 },
+                 { "--n-head", &o->n_head, 1, 1024 },
+                 { "--n-head-kv", &o->n_head_kv, 1, 1024 },
+                 { "--n-ff", &o->n_ff, 8, 262144 },
+                 { "--lora-r", &o->lora_r, 0, 4096 },
+                 { "--seed", &o->seed, 0, INT64_MAX },
+                 { "--eval-every", &o->eval_every, 1, INT64_MAX },
+                 { "--save-every", &o->save_every, 1, INT64_MAX },
+                 { "--warmup", &o->warmup, 0, INT64_MAX },
+                 { "--grad-accum", &o->grad_accum, 1, 65536 },
+                 { "--threads", &o->threads, 1, 4096 } };
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (cli_opt(argc, argv, i, ints[k].name, &v, bad)) {
             if (!*bad && !cli_int(ints[k].name, v, ints[k].lo, ints[k].hi, ints[k].dst)) *bad = 1;
@@ -50,9 +60,12 @@ bool train_parse_common(int argc, char **argv, int *i, run_opts *o, int *bad)
 
 int train_check_opts(run_opts *o)
 {
-    static const struct { const char *name; bg_sched_kind kind; } kinds[] = {
-        { "constant", BG_SCHED_CONSTANT }, { "linear", BG_SCHED_LINEAR },
-        { "cosine", BG_SCHED_COSINE } };
+    static const struct {
+        const char *name;
+        bg_sched_kind kind;
+    } kinds[] = { { "constant", BG_SCHED_CONSTANT },
+                  { "linear", BG_SCHED_LINEAR },
+                  { "cosine", BG_SCHED_COSINE } };
     o->sched = (bg_schedule){ .kind = BG_SCHED_CONSTANT, .warmup = o->warmup, .total = o->steps };
     bool known = !o->schedule;
     for (size_t k = 0; k < sizeof kinds / sizeof kinds[0] && o->schedule; k++)
@@ -60,8 +73,10 @@ int train_check_opts(run_opts *o)
             o->sched.kind = kinds[k].kind;
             known = true;
         }
-    if (!known) return cli_fail(2, "--schedule: '%s' is not constant, linear or cosine", o->schedule);
-    if (o->warmup > o->steps) return cli_fail(2, "--warmup %lld exceeds --steps %lld", o->warmup, o->steps);
+    if (!known)
+        return cli_fail(2, "--schedule: '%s' is not constant, linear or cosine", o->schedule);
+    if (o->warmup > o->steps)
+        return cli_fail(2, "--warmup %lld exceeds --steps %lld", o->warmup, o->steps);
     if (o->eval_every && !o->val) return cli_fail(2, "--eval-every needs --val FILE");
     if (o->threads) omp_set_num_threads((int)o->threads);
     if (cli_check_output(o->out, "--out") || cli_check_output(o->csv, "--csv") ||
@@ -104,13 +119,13 @@ void train_free_data(run_data *d)
     bg_dataset_free(&d->val);
 }
 
-int train_setup_optim(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim **opt,
-                      int64_t *start)
+int train_setup_optim(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim **opt, int64_t *start)
 {
     bg_optim_config oc = bg_optim_default(BG_ADAMW);
     oc.lr = (float)o->lr;
     *opt = bg_optim_new(ctx, &oc);
-    if (!*opt || bg_optim_add_module(*opt, m) <= 0) return cli_fail(1, "optimizer: %s", bg_ctx_error(ctx));
+    if (!*opt || bg_optim_add_module(*opt, m) <= 0)
+        return cli_fail(1, "optimizer: %s", bg_ctx_error(ctx));
     *start = 0;
     if (o->resume) {
         char err[512];
@@ -155,14 +170,24 @@ static int train_tokenizer(const run_opts *o, bg_tokenizer **tok)
 
 int cmd_train(int argc, char **argv)
 {
-    run_opts o = { .out = "checkpoint.gguf", .csv = "loss.csv", .steps = 1000, .batch = 16,
-                   .seq = 128, .n_embd = 256, .n_layer = 4, .n_head = 4, .n_ff = 768, .seed = 1,
-                   .lr = 1e-3, .grad_accum = 1 };
+    run_opts o = { .out = "checkpoint.gguf",
+                   .csv = "loss.csv",
+                   .steps = 1000,
+                   .batch = 16,
+                   .seq = 128,
+                   .n_embd = 256,
+                   .n_layer = 4,
+                   .n_head = 4,
+                   .n_ff = 768,
+                   .seed = 1,
+                   .lr = 1e-3,
+                   .grad_accum = 1 };
     int bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
         if (cli_flag(argv, i, "--help")) return train_usage(0);
         if (cli_opt(argc, argv, &i, "--vocab-from", &o.vocab_from, &bad)) continue;
-        if (!train_parse_common(argc, argv, &i, &o, &bad)) return cli_fail(2, "train: unknown argument %s", argv[i]);
+        if (!train_parse_common(argc, argv, &i, &o, &bad))
+            return cli_fail(2, "train: unknown argument %s", argv[i]);
     }
     if (bad) return 2;
     if (!o.data) return train_usage(2);
@@ -190,7 +215,8 @@ int cmd_train(int argc, char **argv)
     bg_module *m = bg_bitnet_new(ctx, &c);
     bg_optim *opt = NULL;
     int64_t start = 0;
-    rc = m ? train_setup_optim(&o, ctx, m, &opt, &start) : cli_fail(1, "model: %s", bg_ctx_error(ctx));
+    rc = m ? train_setup_optim(&o, ctx, m, &opt, &start)
+           : cli_fail(1, "model: %s", bg_ctx_error(ctx));
     if (!rc) rc = train_run(&o, ctx, m, opt, &d, start);
     bg_optim_free(&opt);
     bg_module_free(&m);
@@ -257,8 +283,10 @@ static int finetune_model(run_opts *o, const char *targets_csv)
     if (!rc) rc = train_run(o, ctx, m, opt, &d, start);
     char err[512];
     if (!rc && o->adapter_out && o->lora_r > 0) {
-        if (bg_lora_export(m, "default", o->adapter_out, err, sizeof err)) rc = cli_fail(1, "%s", err);
-        else fprintf(stderr, "wrote adapter %s\n", o->adapter_out);
+        if (bg_lora_export(m, "default", o->adapter_out, err, sizeof err))
+            rc = cli_fail(1, "%s", err);
+        else
+            fprintf(stderr, "wrote adapter %s\n", o->adapter_out);
     }
     bg_optim_free(&opt);
     bg_module_free(&m);
@@ -283,18 +311,27 @@ int cmd_finetune(int argc, char **argv)
             if (!cli_flag(argv, i, "--demo")) rest[n++] = argv[i];
         return demo_parse_args(n, rest, &d) ? 2 : bg_finetune_demo(&d);
     }
-    run_opts o = { .out = "finetune.ckpt.gguf", .csv = "finetune_loss.csv", .steps = 200,
-                   .batch = 16, .seq = 64, .seed = 1, .lr = 1e-3, .lora_r = 8, .lora_alpha = 16,
+    run_opts o = { .out = "finetune.ckpt.gguf",
+                   .csv = "finetune_loss.csv",
+                   .steps = 200,
+                   .batch = 16,
+                   .seq = 64,
+                   .seed = 1,
+                   .lr = 1e-3,
+                   .lora_r = 8,
+                   .lora_alpha = 16,
                    .grad_accum = 1 };
     const char *targets = "blk.*.attn_*,blk.*.ffn_*";
     int bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
         if (cli_opt(argc, argv, &i, "--targets", &targets, &bad) ||
             cli_opt(argc, argv, &i, "--adapter-out", &o.adapter_out, &bad) ||
-            cli_opt(argc, argv, &i, "--unfreeze", &o.unfreeze, &bad)) continue;
+            cli_opt(argc, argv, &i, "--unfreeze", &o.unfreeze, &bad))
+            continue;
         if (train_parse_common(argc, argv, &i, &o, &bad)) continue;
         if (argv[i][0] != '-' && !o.model_in) o.model_in = argv[i];
-        else return cli_fail(2, "finetune: unknown argument %s", argv[i]);
+        else
+            return cli_fail(2, "finetune: unknown argument %s", argv[i]);
     }
     if (bad) return 2;
     if (!o.model_in || !o.data) return finetune_usage(2);

@@ -8,8 +8,8 @@
 #include "cli.h"
 
 typedef struct run_opts {
-    const char *data, *val, *out, *resume, *csv, *model_in, *adapter_out, *lora_targets,
-        *unfreeze, *vocab_from, *schedule;
+    const char *data, *val, *out, *resume, *csv, *model_in, *adapter_out, *lora_targets, *unfreeze,
+        *vocab_from, *schedule;
     long long steps, batch, seq, n_embd, n_layer, n_head, n_head_kv, n_ff, lora_r, seed;
     long long eval_every, save_every, warmup, grad_accum, threads;
     double lr, lora_alpha;
@@ -34,8 +34,7 @@ int train_check_opts(run_opts *o);
 int train_load_data(run_opts *o, const bg_tokenizer *tok, int64_t n_ctx, run_data *d);
 void train_free_data(run_data *d);
 /* AdamW over the trainable parameters (and --resume); *start gets the step to continue at. */
-int train_setup_optim(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim **opt,
-                      int64_t *start);
+int train_setup_optim(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim **opt, int64_t *start);
 /* The loop: progress, CSV, validation, periodic and final checkpoints, Ctrl-C. Returns the
  * exit status. */
 int train_run(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *opt, const run_data *d,

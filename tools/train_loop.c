@@ -116,8 +116,8 @@ static int train_step(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *op
 
 static void log_eval(FILE *csv, int64_t step, double vl, bool tty)
 {
-    fprintf(stderr, "%sstep %lld: val_loss %.4f val_ppl %.3f\n", tty ? "\n" : "",
-            (long long)step, vl, exp(vl));
+    fprintf(stderr, "%sstep %lld: val_loss %.4f val_ppl %.3f\n", tty ? "\n" : "", (long long)step,
+            vl, exp(vl));
     fprintf(csv, ",%.6f,%.4f\n", vl, exp(vl));
 }
 
@@ -142,7 +142,8 @@ int train_run(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *opt, const
             cli_fail(1, "step %lld: %s", (long long)step + 1, bg_ctx_error(ctx));
             break;
         }
-        double dt = cli_now() - t0, tps = (double)(step - start + 1) * (double)(n * o->grad_accum) / dt;
+        double dt = cli_now() - t0,
+               tps = (double)(step - start + 1) * (double)(n * o->grad_accum) / dt;
         double lr = o->lr * bg_schedule_lr(&o->sched, step);
         fprintf(csv, "%lld,%.6f,%.1f,%.6g", (long long)step + 1, lv, tps, lr);
         if (tty || step % 50 == 0 || step + 1 == o->steps)

@@ -137,7 +137,7 @@ BG_API void bg_kv_cache_reset(bg_kv_cache *c);
  * time), appends their keys and values, and returns their logits [n, n_vocab] as a step
  * tensor: equal, up to rounding, to rows pos .. pos + n - 1 of bg_bitnet_forward on the whole
  * sequence. NULL with a sticky error (and the cache unchanged) when pos + n exceeds the
- * cache or an id is outside [0, n_vocab). */
+ * cache, an id is outside [0, n_vocab), or llama.cpp emulation is on (full forward only). */
 BG_API bg_tensor *bg_bitnet_forward_cached(bg_module *bitnet, bg_kv_cache *c,
                                            const int32_t *ids, int64_t n);
 

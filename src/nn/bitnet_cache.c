@@ -7,30 +7,42 @@
  * BitLinear runs as the model is set (inference kernels after bg_module_set_inference, or
  * the training form), adapters included. The attention of the new rows is computed here
  * on the cached keys: scores in double, a max-shifted softmax, probabilities times values
- * in float. Keys are stored after RoPE, so a cached key never changes. CPU only. */
+ * in float. Keys are stored after RoPE, so a cached key never changes. CPU only, and without
+ * llama.cpp emulation (its rounding belongs to bg_bitnet_forward). */
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
-#include "bitgrad/quant.h"
 #include "nn/module_impl.h"
 
-enum { C_ATTN_NORM, C_Q, C_K, C_V, C_O, C_ATTN_SUB_NORM, C_FFN_NORM, C_GATE, C_UP, C_DOWN,
-       C_FFN_SUB_NORM, C_COUNT };
+enum {
+    C_ATTN_NORM,
+    C_Q,
+    C_K,
+    C_V,
+    C_O,
+    C_ATTN_SUB_NORM,
+    C_FFN_NORM,
+    C_GATE,
+    C_UP,
+    C_DOWN,
+    C_FFN_SUB_NORM,
+    C_COUNT
+};
 
 struct bg_kv_cache {
     bg_module *model;
     int64_t n_ctx, pos, n_layer, n_head, n_head_kv, head_dim;
-    float *k, *v; /* [n_layer][n_ctx][n_head_kv * head_dim], keys after RoPE */
+    float *k, *v;     /* [n_layer][n_ctx][n_head_kv * head_dim], keys after RoPE */
     bg_module **mods; /* [n_layer][C_COUNT] */
     bg_module *output_norm;
     bg_tensor *embd;
 };
 
-static const char *const cache_names[C_COUNT] = {
-    "attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_sub_norm",
-    "ffn_norm", "ffn_gate", "ffn_up", "ffn_down", "ffn_sub_norm"
-};
+static const char *const cache_names[C_COUNT] = { "attn_norm", "attn_q",      "attn_k",
+                                                  "attn_v",    "attn_output", "attn_sub_norm",
+                                                  "ffn_norm",  "ffn_gate",    "ffn_up",
+                                                  "ffn_down",  "ffn_sub_norm" };
 
 void bg_kv_cache_free(bg_kv_cache **c)
 {
@@ -75,16 +87,21 @@ int bg_kv_cache_new(bg_module *m, int64_t n_ctx, bg_kv_cache **out)
     if (n_ctx <= 0 || n_ctx > cfg->n_ctx) n_ctx = cfg->n_ctx;
     bg_kv_cache *c = calloc(1, sizeof *c);
     if (!c) return bg__error(m->ctx, BG_ENOMEM, "kv cache: out of memory");
-    *c = (bg_kv_cache){ .model = m, .n_ctx = n_ctx, .n_layer = cfg->n_layer,
-                        .n_head = cfg->n_head, .n_head_kv = cfg->n_head_kv,
+    *c = (bg_kv_cache){ .model = m,
+                        .n_ctx = n_ctx,
+                        .n_layer = cfg->n_layer,
+                        .n_head = cfg->n_head,
+                        .n_head_kv = cfg->n_head_kv,
                         .head_dim = cfg->n_embd / cfg->n_head };
     size_t per = (size_t)(c->n_layer * n_ctx * c->n_head_kv * c->head_dim);
     c->k = malloc((per ? per : 1) * sizeof(float));
     c->v = malloc((per ? per : 1) * sizeof(float));
     c->mods = calloc((size_t)(c->n_layer ? c->n_layer : 1) * C_COUNT, sizeof *c->mods);
     int rc = c->k && c->v && c->mods ? find_modules(c, m)
-                                     : bg__error(m->ctx, BG_ENOMEM, "kv cache: out of memory "
-                                                 "(%zu bytes)", 2 * per * sizeof(float));
+                                     : bg__error(m->ctx, BG_ENOMEM,
+                                                 "kv cache: out of memory "
+                                                 "(%zu bytes)",
+                                                 2 * per * sizeof(float));
     if (rc) {
         bg_kv_cache_free(&c);
         return rc;
@@ -102,8 +119,8 @@ void bg_kv_cache_reset(bg_kv_cache *c)
 
 /* out row i (position pos + i), head h = softmax(q . K[0..pos+i] / sqrt(D)) V, for n new
  * rows of q [n, H, D]; K, V: one layer's cache. scratch: n_ctx floats per thread. */
-static void attend(const bg_kv_cache *c, const float *K, const float *V, const float *q,
-                   int64_t n, float *out, float *scratch)
+static void attend(const bg_kv_cache *c, const float *K, const float *V, const float *q, int64_t n,
+                   float *out, float *scratch)
 {
     int64_t H = c->n_head, D = c->head_dim, group = c->n_head / c->n_head_kv;
     int64_t ldkv = c->n_head_kv * D;
@@ -150,8 +167,8 @@ static bg_tensor *attention_cached(bg_kv_cache *c, int64_t l, bg_tensor *x, int6
     const float *qd = q ? bg__contig_data(q) : NULL, *kd = k ? bg__contig_data(k) : NULL;
     const float *vd = v ? bg__contig_data(v) : NULL;
     bg_tensor *a = bg__step_new(c->model->ctx, BG_F32, 3, (int64_t[]){ 1, n, cfg->n_embd });
-    float *scratch = bg__arena_alloc(c->model->ctx, (size_t)(omp_get_max_threads() * c->n_ctx) *
-                                                        sizeof(float));
+    float *scratch =
+        bg__arena_alloc(c->model->ctx, (size_t)(omp_get_max_threads() * c->n_ctx) * sizeof(float));
     if (!qd || !kd || !vd || !a || !scratch) return NULL;
     float *K = c->k + l * c->n_ctx * ldkv, *V = c->v + l * c->n_ctx * ldkv;
     memcpy(K + c->pos * ldkv, kd, (size_t)(n * ldkv) * sizeof(float));
@@ -166,18 +183,6 @@ static bg_tensor *ffn_cached(bg_kv_cache *c, int64_t l, bg_tensor *x)
     bg_tensor *h = bg_module_forward(md[C_FFN_NORM], x);
     bg_tensor *f = bg_swiglu(bg_module_forward(md[C_GATE], h), bg_module_forward(md[C_UP], h));
     return bg_module_forward(md[C_DOWN], bg_module_forward(md[C_FFN_SUB_NORM], f));
-}
-
-/* llama.cpp multiplies token_embd (F16, BF16, Q8_0 in converted files) by activations
- * converted to that type's vec_dot type (as bitnet.c). */
-static bg_tensor *round_acts(bg_tensor *x, int type)
-{
-    if (!x) return NULL;
-    bg_tensor *y = bg__step_new(x->ctx, BG_F32, x->ndim, x->shape);
-    const float *xd = bg__contig_data(x);
-    if (!y || !xd) return NULL;
-    bg__llama_round_acts(type, xd, y->data, bg__numel(x->ndim, x->shape));
-    return y;
 }
 
 /* A frozen token_embd held as F16 (bg_module_pack_frozen): rows widened as they are read,
@@ -228,7 +233,6 @@ static bg_tensor *forward_cached(bg_kv_cache *c, const int32_t *ids, int64_t n)
         x = bg_add(x, ffn_cached(c, l, x));
     }
     bg_tensor *o = bg_module_forward(c->output_norm, x);
-    if (m->emulate_llama && m->embd_type != BG_GGML_F32) o = round_acts(o, m->embd_type);
     bg_tensor *logits = f16 ? logits_f16(c->embd, o, n) : bg_matmul(o, bg_transpose(c->embd, 0, 1));
     return bg_reshape(logits, 2, (int64_t[]){ n, cfg->n_vocab });
 }
@@ -240,9 +244,17 @@ bg_tensor *bg_bitnet_forward_cached(bg_module *m, bg_kv_cache *c, const int32_t 
         bg__error(m->ctx, BG_EINVAL, "kv cache: made for another model");
         return NULL;
     }
+    if (m->emulate_llama) { /* its rounding of the logits' input lives in bitnet.c */
+        bg__error(m->ctx, BG_EUNSUPPORTED,
+                  "kv cache: llama.cpp emulation (bg_module_set_llama_emulation) is for "
+                  "bg_bitnet_forward only");
+        return NULL;
+    }
     if (n < 1 || c->pos + n > c->n_ctx) {
-        bg__error(m->ctx, BG_ESHAPE, "kv cache: %lld new tokens after %lld exceed the context of "
-                  "%lld", (long long)n, (long long)c->pos, (long long)c->n_ctx);
+        bg__error(m->ctx, BG_ESHAPE,
+                  "kv cache: %lld new tokens after %lld exceed the context of "
+                  "%lld",
+                  (long long)n, (long long)c->pos, (long long)c->n_ctx);
         return NULL;
     }
     for (int64_t i = 0; i < n; i++)

@@ -204,8 +204,8 @@ static int add_json_line(bg_dataset *d, const bg_tokenizer *t, const char *path,
     const char *text = str_field(o, "text", &wrong), *prompt = str_field(o, "prompt", &wrong);
     const char *completion = str_field(o, "completion", &wrong);
     if (end && end < line + len)
-        rc = fail(err, errlen, BG_EFORMAT, "%s:%lld: text after the JSON object (column %zu)",
-                  path, (long long)lineno, (size_t)(end - line) + 1);
+        rc = fail(err, errlen, BG_EFORMAT, "%s:%lld: text after the JSON object (column %zu)", path,
+                  (long long)lineno, (size_t)(end - line) + 1);
     else if (!cJSON_IsObject(o))
         rc = fail(err, errlen, BG_EFORMAT, "%s:%lld: expected a JSON object", path,
                   (long long)lineno);
@@ -257,8 +257,7 @@ int bg_dataset_load(const char *path, const bg_tokenizer *t, bg_dataset **out, c
         return fail(err, errlen, BG_ENOMEM, "%s: out of memory", path);
     }
     bool jsonl = looks_jsonl(path, text, len);
-    if (len == 0)
-        rc = fail(err, errlen, BG_EFORMAT, "%s: the file is empty", path);
+    if (len == 0) rc = fail(err, errlen, BG_EFORMAT, "%s: the file is empty", path);
     else if (jsonl)
         rc = load_jsonl(d, t, path, text, len, err, errlen);
     else if ((rc = add_text(d, t, text, len)) != BG_OK)
@@ -289,8 +288,8 @@ const int32_t *bg_dataset_tokens(const bg_dataset *d) { return d ? d->tokens : N
 const uint8_t *bg_dataset_target_mask(const bg_dataset *d) { return d ? d->mask : NULL; }
 int64_t bg_dataset_n_documents(const bg_dataset *d) { return d ? d->n_docs : 0; }
 
-int bg_dataset_window(const bg_dataset *d, int64_t start, int64_t T, int32_t *ids,
-                      int32_t *targets, int32_t ignore_index)
+int bg_dataset_window(const bg_dataset *d, int64_t start, int64_t T, int32_t *ids, int32_t *targets,
+                      int32_t ignore_index)
 {
     if (!d || !ids || !targets || T < 1 || start < 0 || start > d->n - T - 1) return BG_EINVAL;
     for (int64_t t = 0; t < T; t++) {
