@@ -15,7 +15,8 @@ Used by tests/test_import.c.
       llama.cpp's CPU backend converts them for that weight type (F32: none; F16; BF16).
   python3 tests/import_models.py check DIR
       Reads DIR/exp_*.gguf (written by bitgrad from src_*.gguf, see test_import.c) with gguf-py:
-      tensor types (Q2_0 for rows of 192, Q8_0 for rows of 160, TQ2_0 for rows of 256) and shapes,
+      tensor types (Q2_0 for rows of 192, Q8_0 for rows of 160, TQ2_0 for rows of 256; all Q8_0
+      in exp_*__q8.gguf) and shapes,
       dequantize(weight) * scale == the source's W_q, and every tokenizer.* key byte-identical to
       the source, in the same order. Files holding Q2_0 need a gguf-py that knows type 42 (PyPI's
       0.19 does not); they are skipped otherwise, and Q2_0 is dequantized here (layout:
@@ -252,7 +253,8 @@ def check_export(d, name, src_name):
         if not check(e is not None, f"{name}: {tn} present"):
             continue
         inn = int(e.shape[0])
-        want_type = "TQ2_0" if inn % 256 == 0 else "Q2_0" if inn % 64 == 0 else "Q8_0"
+        want_type = ("Q8_0" if "__q8" in name else "TQ2_0" if inn % 256 == 0 else
+                     "Q2_0" if inn % 64 == 0 else "Q8_0")
         check(e.tensor_type.name == want_type and list(e.shape) == list(t.shape),
               f"{name}: {tn} is {want_type} {list(e.shape)} ({e.tensor_type.name})")
         sc = rt.get(tn[:-len(".weight")] + ".scale")

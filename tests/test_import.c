@@ -9,7 +9,8 @@
  *   - export writes rows of 192 as Q2_0 and of 160 as Q8_0 (256 as TQ2_0), losslessly: import
  *     back gives bitwise the same logits; gguf-py reads the files back (types, shapes, values,
  *     tokenizer keys byte-identical to the source's, in its order);
- *   - a tokenizer whose size differs from n_vocab is refused; bg_bitnet_set_tokenizer.
+ *   - a tokenizer whose size differs from n_vocab is refused; bg_bitnet_set_tokenizer; a
+ *     checkpoint keeps the tokenizer (load and import give it back, export writes it).
  * Skips (77) when python3 lacks gguf / numpy. */
 #include <math.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include <sys/wait.h>
 
 #include <bitgrad.h>
+#include <bitgrad/checkpoint.h>
 #include <bitgrad/export.h>
 #include <bitgrad/gguf.h>
 
@@ -144,6 +146,17 @@ static void run_shape(bg_ctx *ctx, char shape, int64_t n_embd, int64_t n_head, i
             free(got);
         }
         bg_module_free(&back);
+        if (shape == 'b' && i == 0) { /* all rows Q8_0: what a gguf-py without Q2_0 reads */
+            snprintf(out, sizeof out, "exp_%c_%s__q8.gguf", shape, types[i]);
+            path_of(p, sizeof p, out);
+            o.weight_type = BG_GGML_Q8_0;
+            CHECK(bg_bitnet_export(m, p, &o, err, sizeof err) == 0, "export %s: %s", out, err);
+            back = import(ctx, out);
+            float *got = back ? logits(ctx, back, 1) : NULL;
+            if (got && want[1]) check_bitwise("all-Q8_0 export imported back", got, want[1], T * N_VOCAB);
+            free(got);
+            bg_module_free(&back);
+        }
         if (m != ref) bg_module_free(&m);
     }
     free(want[0]);
@@ -199,6 +212,28 @@ static void test_tokenizer_api(bg_ctx *ctx)
     bg_module_free(&m);
 }
 
+/* A checkpoint keeps the model's tokenizer: loading it, or importing it, gives it back. */
+static void test_checkpoint_keeps_tokenizer(bg_ctx *ctx)
+{
+    bg_module *m = import(ctx, "src_b_f32.gguf");
+    if (!m) return;
+    char ck[2048], p[2048], err[512] = "";
+    path_of(ck, sizeof ck, "ckpt_b.gguf");
+    CHECK(bg_checkpoint_save(ck, m, NULL, NULL, err, sizeof err) == 0, "checkpoint save: %s", err);
+    bg_module *fresh = bg_bitnet_new(ctx, bg_bitnet_get_config(m));
+    CHECK(fresh && bg_bitnet_tokenizer_size(fresh) == 0, "a new model carries no tokenizer");
+    CHECK(fresh && bg_checkpoint_load(ck, fresh, NULL, NULL, err, sizeof err) == 0 &&
+              bg_bitnet_tokenizer_size(fresh) == N_VOCAB,
+          "checkpoint load gives the tokenizer back: %s", err);
+    bg_module *back = import(ctx, "ckpt_b.gguf");
+    CHECK(back && bg_bitnet_tokenizer_size(back) == N_VOCAB, "import of the checkpoint keeps it");
+    path_of(p, sizeof p, "exp_b_f32__vocab_ckpt.gguf");
+    CHECK(back && bg_bitnet_export(back, p, NULL, err, sizeof err) == 0, "export from it: %s", err);
+    bg_module_free(&back);
+    bg_module_free(&fresh);
+    bg_module_free(&m);
+}
+
 int main(void)
 {
     const char *b = getenv("BG_BUILD_DIR");
@@ -220,6 +255,7 @@ int main(void)
     check_types("exp_b_f32__default.gguf", "blk.0.attn_k.weight", BG_GGML_Q2_0);
     check_types("exp_b_f32__default.gguf", "blk.1.ffn_down.weight", BG_GGML_Q8_0);
     test_tokenizer_api(ctx);
+    test_checkpoint_keeps_tokenizer(ctx);
     code = run_python("check");
     CHECK(code == 0, "gguf-py read-back of every export (exit %d)", code);
     bg_ctx_free(&ctx);

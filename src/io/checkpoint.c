@@ -7,6 +7,7 @@
 #include "bitgrad/checkpoint.h"
 #include "bitgrad/gguf.h"
 #include "bitgrad/quant.h"
+#include "io/gguf_internal.h"
 #include "io/model_io.h"
 
 #define CK_HASH_SEED 0xcbf29ce484222325ull
@@ -282,6 +283,8 @@ int bg_checkpoint_save(const char *path, bg_module *model, bg_optim *opt,
     if (st && st->tokenizer_from) put_tokenizer(&s, st->tokenizer_from, err, errlen);
     const bg_bitnet_config *bc = bg_bitnet_get_config(model);
     if (bc) put_bitnet(&s, bc);
+    const bg__tok_keys *tok = bc ? bg__model_tok_keys(model) : NULL; /* the model's tokenizer */
+    if (tok && !s.rc) s.rc = bg__gguf_writer_copy_kvs(s.w, tok->kv);
     put_params(&s, model);
     if (opt) put_optim(&s, model, opt, err, errlen);
     if (!s.rc)
@@ -774,6 +777,9 @@ int bg_checkpoint_load(const char *path, bg_module *model, bg_optim *opt, bg_che
     if (!rc) rc = check_optim(&c);
     if (!rc) rc = check_contents(&c);
     if (!rc) rc = commit(&c);
+    bg__tok_keys *tok = NULL; /* a checkpoint of a model with a tokenizer gives it back */
+    if (!rc && bg_bitnet_get_config(model) && bg__tok_keys_from(g, &tok) == BG_OK)
+        bg__model_attach_tok_keys(model, tok);
     if (!rc && st) *st = c.st;
     if (!rc && err && errlen) err[0] = 0;
     bg_gguf_free(&g);
