@@ -2,6 +2,7 @@
  * against the latent-weight path (loss and adapter gradients), freeze -> pack -> unfreeze ->
  * train, memory through bg_ctx_stats (never timing or RSS). */
 #include "bitgrad.h"
+#include "bitgrad/checkpoint.h"
 #include "bitgrad/export.h"
 #include "harness.h"
 
@@ -362,6 +363,43 @@ static void test_import_packed(int wtype)
         float *l1 = logits_of(c1, lat), *l2 = logits_of(c2, pk);
         check_bitwise("logits, packed load vs latent import", l2, l1, 24 * 256);
         free(l1), free(l2);
+        /* the adapter file of a packed model is the latent model's, byte for byte (llama.cpp's
+         * ffn_gate / ffn_up compensation reads the packed scale) */
+        bg_lora_config lc = bg_lora_default();
+        lc.targets = ALL7;
+        lc.n_targets = 7;
+        bg_ctx_seed(c1, 4);
+        bg_ctx_seed(c2, 4);
+        CHECK(bg_lora_add(lat, "default", &lc) == 14 && bg_lora_add(pk, "default", &lc) == 14, "lora");
+        bg_tensor *ps1[28], *ps2[28];
+        bg_lora_params(lat, "default", ps1, 28);
+        bg_lora_params(pk, "default", ps2, 28);
+        for (int i = 1; i < 28; i += 2) { /* B != 0, the same in both */
+            bg_tensor_fill_randn(ps1[i], 0.0f, 0.1f);
+            float *v = harness_read(ps1[i]);
+            bg_tensor_write(ps2[i], v);
+            free(v);
+        }
+        CHECK(bg_lora_export(lat, "default", "test_scale_a1.gguf", err, sizeof err) == BG_OK &&
+                  bg_lora_export(pk, "default", "test_scale_a2.gguf", err, sizeof err) == BG_OK,
+              "adapter export: %s", err);
+        FILE *f1 = fopen("test_scale_a1.gguf", "rb"), *f2 = fopen("test_scale_a2.gguf", "rb");
+        bool same = f1 && f2;
+        for (int a = 0, b = 0; same && (a != EOF || b != EOF);) {
+            a = fgetc(f1);
+            b = fgetc(f2);
+            same = a == b;
+        }
+        if (f1) fclose(f1);
+        if (f2) fclose(f2);
+        CHECK(same, "adapter files identical");
+        remove("test_scale_a1.gguf");
+        remove("test_scale_a2.gguf");
+        CHECK(bg_checkpoint_save("test_scale_ck.gguf", pk, NULL, NULL, err, sizeof err) == BG_ESTATE &&
+                  strstr(err, "packed"), "a checkpoint of a packed model is refused: %s", err);
+        CHECK(bg_bitnet_export(pk, "test_scale_ck.gguf", NULL, err, sizeof err) == BG_ESTATE,
+              "exporting a packed model is refused: %s", err);
+        remove("test_scale_ck.gguf");
     }
     remove(path);
     bg_module_free(&src);

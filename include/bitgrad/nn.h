@@ -132,6 +132,11 @@ BG_API int bg_module_pack_frozen(bg_module *m);
  * Returns the number unpacked. */
 BG_API int bg_module_unpack(bg_module *m);
 BG_API bool bg_linear_is_packed(const bg_module *m);
+/* The first parameter under m without f32 values (a packed base, an F16 embedding), or NULL:
+ * writers of f32 tensors (checkpoints, export) refuse such a model, naming it. */
+BG_API const bg_tensor *bg_module_find_packed(const bg_module *m);
+/* A BitLinear's per-tensor weight scale s_w: the packed one, or absmean of the latent weights. */
+BG_API float bg_bitlinear_scale(const bg_module *m);
 /* Sets a BitLinear's base from ternary codes [out, in] in {-1, 0, 1} and its scale (one, or
  * one per row in BG_WQ_PER_ROW mode), packed and frozen; its latent weights are freed. */
 BG_API int bg_bitlinear_set_packed(bg_module *m, const int8_t *codes, const float *s_w);

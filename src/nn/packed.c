@@ -38,6 +38,25 @@ static size_t packed_bytes(const bg_tmat *w)
     return bg_tmat_nbytes(w) + (size_t)(per_row ? bg_tmat_rows(w) : 1) * sizeof(float);
 }
 
+const bg_tensor *bg_module_find_packed(const bg_module *m)
+{
+    if (!m) return NULL;
+    for (int i = 0; i < m->n_params; i++)
+        if (!m->params[i]->data || m->params[i]->dtype != BG_F32) return m->params[i];
+    for (int i = 0; i < m->n_children; i++) {
+        const bg_tensor *t = bg_module_find_packed(m->children[i]);
+        if (t) return t;
+    }
+    return NULL;
+}
+
+float bg_bitlinear_scale(const bg_module *m)
+{
+    if (m->base_pk) return bg__tmat_scales(m->base_pk, NULL)[0];
+    const bg_tensor *w = m->params[0];
+    return bg__absmean_scale_fast(w->data, bg__numel(2, w->shape));
+}
+
 bool bg_linear_is_packed(const bg_module *m)
 {
     return m && m->kind == BG_MOD_LINEAR && m->base_pk != NULL;
