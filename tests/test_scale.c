@@ -2,6 +2,8 @@
  * against the latent-weight path (loss and adapter gradients), freeze -> pack -> unfreeze ->
  * train, memory through bg_ctx_stats (never timing or RSS). */
 #include "bitgrad.h"
+#include "bitgrad/checkpoint.h"
+#include "bitgrad/export.h"
 #include "harness.h"
 
 static const char *const ALL7[] = { "blk.*.attn_q",   "blk.*.attn_k", "blk.*.attn_v",
@@ -327,6 +329,87 @@ static void test_f16_embedding(void)
     bg_ctx_free(&c2);
 }
 
+/* A bitnet GGUF loaded packed (blocks straight into codes) against bg_bitnet_import's latent
+ * weights: the same logits bit for bit, far fewer bytes. */
+static void test_import_packed(int wtype)
+{
+    printf("GGUF %s loaded packed vs latent\n", wtype == BG_GGML_TQ2_0 ? "TQ2_0" : "TQ1_0");
+    bg_ctx *c0 = NULL, *c1 = NULL, *c2 = NULL;
+    bg_ctx_create(&c0, BG_CPU);
+    bg_ctx_create(&c1, BG_CPU);
+    bg_ctx_create(&c2, BG_CPU);
+    bg_ctx_seed(c0, 9);
+    bg_bitnet_config c = bg_bitnet_default();
+    c.n_layer = 2;
+    c.n_ff = 512;
+    c.n_ctx = 64;
+    bg_module *src = bg_bitnet_new(c0, &c), *lat = NULL, *pk = NULL;
+    bg_export_options o = bg_export_default();
+    o.weight_type = wtype;
+    char err[256] = "";
+    const char *path = "test_scale_import.gguf";
+    CHECK(bg_bitnet_export(src, path, &o, err, sizeof err) == BG_OK, "export: %s", err);
+    CHECK(bg_bitnet_import(c1, path, &lat, err, sizeof err) == BG_OK, "import: %s", err);
+    CHECK(bg_bitnet_import_packed(c2, path, &pk, err, sizeof err) == BG_OK, "import packed: %s", err);
+    if (lat && pk) {
+        bg_ctx_stats s1, s2;
+        bg_ctx_stats_get(c1, &s1);
+        bg_ctx_stats_get(c2, &s2);
+        printf("  persistent bytes: latent %zu, packed %zu\n", s1.persistent_bytes, s2.persistent_bytes);
+        int64_t proj = 2 * (4 * 256 * 256 + 3 * 256 * 512); /* weights of the 14 projections */
+        CHECK((int64_t)(s1.persistent_bytes - s2.persistent_bytes) == proj * 4 - proj / 4 - 14 * 4,
+              "4 bytes a weight became 2 bits (and one scale each)");
+        CHECK(bg_linear_is_packed(bg_module_find(pk, "blk.1.ffn_up")), "projections packed");
+        float *l1 = logits_of(c1, lat), *l2 = logits_of(c2, pk);
+        check_bitwise("logits, packed load vs latent import", l2, l1, 24 * 256);
+        free(l1), free(l2);
+        /* the adapter file of a packed model is the latent model's, byte for byte (llama.cpp's
+         * ffn_gate / ffn_up compensation reads the packed scale) */
+        bg_lora_config lc = bg_lora_default();
+        lc.targets = ALL7;
+        lc.n_targets = 7;
+        bg_ctx_seed(c1, 4);
+        bg_ctx_seed(c2, 4);
+        CHECK(bg_lora_add(lat, "default", &lc) == 14 && bg_lora_add(pk, "default", &lc) == 14, "lora");
+        bg_tensor *ps1[28], *ps2[28];
+        bg_lora_params(lat, "default", ps1, 28);
+        bg_lora_params(pk, "default", ps2, 28);
+        for (int i = 1; i < 28; i += 2) { /* B != 0, the same in both */
+            bg_tensor_fill_randn(ps1[i], 0.0f, 0.1f);
+            float *v = harness_read(ps1[i]);
+            bg_tensor_write(ps2[i], v);
+            free(v);
+        }
+        CHECK(bg_lora_export(lat, "default", "test_scale_a1.gguf", err, sizeof err) == BG_OK &&
+                  bg_lora_export(pk, "default", "test_scale_a2.gguf", err, sizeof err) == BG_OK,
+              "adapter export: %s", err);
+        FILE *f1 = fopen("test_scale_a1.gguf", "rb"), *f2 = fopen("test_scale_a2.gguf", "rb");
+        bool same = f1 && f2;
+        for (int a = 0, b = 0; same && (a != EOF || b != EOF);) {
+            a = fgetc(f1);
+            b = fgetc(f2);
+            same = a == b;
+        }
+        if (f1) fclose(f1);
+        if (f2) fclose(f2);
+        CHECK(same, "adapter files identical");
+        remove("test_scale_a1.gguf");
+        remove("test_scale_a2.gguf");
+        CHECK(bg_checkpoint_save("test_scale_ck.gguf", pk, NULL, NULL, err, sizeof err) == BG_ESTATE &&
+                  strstr(err, "packed"), "a checkpoint of a packed model is refused: %s", err);
+        CHECK(bg_bitnet_export(pk, "test_scale_ck.gguf", NULL, err, sizeof err) == BG_ESTATE,
+              "exporting a packed model is refused: %s", err);
+        remove("test_scale_ck.gguf");
+    }
+    remove(path);
+    bg_module_free(&src);
+    bg_module_free(&lat);
+    bg_module_free(&pk);
+    bg_ctx_free(&c0);
+    bg_ctx_free(&c1);
+    bg_ctx_free(&c2);
+}
+
 /* A model larger than the machine: a clear error naming the bytes, nothing allocated. */
 static void test_too_large(void)
 {
@@ -356,6 +439,8 @@ int main(void)
     test_round_trip();
     test_too_large();
     test_f16_embedding();
+    test_import_packed(BG_GGML_TQ2_0);
+    test_import_packed(BG_GGML_TQ1_0);
     test_fused_loss(false);
     test_fused_loss(true);
     test_recompute(true);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -27,6 +28,15 @@ typedef struct bench {
     uint64_t **probe; /* W4: `copies` buffers as large as a weight copy, for the paired read */
     size_t probe_words;
 } bench;
+
+/* CPU seconds of every thread of the process: on a shared machine the wall time of a step
+ * mostly says how much of it the others left; the CPU time says what the step cost. */
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -170,14 +180,14 @@ static double sgemm_gflops(void)
  * bitnet_b1_58-large's (or -3B's) shape, a random ternary base held packed and frozen (never
  * any latent weights), LoRA r 16 alpha 32 on the 7 projections of every layer, batch 1 x T
  * random ids. */
-static int setup_lora_large(bench *b, bool shape3b, int T, bool recompute)
+static int setup_lora_large(bench *b, bool shape3b, int T, bool recompute, int layers)
 {
     b->B = 1;
     b->T = T;
     bg_bitnet_config c = bg_bitnet_default();
     c.n_vocab = 32000;
     c.n_embd = shape3b ? 3200 : 1536;
-    c.n_layer = shape3b ? 26 : 24;
+    c.n_layer = layers > 0 ? layers : (shape3b ? 26 : 24);
     c.n_head = c.n_head_kv = shape3b ? 32 : 16;
     c.n_ff = shape3b ? 8640 : 4096;
     c.n_ctx = T;
@@ -263,6 +273,7 @@ static int bench_usage(int status)
            "              alpha 32 on all 7 projections, batch 1 x --seq (512) tokens, AdamW;\n"
            "              --recompute: activation recomputation per block\n"
            "  lora-3b: the same at bitnet_b1_58-3B's shape (3200, 26 layers, 32 heads, n_ff 8640)\n"
+           "           lora-*: --layers N overrides the depth, --warmup N the untimed steps (1)\n"
            "  matvec / matmat: W4 ternary 4096x14336 (2-bit packed) times int8, 1 / 512 columns;\n"
            "                   --isa picks the kernel (default: the best this CPU has); --copies N\n"
            "                   cycles N weight copies (default 8 for matvec: weights come from DRAM,\n"
@@ -272,7 +283,8 @@ static int bench_usage(int status)
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *w = NULL, *ss = "20", *ts = NULL, *is = "best", *cs = NULL, *qs = "512";
+    const char *w = NULL, *ss = "20", *ts = NULL, *is = "best", *cs = NULL, *qs = "512", *ls = NULL,
+               *ws = NULL;
     int bad = 0;
     bool recompute = false;
     for (int i = 1; i < argc && !bad; i++) {
@@ -283,13 +295,15 @@ int cmd_bench(int argc, char **argv)
         }
         if (!cli_opt(argc, argv, &i, "--workload", &w, &bad) && !cli_opt(argc, argv, &i, "--steps", &ss, &bad) &&
             !cli_opt(argc, argv, &i, "--threads", &ts, &bad) && !cli_opt(argc, argv, &i, "--isa", &is, &bad) &&
-            !cli_opt(argc, argv, &i, "--copies", &cs, &bad) && !cli_opt(argc, argv, &i, "--seq", &qs, &bad))
+            !cli_opt(argc, argv, &i, "--copies", &cs, &bad) && !cli_opt(argc, argv, &i, "--seq", &qs, &bad) &&
+            !cli_opt(argc, argv, &i, "--layers", &ls, &bad) && !cli_opt(argc, argv, &i, "--warmup", &ws, &bad))
             return cli_fail(2, "bench: unknown argument %s", argv[i]);
     }
-    long long steps, threads = 0, copies = 0, seq = 512;
+    long long steps, threads = 0, copies = 0, seq = 512, layers = 0, warmup = -1;
     if (bad || !w) return bench_usage(2);
     if (!cli_int("--steps", ss, 1, 100000, &steps) || (ts && !cli_int("--threads", ts, 1, 1024, &threads)) ||
-        (cs && !cli_int("--copies", cs, 1, 64, &copies)) || !cli_int("--seq", qs, 2, 1 << 16, &seq))
+        (cs && !cli_int("--copies", cs, 1, 64, &copies)) || !cli_int("--seq", qs, 2, 1 << 16, &seq) ||
+        (ls && !cli_int("--layers", ls, 1, 1000, &layers)) || (ws && !cli_int("--warmup", ws, 0, 100, &warmup)))
         return 2;
     if (threads) omp_set_num_threads((int)threads);
     bench b = { .isa = BG_ISA_COUNT };
@@ -305,7 +319,7 @@ int cmd_bench(int argc, char **argv)
     if (strcmp(w, "mlp") == 0) rc = setup_mlp(&b);
     else if (strcmp(w, "lm") == 0 || strcmp(w, "lora") == 0) rc = setup_lm(&b, strcmp(w, "lora") == 0);
     else if (strcmp(w, "lora-large") == 0 || strcmp(w, "lora-3b") == 0)
-        rc = setup_lora_large(&b, strcmp(w, "lora-3b") == 0, (int)seq, recompute);
+        rc = setup_lora_large(&b, strcmp(w, "lora-3b") == 0, (int)seq, recompute, (int)layers);
     else if (strcmp(w, "matvec") == 0 || strcmp(w, "matmat") == 0) rc = setup_matvec(&b, strcmp(w, "matvec") == 0 ? 1 : 512);
     else rc = cli_fail(2, "bench: unknown workload '%s'", w);
     if (!rc && b.model) {
@@ -313,9 +327,10 @@ int cmd_bench(int argc, char **argv)
         b.opt = bg_optim_new(b.ctx, &oc);
         rc = b.opt && bg_optim_add_module(b.opt, b.model) > 0 ? 0 : 1;
     }
-    double *ms = malloc((size_t)(4 * steps) * sizeof(double)), *ph = ms ? ms + steps : NULL;
+    double *ms = malloc((size_t)(5 * steps) * sizeof(double)), *ph = ms ? ms + steps : NULL;
+    double *cpu = ms ? ms + 4 * steps : NULL;
     if (!ms) rc = cli_fail(1, "out of memory");
-    int warm = strncmp(w, "lora-", 5) == 0 ? 1 : 3;
+    int warm = warmup >= 0 ? (int)warmup : (strncmp(w, "lora-", 5) == 0 ? 1 : 3);
     double t_setup = cli_now();
     for (int i = 0; !rc && i < warm; i++) rc = step(&b, w); /* warm-up */
     t_setup = cli_now() - t_setup;
@@ -323,9 +338,10 @@ int cmd_bench(int argc, char **argv)
     uint64_t sink = 0;
     bg_ctx_stats_get(b.ctx, &st0);
     for (long long i = 0; !rc && i < steps; i++) {
-        double t0 = cli_now();
+        double t0 = cli_now(), c0 = cpu_now();
         rc = step(&b, w);
         ms[i] = 1e3 * (cli_now() - t0);
+        cpu[i] = 1e3 * (cpu_now() - c0);
         for (int k = 0; k < 3; k++) ph[k * steps + i] = 1e3 * b.phase[k];
         /* W4: a read of the same size right after each product, so both see the same machine
          * (this VM's read rate drifts by a third from minute to minute) */
@@ -354,8 +370,11 @@ int cmd_bench(int argc, char **argv)
         }
         if (strncmp(w, "lora-", 5) == 0) {
             size_t len = strlen(w4);
-            snprintf(w4 + len, sizeof w4 - len, ", \"seq\": %d, \"recompute\": %s, \"first_step_ms\": %.1f",
-                     b.T, recompute ? "true" : "false", 1e3 * t_setup);
+            qsort(cpu, (size_t)steps, sizeof(double), cmp_double);
+            snprintf(w4 + len, sizeof w4 - len, ", \"cpu_ms\": %.1f, \"seq\": %d, \"layers\": %lld, \"recompute\": %s, "
+                     "\"warmup_ms\": %.1f, \"pool_high_water_mib\": %.1f", cpu[steps / 2], b.T,
+                     (long long)bg_bitnet_get_config(b.model)->n_layer, recompute ? "true" : "false",
+                     1e3 * t_setup, (double)st1.pool_high_water / 1048576.0);
         }
         if (b.tw) {
             qsort(ph, (size_t)steps, sizeof(double), cmp_double);

@@ -158,9 +158,24 @@ BG_API int bg_module_pack_frozen(bg_module *m);
  * Returns the number unpacked. */
 BG_API int bg_module_unpack(bg_module *m);
 BG_API bool bg_linear_is_packed(const bg_module *m);
+/* The first parameter under m without f32 values (a packed base, an F16 embedding), or NULL:
+ * writers of f32 tensors (checkpoints, export) refuse such a model, naming it. */
+BG_API const bg_tensor *bg_module_find_packed(const bg_module *m);
+/* A BitLinear's per-tensor weight scale s_w: the packed one, or absmean of the latent weights. */
+BG_API float bg_bitlinear_scale(const bg_module *m);
 /* Sets a BitLinear's base from ternary codes [out, in] in {-1, 0, 1} and its scale (one, or
  * one per row in BG_WQ_PER_ROW mode), packed and frozen; its latent weights are freed. */
 BG_API int bg_bitlinear_set_packed(bg_module *m, const int8_t *codes, const float *s_w);
+/* The same from GGUF TQ2_0 / TQ1_0 blocks ([out] rows of in/256 blocks, nbytes in all): the
+ * codes go straight into the packed layout (no float weights); the scale is the blocks' d
+ * (their mean over nonzero blocks) times *scale (the file's exact `.scale`, or NULL). */
+/* Loads a bitnet GGUF whose projections are TQ2_0 / TQ1_0 with every projection packed and
+ * frozen from the mmapped blocks (no fp32 weights at any point); norms and token_embd as
+ * bg_bitnet_import (export.h) loads them. err gets a message on failure. */
+BG_API int bg_bitnet_import_packed(bg_ctx *ctx, const char *path, bg_module **out, char *err,
+                                   size_t errlen);
+BG_API int bg_bitlinear_set_packed_tq(bg_module *m, int ggml_type, const void *data, size_t nbytes,
+                                      const float *scale);
 
 /* ---- freezing (DESIGN.md §3: a frozen parameter gets no gradient and no dW GEMM) ---- */
 /* Sets requires_grad on every parameter whose full name matches the fnmatch pattern

@@ -271,6 +271,10 @@ int bg_checkpoint_save(const char *path, bg_module *model, bg_optim *opt,
                        const bg_checkpoint_state *st, char *err, size_t errlen)
 {
     if (!path || !model) return bg__io_err(err, errlen, BG_EINVAL, "checkpoint: NULL argument");
+    if (bg_module_find_packed(model)) /* src/nn/packed.c */
+        return bg__io_err(err, errlen, BG_ESTATE, "checkpoint: '%s' is held packed: bg_module_unpack "
+                          "the model first (or save the adapter)",
+                          bg_tensor_name(bg_module_find_packed(model)));
     int np = bg_module_n_params(model), no = opt ? bg_optim_n_params(opt) : 0;
     ck_save s = { .sums = malloc((size_t)(np + 2 * no + 1) * sizeof(uint64_t)) };
     s.rc = s.sums ? bg_gguf_writer_create(&s.w) : BG_ENOMEM;

@@ -221,6 +221,9 @@ int bg_bitnet_export(bg_module *model, const char *path, const bg_export_options
 {
     bg_export_options o = opt ? *opt : bg_export_default();
     if (!model || !path) return bg__io_err(err, errlen, BG_EINVAL, "export: NULL argument");
+    if (bg_module_find_packed(model)) /* src/nn/packed.c */
+        return bg__io_err(err, errlen, BG_ESTATE, "export: '%s' is held packed: bg_module_unpack the "
+                          "model first", bg_tensor_name(bg_module_find_packed(model)));
     bg__tok_keys *own = NULL;
     int rc = o.tokenizer_from ? bg__tok_keys_load(o.tokenizer_from, &own, err, errlen) : BG_OK;
     if (rc) return rc;
@@ -251,8 +254,7 @@ int bg__io_err(char *err, size_t errlen, int code, const char *fmt, ...)
 
 float bg__proj_scale(const bg_module *lin)
 {
-    const bg_tensor *w = bg_linear_weight(lin);
-    return bg__absmean_scale_fast(bg_tensor_data_const(w), bg_tensor_numel(w));
+    return bg_bitlinear_scale(lin); /* also a packed frozen base's */
 }
 
 /* ---- LoRA adapters in llama.cpp's format -------------------------------------------- */

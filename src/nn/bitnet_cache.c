@@ -13,6 +13,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "bitgrad/quant.h"
 #include "nn/module_impl.h"
 
 enum {

@@ -38,6 +38,25 @@ static size_t packed_bytes(const bg_tmat *w)
     return bg_tmat_nbytes(w) + (size_t)(per_row ? bg_tmat_rows(w) : 1) * sizeof(float);
 }
 
+const bg_tensor *bg_module_find_packed(const bg_module *m)
+{
+    if (!m) return NULL;
+    for (int i = 0; i < m->n_params; i++)
+        if (!m->params[i]->data || m->params[i]->dtype != BG_F32) return m->params[i];
+    for (int i = 0; i < m->n_children; i++) {
+        const bg_tensor *t = bg_module_find_packed(m->children[i]);
+        if (t) return t;
+    }
+    return NULL;
+}
+
+float bg_bitlinear_scale(const bg_module *m)
+{
+    if (m->base_pk) return bg__tmat_scales(m->base_pk, NULL)[0];
+    const bg_tensor *w = m->params[0];
+    return bg__absmean_scale_fast(w->data, bg__numel(2, w->shape));
+}
+
 bool bg_linear_is_packed(const bg_module *m)
 {
     return m && m->kind == BG_MOD_LINEAR && m->base_pk != NULL;
@@ -66,6 +85,13 @@ static int check_packable(bg_module *m, const char *what)
     return BG_OK;
 }
 
+static void drop_packed(bg_module *m)
+{
+    if (!m->base_pk) return;
+    m->ctx->persistent_bytes -= packed_bytes(m->base_pk);
+    bg_tmat_free(&m->base_pk);
+}
+
 /* Hands m the packed matrix pk (owned from now on) in place of its latent weights. */
 static int install(bg_module *m, bg_tmat *pk)
 {
@@ -77,18 +103,12 @@ static int install(bg_module *m, bg_tmat *pk)
     }
     bg_tensor_free(&m->params[0]);
     m->params[0] = shell;
-    bg_tmat_free(&m->base_pk);
+    drop_packed(m);
     m->base_pk = pk;
     m->ctx->persistent_bytes += packed_bytes(pk);
     return BG_OK;
 }
 
-static void drop_packed(bg_module *m)
-{
-    if (!m->base_pk) return;
-    m->ctx->persistent_bytes -= packed_bytes(m->base_pk);
-    bg_tmat_free(&m->base_pk);
-}
 
 void bg__linear_packed_free(bg_module *m) { drop_packed(m); }
 
@@ -137,6 +157,67 @@ bg_module *bg__bitlinear_new_packed(bg_ctx *ctx, const char *name, int64_t in, i
     m->base_pk = pk;
     ctx->persistent_bytes += packed_bytes(pk);
     return m;
+}
+
+/* The per-tensor scale of TQ blocks: the mean of the blocks' nonzero d (all equal in
+ * bitgrad's lossless files, d = 1) times the exact .scale when there is one; import.c's rule. */
+static float tq_scale(const uint8_t *data, int64_t nb, size_t bb, const float *scale)
+{
+    double dsum = 0.0;
+    int64_t nd = 0;
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *p = data + (size_t)b * bb + bb - 2;
+        float d = bg_fp16_to_fp32((uint16_t)(p[0] | p[1] << 8));
+        if (d != 0.0f) {
+            dsum += d;
+            nd++;
+        }
+    }
+    float s = nd ? (float)(dsum / (double)nd) : 0.0f;
+    if (scale) s *= *scale;
+    return s < BG_QUANT_EPS ? BG_QUANT_EPS : s;
+}
+
+int bg_bitlinear_set_packed_tq(bg_module *m, int ggml_type, const void *data, size_t nbytes,
+                               const float *scale)
+{
+    int rc = check_packable(m, "bg_bitlinear_set_packed_tq");
+    if (rc) return rc;
+    const bg_tensor *w = m->params[0];
+    int64_t out = w->shape[0], in = w->shape[1];
+    size_t bb = ggml_type == BG_GGML_TQ2_0 ? BG_TQ2_0_BLOCK_BYTES
+                : ggml_type == BG_GGML_TQ1_0 ? BG_TQ1_0_BLOCK_BYTES : 0;
+    if (!data || !bb || in % 256 || m->cfg.weight_mode != BG_WQ_PER_TENSOR ||
+        nbytes != (size_t)(out * (in / 256)) * bb)
+        return bg__error(m->ctx, BG_EINVAL,
+                         "bg_bitlinear_set_packed_tq: '%s' [%lld, %lld]: need TQ1_0/TQ2_0 rows of "
+                         "256-weight blocks (%zu bytes given) and a per-tensor scale",
+                         m->name, (long long)out, (long long)in, nbytes);
+    float s = tq_scale(data, out * (in / 256), bb, scale);
+    bg_tmat *pk;
+    if (bg__tmat_alloc(&s, false, out, in, &pk))
+        return bg__error(m->ctx, BG_ENOMEM, "'%s': out of memory for packed codes", m->name);
+    bool bad = false;
+#pragma omp parallel reduction(|| : bad)
+    {
+        int8_t *codes = malloc((size_t)in);
+        bad = !codes;
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < out; j++) {
+            if (bad) continue;
+            const uint8_t *row = (const uint8_t *)data + (size_t)(j * (in / 256)) * bb;
+            bad = bg_tq_unpack_codes(ggml_type, row, codes, NULL, in) || bg__tmat_pack_row(pk, j, codes);
+        }
+        free(codes);
+    }
+    if (bad) {
+        bg_tmat_free(&pk);
+        return bg__error(m->ctx, BG_EFORMAT, "'%s': bad ternary blocks (a code outside {-1, 0, 1})",
+                         m->name);
+    }
+    rc = install(m, pk);
+    if (!rc) m->params[0]->requires_grad = false;
+    return rc;
 }
 
 bg_tmat *bg__linear_packed_base(const bg_module *m) { return m->base_pk; }
