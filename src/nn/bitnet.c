@@ -159,6 +159,13 @@ const bg_bitnet_config *bg_bitnet_get_config(const bg_module *m)
     return (m && m->kind == BG_MOD_BITNET) ? &m->bcfg : NULL;
 }
 
+int bg_bitnet_set_recompute(bg_module *m, bool on)
+{
+    if (!m || m->kind != BG_MOD_BITNET) return BG_EINVAL;
+    m->bcfg.recompute = on;
+    return BG_OK;
+}
+
 void bg_bitnet_init(bg_module *m, float std) { bg_module_init_normal(m, std); }
 
 /* The forward drops each intermediate as soon as its consumers exist: the pool takes back
