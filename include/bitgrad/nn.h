@@ -102,6 +102,7 @@ typedef struct bg_bitnet_config {
                                    be set by bg_bitlinear_set_packed): no latent weights ever */
     bool recompute;             /* activation recomputation: each block's forward runs again
                                    in backward instead of keeping its intermediates */
+    bool no_init;               /* parameters left zero (norms one) for a loader to fill */
 } bg_bitnet_config;
 
 BG_API bg_bitnet_config bg_bitnet_default(void);

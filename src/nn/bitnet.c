@@ -150,7 +150,7 @@ bg_module *bg_bitnet_new(bg_ctx *ctx, const bg_bitnet_config *cfg)
         bg_module_free(&m);
         return NULL;
     }
-    bg_bitnet_init(m, 0.02f);
+    if (!c.no_init) bg_bitnet_init(m, 0.02f);
     return m;
 }
 
