@@ -180,6 +180,35 @@ static double sgemm_gflops(void)
  * bitnet_b1_58-large's (or -3B's) shape, a random ternary base held packed and frozen (never
  * any latent weights), LoRA r 16 alpha 32 on the 7 projections of every layer, batch 1 x T
  * random ids. */
+/* W5 from a bitnet GGUF (TQ2_0 / TQ1_0 projections): loaded packed, LoRA added, frozen
+ * token_embd kept F16; load_s gets the seconds from opening the file to ready to train. */
+static int setup_lora_gguf(bench *b, const char *path, int T, bool recompute, double *load_s)
+{
+    double t0 = cli_now();
+    char err[512];
+    b->B = 1;
+    b->T = T;
+    if (bg_bitnet_import_packed(b->ctx, path, &b->model, err, sizeof err))
+        return cli_fail(1, "bench: %s", err);
+    bg_bitnet_config c = *bg_bitnet_get_config(b->model);
+    if (c.n_ctx < T) return cli_fail(1, "bench: the file's context %lld < --seq %d", (long long)c.n_ctx, T);
+    bg_bitnet_set_recompute(b->model, recompute);
+    static const char *t[] = { "blk.*.attn_q", "blk.*.attn_k",   "blk.*.attn_v", "blk.*.attn_output",
+                               "blk.*.ffn_gate", "blk.*.ffn_up", "blk.*.ffn_down" };
+    bg_lora_config lc = bg_lora_default();
+    lc.rank = 16;
+    lc.alpha = 32.0f;
+    lc.targets = t;
+    lc.n_targets = 7;
+    if (bg_lora_add(b->model, "default", &lc) != 7 * c.n_layer || bg_module_pack_frozen(b->model) < 0)
+        return 1;
+    b->ids = malloc((size_t)(T + 1) * sizeof(int32_t));
+    if (!b->ids) return 1;
+    for (int i = 0; i <= T; i++) b->ids[i] = (int32_t)(bench_rand(i + 99) % (uint32_t)c.n_vocab);
+    *load_s = cli_now() - t0;
+    return 0;
+}
+
 static int setup_lora_large(bench *b, bool shape3b, int T, bool recompute, int layers)
 {
     b->B = 1;
@@ -273,7 +302,8 @@ static int bench_usage(int status)
            "              alpha 32 on all 7 projections, batch 1 x --seq (512) tokens, AdamW;\n"
            "              --recompute: activation recomputation per block\n"
            "  lora-3b: the same at bitnet_b1_58-3B's shape (3200, 26 layers, 32 heads, n_ff 8640)\n"
-           "           lora-*: --layers N overrides the depth, --warmup N the untimed steps (1)\n"
+           "           lora-*: --layers N overrides the depth, --warmup N the untimed steps (1),\n"
+           "           --gguf PATH loads the model from a bitnet GGUF (packed) instead\n"
            "  matvec / matmat: W4 ternary 4096x14336 (2-bit packed) times int8, 1 / 512 columns;\n"
            "                   --isa picks the kernel (default: the best this CPU has); --copies N\n"
            "                   cycles N weight copies (default 8 for matvec: weights come from DRAM,\n"
@@ -284,7 +314,7 @@ static int bench_usage(int status)
 int cmd_bench(int argc, char **argv)
 {
     const char *w = NULL, *ss = "20", *ts = NULL, *is = "best", *cs = NULL, *qs = "512", *ls = NULL,
-               *ws = NULL;
+               *ws = NULL, *gs = NULL;
     int bad = 0;
     bool recompute = false;
     for (int i = 1; i < argc && !bad; i++) {
@@ -296,7 +326,8 @@ int cmd_bench(int argc, char **argv)
         if (!cli_opt(argc, argv, &i, "--workload", &w, &bad) && !cli_opt(argc, argv, &i, "--steps", &ss, &bad) &&
             !cli_opt(argc, argv, &i, "--threads", &ts, &bad) && !cli_opt(argc, argv, &i, "--isa", &is, &bad) &&
             !cli_opt(argc, argv, &i, "--copies", &cs, &bad) && !cli_opt(argc, argv, &i, "--seq", &qs, &bad) &&
-            !cli_opt(argc, argv, &i, "--layers", &ls, &bad) && !cli_opt(argc, argv, &i, "--warmup", &ws, &bad))
+            !cli_opt(argc, argv, &i, "--layers", &ls, &bad) && !cli_opt(argc, argv, &i, "--warmup", &ws, &bad) &&
+            !cli_opt(argc, argv, &i, "--gguf", &gs, &bad))
             return cli_fail(2, "bench: unknown argument %s", argv[i]);
     }
     long long steps, threads = 0, copies = 0, seq = 512, layers = 0, warmup = -1;
@@ -307,6 +338,7 @@ int cmd_bench(int argc, char **argv)
         return 2;
     if (threads) omp_set_num_threads((int)threads);
     bench b = { .isa = BG_ISA_COUNT };
+    double load_s = 0.0;
     for (int i = BG_ISA_BEST; i < BG_ISA_COUNT; i++)
         if (strcmp(is, bg_isa_name((bg_isa)i)) == 0) b.isa = (bg_isa)i;
     if (b.isa == BG_ISA_COUNT) return cli_fail(2, "bench: unknown --isa '%s'", is);
@@ -318,6 +350,8 @@ int cmd_bench(int argc, char **argv)
     int rc;
     if (strcmp(w, "mlp") == 0) rc = setup_mlp(&b);
     else if (strcmp(w, "lm") == 0 || strcmp(w, "lora") == 0) rc = setup_lm(&b, strcmp(w, "lora") == 0);
+    else if (strncmp(w, "lora-", 5) == 0 && gs)
+        rc = setup_lora_gguf(&b, gs, (int)seq, recompute, &load_s);
     else if (strcmp(w, "lora-large") == 0 || strcmp(w, "lora-3b") == 0)
         rc = setup_lora_large(&b, strcmp(w, "lora-3b") == 0, (int)seq, recompute, (int)layers);
     else if (strcmp(w, "matvec") == 0 || strcmp(w, "matmat") == 0) rc = setup_matvec(&b, strcmp(w, "matvec") == 0 ? 1 : 512);
@@ -372,9 +406,9 @@ int cmd_bench(int argc, char **argv)
             size_t len = strlen(w4);
             qsort(cpu, (size_t)steps, sizeof(double), cmp_double);
             snprintf(w4 + len, sizeof w4 - len, ", \"cpu_ms\": %.1f, \"seq\": %d, \"layers\": %lld, \"recompute\": %s, "
-                     "\"warmup_ms\": %.1f, \"pool_high_water_mib\": %.1f", cpu[steps / 2], b.T,
+                     "\"warmup_ms\": %.1f, \"pool_high_water_mib\": %.1f, \"load_ms\": %.1f", cpu[steps / 2], b.T,
                      (long long)bg_bitnet_get_config(b.model)->n_layer, recompute ? "true" : "false",
-                     1e3 * t_setup, (double)st1.pool_high_water / 1048576.0);
+                     1e3 * t_setup, (double)st1.pool_high_water / 1048576.0, 1e3 * load_s);
         }
         if (b.tw) {
             qsort(ph, (size_t)steps, sizeof(double), cmp_double);

@@ -107,11 +107,14 @@ typedef struct bg_bitnet_config {
                                    be set by bg_bitlinear_set_packed): no latent weights ever */
     bool recompute;             /* activation recomputation: each block's forward runs again
                                    in backward instead of keeping its intermediates */
+    bool no_init;               /* parameters left zero (norms one) for a loader to fill */
 } bg_bitnet_config;
 
 BG_API bg_bitnet_config bg_bitnet_default(void);
 BG_API bg_module *bg_bitnet_new(bg_ctx *ctx, const bg_bitnet_config *cfg);
 BG_API const bg_bitnet_config *bg_bitnet_get_config(const bg_module *m);
+/* Turns activation recomputation (bg_bitnet_config.recompute) on or off. */
+BG_API int bg_bitnet_set_recompute(bg_module *m, bool on);
 /* ids I32 [B, T] (or [T]) -> logits [B, T, n_vocab]; positions start at pos0. */
 BG_API bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids);
 /* Mean next-token cross-entropy: logits of ids[:, :-1] against ids[:, 1:] (targets equal

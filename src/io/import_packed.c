@@ -48,6 +48,7 @@ static int packed_config(const bg_gguf *g, bg_bitnet_config *c, char *err, size_
     c->n_vocab = bg_gguf_tensor_ne(g, te)[1];
     int qt = q >= 0 ? bg_gguf_tensor_type(g, q) : -1;
     c->packed_base = qt == BG_GGML_TQ1_0 || qt == BG_GGML_TQ2_0;
+    c->no_init = true; /* every tensor comes from the file */
     if (!c->packed_base)
         return bg__io_err(err, errlen, BG_EFORMAT, "import (packed): blk.0.attn_q.weight is not "
                           "TQ1_0 / TQ2_0: use bg_bitnet_import");

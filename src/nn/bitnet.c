@@ -150,13 +150,20 @@ bg_module *bg_bitnet_new(bg_ctx *ctx, const bg_bitnet_config *cfg)
         bg_module_free(&m);
         return NULL;
     }
-    bg_bitnet_init(m, 0.02f);
+    if (!c.no_init) bg_bitnet_init(m, 0.02f);
     return m;
 }
 
 const bg_bitnet_config *bg_bitnet_get_config(const bg_module *m)
 {
     return (m && m->kind == BG_MOD_BITNET) ? &m->bcfg : NULL;
+}
+
+int bg_bitnet_set_recompute(bg_module *m, bool on)
+{
+    if (!m || m->kind != BG_MOD_BITNET) return BG_EINVAL;
+    m->bcfg.recompute = on;
+    return BG_OK;
 }
 
 void bg_bitnet_init(bg_module *m, float std) { bg_module_init_normal(m, std); }

@@ -178,6 +178,24 @@ static float tq_scale(const uint8_t *data, int64_t nb, size_t bb, const float *s
     return s < BG_QUANT_EPS ? BG_QUANT_EPS : s;
 }
 
+/* One TQ2_0 block's 64 code bytes into the packed layout (tmat_kernels.h): packed byte t, lane
+ * l holds weight 64l + t, which TQ2_0 keeps in byte 32 * (l / 2) + t % 32 at bit pair
+ * 2 * (l % 2) + t / 32 (same 2-bit values, code + 1). True if a field holds 3. */
+static bool tq2_block_to_packed(const uint8_t *q, uint8_t *p)
+{
+    unsigned bad = 0;
+    for (int t = 0; t < 64; t++) {
+        unsigned v = 0;
+        for (int l = 0; l < 4; l++) {
+            unsigned f = (q[32 * (l / 2) + t % 32] >> (2 * (2 * (l % 2) + t / 32))) & 3u;
+            bad |= f == 3u;
+            v |= f << (2 * l);
+        }
+        p[t] = (uint8_t)v;
+    }
+    return bad != 0;
+}
+
 int bg_bitlinear_set_packed_tq(bg_module *m, int ggml_type, const void *data, size_t nbytes,
                                const float *scale)
 {
@@ -206,7 +224,12 @@ int bg_bitlinear_set_packed_tq(bg_module *m, int ggml_type, const void *data, si
         for (int64_t j = 0; j < out; j++) {
             if (bad) continue;
             const uint8_t *row = (const uint8_t *)data + (size_t)(j * (in / 256)) * bb;
-            bad = bg_tq_unpack_codes(ggml_type, row, codes, NULL, in) || bg__tmat_pack_row(pk, j, codes);
+            if (ggml_type == BG_GGML_TQ2_0) /* a byte shuffle, block by block */
+                for (int64_t b = 0; b < in / 256; b++)
+                    bad = bad || tq2_block_to_packed(row + b * bb, bg__tmat_block(pk, j, b));
+            else
+                bad = bg_tq_unpack_codes(ggml_type, row, codes, NULL, in) ||
+                      bg__tmat_pack_row(pk, j, codes);
         }
         free(codes);
     }

@@ -322,6 +322,8 @@ void bg__tmat_widen_row(const bg_tmat *w, int64_t j, float *out)
     }
 }
 
+uint8_t *bg__tmat_block(bg_tmat *w, int64_t j, int64_t b) { return w->packed + block_offset(w, j, b); }
+
 void bg__tmat_row_codes(const bg_tmat *w, int64_t j, int8_t *codes)
 {
     for (int64_t i = 0; i < w->k; i++) {

@@ -18,6 +18,8 @@ void bg__tmat_row_codes(const bg_tmat *w, int64_t j, int8_t *codes);
 /* Packs the k codes of row j (padding after them: code 0); true if a code was outside
  * {-1, 0, 1} (the row is then unusable). */
 bool bg__tmat_pack_row(bg_tmat *w, int64_t j, const int8_t *codes);
+/* The 64 bytes of block b of row j (to write codes into directly). */
+uint8_t *bg__tmat_block(bg_tmat *w, int64_t j, int64_t b);
 /* A packed [n, k] matrix of zero codes with the given scales, to fill row by row. */
 int bg__tmat_alloc(const float *s_w, bool s_w_per_row, int64_t n, int64_t k, bg_tmat **out);
 
