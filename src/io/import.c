@@ -199,8 +199,10 @@ static int fill_projection(const bg_gguf *g, int64_t ti, const float *scale, bg_
     return rc;
 }
 
-/* A Linear's weight from "<name>.weight" and the optional "<name>.scale". */
-static int load_projection(const bg_gguf *g, bg_module *lin, char *err, size_t errlen)
+/* A Linear's weight from "<name>.weight" and the optional "<name>.scale". A bitgrad
+ * checkpoint (latent) holds latent weights: they load as they are, never re-scaled (a frozen
+ * base imported earlier is codes * m, and m is not its W_q's scale). */
+static int load_projection(const bg_gguf *g, bg_module *lin, bool latent, char *err, size_t errlen)
 {
     bg_tensor *w = bg_linear_weight(lin);
     const char *name = bg_tensor_name(w);
@@ -217,7 +219,11 @@ static int load_projection(const bg_gguf *g, bg_module *lin, char *err, size_t e
                     !isfinite(scale)))
         return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s' must be one finite f32", sn);
     int type = bg_gguf_tensor_type(g, ti);
-    int rc = fill_projection(g, ti, si >= 0 ? &scale : NULL, w);
+    int rc;
+    if (latent && si < 0)
+        rc = bg_gguf_read_tensor_f32(g, ti, bg_tensor_data(w)) ? BG_EUNSUPPORTED : BG_OK;
+    else
+        rc = fill_projection(g, ti, si >= 0 ? &scale : NULL, w);
     if (rc == BG_EUNSUPPORTED)
         return bg__io_err(err, errlen, rc, "import: '%s': unsupported type %s", name,
                           bg_ggml_type_name(type));
@@ -246,9 +252,10 @@ static int load_param(const bg_gguf *g, bg_tensor *p, char *err, size_t errlen)
 static int load_all(const bg_gguf *g, bg_module *m, char *err, size_t errlen)
 {
     int rc = BG_OK;
+    bool latent = bg_gguf_find_key(g, "bitgrad.checkpoint.version") >= 0;
     for (int i = 0; !rc && i < bg_module_n_children(m); i++) {
         bg_module *c = bg_module_child(m, i);
-        if (bg_module_kind_of(c) == BG_MOD_LINEAR) rc = load_projection(g, c, err, errlen);
+        if (bg_module_kind_of(c) == BG_MOD_LINEAR) rc = load_projection(g, c, latent, err, errlen);
         else
             for (int j = 0; !rc && j < bg_module_n_params(c); j++)
                 rc = load_param(g, bg_module_param(c, j), err, errlen);
