@@ -189,6 +189,71 @@ static void test_adapter(bg_ctx *ctx, bg_module *m)
     bg_module_free(&base);
 }
 
+/* lora_b of module `mod` in adapter file p, compared with B divided by `div`. */
+static void check_lora_b(const char *p, bg_module *m, const char *mod, float div, const char *what)
+{
+    char err[512], tn[128];
+    bg_gguf *g = NULL;
+    snprintf(tn, sizeof tn, "%s.weight.lora_b", mod);
+    CHECK(bg_gguf_open(&g, p, err, sizeof err) == 0, "open %s: %s", p, err);
+    int64_t ti = g ? bg_gguf_find_tensor(g, tn) : -1;
+    bg_tensor *ps[16];
+    int np = bg_lora_params(m, "default", ps, 16);
+    const bg_tensor *b = NULL;
+    for (int i = 0; i < np; i++)
+        if (strstr(bg_tensor_name(ps[i]), mod) && strstr(bg_tensor_name(ps[i]), "lora_b")) b = ps[i];
+    CHECK(ti >= 0 && b, "%s: %s in the file and the model", what, tn);
+    if (ti >= 0 && b) {
+        int64_t n = bg_tensor_numel(b);
+        float *f = malloc((size_t)n * sizeof *f), *want = malloc((size_t)n * sizeof *want);
+        CHECK(f && want && bg_gguf_read_tensor_f32(g, ti, f) == 0, "%s: read %s", what, tn);
+        for (int64_t i = 0; f && want && i < n; i++) want[i] = ((const float *)bg_tensor_data_const(b))[i] / div;
+        if (f && want) check_close(what, f, want, n, 0, 0);
+        free(f);
+        free(want);
+    }
+    bg_gguf_free(&g);
+}
+
+/* A base without "<proj>.scale" (the d = scale form, llama.cpp's converter): llama.cpp adds
+ * ffn_gate / ffn_up LoRA deltas unscaled, so B is written as is; import gives it back. */
+static void test_adapter_unscaled_base(bg_ctx *ctx)
+{
+    char mp[2048], p[2048], err[512];
+    path_of(mp, sizeof mp, "model_scale_in_d.gguf");
+    path_of(p, sizeof p, "adapter_d.gguf");
+    bg_module *m = NULL, *back = NULL;
+    CHECK(bg_bitnet_import(ctx, mp, &m, err, sizeof err) == 0, "import d form: %s", err);
+    if (!m) return;
+    static const char *targets[] = { "blk.0.ffn_gate", "blk.0.ffn_up", "blk.0.attn_q" };
+    bg_lora_config lc = bg_lora_default();
+    lc.rank = 4;
+    lc.targets = targets;
+    lc.n_targets = 3;
+    CHECK(bg_lora_add(m, "default", &lc) == 3, "lora on 3 modules: %s", bg_ctx_error(ctx));
+    bg_tensor *ps[6];
+    int np = bg_lora_params(m, "default", ps, 6);
+    for (int i = 0; i < np; i++)
+        if (strstr(bg_tensor_name(ps[i]), "lora_b")) bg_tensor_fill_randn(ps[i], 0.0f, 0.05f);
+    CHECK(bg_lora_export(m, "default", p, err, sizeof err) == 0, "adapter export: %s", err);
+    check_lora_b(p, m, "blk.0.ffn_gate", 1.0f, "no .scale: ffn_gate B exported as is");
+    check_lora_b(p, m, "blk.0.ffn_up", 1.0f, "no .scale: ffn_up B exported as is");
+    float *with = logits(ctx, m, false);
+    CHECK(bg_bitnet_import(ctx, mp, &back, err, sizeof err) == 0, "import d form: %s", err);
+    CHECK(back && bg_lora_import(back, p, "default", err, sizeof err) == 0, "adapter import: %s", err);
+    float *re = back ? logits(ctx, back, false) : NULL;
+    if (with && re) check_close("no .scale: model + adapter after export/import", re, with, 12 * 256, 1e-6, 0);
+    /* the same model told its base has .scale tensors (bitgrad's default export) divides */
+    bg_lora_set_scale_tensors(m, true);
+    CHECK(bg_lora_export(m, "default", p, err, sizeof err) == 0, "adapter export: %s", err);
+    check_lora_b(p, m, "blk.0.ffn_gate", bg_bitlinear_scale(bg_module_find(m, "blk.0.ffn_gate")),
+                 "with .scale: ffn_gate B divided by the scale");
+    free(with);
+    free(re);
+    bg_module_free(&back);
+    bg_module_free(&m);
+}
+
 static void test_refusals(bg_ctx *ctx)
 {
     /* Rows TQ cannot hold are no longer refused: n_embd 64 goes to Q2_0, n_ff 96 to Q8_0, a
@@ -236,6 +301,7 @@ int main(void)
     test_model_round_trip(ctx, m, BG_GGML_TQ1_0, "model_tq1.gguf");
     test_scale_in_d(ctx, m);
     test_adapter(ctx, m);
+    test_adapter_unscaled_base(ctx);
     test_refusals(ctx);
     const char *src = getenv("BG_SOURCE_DIR");
     char cmd[4096];

@@ -58,6 +58,10 @@ int cmd_export(int argc, char **argv)
     int rc = bg_bitnet_import(ctx, in, &m, err, sizeof err) ? cli_fail(1, "%s: %s", in, err) : 0;
     if (!rc && out && bg_bitnet_export(m, out, &eo, err, sizeof err)) rc = cli_fail(1, "%s", err);
     if (!rc && out) printf("wrote %s\n", out);
+    /* the adapter goes with the model these options write: .scale tensors or not */
+    bool coded = eo.weight_type == BG_GGML_TQ2_0 || eo.weight_type == BG_GGML_TQ1_0 ||
+                 eo.weight_type == BG_GGML_Q2_0 || eo.weight_type == BG_GGML_Q8_0;
+    if (m) bg_lora_set_scale_tensors(m, coded && !eo.scale_in_d);
     if (!rc && adapter && (bg_lora_load(adapter, m, "default", err, sizeof err) ||
                            bg_lora_export(m, "default", adapter_out, err, sizeof err)))
         rc = cli_fail(1, "%s", err);

@@ -34,8 +34,14 @@ BG_API bg_export_options bg_export_default(void);
 BG_API int bg_bitnet_export(bg_module *model, const char *path, const bg_export_options *opt,
                             char *err, size_t errlen);
 /* Writes adapter `name` of model in llama.cpp's LoRA format (lora_a {in, r}, lora_b {r, out},
- * adapter.lora.alpha); B of ffn_gate and ffn_up is divided by that projection's scale,
- * because llama.cpp multiplies those adapters' output by it. */
+ * adapter.lora.alpha); B of ffn_gate and ffn_up is divided by that projection's scale when the
+ * base file has a "<proj>.scale" tensor, because llama.cpp then multiplies those adapters'
+ * output by it (see bg_lora_set_scale_tensors). */
+/* Says whether the base GGUF that llama.cpp will run model's adapters on holds "<proj>.scale"
+ * tensors (bitgrad's default export does; --scale-in-d, f16/f32 exports and llama.cpp's
+ * converter do not). bg_bitnet_import and bg_bitnet_import_packed set it from the file per
+ * projection; a model built in bitgrad assumes bitgrad's default export. */
+BG_API void bg_lora_set_scale_tensors(bg_module *model, bool present);
 BG_API int bg_lora_export(bg_module *model, const char *name, const char *path, char *err,
                           size_t errlen);
 /* Loads a bitnet GGUF (bitgrad's, or what llama.cpp's convert_hf_to_gguf.py writes) into a new
@@ -55,7 +61,7 @@ BG_API int bg_bitnet_set_tokenizer(bg_module *model, const char *gguf_path, char
 /* Number of tokens of the tokenizer the model carries, or 0 if it carries none. */
 BG_API int64_t bg_bitnet_tokenizer_size(const bg_module *model);
 /* Loads a llama.cpp LoRA adapter GGUF (as written by bg_lora_export) into model as adapter
- * `name` (undoing the ffn_gate/ffn_up compensation). */
+ * `name` (undoing the ffn_gate/ffn_up compensation where the base has "<proj>.scale"). */
 BG_API int bg_lora_import(bg_module *model, const char *path, const char *name, char *err,
                           size_t errlen);
 

@@ -259,10 +259,20 @@ float bg__proj_scale(const bg_module *lin)
 
 /* ---- LoRA adapters in llama.cpp's format -------------------------------------------- */
 
-static bool scaled_by_llama(const char *module_name)
+/* llama.cpp's build_ffn multiplies ffn_gate's and ffn_up's output by "<proj>.scale" after
+ * adding the LoRA delta (build_lora_mm applies the other projections' scale before it); a
+ * file without that tensor scales nothing. */
+bool bg__lora_scaled_by_llama(const bg_module *m)
 {
-    const char *dot = strrchr(module_name, '.');
-    return dot && (strcmp(dot, ".ffn_gate") == 0 || strcmp(dot, ".ffn_up") == 0);
+    const char *dot = strrchr(m->name, '.');
+    return !m->llama_no_scale && dot && (strcmp(dot, ".ffn_gate") == 0 || strcmp(dot, ".ffn_up") == 0);
+}
+
+void bg_lora_set_scale_tensors(bg_module *model, bool present)
+{
+    if (!model) return;
+    if (model->kind == BG_MOD_LINEAR) model->llama_no_scale = !present;
+    for (int i = 0; i < model->n_children; i++) bg_lora_set_scale_tensors(model->children[i], present);
 }
 
 static int add_adapter_tensors(bg_gguf_writer *w, const bg_module *m, const char *name,
@@ -275,7 +285,7 @@ static int add_adapter_tensors(bg_gguf_writer *w, const bg_module *m, const char
         int64_t r = a->cfg.rank, in = bg_tensor_dim(a->A, 1), out = bg_tensor_dim(a->B, 0);
         /* llama.cpp applies (alpha / r) B A x: export alpha so that alpha / r = our scale. */
         *alpha = a->scale * (float)r;
-        float comp = scaled_by_llama(m->name) ? bg__proj_scale(m) : 1.0f;
+        float comp = bg__lora_scaled_by_llama(m) ? bg__proj_scale(m) : 1.0f;
         float *b = malloc((size_t)(out * r) * sizeof(float));
         if (!b) return bg__io_err(err, errlen, BG_ENOMEM, "lora export: out of memory");
         const float *bd = bg_tensor_data_const(a->B);

@@ -230,6 +230,8 @@ static int load_projection(const bg_gguf *g, bg_module *lin, bool latent, char *
     if (rc) return bg__io_err(err, errlen, rc, "import: '%s': bad %s data", name, bg_ggml_type_name(type));
     lin->llama_wtype = type;
     lin->llama_wtype_set = true;
+    /* a bitgrad checkpoint's latent weights have no .scale; its export will (the default) */
+    lin->llama_no_scale = si < 0 && bg_gguf_find_key(g, "bitgrad.checkpoint.version") < 0;
     return BG_OK;
 }
 
@@ -324,10 +326,11 @@ static int copy_adapter(const bg_gguf *g, bg_module *model, const char *name, ch
             bg_gguf_read_tensor_f32(g, ti, bg_tensor_data(ps[i])))
             return bg__io_err(err, errlen, BG_ESHAPE, "lora import: tensor '%s' missing or of "
                               "another shape than the model's", tn);
-        if (strstr(tn, ".lora_b") && (strstr(tn, ".ffn_gate.") || strstr(tn, ".ffn_up."))) {
-            char mn[BG_NAME_MAX];
-            snprintf(mn, sizeof mn, "%.*s", (int)(strstr(tn, ".weight") - tn), tn);
-            float s = bg__proj_scale(bg_module_find(model, mn));
+        char mn[BG_NAME_MAX];
+        snprintf(mn, sizeof mn, "%.*s", (int)(strstr(tn, ".weight") - tn), tn);
+        const bg_module *lin = bg_module_find(model, mn);
+        if (strstr(tn, ".lora_b") && lin && bg__lora_scaled_by_llama(lin)) {
+            float s = bg__proj_scale(lin);
             float *b = bg_tensor_data(ps[i]);
             for (int64_t k = 0; k < bg_tensor_numel(ps[i]); k++) b[k] *= s;
         }

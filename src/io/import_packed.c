@@ -70,6 +70,7 @@ static int load_packed(const bg_gguf *g, bg_module *lin, int64_t ti, char *err, 
     if (ne[0] != bg_tensor_dim(w, 1) || ne[1] != bg_tensor_dim(w, 0) ||
         (type != BG_GGML_TQ1_0 && type != BG_GGML_TQ2_0))
         return bg__io_err(err, errlen, BG_ESHAPE, "import: '%s' has the wrong shape or type", name);
+    lin->llama_no_scale = si < 0;
     int rc = bg_bitlinear_set_packed_tq(lin, type, bg_gguf_tensor_data(g, ti),
                                         bg_gguf_tensor_nbytes(g, ti), si >= 0 ? &scale : NULL);
     return rc ? bg__io_err(err, errlen, rc, "import: %s", bg_ctx_error(lin->ctx)) : BG_OK;

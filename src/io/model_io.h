@@ -11,6 +11,8 @@ BG_INTERNAL int bg__io_err(char *err, size_t errlen, int code, const char *fmt, 
 
 /* Scale of a projection as exported: absmean of its latent weights (per tensor). */
 BG_INTERNAL float bg__proj_scale(const bg_module *lin);
+/* ffn_gate / ffn_up whose base file has "<proj>.scale": llama.cpp scales their LoRA delta. */
+BG_INTERNAL bool bg__lora_scaled_by_llama(const bg_module *m);
 
 /* The tokenizer.* key/values of a GGUF file, kept in file order with their exact types. */
 typedef struct bg__tok_keys {

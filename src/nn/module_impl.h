@@ -24,6 +24,7 @@ struct bg_module {
     bool emulate_llama;   /* inference: llama.cpp's activation rounding (llama_emu.c) */
     bool llama_wtype_set; /* Linear: llama_wtype is the file's type (else chosen by shape) */
     int llama_wtype;      /* Linear: ggml type llama.cpp multiplies this projection in */
+    bool llama_no_scale;  /* Linear: llama.cpp runs it from a file without "<name>.scale" */
     int embd_type;        /* bitnet: ggml type of token_embd in the file (0 = F32: no rounding) */
     int8_t *codes;        /* inference: ternary codes [out, in] */
     float *scales;        /* inference: weight scales */
