@@ -10,5 +10,6 @@
 #include "bitgrad/nn.h"
 #include "bitgrad/optim.h"
 #include "bitgrad/checkpoint.h"
+#include "bitgrad/dist.h"
 
 #endif
