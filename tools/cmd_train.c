@@ -17,11 +17,12 @@ static void on_sigint(int sig)
 {
     (void)sig;
     interrupted = 1;
+    cli_dist_request_stop(); /* under mpirun: every rank stops after the same step */
 }
 
 typedef struct run_opts {
     const char *data, *out, *resume, *csv, *model_in, *adapter_out, *lora_targets, *unfreeze;
-    long long steps, batch, seq, n_embd, n_layer, n_head, n_ff, lora_r, seed;
+    long long steps, batch, seq, n_embd, n_layer, n_head, n_ff, lora_r, seed, save_every;
     double lr, lora_alpha;
     bool fp;
 } run_opts;
@@ -50,7 +51,7 @@ static bool parse_common(int argc, char **argv, int *i, run_opts *o, int *bad)
         { "--seq", &o->seq, 2, 4096 },          { "--n-embd", &o->n_embd, 8, 65536 },
         { "--n-layer", &o->n_layer, 1, 256 },   { "--n-head", &o->n_head, 1, 1024 },
         { "--n-ff", &o->n_ff, 8, 262144 },      { "--lora-r", &o->lora_r, 1, 4096 },
-        { "--seed", &o->seed, 0, INT64_MAX } };
+        { "--seed", &o->seed, 0, INT64_MAX },   { "--save-every", &o->save_every, 1, INT64_MAX } };
     for (size_t k = 0; k < sizeof ints / sizeof ints[0]; k++)
         if (cli_opt(argc, argv, i, ints[k].name, &v, bad)) {
             if (!*bad && !cli_int(ints[k].name, v, ints[k].lo, ints[k].hi, ints[k].dst)) *bad = 1;
@@ -68,26 +69,42 @@ static bool parse_common(int argc, char **argv, int *i, run_opts *o, int *bad)
     return false;
 }
 
-/* The training loop shared by train and finetune. */
+static int save(const run_opts *o, bg_module *m, bg_optim *opt, int64_t step)
+{
+    char err[512];
+    bg_checkpoint_state st = bg_checkpoint_state_default();
+    st.step = step;
+    snprintf(st.user, sizeof st.user, "seed=%lld", o->seed);
+    if (cli_is_root() && bg_checkpoint_save(o->out, m, opt, &st, err, sizeof err)) return cli_fail(1, "%s", err);
+    return 0;
+}
+
+/* The training loop shared by train and finetune. Under mpirun each rank trains on its
+ * slice of every global batch (--batch rows per rank); rank 0 alone logs and writes. */
 static int run_loop(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *opt,
                     const unsigned char *text, size_t len, int64_t start)
 {
-    FILE *csv = fopen(o->csv, start ? "a" : "w");
-    if (!csv) return cli_fail(1, "cannot write %s", o->csv);
-    if (!start) fprintf(csv, "step,loss,tokens_per_s\n");
-    bool tty = isatty(2);
+    FILE *csv = cli_is_root() ? fopen(o->csv, start ? "a" : "w") : NULL;
+    if (!csv && cli_is_root()) return cli_fail(1, "cannot write %s", o->csv);
+    if (csv && !start) fprintf(csv, "step,loss,tokens_per_s\n");
+    bool tty = isatty(2) && cli_is_root();
     int B = (int)o->batch, T = (int)o->seq;
+    int64_t b_first, b_n, B_global = (int64_t)B * cli_dist_world();
+    cli_dist_slice(B_global, &b_first, &b_n);
     int32_t *ids = malloc((size_t)B * (size_t)T * sizeof(int32_t));
     int32_t *in = malloc((size_t)B * (size_t)T * sizeof(int32_t)), *tg = malloc((size_t)B * (size_t)T * sizeof(int32_t));
     uint64_t r = (uint64_t)o->seed * 2654435761u + (uint64_t)start;
     double t0 = cli_now();
     int rc = ids && in && tg ? 0 : cli_fail(1, "out of memory");
     signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint); /* what mpirun sends every rank on Ctrl-C */
     int64_t step = start;
-    for (; !rc && step < o->steps && !interrupted; step++) {
-        for (int b = 0; b < B; b++) {
+    for (; !rc && step < o->steps && !cli_dist_stop(interrupted); step++) {
+        for (int64_t gb = 0; gb < B_global; gb++) { /* every rank draws the whole global batch */
             r = r * 6364136223846793005ull + 1442695040888963407ull;
             size_t s0 = len > (size_t)T ? (size_t)(r >> 33) % (len - (size_t)T) : 0;
+            if (gb < b_first || gb >= b_first + b_n) continue;
+            int64_t b = gb - b_first;
             for (int t = 0; t < T; t++) ids[b * T + t] = text[(s0 + (size_t)t) % len];
             for (int t = 0; t < T - 1; t++) {
                 in[b * (T - 1) + t] = ids[b * T + t];
@@ -98,33 +115,40 @@ static int run_loop(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *opt,
         bg_tensor *y = bg_from_data(ctx, BG_I32, 2, (int64_t[]){ B, T - 1 }, tg);
         bg_tensor *loss = bg_cross_entropy(bg_bitnet_forward(m, x), y, -1, 0.0f);
         float lv = loss ? bg_item(loss) : 0.0f;
+        cli_dist_weigh((double)B * (T - 1));
         rc = loss ? bg_backward(loss) : 1;
-        if (!rc) rc = bg_optim_step(opt);
+        if (!rc || cli_dist_world() > 1) { /* with ranks: every rank steps or refuses together */
+            int src = bg_optim_step(opt);
+            if (!rc) rc = src;
+        }
+        lv = (float)cli_dist_loss(lv);
         bg_optim_zero_grad(opt);
         bg_step_end(ctx);
         if (rc) {
             cli_fail(1, "step %lld: %s", (long long)step, bg_ctx_error(ctx));
             break;
         }
-        double dt = cli_now() - t0, tps = (double)(step - start + 1) * B * (T - 1) / dt;
-        fprintf(csv, "%lld,%.6f,%.1f\n", (long long)step, (double)lv, tps);
-        if (tty || step % 50 == 0 || step + 1 == o->steps)
+        double dt = cli_now() - t0, tps = (double)(step - start + 1) * B_global * (T - 1) / dt;
+        if (csv) fprintf(csv, "%lld,%.6f,%.1f\n", (long long)step, (double)lv, tps);
+        if (csv) fflush(csv);
+        if (o->save_every && (step + 1) % o->save_every == 0 && step + 1 < o->steps && (rc = save(o, m, opt, step + 1)))
+            break;
+        if (cli_is_root() && (tty || step % 50 == 0 || step + 1 == o->steps))
             cli_progress(step + 1, o->steps, lv, tps, dt / (double)(step - start + 1) * (double)(o->steps - step - 1), tty);
     }
     if (tty) fprintf(stderr, "\n");
-    fclose(csv);
+    if (csv) fclose(csv);
     free(ids);
     free(in);
     free(tg);
     signal(SIGINT, SIG_DFL);
-    char err[512];
-    bg_checkpoint_state st = bg_checkpoint_state_default();
-    st.step = step;
-    snprintf(st.user, sizeof st.user, "seed=%lld", o->seed);
-    if (bg_checkpoint_save(o->out, m, opt, &st, err, sizeof err)) return cli_fail(1, "%s", err);
-    fprintf(stderr, "%s checkpoint %s at step %lld\n", interrupted ? "interrupted: wrote" : "wrote",
-            o->out, (long long)step);
-    return rc ? 1 : (interrupted ? 130 : 0);
+    signal(SIGTERM, SIG_DFL);
+    bool stopped = cli_dist_stop(interrupted);
+    if (save(o, m, opt, step)) return 1;
+    if (cli_is_root())
+        fprintf(stderr, "%s checkpoint %s at step %lld\n", stopped ? "interrupted: wrote" : "wrote",
+                o->out, (long long)step);
+    return rc ? 1 : (stopped ? 130 : 0);
 }
 
 static int setup_optim(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim **opt, int64_t *start)
@@ -140,19 +164,22 @@ static int setup_optim(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim **
         if (bg_checkpoint_load(o->resume, m, *opt, &st, err, sizeof err))
             return cli_fail(1, "%s: %s", o->resume, err);
         *start = st.step;
-        fprintf(stderr, "resumed %s at step %lld\n", o->resume, (long long)st.step);
+        if (cli_is_root()) fprintf(stderr, "resumed %s at step %lld\n", o->resume, (long long)st.step);
     }
-    return 0;
+    return cli_dist_attach(ctx, m, *opt, o->batch, o->seq);
 }
 
 static int train_usage(int status)
 {
     printf("usage: bitgrad train --data FILE [--out ckpt.gguf] [--resume ckpt.gguf] [--csv loss.csv]\n"
            "       [--steps 1000] [--batch 16] [--seq 128] [--lr 1e-3] [--seed 1] [--fp]\n"
+           "       [--save-every N]\n"
            "       [--n-embd 256] [--n-layer 4] [--n-head 4] [--n-ff 768]\n"
            "  trains a bitnet LM (BitLinear projections; --fp: full precision) on the bytes of\n"
            "  FILE with AdamW. Ctrl-C writes the checkpoint and exits; --resume continues it.\n"
-           "  Export for llama.cpp with: bitgrad export ckpt.gguf --out model.gguf\n");
+           "  Export for llama.cpp with: bitgrad export ckpt.gguf --out model.gguf\n"
+           "  Under mpirun -np N: data-parallel, --batch rows per process (global batch N x\n"
+           "  --batch); rank 0 writes the CSV and checkpoints (see README).\n");
     return status;
 }
 
@@ -239,13 +266,13 @@ static int finetune_model(run_opts *o, const char *targets_csv)
     }
     if (!rc && o->unfreeze && bg_module_unfreeze(m, o->unfreeze) <= 0)
         rc = cli_fail(1, "--unfreeze %s matches no parameter", o->unfreeze);
-    if (!rc) bg_module_print_trainable(m, stderr);
+    if (!rc && cli_is_root()) bg_module_print_trainable(m, stderr);
     if (o->seq > bg_bitnet_get_config(m)->n_ctx) o->seq = bg_bitnet_get_config(m)->n_ctx;
     bg_optim *opt = NULL;
     int64_t start = 0;
     if (!rc) rc = setup_optim(o, ctx, m, &opt, &start);
     if (!rc) rc = run_loop(o, ctx, m, opt, text, len, start);
-    if (!rc && o->adapter_out && o->lora_r > 0 && bg_lora_export(m, "default", o->adapter_out, err, sizeof err))
+    if (!rc && o->adapter_out && o->lora_r > 0 && cli_is_root() && bg_lora_export(m, "default", o->adapter_out, err, sizeof err))
         rc = cli_fail(1, "%s", err);
     bg_optim_free(&opt);
     bg_module_free(&m);
