@@ -394,8 +394,27 @@ static void test_nonfinite(void)
     run_free(&r);
 }
 
+/* A build without MPI: one process works as before, a launcher of several is refused. */
+static int test_without_mpi(void)
+{
+    bg_dist *d = NULL;
+    CHECK(bg_dist_init(&d, NULL, NULL) == 0 && bg_dist_world(d) == 1 && bg_dist_rank(d) == 0,
+          "a world of one without MPI");
+    int64_t s0, n;
+    bg_dist_slice(d, 7, &s0, &n);
+    CHECK(s0 == 0 && n == 7, "the whole batch");
+    CHECK(bg_dist_mean(d, 2.5) == 2.5 && bg_dist_sum(d, 2.5) == 2.5, "means of one");
+    bg_dist_finalize(&d);
+    setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
+    CHECK(bg_dist_init(&d, NULL, NULL) == BG_EUNSUPPORTED && d == NULL,
+          "under a launcher of 2 a build without MPI refuses");
+    unsetenv("OMPI_COMM_WORLD_SIZE");
+    return harness_summary();
+}
+
 int main(int argc, char **argv)
 {
+    if (!bg_dist_available()) return test_without_mpi();
     if (bg_dist_init(&g_dist, &argc, &argv)) return 1;
     if (bg_dist_world(g_dist) != 2) {
         printf("SKIP: run under mpirun -np 2 (tests/run_mpi.sh); world is %d\n",

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# dist_faults.sh BITGRAD - faults of a data-parallel run (`mpirun -np 2 bitgrad train`):
+#   1. rank 1 killed (SIGKILL) mid-run: the job ends within 30 s, a message names rank 1 and
+#      the signal, and the last periodic checkpoint is intact (a 1-process run resumes it);
+#   2. rank 1 cannot read its data: the job ends within 30 s, naming rank 1 and the file;
+#   3. Ctrl-C (SIGINT to mpirun): rank 0 writes one checkpoint, which resumes.
+# Exits 77 when mpirun is absent.
+set -u
+BITGRAD=$1
+command -v mpirun >/dev/null 2>&1 || { echo "SKIP: mpirun not found"; exit 77; }
+MPI=(mpirun --oversubscribe)
+[ "$(id -u)" -eq 0 ] && MPI+=(--allow-run-as-root)
+export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
+export LSAN_OPTIONS="suppressions=$(dirname "$0")/lsan_mpi.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+W=$(mktemp -d)
+trap 'rm -rf "$W"' EXIT
+cat "$(dirname "$0")"/../README.md "$(dirname "$0")"/*.c > "$W/data.txt"
+ARGS=(--data "$W/data.txt" --seq 32 --n-embd 64 --n-layer 2 --n-head 4 --n-ff 128 --batch 2)
+fails=0
+check() { if eval "$2"; then echo "ok: $1"; else echo "FAIL: $1"; fails=$((fails + 1)); fi; }
+
+# rank $2's pid among the children of mpirun $1
+rank_pid() {
+    for p in $(pgrep -P "$1"); do
+        if tr '\0' '\n' < "/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+            echo "$p"; return 0
+        fi
+    done
+    return 1
+}
+
+# ---- 1. a rank dies ----
+"${MPI[@]}" -np 2 "$BITGRAD" train "${ARGS[@]}" --steps 1000000 --save-every 5 \
+    --out "$W/k.gguf" --csv "$W/k.csv" > "$W/kill.log" 2>&1 &
+mp=$!
+for _ in $(seq 1 600); do [ -f "$W/k.gguf" ] && break; sleep 0.1; done
+sleep 1
+victim=$(rank_pid "$mp" 1)
+t0=$(date +%s.%N)
+kill -KILL "$victim"
+for _ in $(seq 1 600); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
+t1=$(date +%s.%N)
+kill -0 "$mp" 2>/dev/null && { kill -KILL "$mp"; echo "mpirun still running after 60 s"; }
+wait "$mp"; rc=$?
+dt=$(echo "$t1 - $t0" | bc)
+echo "  killed rank 1 (pid $victim): mpirun exited $rc after ${dt}s"
+grep -i 'rank 1' "$W/kill.log" | head -3 | sed 's/^/  | /'
+check "job ends within 30 s of a rank's death" "[ \$(echo \"$dt < 30\" | bc) = 1 ] && [ $rc -ne 0 ]"
+check "the message names rank 1 and the signal" "grep -qiE 'rank 1 .*(signal 9|killed)' '$W/kill.log'"
+step=$(tail -n 1 "$W/k.csv" | cut -d, -f1)
+check "the last checkpoint resumes in one process" \
+    "'$BITGRAD' train ${ARGS[*]} --batch 4 --resume '$W/k.gguf' --steps 1000000 --save-every 1 --out '$W/k2.gguf' --csv '$W/k2.csv' > '$W/resume.log' 2>&1 & p=\$!; sleep 3; kill -INT \$p; wait \$p; grep -q 'resumed' '$W/resume.log' && grep -q 'interrupted: wrote' '$W/resume.log'"
+ls "$W"/*.tmp 2>/dev/null && check "no temporary file left" false
+
+# ---- 2. a rank cannot read its data ----
+t0=$(date +%s.%N)
+timeout 60 "${MPI[@]}" -np 1 "$BITGRAD" train "${ARGS[@]}" --steps 50 --out "$W/d.gguf" --csv "$W/d.csv" : \
+    -np 1 "$BITGRAD" train "${ARGS[@]}" --data "$W/missing.txt" --steps 50 --out "$W/d.gguf" \
+    --csv "$W/d.csv" > "$W/data.log" 2>&1
+rc=$?
+dt=$(echo "$(date +%s.%N) - $t0" | bc)
+echo "  rank 1 without data: exit $rc after ${dt}s"
+grep -i 'rank 1' "$W/data.log" | head -2 | sed 's/^/  | /'
+check "job ends within 30 s when a rank cannot read its data" "[ $rc -ne 0 ] && [ $rc -ne 124 ] && [ \$(echo \"$dt < 30\" | bc) = 1 ]"
+check "the message names rank 1 and the file" "grep -q 'rank 1 of 2: .*missing.txt' '$W/data.log'"
+check "no checkpoint from the failed job" "[ ! -f '$W/d.gguf' ]"
+
+# ---- 3. Ctrl-C ----
+"${MPI[@]}" -np 2 "$BITGRAD" train "${ARGS[@]}" --steps 1000000 --out "$W/c.gguf" --csv "$W/c.csv" \
+    > "$W/int.log" 2>&1 &
+mp=$!
+for _ in $(seq 1 600); do [ -s "$W/c.csv" ] && [ "$(wc -l < "$W/c.csv")" -gt 3 ] && break; sleep 0.1; done
+kill -INT "$mp"
+for _ in $(seq 1 300); do kill -0 "$mp" 2>/dev/null || break; sleep 0.1; done
+wait "$mp"
+tail -n 2 "$W/int.log" | sed 's/^/  | /'
+check "Ctrl-C: rank 0 wrote one checkpoint" "[ \$(grep -c 'interrupted: wrote checkpoint' '$W/int.log') = 1 ]"
+check "Ctrl-C: the checkpoint resumes" "'$BITGRAD' train ${ARGS[*]} --batch 4 --resume '$W/c.gguf' --steps \$((\$(tail -n1 '$W/c.csv' | cut -d, -f1) + 2)) --out '$W/c2.gguf' --csv '$W/c2.csv' > '$W/r2.log' 2>&1"
+echo "$fails failed"
+[ "$fails" -eq 0 ]
