@@ -11,6 +11,10 @@ command -v mpirun >/dev/null 2>&1 || { echo "SKIP: mpirun not found"; exit 77; }
 MPI=(mpirun --oversubscribe)
 [ "$(id -u)" -eq 0 ] && MPI+=(--allow-run-as-root)
 export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
+export OMPI_MCA_mca_base_component_disable_dlclose=1
+# Full stacks for allocations (Open MPI's libraries have no frame pointers): the suppressions
+# match on them. Only matters in a sanitizer build.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}fast_unwind_on_malloc=0"
 export LSAN_OPTIONS="suppressions=$(dirname "$0")/lsan_mpi.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT

@@ -207,12 +207,12 @@ int bg_dist_broadcast(bg_dist *d, bg_tensor *const *ts, int n)
         size_t bytes = (size_t)bg__numel(t->ndim, t->shape) * bg_dtype_size(t->dtype);
         int rc;
         if (t->device != BG_CPU) {
-            if (!d->nccl) {
-                fprintf(stderr, "bitgrad: rank %d: broadcast of a device tensor needs NCCL, "
-                        "which did not open\n", d->rank);
+            char err[256];
+            if (!d->nccl && !(d->nccl = bg__nccl_open(d, err, sizeof err))) {
+                fprintf(stderr, "bitgrad: rank %d: broadcast of a device tensor: %s\n", d->rank, err);
                 return BG_EUNSUPPORTED;
             }
-            rc = bg__nccl_broadcast(d->nccl, t->data, bytes);
+            rc = bg__nccl_broadcast(d->nccl, t->ctx, t->data, bytes);
         } else {
             rc = bcast_bytes(d, t->data, bytes);
         }

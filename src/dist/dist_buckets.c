@@ -16,12 +16,17 @@
 void bg__dist_unbind(bg_dist *d)
 {
     if (!d) return;
+    bool dev = d->ctx && d->ctx->device != BG_CPU;
 #ifdef BG_HAVE_MPI
-    for (int b = 0; b < d->n_buckets; b++)
+    for (int b = 0; b < d->n_buckets && !dev; b++)
         if (d->buckets[b].launched && !d->buckets[b].done) MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
 #endif
+    if (dev && d->nccl) bg__nccl_wait(d->nccl);
     if (d->ctx && d->ctx->grad_ready_user == d) bg_ctx_set_grad_ready(d->ctx, NULL, NULL);
-    for (int b = 0; b < d->n_buckets; b++) free(d->buckets[b].buf);
+    for (int b = 0; b < d->n_buckets; b++) {
+        if (dev) bg__nccl_free(d->buckets[b].buf);
+        else free(d->buckets[b].buf);
+    }
     free(d->buckets);
     free(d->params);
     free(d->lookup);
@@ -59,11 +64,29 @@ static void reset_step(bg_dist *d)
     d->sync_rc = 0;
 }
 
+/* Device gradients: copies into the bucket and NCCL's premultiplied sum (dist_nccl.c). */
+static void launch_device(bg_dist *d, int b)
+{
+    dist_bucket *k = &d->buckets[b];
+    for (int i = k->first; i < k->first + k->count; i++) {
+        const bg_tensor *p = d->params[i].p;
+        size_t bytes = (size_t)bg__numel(p->ndim, p->shape) * sizeof(float);
+        bg__nccl_copy(d->ctx, k->buf + d->params[i].offset, p->grad ? p->grad->data : NULL, bytes);
+    }
+    bg__nccl_launch(d->nccl, d->ctx, b, k->buf, k->numel, (float)d->scale);
+    k->launched = true;
+}
+
 /* Pack and start bucket b. */
 static void launch(bg_dist *d, int b)
 {
     dist_bucket *k = &d->buckets[b];
     double t0 = bg__dist_now();
+    if (d->nccl && d->ctx->device != BG_CPU) {
+        launch_device(d, b);
+        d->stats.launch_s += bg__dist_now() - t0;
+        return;
+    }
     float s = (float)d->scale;
     for (int i = k->first; i < k->first + k->count; i++) {
         const bg_tensor *p = d->params[i].p;
@@ -87,6 +110,7 @@ static void launch(bg_dist *d, int b)
 static void progress(bg_dist *d)
 {
 #ifdef BG_HAVE_MPI
+    if (d->ctx->device != BG_CPU) return; /* NCCL progresses on its own stream */
     for (int b = 0; b < d->next_launch; b++) {
         dist_bucket *k = &d->buckets[b];
         if (!k->done) {
@@ -146,22 +170,26 @@ static int make_buckets(bg_dist *d)
         k->numel += n;
         d->stats.bytes_per_step += n * (int64_t)sizeof(float);
     }
+    bool dev = d->ctx->device != BG_CPU;
     for (int b = 0; b < d->n_buckets; b++) {
         if (d->buckets[b].numel > INT_MAX) return BG_EUNSUPPORTED;
-        d->buckets[b].buf = bg__aligned_alloc(d->ctx, (size_t)d->buckets[b].numel * sizeof(float));
+        size_t bytes = (size_t)d->buckets[b].numel * sizeof(float);
+        d->buckets[b].buf = dev ? bg__nccl_alloc(d->ctx, bytes) : bg__aligned_alloc(d->ctx, bytes);
         if (!d->buckets[b].buf) return BG_ENOMEM;
     }
     d->stats.buckets = d->n_buckets;
-    return BG_OK;
+    return dev ? bg__nccl_buckets(d->nccl, d->n_buckets) : BG_OK;
 }
 
 int bg__dist_bind(bg_dist *d, bg_ctx *ctx, bg_tensor *const *params, int n)
 {
     bg__dist_unbind(d);
     if (!d->mpi_active) return BG_OK; /* a world of one: nothing to average */
-    if (ctx->device != BG_CPU)
-        return bg__error(ctx, BG_EUNSUPPORTED, "dist: device gradients need the NCCL path "
-                         "(a CUDA build with libnccl); this build reduces host gradients only");
+    if (ctx->device != BG_CPU && !d->nccl) {
+        char err[256];
+        if (!(d->nccl = bg__nccl_open(d, err, sizeof err)))
+            return bg__error(ctx, BG_EUNSUPPORTED, "dist: device gradients are reduced by NCCL: %s", err);
+    }
     d->ctx = ctx;
     d->n_params = n;
     d->params = calloc((size_t)(n ? n : 1), sizeof *d->params);
@@ -197,11 +225,14 @@ oom:
 
 static void unpack(bg_dist *d)
 {
+    bool dev = d->ctx->device != BG_CPU;
     for (int i = 0; i < d->n_params; i++) {
         bg_tensor *p = d->params[i].p;
         const float *src = d->buckets[d->params[i].bucket].buf + d->params[i].offset;
         float *g = p->grad ? (float *)p->grad->data : bg__grad_of(p);
-        if (g) memcpy(g, src, (size_t)bg__numel(p->ndim, p->shape) * sizeof *g);
+        size_t bytes = (size_t)bg__numel(p->ndim, p->shape) * sizeof *g;
+        if (g && dev) bg__nccl_copy(d->ctx, g, src, bytes);
+        else if (g) memcpy(g, src, bytes);
     }
 }
 
@@ -222,7 +253,8 @@ int bg_dist_sync_grads(bg_dist *d)
     while (d->next_launch < d->n_buckets) launch(d, d->next_launch++);
     double t0 = bg__dist_now();
 #ifdef BG_HAVE_MPI
-    for (int b = 0; b < d->n_buckets; b++)
+    if (d->ctx->device != BG_CPU) bg__nccl_join(d->nccl, d->ctx, d->n_buckets);
+    for (int b = 0; b < d->n_buckets && d->ctx->device == BG_CPU; b++)
         if (!d->buckets[b].done) MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
     int mine[2] = { d->backward_done ? 0 : 1, d->stop_requested ? 1 : 0 }, all[2] = { 0, 0 };
     MPI_Allreduce(mine, all, 2, MPI_INT, MPI_MAX, d->comm);

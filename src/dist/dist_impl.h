@@ -66,15 +66,22 @@ BG_INTERNAL double bg__dist_now(void);
 
 /* ---- NCCL (dist_nccl.c): device gradients of a CUDA ctx, when libnccl opens ---- */
 struct dist_nccl;
-/* Opens libnccl and makes the communicator (unique id broadcast over MPI). NULL with a
- * message in err when NCCL is missing; the CPU path is used then (device gradients are
- * refused with a clear error). */
+/* Opens libnccl and makes the communicator (its unique id broadcast over MPI); collective.
+ * NULL with the reason in err when NCCL is missing or unusable on any rank. */
 BG_INTERNAL struct dist_nccl *bg__nccl_open(bg_dist *d, char *err, size_t err_len);
 BG_INTERNAL void bg__nccl_close(struct dist_nccl **n);
-/* Sum of scale * buf over ranks, in place on the device (a premultiplied sum). */
-BG_INTERNAL int bg__nccl_allreduce(struct dist_nccl *n, float *dev_buf, int64_t count,
-                                   float scale);
-BG_INTERNAL int bg__nccl_broadcast(struct dist_nccl *n, void *dev_buf, size_t bytes);
+BG_INTERNAL int bg__nccl_buckets(struct dist_nccl *n, int n_buckets); /* per-bucket events */
+/* Starts bucket b: the sum over ranks of scale * buf, in place, once the ctx's stream has
+ * finished the copies into buf; the ctx's stream goes on meanwhile. */
+BG_INTERNAL int bg__nccl_launch(struct dist_nccl *n, bg_ctx *ctx, int b, float *buf,
+                                int64_t count, float scale);
+/* The ctx's stream waits for the first n_buckets reductions. */
+BG_INTERNAL int bg__nccl_join(struct dist_nccl *n, bg_ctx *ctx, int n_buckets);
+BG_INTERNAL int bg__nccl_broadcast(struct dist_nccl *n, bg_ctx *ctx, void *dev_buf, size_t bytes);
 BG_INTERNAL int bg__nccl_wait(struct dist_nccl *n);
+BG_INTERNAL void *bg__nccl_alloc(bg_ctx *ctx, size_t bytes);
+BG_INTERNAL void bg__nccl_free(void *p);
+/* dst = src (device, on the ctx's stream), or zeros when src is NULL. */
+BG_INTERNAL int bg__nccl_copy(bg_ctx *ctx, void *dst, const void *src, size_t bytes);
 
 #endif
