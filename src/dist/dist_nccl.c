@@ -49,6 +49,7 @@ struct dist_nccl {
 
 static bool load_symbols(struct dist_nccl *n, char *err, size_t err_len)
 {
+    void *self = dlopen(NULL, RTLD_NOW); /* the program and what it loaded: cudart */
     const char *names[] = { "libnccl.so.2", "libnccl.so" };
     for (size_t i = 0; !n->lib && i < sizeof names / sizeof names[0]; i++)
         n->lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
@@ -65,16 +66,16 @@ static bool load_symbols(struct dist_nccl *n, char *err, size_t err_len)
         { n->lib, (void **)&n->premul_create, "ncclRedOpCreatePreMulSum" },
         { n->lib, (void **)&n->op_destroy, "ncclRedOpDestroy" },
         { n->lib, (void **)&n->error_string, "ncclGetErrorString" },
-        { RTLD_DEFAULT, (void **)&n->stream_create, "cudaStreamCreate" },
-        { RTLD_DEFAULT, (void **)&n->stream_destroy, "cudaStreamDestroy" },
-        { RTLD_DEFAULT, (void **)&n->stream_sync, "cudaStreamSynchronize" },
-        { RTLD_DEFAULT, (void **)&n->stream_wait_event, "cudaStreamWaitEvent" },
-        { RTLD_DEFAULT, (void **)&n->event_create, "cudaEventCreateWithFlags" },
-        { RTLD_DEFAULT, (void **)&n->event_record, "cudaEventRecord" },
-        { RTLD_DEFAULT, (void **)&n->event_destroy, "cudaEventDestroy" },
+        { self, (void **)&n->stream_create, "cudaStreamCreate" },
+        { self, (void **)&n->stream_destroy, "cudaStreamDestroy" },
+        { self, (void **)&n->stream_sync, "cudaStreamSynchronize" },
+        { self, (void **)&n->stream_wait_event, "cudaStreamWaitEvent" },
+        { self, (void **)&n->event_create, "cudaEventCreateWithFlags" },
+        { self, (void **)&n->event_record, "cudaEventRecord" },
+        { self, (void **)&n->event_destroy, "cudaEventDestroy" },
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
-        void *f = dlsym(syms[i].h, syms[i].name);
+        void *f = syms[i].h ? dlsym(syms[i].h, syms[i].name) : NULL;
         if (!f) {
             snprintf(err, err_len, "NCCL: no %s (NCCL 2.11 or newer and the CUDA runtime are "
                      "needed)", syms[i].name);
