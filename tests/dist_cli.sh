@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# dist_faults.sh BITGRAD - faults of a data-parallel run (`mpirun -np 2 bitgrad train`):
+# dist_cli.sh BITGRAD - `mpirun -np 2 bitgrad train` end to end:
+#   0. 2 ranks x --batch 2 follow 1 process x --batch 4 (the CSV's loss at every step within
+#      1e-5 relative), and rank 0 alone writes;
+#   then its faults:
 #   1. rank 1 killed (SIGKILL) mid-run: the job ends within 30 s, a message names rank 1 and
 #      the signal, and the last periodic checkpoint is intact (a 1-process run resumes it);
 #   2. rank 1 cannot read its data: the job ends within 30 s, naming rank 1 and the file;
@@ -32,6 +35,16 @@ rank_pid() {
     done
     return 1
 }
+
+# ---- 0. the same run on 1 and on 2 processes ----
+"$BITGRAD" train "${ARGS[@]}" --batch 4 --steps 8 --out "$W/one.gguf" --csv "$W/one.csv" > "$W/one.log" 2>&1
+"${MPI[@]}" -np 2 "$BITGRAD" train "${ARGS[@]}" --steps 8 --out "$W/two.gguf" --csv "$W/two.csv" > "$W/two.log" 2>&1
+rc=$?
+check "2 processes train" "[ $rc -eq 0 ]"
+check "world size and global batch printed once" "[ \$(grep -c 'world size 2: 2 x batch 2 = global batch 4' '$W/two.log') = 1 ]"
+worst=$(paste -d, "$W/one.csv" "$W/two.csv" | tail -n +2 | awk -F, '{d = $2 - $5; if (d < 0) d = -d; r = d / $2; if (r > m) m = r} END {printf "%.3g", m}')
+echo "  CSV losses, 2 ranks vs 1 process over 8 steps: max relative difference $worst"
+check "losses within 1e-5 relative at every step" "awk 'BEGIN {exit !($worst <= 1e-5)}' && [ \$(wc -l < '$W/two.csv') = 9 ]"
 
 # ---- 1. a rank dies ----
 "${MPI[@]}" -np 2 "$BITGRAD" train "${ARGS[@]}" --steps 1000000 --save-every 5 \
