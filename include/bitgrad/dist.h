@@ -109,6 +109,7 @@ typedef struct bg_dist_stats {
     double launch_s;        /* seconds packing and starting buckets (inside backward) */
     double wait_s;          /* seconds in bg_dist_sync_grads waiting for reductions */
     int64_t early_buckets;  /* buckets started during backward (the rest at sync) */
+    int64_t done_early_bytes; /* bytes whose reduction had completed when sync began (CPU) */
 } bg_dist_stats;
 BG_API bg_dist_stats bg_dist_get_stats(const bg_dist *d);
 

@@ -250,6 +250,9 @@ int bg_dist_sync_grads(bg_dist *d)
         fprintf(stderr, "bitgrad: rank %d: bg_dist_sync_grads before bg_optim_set_dist\n", d->rank);
         return BG_ESTATE;
     }
+    progress(d);
+    for (int b = 0; b < d->next_launch; b++)
+        if (d->buckets[b].done) d->stats.done_early_bytes += d->buckets[b].numel * (int64_t)sizeof(float);
     while (d->next_launch < d->n_buckets) launch(d, d->next_launch++);
     double t0 = bg__dist_now();
 #ifdef BG_HAVE_MPI
