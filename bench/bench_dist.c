@@ -76,7 +76,8 @@ static void train(bg_dist *d, bool lora, int steps)
     bg_bitnet_config c = bg_bitnet_default();
     bg_module *m = bg_bitnet_new(ctx, &c);
     if (lora) {
-        static const char *t[] = { "blk.*.attn_q", "blk.*.attn_k", "blk.*.attn_v", "blk.*.attn_output" };
+        static const char *t[] = { "blk.*.attn_q", "blk.*.attn_k", "blk.*.attn_v",
+                                   "blk.*.attn_output" };
         bg_lora_config lc = bg_lora_default();
         lc.targets = t;
         lc.n_targets = 4;
@@ -117,16 +118,18 @@ static void train(bg_dist *d, bool lora, int steps)
     double overlap = alone > 0 ? 1.0 - wait / alone : 0.0;
     if (overlap < 0) overlap = 0;
     if (bg_dist_is_root(d))
-        printf("{\"bench\": \"train\", \"workload\": \"%s\", \"ranks\": %d, \"rows_per_rank\": %lld, "
-               "\"step_ms\": %.1f, \"bytes_per_step\": %lld, \"buckets\": %lld, "
-               "\"allreduce_alone_ms\": %.2f, \"exposed_wait_ms\": %.2f, \"pack_launch_ms\": %.2f, "
-               "\"overlapped_fraction\": %.2f, \"buckets_started_in_backward\": %.2f, "
-               "\"bytes_reduced_before_sync\": %.2f}\n",
-               lora ? "W3" : "W2", bg_dist_world(d), (long long)nb, 1e3 * step,
-               (long long)s1.bytes_per_step, (long long)s1.buckets, 1e3 * alone, 1e3 * wait,
-               1e3 * launch, overlap,
-               (double)(s1.early_buckets - s0.early_buckets) / (double)(steps * s1.buckets),
-               (double)(s1.done_early_bytes - s0.done_early_bytes) / (double)(steps * s1.bytes_per_step));
+        printf(
+            "{\"bench\": \"train\", \"workload\": \"%s\", \"ranks\": %d, \"rows_per_rank\": %lld, "
+            "\"step_ms\": %.1f, \"bytes_per_step\": %lld, \"buckets\": %lld, "
+            "\"allreduce_alone_ms\": %.2f, \"exposed_wait_ms\": %.2f, \"pack_launch_ms\": %.2f, "
+            "\"overlapped_fraction\": %.2f, \"buckets_started_in_backward\": %.2f, "
+            "\"bytes_reduced_before_sync\": %.2f}\n",
+            lora ? "W3" : "W2", bg_dist_world(d), (long long)nb, 1e3 * step,
+            (long long)s1.bytes_per_step, (long long)s1.buckets, 1e3 * alone, 1e3 * wait,
+            1e3 * launch, overlap,
+            (double)(s1.early_buckets - s0.early_buckets) / (double)(steps * s1.buckets),
+            (double)(s1.done_early_bytes - s0.done_early_bytes) /
+                (double)(steps * s1.bytes_per_step));
     free(ids);
     free(tg);
     bg_optim_free(&o);
@@ -153,7 +156,10 @@ int main(int argc, char **argv)
     train(d, false, 10);
     train(d, true, 10);
     MPI_Comm comm = comm_of(d);
-    struct { const char *name; int64_t bytes, timed; } w[] = {
+    struct {
+        const char *name;
+        int64_t bytes, timed;
+    } w[] = {
         { "W5 (LoRA r16, 7 projections, 740M shape)", 4 * params_740m(16), 4 * params_740m(16) },
         { "QAT 740M (all parameters)", 4 * params_740m(0), (int64_t)256 << 20 },
     };
@@ -162,8 +168,9 @@ int main(int argc, char **argv)
         if (bg_dist_is_root(d))
             printf("{\"bench\": \"allreduce\", \"workload\": \"%s\", \"ranks\": %d, "
                    "\"bytes_per_step\": %lld, \"timed_bytes\": %lld, \"allreduce_ms\": %.1f, "
-                   "\"algbw_GBps\": %.2f}\n", w[i].name, bg_dist_world(d), (long long)w[i].bytes,
-                   (long long)w[i].timed, 1e3 * t, (double)w[i].bytes / t / 1e9);
+                   "\"algbw_GBps\": %.2f}\n",
+                   w[i].name, bg_dist_world(d), (long long)w[i].bytes, (long long)w[i].timed,
+                   1e3 * t, (double)w[i].bytes / t / 1e9);
     }
     bg_dist_finalize(&d);
     return 0;

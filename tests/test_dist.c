@@ -173,7 +173,8 @@ static double emulated_step(run *r, int64_t s, int *rc)
     }
     for (int i = 0; i < np; i++) {
         bg_tensor *p = bg_optim_param(r->o, i);
-        memcpy(bg_tensor_data(bg_tensor_grad(p)), acc[i], (size_t)bg_tensor_numel(p) * sizeof(float));
+        memcpy(bg_tensor_data(bg_tensor_grad(p)), acc[i],
+               (size_t)bg_tensor_numel(p) * sizeof(float));
         free(acc[i]);
     }
     free(acc);
@@ -235,10 +236,10 @@ static void compare(const char *what, const trace *ref, const trace *got, int64_
     }
     if (bg_dist_is_root(g_dist))
         printf("  %s: max loss rel diff %.3g over steps %lld..%d; params max |diff| %.3g "
-               "(max |param| %.3g)\n", what, worst, (long long)from, STEPS - 1, maxd, maxref);
+               "(max |param| %.3g)\n",
+               what, worst, (long long)from, STEPS - 1, maxd, maxref);
     CHECK(got->n == ref->n, "%s: parameter counts differ", what);
-    if (param_tol >= 0.0)
-        CHECK(maxd <= param_tol, "%s: final params differ by %.3g", what, maxd);
+    if (param_tol >= 0.0) CHECK(maxd <= param_tol, "%s: final params differ by %.3g", what, maxd);
 }
 
 static bool bitwise_same(const trace *a, const trace *b)
@@ -264,15 +265,15 @@ static void test_equivalence(bool lora)
         bool same = bitwise_same(&emu, &got);
         CHECK(same, "%s: 2 ranks differ from one process running both slices", what);
         if (bg_dist_is_root(g_dist))
-            printf("  %s: 2 ranks vs one process running both slices as micro-batches: %s\n",
-                   what, same ? "bit-identical losses and parameters" : "DIFFERENT");
+            printf("  %s: 2 ranks vs one process running both slices as micro-batches: %s\n", what,
+                   same ? "bit-identical losses and parameters" : "DIFFERENT");
     }
     bg_dist_stats st = bg_dist_get_stats(g_dist);
     if (bg_dist_is_root(g_dist))
         printf("  %s: %lld buckets, %lld bytes all-reduced per step, %lld of %lld buckets "
-               "started during backward\n", what, (long long)st.buckets,
-               (long long)st.bytes_per_step, (long long)st.early_buckets,
-               (long long)(st.buckets * st.steps));
+               "started during backward\n",
+               what, (long long)st.buckets, (long long)st.bytes_per_step,
+               (long long)st.early_buckets, (long long)(st.buckets * st.steps));
     CHECK(st.early_buckets > 0, "some buckets started during backward");
     run_free(&r2);
     free(ref.params);
@@ -315,15 +316,15 @@ static void test_determinism(void)
     char a[300], b[300];
     snprintf(a, sizeof a, "%s/run_a.gguf", g_dir);
     snprintf(b, sizeof b, "%s/run_b.gguf", g_dir);
-    if (!CHECK(dist_checkpoint(a, STEPS) && dist_checkpoint(b, STEPS), "two 2-rank runs"))
-        return;
+    if (!CHECK(dist_checkpoint(a, STEPS) && dist_checkpoint(b, STEPS), "two 2-rank runs")) return;
     if (!bg_dist_is_root(g_dist)) return;
     unsigned char *x = NULL, *y = NULL;
     long nx = 0, ny = 0;
     bool same = file_bytes(a, &x, &nx) && file_bytes(b, &y, &ny) && nx == ny &&
                 memcmp(x, y, (size_t)nx) == 0;
     CHECK(same, "two 2-rank runs wrote different checkpoints (%ld vs %ld bytes)", nx, ny);
-    printf("  two 2-rank runs: checkpoints of %ld bytes, %s\n", nx, same ? "identical" : "DIFFERENT");
+    printf("  two 2-rank runs: checkpoints of %ld bytes, %s\n", nx,
+           same ? "identical" : "DIFFERENT");
     free(x);
     free(y);
 }
@@ -342,7 +343,8 @@ static void test_resume(void)
     if (CHECK(run_new(&one, false, NULL), "one process")) {
         char err[256] = "";
         bg_checkpoint_state st;
-        if (CHECK(bg_checkpoint_load(path, one.m, one.o, &st, err, sizeof err) == 0, "load: %s", err) &&
+        if (CHECK(bg_checkpoint_load(path, one.m, one.o, &st, err, sizeof err) == 0, "load: %s",
+                  err) &&
             CHECK(st.step == STEPS / 2, "checkpoint at step %lld", (long long)st.step) &&
             train(&one, NULL, st.step, STEPS, &got))
             compare("2-rank checkpoint resumed by 1 process", &ref, &got, STEPS / 2, -1.0);
@@ -424,10 +426,13 @@ int main(int argc, char **argv)
     }
     bg_dist_set_bucket_bytes(g_dist, 64 << 10); /* several buckets even on this small model */
     if (bg_dist_is_root(g_dist)) {
-        snprintf(g_dir, sizeof g_dir, "%s/bg_dist_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+        snprintf(g_dir, sizeof g_dir, "%s/bg_dist_XXXXXX",
+                 getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
         if (!mkdtemp(g_dir)) g_dir[0] = 0;
     }
-    if (bg_dist_is_root(g_dist)) printf("(a) equivalence: 2 ranks x batch %d vs 1 process x %d, %d AdamW steps\n", GLOBAL_B / 2, GLOBAL_B, STEPS);
+    if (bg_dist_is_root(g_dist))
+        printf("(a) equivalence: 2 ranks x batch %d vs 1 process x %d, %d AdamW steps\n",
+               GLOBAL_B / 2, GLOBAL_B, STEPS);
     test_equivalence(false);
     test_equivalence(true);
     if (bg_dist_is_root(g_dist)) printf("(b) determinism\n");

@@ -35,12 +35,15 @@ bool cli_is_root(void) { return bg_dist_is_root(g_dist); }
 
 int cli_dist_attach(bg_ctx *ctx, bg_module *m, bg_optim *opt, int64_t batch, int64_t seq)
 {
-    if (cli_dist_world() > 1 && (bg_dist_broadcast_module(g_dist, m) || bg_optim_set_dist(opt, g_dist)))
+    if (cli_dist_world() > 1 &&
+        (bg_dist_broadcast_module(g_dist, m) || bg_optim_set_dist(opt, g_dist)))
         return cli_fail(1, "data-parallel setup: %s", bg_ctx_error(ctx));
     if (cli_is_root())
-        fprintf(stderr, "world size %d: %d x batch %lld = global batch %lld sequences of %lld "
-                "tokens%s\n", cli_dist_world(), cli_dist_world(),
-                (long long)batch, (long long)batch * cli_dist_world(), (long long)seq,
+        fprintf(stderr,
+                "world size %d: %d x batch %lld = global batch %lld sequences of %lld "
+                "tokens%s\n",
+                cli_dist_world(), cli_dist_world(), (long long)batch,
+                (long long)batch * cli_dist_world(), (long long)seq,
                 cli_dist_world() > 1 ? " (rank 0 writes logs and checkpoints)" : "");
     return 0;
 }

@@ -103,12 +103,12 @@ BG_API void bg_dist_set_bucket_bytes(bg_dist *d, size_t bytes);
 
 /* What the reductions cost so far (for benchmarks and logs). */
 typedef struct bg_dist_stats {
-    int64_t steps;          /* bg_dist_sync_grads calls that reduced gradients */
-    int64_t buckets;        /* buckets per step */
-    int64_t bytes_per_step; /* gradient bytes all-reduced per step */
-    double launch_s;        /* seconds packing and starting buckets (inside backward) */
-    double wait_s;          /* seconds in bg_dist_sync_grads waiting for reductions */
-    int64_t early_buckets;  /* buckets started during backward (the rest at sync) */
+    int64_t steps;            /* bg_dist_sync_grads calls that reduced gradients */
+    int64_t buckets;          /* buckets per step */
+    int64_t bytes_per_step;   /* gradient bytes all-reduced per step */
+    double launch_s;          /* seconds packing and starting buckets (inside backward) */
+    double wait_s;            /* seconds in bg_dist_sync_grads waiting for reductions */
+    int64_t early_buckets;    /* buckets started during backward (the rest at sync) */
     int64_t done_early_bytes; /* bytes whose reduction had completed when sync began (CPU) */
 } bg_dist_stats;
 BG_API bg_dist_stats bg_dist_get_stats(const bg_dist *d);

@@ -54,8 +54,8 @@ static void on_mpi_error(MPI_Comm *comm, int *code, ...)
     MPI_Error_string(*code, msg, &len);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world);
-    fprintf(stderr, "bitgrad: rank %d of %d: MPI error: %.*s; ending the job\n", rank, world,
-            len, msg);
+    fprintf(stderr, "bitgrad: rank %d of %d: MPI error: %.*s; ending the job\n", rank, world, len,
+            msg);
     fflush(stderr);
     MPI_Abort(*comm, 1);
 }
@@ -110,9 +110,11 @@ int bg_dist_init(bg_dist **out, int *argc, char ***argv)
     (void)argc;
     (void)argv;
     if (want) {
-        fprintf(stderr, "bitgrad: started by a launcher as one of %ld processes, but this "
+        fprintf(stderr,
+                "bitgrad: started by a launcher as one of %ld processes, but this "
                 "build has no MPI (rebuild with libopenmpi-dev installed, meson -Dmpi=enabled); "
-                "each process would train alone\n", launched);
+                "each process would train alone\n",
+                launched);
         free(d);
         return BG_EUNSUPPORTED;
     }
@@ -200,8 +202,10 @@ int bg_dist_broadcast(bg_dist *d, bg_tensor *const *ts, int n)
     for (int i = 0; i < n; i++) {
         bg_tensor *t = ts[i];
         if (!t || !t->persistent || !bg_tensor_is_contiguous(t)) {
-            fprintf(stderr, "bitgrad: rank %d: bg_dist_broadcast: tensor %d is not a persistent "
-                    "contiguous tensor\n", d->rank, i);
+            fprintf(stderr,
+                    "bitgrad: rank %d: bg_dist_broadcast: tensor %d is not a persistent "
+                    "contiguous tensor\n",
+                    d->rank, i);
             return BG_EINVAL;
         }
         size_t bytes = (size_t)bg__numel(t->ndim, t->shape) * bg_dtype_size(t->dtype);
@@ -209,7 +213,8 @@ int bg_dist_broadcast(bg_dist *d, bg_tensor *const *ts, int n)
         if (t->device != BG_CPU) {
             char err[256];
             if (!d->nccl && !(d->nccl = bg__nccl_open(d, err, sizeof err))) {
-                fprintf(stderr, "bitgrad: rank %d: broadcast of a device tensor: %s\n", d->rank, err);
+                fprintf(stderr, "bitgrad: rank %d: broadcast of a device tensor: %s\n", d->rank,
+                        err);
                 return BG_EUNSUPPORTED;
             }
             rc = bg__nccl_broadcast(d->nccl, t->ctx, t->data, bytes);

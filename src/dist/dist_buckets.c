@@ -19,13 +19,15 @@ void bg__dist_unbind(bg_dist *d)
     bool dev = d->ctx && d->ctx->device != BG_CPU;
 #ifdef BG_HAVE_MPI
     for (int b = 0; b < d->n_buckets && !dev; b++)
-        if (d->buckets[b].launched && !d->buckets[b].done) MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
+        if (d->buckets[b].launched && !d->buckets[b].done)
+            MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
 #endif
     if (dev && d->nccl) bg__nccl_wait(d->nccl);
     if (d->ctx && d->ctx->grad_ready_user == d) bg_ctx_set_grad_ready(d->ctx, NULL, NULL);
     for (int b = 0; b < d->n_buckets; b++) {
         if (dev) bg__nccl_free(d->buckets[b].buf);
-        else free(d->buckets[b].buf);
+        else
+            free(d->buckets[b].buf);
     }
     free(d->buckets);
     free(d->params);
@@ -46,7 +48,8 @@ static int find_param(const bg_dist *d, const bg_tensor *t)
         int mid = (lo + hi) / 2;
         if (d->lookup[mid] == t) return d->lookup_idx[mid];
         if ((uintptr_t)d->lookup[mid] < (uintptr_t)t) lo = mid + 1;
-        else hi = mid - 1;
+        else
+            hi = mid - 1;
     }
     return -1;
 }
@@ -94,7 +97,8 @@ static void launch(bg_dist *d, int b)
         int64_t n = bg__numel(p->ndim, p->shape);
         const float *g = p->grad ? (const float *)p->grad->data : NULL;
         if (!g) memset(dst, 0, (size_t)n * sizeof *dst);
-        else if (s == 1.0f) memcpy(dst, g, (size_t)n * sizeof *dst);
+        else if (s == 1.0f)
+            memcpy(dst, g, (size_t)n * sizeof *dst);
         else
 #pragma omp parallel for schedule(static) if (n > 262144)
             for (int64_t e = 0; e < n; e++) dst[e] = g[e] * s;
@@ -147,7 +151,8 @@ static void on_grad_ready(void *user, bg_tensor *p)
 
 static int cmp_lookup(const void *a, const void *b)
 {
-    uintptr_t x = (uintptr_t)*(const bg_tensor *const *)a, y = (uintptr_t)*(const bg_tensor *const *)b;
+    uintptr_t x = (uintptr_t) * (const bg_tensor *const *)a,
+              y = (uintptr_t) * (const bg_tensor *const *)b;
     return x < y ? -1 : x > y;
 }
 
@@ -188,7 +193,8 @@ int bg__dist_bind(bg_dist *d, bg_ctx *ctx, bg_tensor *const *params, int n)
     if (ctx->device != BG_CPU && !d->nccl) {
         char err[256];
         if (!(d->nccl = bg__nccl_open(d, err, sizeof err)))
-            return bg__error(ctx, BG_EUNSUPPORTED, "dist: device gradients are reduced by NCCL: %s", err);
+            return bg__error(ctx, BG_EUNSUPPORTED, "dist: device gradients are reduced by NCCL: %s",
+                             err);
     }
     d->ctx = ctx;
     d->n_params = n;
@@ -200,7 +206,8 @@ int bg__dist_bind(bg_dist *d, bg_ctx *ctx, bg_tensor *const *params, int n)
         d->params[i].p = params[n - 1 - i];
         if (params[n - 1 - i]->dtype != BG_F32) {
             bg__dist_unbind(d);
-            return bg__error(ctx, BG_EINVAL, "dist: parameter '%s' is not f32", params[n - 1 - i]->name);
+            return bg__error(ctx, BG_EINVAL, "dist: parameter '%s' is not f32",
+                             params[n - 1 - i]->name);
         }
         d->lookup[i] = d->params[i].p;
     }
@@ -232,7 +239,8 @@ static void unpack(bg_dist *d)
         float *g = p->grad ? (float *)p->grad->data : bg__grad_of(p);
         size_t bytes = (size_t)bg__numel(p->ndim, p->shape) * sizeof *g;
         if (g && dev) bg__nccl_copy(d->ctx, g, src, bytes);
-        else if (g) memcpy(g, src, bytes);
+        else if (g)
+            memcpy(g, src, bytes);
     }
 }
 
@@ -252,7 +260,8 @@ int bg_dist_sync_grads(bg_dist *d)
     }
     progress(d);
     for (int b = 0; b < d->next_launch; b++)
-        if (d->buckets[b].done) d->stats.done_early_bytes += d->buckets[b].numel * (int64_t)sizeof(float);
+        if (d->buckets[b].done)
+            d->stats.done_early_bytes += d->buckets[b].numel * (int64_t)sizeof(float);
     while (d->next_launch < d->n_buckets) launch(d, d->next_launch++);
     double t0 = bg__dist_now();
 #ifdef BG_HAVE_MPI
@@ -277,7 +286,8 @@ int bg__dist_sync_for(bg_dist *d, bg_ctx *ctx)
 {
     int rc = bg_dist_sync_grads(d);
     if (rc == BG_ENONFINITE)
-        return bg__error(ctx, rc, "dist: a rank did not finish its backward (a NaN/Inf loss or a "
+        return bg__error(ctx, rc,
+                         "dist: a rank did not finish its backward (a NaN/Inf loss or a "
                          "failed op); every rank skipped the step and no parameter changed");
     if (rc) return bg__error(ctx, rc, "dist: gradient averaging failed");
     return BG_OK;

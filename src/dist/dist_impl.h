@@ -22,9 +22,9 @@ typedef struct dist_param {
 typedef struct dist_bucket {
     int first, count; /* dist params [first, first + count) */
     int64_t numel;
-    int pending;      /* params not yet final this step */
+    int pending; /* params not yet final this step */
     bool launched, done;
-    float *buf;       /* host buffer (CPU), or device buffer (NCCL) */
+    float *buf; /* host buffer (CPU), or device buffer (NCCL) */
 #ifdef BG_HAVE_MPI
     MPI_Request req;
 #endif
@@ -37,21 +37,21 @@ struct bg_dist {
 #ifdef BG_HAVE_MPI
     MPI_Comm comm;
 #endif
-    bg_ctx *ctx;                      /* bound by bg_optim_set_dist */
-    dist_param *params;               /* in bucket order: the optimizer's, last first */
+    bg_ctx *ctx;        /* bound by bg_optim_set_dist */
+    dist_param *params; /* in bucket order: the optimizer's, last first */
     int n_params;
-    const bg_tensor **lookup;         /* params sorted by address, for the hook */
+    const bg_tensor **lookup; /* params sorted by address, for the hook */
     int *lookup_idx;
     dist_bucket *buckets;
     int n_buckets, next_launch;
     size_t bucket_bytes;
-    double weight, scale;             /* this rank's weight and weight / sum of weights */
+    double weight, scale; /* this rank's weight and weight / sum of weights */
     bool no_sync, backward_done, synced;
     int sync_rc;
     volatile sig_atomic_t stop_requested;
     bool stop_agreed;
     bg_dist_stats stats;
-    struct dist_nccl *nccl;           /* device reductions (dist_nccl.c), or NULL */
+    struct dist_nccl *nccl; /* device reductions (dist_nccl.c), or NULL */
 };
 
 /* Builds the buckets over params (trainable, in the optimizer's order) and installs the
@@ -73,8 +73,8 @@ BG_INTERNAL void bg__nccl_close(struct dist_nccl **n);
 BG_INTERNAL int bg__nccl_buckets(struct dist_nccl *n, int n_buckets); /* per-bucket events */
 /* Starts bucket b: the sum over ranks of scale * buf, in place, once the ctx's stream has
  * finished the copies into buf; the ctx's stream goes on meanwhile. */
-BG_INTERNAL int bg__nccl_launch(struct dist_nccl *n, bg_ctx *ctx, int b, float *buf,
-                                int64_t count, float scale);
+BG_INTERNAL int bg__nccl_launch(struct dist_nccl *n, bg_ctx *ctx, int b, float *buf, int64_t count,
+                                float scale);
 /* The ctx's stream waits for the first n_buckets reductions. */
 BG_INTERNAL int bg__nccl_join(struct dist_nccl *n, bg_ctx *ctx, int n_buckets);
 BG_INTERNAL int bg__nccl_broadcast(struct dist_nccl *n, bg_ctx *ctx, void *dev_buf, size_t bytes);

@@ -18,7 +18,9 @@
 
 #include "cuda/cuda_impl.h"
 
-typedef struct { char internal[128]; } nccl_unique_id;
+typedef struct {
+    char internal[128];
+} nccl_unique_id;
 typedef void *nccl_comm;
 typedef int nccl_result;
 enum { NCCL_UINT8 = 1, NCCL_FLOAT32 = 7, NCCL_SCALAR_HOST_IMMEDIATE = 1 };
@@ -26,9 +28,9 @@ enum { NCCL_UINT8 = 1, NCCL_FLOAT32 = 7, NCCL_SCALAR_HOST_IMMEDIATE = 1 };
 struct dist_nccl {
     void *lib;
     nccl_comm comm;
-    void *stream;    /* cudaStream_t of the reductions */
-    void **ready;    /* per bucket: the copies into the buffer are done (ctx stream) */
-    void **done;     /* per bucket: its reduction is done (NCCL stream) */
+    void *stream; /* cudaStream_t of the reductions */
+    void **ready; /* per bucket: the copies into the buffer are done (ctx stream) */
+    void **done;  /* per bucket: its reduction is done (NCCL stream) */
     int n_events;
     nccl_result (*get_unique_id)(nccl_unique_id *);
     nccl_result (*comm_init_rank)(nccl_comm *, int, nccl_unique_id, int);
@@ -57,7 +59,11 @@ static bool load_symbols(struct dist_nccl *n, char *err, size_t err_len)
         snprintf(err, err_len, "cannot load NCCL (libnccl.so.2): %s", dlerror());
         return false;
     }
-    struct { void *h; void **slot; const char *name; } syms[] = {
+    struct {
+        void *h;
+        void **slot;
+        const char *name;
+    } syms[] = {
         { n->lib, (void **)&n->get_unique_id, "ncclGetUniqueId" },
         { n->lib, (void **)&n->comm_init_rank, "ncclCommInitRank" },
         { n->lib, (void **)&n->comm_destroy, "ncclCommDestroy" },
@@ -77,8 +83,10 @@ static bool load_symbols(struct dist_nccl *n, char *err, size_t err_len)
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
         void *f = syms[i].h ? dlsym(syms[i].h, syms[i].name) : NULL;
         if (!f) {
-            snprintf(err, err_len, "NCCL: no %s (NCCL 2.11 or newer and the CUDA runtime are "
-                     "needed)", syms[i].name);
+            snprintf(err, err_len,
+                     "NCCL: no %s (NCCL 2.11 or newer and the CUDA runtime are "
+                     "needed)",
+                     syms[i].name);
             return false;
         }
         memcpy(syms[i].slot, &f, sizeof f);
@@ -104,7 +112,8 @@ struct dist_nccl *bg__nccl_open(bg_dist *d, char *err, size_t err_len)
     nccl_result r = all ? n->comm_init_rank(&n->comm, d->world, id, d->rank) : 0;
     if (!all || r != 0) {
         if (ok && all) snprintf(err, err_len, "ncclCommInitRank: %s", n->error_string(r));
-        else if (ok) snprintf(err, err_len, "NCCL is not usable on every rank");
+        else if (ok)
+            snprintf(err, err_len, "NCCL is not usable on every rank");
         n->comm = NULL;
         bg__nccl_close(&n);
         return NULL;
@@ -148,14 +157,14 @@ int bg__nccl_buckets(struct dist_nccl *n, int n_buckets)
     return BG_OK;
 }
 
-int bg__nccl_launch(struct dist_nccl *n, bg_ctx *ctx, int b, float *buf, int64_t count,
-                    float scale)
+int bg__nccl_launch(struct dist_nccl *n, bg_ctx *ctx, int b, float *buf, int64_t count, float scale)
 {
     void *cstream = ((bg_cuda_state *)ctx->device_state)->stream;
     int op = 0;
     if (n->event_record(n->ready[b], cstream) || n->stream_wait_event(n->stream, n->ready[b], 0))
         return bg__error(ctx, BG_ENODEV, "dist: CUDA event for bucket %d failed", b);
-    nccl_result r = n->premul_create(&op, &scale, NCCL_FLOAT32, NCCL_SCALAR_HOST_IMMEDIATE, n->comm);
+    nccl_result r =
+        n->premul_create(&op, &scale, NCCL_FLOAT32, NCCL_SCALAR_HOST_IMMEDIATE, n->comm);
     if (!r) r = n->all_reduce(buf, buf, (size_t)count, NCCL_FLOAT32, op, n->comm, n->stream);
     if (!r) r = n->op_destroy(op, n->comm);
     if (r) return bg__error(ctx, BG_EIO, "dist: ncclAllReduce: %s", n->error_string(r));
