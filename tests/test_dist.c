@@ -396,6 +396,26 @@ static void test_nonfinite(void)
     run_free(&r);
 }
 
+/* A group of one (BG_DIST=off: no MPI even under mpirun) finalized before its optimizer:
+ * the optimizer forgets it and steps alone (ASan: nothing freed is touched). */
+static void test_finalize_first(void)
+{
+    setenv("BG_DIST", "off", 1);
+    bg_dist *d = NULL;
+    run r;
+    if (CHECK(bg_dist_init(&d, NULL, NULL) == 0 && bg_dist_world(d) == 1, "a world of one") &&
+        CHECK(run_new(&r, false, d), "setup")) {
+        int rc = 0;
+        train_step(&r, d, 0, &rc);
+        CHECK(rc == 0, "a step in a world of one: %s", bg_ctx_error(r.ctx));
+        bg_dist_finalize(&d);
+        train_step(&r, NULL, 1, &rc);
+        CHECK(rc == 0, "a step after the group was finalized: %s", bg_ctx_error(r.ctx));
+        run_free(&r);
+    }
+    unsetenv("BG_DIST");
+}
+
 /* A build without MPI: one process works as before, a launcher of several is refused. */
 static int test_without_mpi(void)
 {
@@ -407,6 +427,7 @@ static int test_without_mpi(void)
     CHECK(s0 == 0 && n == 7, "the whole batch");
     CHECK(bg_dist_mean(d, 2.5) == 2.5 && bg_dist_sum(d, 2.5) == 2.5, "means of one");
     bg_dist_finalize(&d);
+    test_finalize_first();
     setenv("OMPI_COMM_WORLD_SIZE", "2", 1);
     CHECK(bg_dist_init(&d, NULL, NULL) == BG_EUNSUPPORTED && d == NULL,
           "under a launcher of 2 a build without MPI refuses");
@@ -417,6 +438,7 @@ static int test_without_mpi(void)
 int main(int argc, char **argv)
 {
     if (!bg_dist_available()) return test_without_mpi();
+    test_finalize_first();
     if (bg_dist_init(&g_dist, &argc, &argv)) return 1;
     if (bg_dist_world(g_dist) != 2) {
         printf("SKIP: run under mpirun -np 2 (tests/run_mpi.sh); world is %d\n",

@@ -39,6 +39,16 @@ void bg__dist_unbind(bg_dist *d)
     d->lookup_idx = NULL;
     d->n_buckets = d->n_params = 0;
     d->ctx = NULL;
+    if (d->owner) bg__optim_drop_dist(d->owner);
+    d->owner = NULL;
+}
+
+void bg__dist_release(bg_dist *d, struct bg_optim *owner)
+{
+    if (d && d->owner == owner) {
+        d->owner = NULL; /* it is letting go itself */
+        bg__dist_unbind(d);
+    }
 }
 
 static int find_param(const bg_dist *d, const bg_tensor *t)
@@ -186,9 +196,10 @@ static int make_buckets(bg_dist *d)
     return dev ? bg__nccl_buckets(d->nccl, d->n_buckets) : BG_OK;
 }
 
-int bg__dist_bind(bg_dist *d, bg_ctx *ctx, bg_tensor *const *params, int n)
+int bg__dist_bind(bg_dist *d, struct bg_optim *owner, bg_ctx *ctx, bg_tensor *const *params, int n)
 {
     bg__dist_unbind(d);
+    d->owner = owner;
     if (!d->mpi_active) return BG_OK; /* a world of one: nothing to average */
     if (ctx->device != BG_CPU && !d->nccl) {
         char err[256];

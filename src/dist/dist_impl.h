@@ -37,8 +37,9 @@ struct bg_dist {
 #ifdef BG_HAVE_MPI
     MPI_Comm comm;
 #endif
-    bg_ctx *ctx;        /* bound by bg_optim_set_dist */
-    dist_param *params; /* in bucket order: the optimizer's, last first */
+    bg_ctx *ctx;            /* bound by bg_optim_set_dist */
+    struct bg_optim *owner; /* the optimizer bound to this group, or NULL */
+    dist_param *params;     /* in bucket order: the optimizer's, last first */
     int n_params;
     const bg_tensor **lookup; /* params sorted by address, for the hook */
     int *lookup_idx;
@@ -55,9 +56,15 @@ struct bg_dist {
 };
 
 /* Builds the buckets over params (trainable, in the optimizer's order) and installs the
- * grad-ready hook on ctx. Called by bg_optim_set_dist. */
-BG_INTERNAL int bg__dist_bind(bg_dist *d, bg_ctx *ctx, bg_tensor *const *params, int n);
+ * grad-ready hook on ctx, for optimizer owner (an optimizer bound before is detached).
+ * Called by bg_optim_set_dist. */
+BG_INTERNAL int bg__dist_bind(bg_dist *d, struct bg_optim *owner, bg_ctx *ctx,
+                              bg_tensor *const *params, int n);
 BG_INTERNAL void bg__dist_unbind(bg_dist *d);
+/* owner lets go of d (bg_optim_set_dist(NULL), bg_optim_free): unbinds if still its. */
+BG_INTERNAL void bg__dist_release(bg_dist *d, struct bg_optim *owner);
+/* optim.c: o forgets its group (the group was finalized or bound to another optimizer). */
+BG_INTERNAL void bg__optim_drop_dist(struct bg_optim *o);
 /* bg_dist_sync_grads once per step (a second call returns the first's result) with the error
  * recorded on ctx; bg__dist_step_done ends the step. */
 BG_INTERNAL int bg__dist_sync_for(bg_dist *d, bg_ctx *ctx);

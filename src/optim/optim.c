@@ -68,7 +68,7 @@ void bg_optim_free(bg_optim **po)
 {
     if (!po || !*po) return;
     bg_optim *o = *po;
-    if (o->dist) bg__dist_unbind(o->dist);
+    if (o->dist) bg__dist_release(o->dist, o);
     for (int i = 0; i < o->n_params; i++) {
         bg_tensor_free(&o->params[i].m);
         bg_tensor_free(&o->params[i].v);
@@ -341,10 +341,12 @@ static bool grads_finite(const bg_optim *o)
 
 static int optim_step_local(bg_optim *o);
 
+void bg__optim_drop_dist(bg_optim *o) { o->dist = NULL; }
+
 int bg_optim_set_dist(bg_optim *o, bg_dist *d)
 {
     if (!o) return BG_EINVAL;
-    if (o->dist) bg__dist_unbind(o->dist);
+    if (o->dist) bg__dist_release(o->dist, o);
     o->dist = NULL;
     if (!d) return BG_OK;
     bg_tensor **ps = bg__malloc(o->ctx, (size_t)(o->n_params ? o->n_params : 1) * sizeof *ps);
@@ -352,7 +354,7 @@ int bg_optim_set_dist(bg_optim *o, bg_dist *d)
     int n = 0;
     for (int i = 0; i < o->n_params; i++)
         if (o->params[i].p->requires_grad) ps[n++] = o->params[i].p;
-    int rc = bg__dist_bind(d, o->ctx, ps, n);
+    int rc = bg__dist_bind(d, o, o->ctx, ps, n);
     free(ps);
     if (rc) return rc;
     o->dist = d;
