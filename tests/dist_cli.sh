@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # dist_cli.sh BITGRAD - `mpirun -np 2 bitgrad train` end to end:
 #   0. 2 ranks x --batch 2 follow 1 process x --batch 4 (the CSV's loss at every step within
-#      1e-5 relative), and rank 0 alone writes;
+#      1e-5 relative), for `train` and for a LoRA `finetune` of the model it wrote, and
+#      rank 0 alone prints;
 #   then its faults:
 #   1. rank 1 killed (SIGKILL) mid-run: the job ends within 30 s, a message names rank 1 and
 #      the signal, and the last periodic checkpoint is intact (a 1-process run resumes it);
@@ -45,6 +46,19 @@ check "world size and global batch printed once" "[ \$(grep -c 'world size 2: 2 
 worst=$(paste -d, "$W/one.csv" "$W/two.csv" | tail -n +2 | awk -F, '{d = $2 - $5; if (d < 0) d = -d; r = d / $2; if (r > m) m = r} END {printf "%.3g", m}')
 echo "  CSV losses, 2 ranks vs 1 process over 8 steps: max relative difference $worst"
 check "losses within 1e-5 relative at every step" "awk 'BEGIN {exit !($worst <= 1e-5)}' && [ \$(wc -l < '$W/two.csv') = 9 ]"
+
+# ---- 0b. a LoRA fine-tune of the model just trained, on 1 and on 2 processes ----
+"$BITGRAD" export "$W/one.gguf" --out "$W/model.gguf" --type f32 > "$W/export.log" 2>&1
+FT=(finetune "$W/model.gguf" --data "$W/data.txt" --seq 32 --lora-r 4 --steps 6)
+"$BITGRAD" "${FT[@]}" --batch 4 --out "$W/f1.gguf" --csv "$W/f1.csv" --adapter-out "$W/a1.gguf" > "$W/f1.log" 2>&1
+"${MPI[@]}" -np 2 "$BITGRAD" "${FT[@]}" --batch 2 --out "$W/f2.gguf" --csv "$W/f2.csv" \
+    --adapter-out "$W/a2.gguf" > "$W/f2.log" 2>&1
+rc=$?
+check "LoRA fine-tune on 2 processes" "[ $rc -eq 0 ] && [ -s '$W/a2.gguf' ] && [ -s '$W/f2.gguf' ]"
+check "trainable parameters printed once" "[ \$(grep -c 'trainable params' '$W/f2.log') = 1 ]"
+worst=$(paste -d, "$W/f1.csv" "$W/f2.csv" | tail -n +2 | awk -F, '{d = $2 - $5; if (d < 0) d = -d; r = d / $2; if (r > m) m = r} END {printf "%.3g", m}')
+echo "  LoRA CSV losses, 2 ranks vs 1 process over 6 steps: max relative difference $worst"
+check "LoRA losses within 1e-5 relative at every step" "awk 'BEGIN {exit !($worst <= 1e-5)}' && [ \$(wc -l < '$W/f2.csv') = 7 ]"
 
 # ---- 1. a rank dies ----
 "${MPI[@]}" -np 2 "$BITGRAD" train "${ARGS[@]}" --steps 1000000 --save-every 5 \
