@@ -51,8 +51,10 @@ struct dist_nccl {
 
 static bool load_symbols(struct dist_nccl *n, char *err, size_t err_len)
 {
-    void *self = dlopen(NULL, RTLD_NOW); /* the program and what it loaded: cudart */
-    const char *names[] = { "libnccl.so.2", "libnccl.so" };
+    void *self = dlopen(NULL, RTLD_NOW);     /* the program and what it loaded: cudart */
+    const char *env = getenv("BG_NCCL_LIB"); /* an explicit path first, then the loader's */
+    const char *names[] = { env ? env : "libnccl.so.2", "libnccl.so.2",
+                            "/usr/local/cuda/lib64/libnccl.so.2", "libnccl.so" };
     for (size_t i = 0; !n->lib && i < sizeof names / sizeof names[0]; i++)
         n->lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
     if (!n->lib) {
