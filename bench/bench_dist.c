@@ -123,13 +123,14 @@ static void train(bg_dist *d, bool lora, int steps)
             "\"step_ms\": %.1f, \"bytes_per_step\": %lld, \"buckets\": %lld, "
             "\"allreduce_alone_ms\": %.2f, \"exposed_wait_ms\": %.2f, \"pack_launch_ms\": %.2f, "
             "\"overlapped_fraction\": %.2f, \"buckets_started_in_backward\": %.2f, "
-            "\"bytes_reduced_before_sync\": %.2f}\n",
+            "\"bytes_reduced_before_sync\": %.2f, \"progress_thread\": %s}\n",
             lora ? "W3" : "W2", bg_dist_world(d), (long long)nb, 1e3 * step,
             (long long)s1.bytes_per_step, (long long)s1.buckets, 1e3 * alone, 1e3 * wait,
             1e3 * launch, overlap,
             (double)(s1.early_buckets - s0.early_buckets) / (double)(steps * s1.buckets),
             (double)(s1.done_early_bytes - s0.done_early_bytes) /
-                (double)(steps * s1.bytes_per_step));
+                (double)(steps * s1.bytes_per_step),
+            s1.progress_thread ? "true" : "false");
     free(ids);
     free(tg);
     bg_optim_free(&o);

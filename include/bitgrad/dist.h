@@ -17,6 +17,9 @@
  *        bg_optim_step as before...
  *     bg_dist_finalize(&d);
  *
+ * When MPI provides MPI_THREAD_MULTIPLE a progress thread advances the started reductions
+ * while backward computes (BG_DIST_PROGRESS_THREAD=0 in the environment turns it off).
+ *
  * Launched without mpirun (or in a build without MPI) bg_dist_init gives a world of one and
  * every call below is a no-op, so the same program runs on one process unchanged.
  * Only bg_dist_init fails in a build without MPI when asked for more (BG_EUNSUPPORTED). */
@@ -110,6 +113,7 @@ typedef struct bg_dist_stats {
     double wait_s;            /* seconds in bg_dist_sync_grads waiting for reductions */
     int64_t early_buckets;    /* buckets started during backward (the rest at sync) */
     int64_t done_early_bytes; /* bytes whose reduction had completed when sync began (CPU) */
+    bool progress_thread;     /* a thread advances the reductions (MPI_THREAD_MULTIPLE) */
 } bg_dist_stats;
 BG_API bg_dist_stats bg_dist_get_stats(const bg_dist *d);
 

@@ -65,12 +65,17 @@ static int mpi_setup(bg_dist *d, int *argc, char ***argv)
     int inited = 0, provided = 0;
     MPI_Initialized(&inited);
     if (!inited) {
-        if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+        /* MULTIPLE lets a progress thread advance the reductions during backward */
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
             fprintf(stderr, "bitgrad: MPI_Init failed\n");
             return BG_EIO;
         }
         d->mpi_owned = true;
+    } else {
+        MPI_Query_thread(&provided);
     }
+    const char *pt = getenv("BG_DIST_PROGRESS_THREAD");
+    d->thread_multiple = provided >= MPI_THREAD_MULTIPLE && !(pt && strcmp(pt, "0") == 0);
     MPI_Comm_dup(MPI_COMM_WORLD, &d->comm);
     MPI_Errhandler eh;
     MPI_Comm_create_errhandler(on_mpi_error, &eh);
@@ -165,7 +170,10 @@ void bg_dist_set_bucket_bytes(bg_dist *d, size_t bytes)
 bg_dist_stats bg_dist_get_stats(const bg_dist *d)
 {
     bg_dist_stats s = { 0 };
-    return d ? d->stats : s;
+    if (!d) return s;
+    s = d->stats;
+    s.progress_thread = d->progress_on;
+    return s;
 }
 
 void bg_dist_slice(const bg_dist *d, int64_t n, int64_t *start, int64_t *count)

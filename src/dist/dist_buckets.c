@@ -9,13 +9,89 @@
  * whether every rank finished its backward and whether a stop was requested. */
 #include <limits.h>
 #include <math.h>
+#include <time.h>
 
 #include "autograd/tape.h"
 #include "dist/dist_impl.h"
 
+/* ---- the progress thread ----------------------------------------------------------------
+ * Open MPI advances a nonblocking collective only inside MPI calls. With MPI_THREAD_MULTIPLE a
+ * thread tests the started buckets every 50 us while any is outstanding (and sleeps on a
+ * condition otherwise), so their reductions run while backward computes. d->mu guards the
+ * requests: the training thread starts buckets and waits for them holding it. */
+static void *progress_main(void *arg)
+{
+    bg_dist *d = arg;
+    pthread_mutex_lock(&d->mu);
+    while (!d->progress_stop) {
+        bool pending = false;
+#ifdef BG_HAVE_MPI
+        for (int b = 0; b < d->next_launch; b++) {
+            dist_bucket *k = &d->buckets[b];
+            if (k->launched && !k->done) {
+                int flag = 0;
+                MPI_Test(&k->req, &flag, MPI_STATUS_IGNORE);
+                k->done = flag != 0;
+                pending = pending || !k->done;
+            }
+        }
+#endif
+        if (!pending) {
+            pthread_cond_wait(&d->cv, &d->mu);
+            continue;
+        }
+        pthread_mutex_unlock(&d->mu);
+        nanosleep(&(struct timespec){ .tv_sec = 0, .tv_nsec = 50000 }, NULL);
+        pthread_mutex_lock(&d->mu);
+    }
+    pthread_mutex_unlock(&d->mu);
+    return NULL;
+}
+
+static void progress_start(bg_dist *d)
+{
+    if (!d->thread_multiple || d->ctx->device != BG_CPU) return;
+    d->progress_stop = false;
+    if (pthread_mutex_init(&d->mu, NULL)) return;
+    if (pthread_cond_init(&d->cv, NULL)) {
+        pthread_mutex_destroy(&d->mu);
+        return;
+    }
+    if (pthread_create(&d->progress, NULL, progress_main, d)) {
+        pthread_cond_destroy(&d->cv);
+        pthread_mutex_destroy(&d->mu);
+        return;
+    }
+    d->progress_on = true;
+}
+
+static void progress_end(bg_dist *d)
+{
+    if (!d->progress_on) return;
+    pthread_mutex_lock(&d->mu);
+    d->progress_stop = true;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    pthread_join(d->progress, NULL);
+    pthread_cond_destroy(&d->cv);
+    pthread_mutex_destroy(&d->mu);
+    d->progress_on = false;
+}
+
+static void lock(bg_dist *d)
+{
+    if (d->progress_on) pthread_mutex_lock(&d->mu);
+}
+
+static void unlock(bg_dist *d)
+{
+    if (d->progress_on) pthread_mutex_unlock(&d->mu);
+}
+
 void bg__dist_unbind(bg_dist *d)
 {
     if (!d) return;
+    progress_end(d);
     bool dev = d->ctx && d->ctx->device != BG_CPU;
 #ifdef BG_HAVE_MPI
     for (int b = 0; b < d->n_buckets && !dev; b++)
@@ -66,6 +142,7 @@ static int find_param(const bg_dist *d, const bg_tensor *t)
 
 static void reset_step(bg_dist *d)
 {
+    lock(d);
     for (int i = 0; i < d->n_params; i++) d->params[i].ready = false;
     for (int b = 0; b < d->n_buckets; b++) {
         d->buckets[b].pending = d->buckets[b].count;
@@ -75,6 +152,7 @@ static void reset_step(bg_dist *d)
     d->backward_done = false;
     d->synced = false;
     d->sync_rc = 0;
+    unlock(d);
 }
 
 /* Device gradients: copies into the bucket and NCCL's premultiplied sum (dist_nccl.c). */
@@ -88,6 +166,7 @@ static void launch_device(bg_dist *d, int b)
     }
     bg__nccl_launch(d->nccl, d->ctx, b, k->buf, k->numel, (float)d->scale);
     k->launched = true;
+    d->next_launch = b + 1;
 }
 
 /* Pack and start bucket b. */
@@ -113,10 +192,14 @@ static void launch(bg_dist *d, int b)
 #pragma omp parallel for schedule(static) if (n > 262144)
             for (int64_t e = 0; e < n; e++) dst[e] = g[e] * s;
     }
+    lock(d);
 #ifdef BG_HAVE_MPI
     MPI_Iallreduce(MPI_IN_PLACE, k->buf, (int)k->numel, MPI_FLOAT, MPI_SUM, d->comm, &k->req);
 #endif
     k->launched = true;
+    d->next_launch = b + 1;
+    if (d->progress_on) pthread_cond_signal(&d->cv);
+    unlock(d);
     d->stats.launch_s += bg__dist_now() - t0;
 }
 
@@ -124,7 +207,7 @@ static void launch(bg_dist *d, int b)
 static void progress(bg_dist *d)
 {
 #ifdef BG_HAVE_MPI
-    if (d->ctx->device != BG_CPU) return; /* NCCL progresses on its own stream */
+    if (d->ctx->device != BG_CPU || d->progress_on) return; /* NCCL, the thread: on their own */
     for (int b = 0; b < d->next_launch; b++) {
         dist_bucket *k = &d->buckets[b];
         if (!k->done) {
@@ -152,7 +235,7 @@ static void on_grad_ready(void *user, bg_tensor *p)
     d->buckets[d->params[i].bucket].pending--;
     bool started = false;
     while (d->next_launch < d->n_buckets && d->buckets[d->next_launch].pending == 0) {
-        launch(d, d->next_launch++);
+        launch(d, d->next_launch);
         d->stats.early_buckets++;
         started = true;
     }
@@ -234,6 +317,7 @@ int bg__dist_bind(bg_dist *d, struct bg_optim *owner, bg_ctx *ctx, bg_tensor *co
         return bg__error(ctx, rc, "dist: a parameter of more than 2^31 elements");
     }
     reset_step(d);
+    progress_start(d);
     bg_ctx_set_grad_ready(ctx, on_grad_ready, d);
     return BG_OK;
 oom:
@@ -270,15 +354,20 @@ int bg_dist_sync_grads(bg_dist *d)
         return BG_ESTATE;
     }
     progress(d);
+    lock(d);
     for (int b = 0; b < d->next_launch; b++)
         if (d->buckets[b].done)
             d->stats.done_early_bytes += d->buckets[b].numel * (int64_t)sizeof(float);
-    while (d->next_launch < d->n_buckets) launch(d, d->next_launch++);
+    unlock(d);
+    while (d->next_launch < d->n_buckets) launch(d, d->next_launch);
     double t0 = bg__dist_now();
 #ifdef BG_HAVE_MPI
     if (d->ctx->device != BG_CPU) bg__nccl_join(d->nccl, d->ctx, d->n_buckets);
+    lock(d);
     for (int b = 0; b < d->n_buckets && d->ctx->device == BG_CPU; b++)
         if (!d->buckets[b].done) MPI_Wait(&d->buckets[b].req, MPI_STATUS_IGNORE);
+    for (int b = 0; b < d->n_buckets; b++) d->buckets[b].done = true;
+    unlock(d);
     int mine[2] = { d->backward_done ? 0 : 1, d->stop_requested ? 1 : 0 }, all[2] = { 0, 0 };
     MPI_Allreduce(mine, all, 2, MPI_INT, MPI_MAX, d->comm);
 #else

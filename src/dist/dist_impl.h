@@ -3,6 +3,7 @@
 #ifndef BG_DIST_IMPL_H
 #define BG_DIST_IMPL_H
 
+#include <pthread.h>
 #include <signal.h>
 
 #include "bitgrad/dist.h"
@@ -39,7 +40,13 @@ struct bg_dist {
 #endif
     bg_ctx *ctx;            /* bound by bg_optim_set_dist */
     struct bg_optim *owner; /* the optimizer bound to this group, or NULL */
-    dist_param *params;     /* in bucket order: the optimizer's, last first */
+    bool thread_multiple;   /* MPI gives MPI_THREAD_MULTIPLE: a progress thread may run */
+    bool progress_on;       /* the progress thread runs (dist_buckets.c) */
+    bool progress_stop;
+    pthread_t progress;
+    pthread_mutex_t mu; /* guards the buckets' requests against the progress thread */
+    pthread_cond_t cv;
+    dist_param *params; /* in bucket order: the optimizer's, last first */
     int n_params;
     const bg_tensor **lookup; /* params sorted by address, for the hook */
     int *lookup_idx;
