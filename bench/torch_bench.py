@@ -9,6 +9,10 @@ W1 mlp : BitLinear 784-1024-1024-10 (absmean ternary weights, absmax int8 activa
 W2 lm  : llama.cpp's bitnet graph (byte vocab 256, n_embd 256, 4 layers, 4 heads, n_ff 768,
          context 128, eps 1e-5, RoPE NEOX base 10000, tied output), batch 16x128, AdamW.
 W3 lora: W2 frozen, LoRA r 8 alpha 16 on q, k, v, o; AdamW on the adapters only.
+W5 lora-large: bitnet_b1_58-large's shape (vocab 32000, n_embd 1536, 24 layers, 16 heads,
+         n_ff 4096), a random ternary base (frozen nn.Parameters, the same STE forward), LoRA
+         r 16 alpha 32 on all 7 projections of every layer, batch 1 x --seq (512) random ids.
+         Needs ~11 GB of memory. lora-3b: the same at bitnet_b1_58-3B's shape.
 Peak RSS is reported as measured (importing torch alone costs ~230 MiB; see below).
 """
 import argparse
@@ -108,10 +112,10 @@ class Block(nn.Module):
 
 
 class BitNetLM(nn.Module):
-    def __init__(self, vocab=256, d=256, layers=4):
+    def __init__(self, vocab=256, d=256, layers=4, h=4, ff=768):
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
-        self.blocks = nn.ModuleList(Block(d) for _ in range(layers))
+        self.blocks = nn.ModuleList(Block(d, h, ff) for _ in range(layers))
         self.norm = RMSNorm(d, eps=1e-5)
         for p in self.parameters():
             if p.dim() == 2:
@@ -124,7 +128,7 @@ class BitNetLM(nn.Module):
         return self.norm(x) @ self.emb.weight.t()
 
 
-def setup(workload):
+def setup(workload, seq=512):
     torch.manual_seed(1)
     if workload == "mlp":
         model = nn.Sequential(BitLinear(784, 1024, bias=False), nn.ReLU(),
@@ -133,6 +137,22 @@ def setup(workload):
         x, y = torch.rand(256, 784), torch.arange(256) % 10
         loss_fn = lambda: F.cross_entropy(model(x), y)
         per = 256
+    elif workload in ("lora-large", "lora-3b"):
+        big = workload == "lora-3b"
+        vocab, d, layers, h, ff = (32000, 3200, 26, 32, 8640) if big else (32000, 1536, 24, 16, 4096)
+        with torch.no_grad():
+            model = BitNetLM(vocab, d, layers, h, ff)
+            for name, p in model.named_parameters():
+                if p.dim() == 2 and not name.startswith("emb"):  # a random ternary base
+                    p.copy_(torch.randint(-1, 2, p.shape, dtype=torch.float32) * 0.02)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for blk in model.blocks:
+            blk.q, blk.k, blk.v, blk.o, blk.gate, blk.up, blk.down = (
+                LoRA(m, 16, 32) for m in (blk.q, blk.k, blk.v, blk.o, blk.gate, blk.up, blk.down))
+        ids = torch.randint(0, vocab, (1, seq + 1))
+        loss_fn = lambda: F.cross_entropy(model(ids[:, :-1]).reshape(-1, vocab), ids[:, 1:].reshape(-1))
+        per = seq
     else:
         model = BitNetLM()
         if workload == "lora":
@@ -150,30 +170,40 @@ def setup(workload):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--workload", choices=["mlp", "lm", "lora"], required=True)
+    ap.add_argument("--workload", choices=["mlp", "lm", "lora", "lora-large", "lora-3b"], required=True)
+    ap.add_argument("--seq", type=int, default=512)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=0)
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    loss_fn, opt, per = setup(a.workload)
-    times = []
-    for i in range(a.steps + 3):
-        t0 = time.perf_counter()
+    loss_fn, opt, per = setup(a.workload, a.seq)
+    warm = 1 if a.workload.startswith("lora-") else 3
+    times, phases, cpus = [], [], []
+    for i in range(a.steps + warm):
+        t0, c0 = time.perf_counter(), time.process_time()
         opt.zero_grad(set_to_none=True)
         loss = loss_fn()
+        t1 = time.perf_counter()
         loss.backward()
+        t2 = time.perf_counter()
         opt.step()
-        if i >= 3:
+        if i >= warm:
             times.append(1e3 * (time.perf_counter() - t0))
+            cpus.append(1e3 * (time.process_time() - c0))
+            phases.append((1e3 * (t1 - t0), 1e3 * (t2 - t1), 1e3 * (time.perf_counter() - t2)))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     unit = "samples" if a.workload == "mlp" else "tokens"
     print(json.dumps({"workload": a.workload, "impl": "torch", "steps": a.steps,
                       "threads": torch.get_num_threads(), "median_ms": round(statistics.median(times), 3),
                       "min_ms": round(min(times), 3), "max_ms": round(max(times), 3),
                       f"{unit}_per_s": round(per / (statistics.median(times) / 1e3), 1),
-                      "peak_rss_mib": round(rss, 1), "rss_after_import_mib": round(rss_import, 1)}))
+                      "peak_rss_mib": round(rss, 1), "rss_after_import_mib": round(rss_import, 1),
+                      "forward_ms": round(statistics.median(p[0] for p in phases), 3),
+                      "backward_ms": round(statistics.median(p[1] for p in phases), 3),
+                      "optimizer_ms": round(statistics.median(p[2] for p in phases), 3),
+                      "cpu_ms": round(statistics.median(cpus), 1)}))
     return 0
 
 

@@ -11,5 +11,6 @@
 #include "bitgrad/optim.h"
 #include "bitgrad/checkpoint.h"
 #include "bitgrad/dist.h"
+#include "bitgrad/text.h"
 
 #endif

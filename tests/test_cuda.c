@@ -206,7 +206,7 @@ enum kind {
     K_ADD, K_SUB, K_MUL, K_DIV, K_UNARY, K_SUM, K_MEAN, K_MAX, K_MATMUL, K_RESHAPE, K_PERMUTE,
     K_TRANSPOSE, K_SLICE, K_CONCAT, K_CONTIGUOUS, K_EMBEDDING, K_SOFTMAX, K_LOG_SOFTMAX,
     K_CROSS_ENTROPY, K_MSE, K_RMSNORM, K_LAYERNORM, K_ROPE, K_ATTENTION, K_DROPOUT,
-    K_WEIGHT_QUANT, K_ACT_QUANT, K_BITLINEAR, K_SWIGLU,
+    K_WEIGHT_QUANT, K_ACT_QUANT, K_BITLINEAR, K_SWIGLU, K_CUSTOM,
 };
 /* clang-format on */
 
@@ -239,6 +239,9 @@ static const opcase k_cases[] = {
     { "add", "[2,3,4] + [2,1,4]", K_ADD, .n_in = 2, .ndim = { 3, 3 }, .shape = { { 2, 3, 4 }, { 2, 1, 4 } }, .lo = -2, .hi = 2 },
     { "sub", "[3,4] - [3,1]", K_SUB, .n_in = 2, .ndim = { 2, 2 }, .shape = { { 3, 4 }, { 3, 1 } }, .lo = -2, .hi = 2 },
     { "swiglu", "[3,70] (composed on the device)", K_SWIGLU, .n_in = 2, .ndim = { 2, 2 }, .shape = { { 3, 70 }, { 3, 70 } }, .lo = -4, .hi = 4 },
+    /* custom nodes (the fused output projection + cross-entropy, recomputed bitnet blocks) are
+     * CPU only: bitnet.c takes the unfused path on a device */
+    { "custom", "CPU only", K_CUSTOM, .n_in = 0 },
     { "mul", "[2,3,4] * [4], a transposed", K_MUL, .n_in = 2, .ndim = { 3, 1 }, .shape = { { 2, 4, 3 }, { 4 } }, .lo = -2, .hi = 2, .trans_a = true },
     { "div", "[3,4] / [3,4]", K_DIV, .n_in = 2, .ndim = { 2, 2 }, .shape = { { 3, 4 }, { 3, 4 } }, .lo = 0.5f, .hi = 2 },
     { "add_scalar", "", K_UNARY, .n_in = 1, .ndim = { 2 }, .shape = { { 5, 7 } }, .lo = -2, .hi = 2, .f0 = 0.75f },
@@ -480,6 +483,7 @@ static void test_op_table(void)
     }
     for (int k = 0; k < n_cases; k++) {
         if (k_cases[k].kind == K_DROPOUT) continue; /* its own mask: checked in test_dropout */
+        if (k_cases[k].kind == K_CUSTOM) continue;  /* CPU only */
         if (k_cases[k].kind == K_UNARY && unary_op(k_cases[k].op) < 0) continue;
         run_case(&k_cases[k]);
     }

@@ -99,19 +99,24 @@ static void check_floats_exact(const float *got, const float *want, int64_t n, c
 /* Repacks the golden codes block by block with the block's own d: must give the same bytes. */
 static void check_repack(const tq_case *c, int type, const uint8_t *golden, const char *tname)
 {
-    int64_t nb = c->n / 256;
+    int64_t qk = bg_ggml_block_size(type), nb = c->n / qk;
     size_t bytes = bg_ggml_type_size(type);
     int8_t *codes = malloc((size_t)c->n);
     float *d = malloc((size_t)nb * sizeof(float));
     uint8_t *packed = malloc((size_t)nb * bytes);
     char what[160];
     snprintf(what, sizeof what, "%s %s: unpack codes", c->name, tname);
-    check(bg_tq_unpack_codes(type, golden, codes, d, c->n) == 0, what);
+    if (type == BG_GGML_TQ1_0 || type == BG_GGML_TQ2_0)
+        check(bg_tq_unpack_codes(type, golden, codes, d, c->n) == 0, what);
+    else
+        check(bg_ggml_unpack_codes(type, golden, codes, d, c->n) == 0, what);
     int rc = 0;
     for (int64_t b = 0; b < nb; b++) {
-        rc |= type == BG_GGML_TQ1_0
-                  ? bg_tq1_0_pack_codes(codes + 256 * b, d[b], packed + bytes * (size_t)b, 256)
-                  : bg_tq2_0_pack_codes(codes + 256 * b, d[b], packed + bytes * (size_t)b, 256);
+        int8_t *cb = codes + qk * b;
+        uint8_t *pb = packed + bytes * (size_t)b;
+        if (type == BG_GGML_TQ1_0) rc |= bg_tq1_0_pack_codes(cb, d[b], pb, qk);
+        else if (type == BG_GGML_TQ2_0) rc |= bg_tq2_0_pack_codes(cb, d[b], pb, qk);
+        else rc |= bg_ggml_pack_codes(type, cb, d[b], pb, qk);
     }
     snprintf(what, sizeof what, "%s %s: repacked codes == golden bytes", c->name, tname);
     check(rc == 0, what);
@@ -140,7 +145,7 @@ static void run_tq_case(const tq_case *c, int type)
         snprintf(what, sizeof what, "%s: dequantize golden %s == golden floats", c->name, tname);
         check(bg_ggml_dequantize(type, gold, deq, c->n) == 0, what);
         check_floats_exact(deq, gold_deq, c->n, what);
-        check_repack(c, type, gold, tname);
+        if (type != BG_GGML_Q8_0) check_repack(c, type, gold, tname); /* Q8_0: not codes */
     }
     free(x);
     free(gold);
@@ -179,6 +184,8 @@ static int test_golden(void)
     for (int i = 0; i < n; i++) {
         run_tq_case(&cases[i], BG_GGML_TQ1_0);
         run_tq_case(&cases[i], BG_GGML_TQ2_0);
+        run_tq_case(&cases[i], BG_GGML_Q2_0);
+        run_tq_case(&cases[i], BG_GGML_Q8_0);
     }
     return 0;
 }
@@ -358,7 +365,8 @@ static void test_table(void)
               bg_ggml_type_size(BG_GGML_Q8_0) == 34 && bg_ggml_type_size(BG_GGML_BF16) == 2,
           "type sizes");
     check(bg_ggml_block_size(BG_GGML_TQ1_0) == 256 && bg_ggml_block_size(BG_GGML_F32) == 1 &&
-              bg_ggml_block_size(BG_GGML_Q8_0) == 32,
+              bg_ggml_block_size(BG_GGML_Q8_0) == 32 && bg_ggml_block_size(BG_GGML_Q2_0) == 64 &&
+              bg_ggml_type_size(BG_GGML_Q2_0) == 18 && !strcmp(bg_ggml_type_name(42), "q2_0"),
           "block sizes");
     check(bg_ggml_row_size(BG_GGML_TQ2_0, 512) == 132 &&
               bg_ggml_row_size(BG_GGML_TQ1_0, 255) == 0 && bg_ggml_row_size(BG_GGML_F16, 7) == 14,
@@ -402,6 +410,27 @@ static void test_pack_codes(void)
         check(ok, pass ? "TQ1_0 pack/unpack codes with d = 1 is lossless"
                        : "TQ2_0 pack/unpack codes with d = 1 is lossless");
     }
+    /* Q2_0 and Q8_0 through the generic packer (d = 1: value = code, as the exporter writes) */
+    for (int pass = 0; pass < 2; pass++) {
+        int type = pass ? BG_GGML_Q8_0 : BG_GGML_Q2_0;
+        static uint8_t buf[N / 32 * 34];
+        float dd[N / 32];
+        int rc = bg_ggml_pack_codes(type, codes, 1.0f, buf, N);
+        memset(back, 9, sizeof back);
+        rc |= bg_ggml_unpack_codes(type, buf, back, dd, N);
+        rc |= bg_ggml_dequantize(type, buf, y, N);
+        int ok = rc == 0 && !memcmp(codes, back, N) && dd[0] == 1.0f;
+        for (int i = 0; i < N; i++) ok &= y[i] == (float)codes[i];
+        check(ok, pass ? "Q8_0 pack/unpack codes with d = 1 is lossless"
+                       : "Q2_0 pack/unpack codes with d = 1 is lossless");
+        check(bg_ggml_pack_codes(type, codes, 1.0f, buf, 48) == BG_ESHAPE,
+              "generic pack rejects a partial block");
+        buf[pass ? 5 : 2] = pass ? 7 : 0xff; /* Q8_0 value 7; Q2_0 code 3 */
+        check(bg_ggml_unpack_codes(type, buf, back, NULL, N) == BG_EFORMAT,
+              "a value outside {-1, 0, 1} is not code form");
+    }
+    check(bg_ggml_pack_codes(BG_GGML_F16, codes, 1.0f, p2, 256) == BG_EINVAL,
+          "generic pack rejects F16");
     p2[5] = 0xff; /* code 3 in TQ2_0 */
     check(bg_tq_unpack_codes(BG_GGML_TQ2_0, p2, back, NULL, N) == BG_EFORMAT,
           "TQ2_0 code 3 rejected by unpack");

@@ -92,7 +92,7 @@ enum kind {
     K_RSQRT, K_POW, K_ABS, K_CLAMP, K_RELU, K_SILU, K_GELU, K_SIGMOID, K_TANH, K_SUM, K_MEAN,
     K_MAX, K_MATMUL, K_RESHAPE, K_PERMUTE, K_TRANSPOSE, K_SLICE, K_CONCAT, K_CONTIGUOUS,
     K_EMBEDDING, K_SOFTMAX, K_LOG_SOFTMAX, K_CROSS_ENTROPY, K_MSE, K_RMSNORM, K_LAYERNORM,
-    K_ROPE, K_ATTENTION, K_DROPOUT, K_WEIGHT_QUANT, K_ACT_QUANT, K_BITLINEAR, K_SWIGLU,
+    K_ROPE, K_ATTENTION, K_DROPOUT, K_WEIGHT_QUANT, K_ACT_QUANT, K_BITLINEAR, K_SWIGLU, K_CUSTOM,
 };
 /* clang-format on */
 
@@ -175,6 +175,7 @@ static bg_tensor *build_op(void *user, bg_tensor *const *in)
     case K_ACT_QUANT: return bg_act_quant(a, (int)c->i0, c->keepdim, c->f0);
     case K_BITLINEAR: return bg_bitlinear(a, in[1], (int)c->i0, c->keepdim);
     case K_SWIGLU: return bg_swiglu(a, in[1]);
+    case K_CUSTOM: return bg_linear_cross_entropy(a, in[1], ids, (int)c->i0);
     }
     return NULL;
 }
@@ -881,6 +882,28 @@ static void case_swiglu(bg_ctx *ctx, int kind)
     }
 }
 
+/* custom: the op of nodes with their own rule; the fused output projection + cross-entropy is
+ * one (bitnet.c's recomputed blocks the other: test_scale checks those bit for bit). Finite
+ * differences in h and w, and the forward against logits then the naive cross-entropy. */
+static void case_custom(bg_ctx *ctx, int kind)
+{
+    static const int32_t t5[5] = { 3, -100, 0, 6, 3 };
+    opcall c = { .kind = kind, .ids = t5, .ids_ndim = 1, .ids_shape = { 5 }, .i0 = -100 };
+    bg_tensor *in[2] = { param_n(ctx, 2, (int64_t[]){ 5, 4 }, 1.5f),
+                         param_n(ctx, 2, (int64_t[]){ 7, 4 }, 1.5f) };
+    gc(ctx, "linear_cross_entropy [5,4] x [7,4]^T", &c, in, 2, NULL);
+    float *h = read_param(in[0]), *w = read_param(in[1]), logits[35];
+    for (int r = 0; r < 5; r++)
+        for (int v = 0; v < 7; v++) {
+            double s = 0.0;
+            for (int k = 0; k < 4; k++) s += (double)h[r * 4 + k] * w[v * 4 + k];
+            logits[r * 7 + v] = (float)s;
+        }
+    float want = (float)ref_cross_entropy(logits, t5, 5, 7, -100, 0.0f);
+    fwd_check(ctx, "linear_cross_entropy forward", &c, in, &want, 1, 1e-5);
+    free(h), free(w);
+}
+
 /* ---- the table: one entry per op name of ops.def ------------------------------------------ */
 
 typedef void (*case_fn)(bg_ctx *ctx, int kind);
@@ -933,6 +956,7 @@ static const struct {
     { "act_quant", case_quant, K_ACT_QUANT },
     { "bitlinear", case_bitlinear, K_BITLINEAR },
     { "swiglu", case_swiglu, K_SWIGLU },
+    { "custom", case_custom, K_CUSTOM },
 };
 
 /* One tensor as several inputs of an op (add(x, x), attention(q, q, q)): its gradient must be

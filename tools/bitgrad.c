@@ -1,6 +1,8 @@
-/* bitgrad.c - the command-line tool: train, finetune, export, info, eval, generate, bench.
+/* bitgrad.c - the command-line tool: train, finetune, export, info, eval, generate, tokenize, bench.
  *   bitgrad info model.gguf
  *   bitgrad eval model.gguf --ids 1,2,3 [--all] [--lora adapter.gguf] [--out logits.f32]
+ *   bitgrad generate model.gguf --prompt TEXT [--n 64] [--stop-at-eos]
+ *   bitgrad train --data FILE [--vocab-from vocab.gguf] ; bitgrad finetune model.gguf --data FILE
  *   bitgrad finetune --demo        (the end-to-end example of examples/finetune.c)
  * Every subcommand takes --help. */
 #include <errno.h>
@@ -64,7 +66,7 @@ bool cli_float(const char *opt, const char *s, double *out)
     return true;
 }
 
-int cli_ids(const char *s, int32_t *ids, int max, int limit)
+int cli_ids(const char *s, int32_t *ids, int max, int64_t limit)
 {
     int n = 0;
     const char *p = s;
@@ -102,12 +104,13 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: bitgrad <command> [options]   (bitgrad <command> --help for details)\n"
                "commands:\n"
-               "  train      train a bitnet model on a text file (byte level)\n"
+               "  train      train a bitnet model on a text or JSON Lines file\n"
                "  finetune   the end-to-end demo (--demo), or LoRA/QAT fine-tuning of a model\n"
                "  export     turn a checkpoint into a llama.cpp GGUF model / adapter\n"
                "  info       describe any GGUF file: keys, tensors, ternary statistics\n"
-               "  eval       logits of a GGUF model for a token sequence\n"
-               "  generate   sample text from a GGUF model\n"
+               "  eval       logits of a GGUF model for token ids or a text\n"
+               "  generate   sample text from a GGUF model (KV cache, the model's tokenizer)\n"
+               "  tokenize   token ids of a text under a model's tokenizer\n"
                "  bench      time the reference workloads\n");
 }
 
@@ -123,7 +126,7 @@ int main(int argc, char **argv)
         int (*fn)(int, char **);
     } cmds[] = { { "info", cmd_info },         { "eval", cmd_eval },   { "generate", cmd_generate },
                  { "export", cmd_export },     { "train", cmd_train }, { "finetune", cmd_finetune },
-                 { "bench", cmd_bench } };
+                 { "bench", cmd_bench },       { "tokenize", cmd_tokenize } };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
         if (strcmp(argv[1], cmds[i].name) == 0) /* under mpirun: one rank of the job */
             return cli_dist_end(cli_dist_begin() ? 1 : cmds[i].fn(argc - 1, argv + 1));

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include "cli.h"
 
@@ -27,6 +28,15 @@ typedef struct bench {
     uint64_t **probe; /* W4: `copies` buffers as large as a weight copy, for the paired read */
     size_t probe_words;
 } bench;
+
+/* CPU seconds of every thread of the process: on a shared machine the wall time of a step
+ * mostly says how much of it the others left; the CPU time says what the step cost. */
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -166,6 +176,56 @@ static double sgemm_gflops(void)
     return best < 1e30 ? 2.0 * n * n * n / best / 1e9 : 0.0;
 }
 
+/* W5 (lora-large) and its 3B-shaped sibling (lora-3b): the bitnet model at
+ * bitnet_b1_58-large's (or -3B's) shape, a random ternary base held packed and frozen (never
+ * any latent weights), LoRA r 16 alpha 32 on the 7 projections of every layer, batch 1 x T
+ * random ids. */
+static int setup_lora_large(bench *b, bool shape3b, int T, bool recompute, int layers)
+{
+    b->B = 1;
+    b->T = T;
+    bg_bitnet_config c = bg_bitnet_default();
+    c.n_vocab = 32000;
+    c.n_embd = shape3b ? 3200 : 1536;
+    c.n_layer = layers > 0 ? layers : (shape3b ? 26 : 24);
+    c.n_head = c.n_head_kv = shape3b ? 32 : 16;
+    c.n_ff = shape3b ? 8640 : 4096;
+    c.n_ctx = T;
+    c.packed_base = true;
+    c.recompute = recompute;
+    b->model = bg_bitnet_new(b->ctx, &c);
+    b->ids = malloc((size_t)(T + 1) * sizeof(int32_t));
+    if (!b->model || !b->ids) return 1;
+    int64_t seed = 0;
+    for (int i = 0; i < bg_module_n_children(b->model); i++) {
+        bg_module *p = bg_module_child(b->model, i);
+        if (!bg_linear_is_packed(p)) continue;
+        bg_tensor *w = bg_linear_weight(p);
+        int64_t n = bg_tensor_numel(w);
+        int8_t *codes = malloc((size_t)n);
+        float s = 0.02f;
+        for (int64_t j = 0; codes && j < n; j++) codes[j] = (int8_t)(bench_rand(seed + j) % 3) - 1;
+        int rc = codes ? bg_bitlinear_set_packed(p, codes, &s) : 1;
+        free(codes);
+        if (rc) return 1;
+        seed += n;
+    }
+    for (int i = 0; i <= T; i++) b->ids[i] = (int32_t)(bench_rand(i + 99) % 32000);
+    static const char *t[] = { "blk.*.attn_q", "blk.*.attn_k",   "blk.*.attn_v", "blk.*.attn_output",
+                               "blk.*.ffn_gate", "blk.*.ffn_up", "blk.*.ffn_down" };
+    bg_lora_config lc = bg_lora_default();
+    lc.rank = 16;
+    lc.alpha = 32.0f;
+    lc.targets = t;
+    lc.n_targets = 7;
+    if (bg_lora_add(b->model, "default", &lc) != 7 * c.n_layer) return 1;
+    /* token_embd as a bitnet GGUF has it (F16 values): frozen, it is then held as F16 */
+    bg_tensor *e = bg_module_find_param(b->model, "token_embd.weight");
+    float *ev = bg_tensor_data(e);
+    for (int64_t i = 0; i < bg_tensor_numel(e); i++) ev[i] = bg_fp16_to_fp32(bg_fp32_to_fp16(ev[i]));
+    return bg_module_pack_frozen(b->model) == 1 ? 0 : 1;
+}
+
 /* One training step (or one product for matvec). */
 static int step(bench *b, const char *w)
 {
@@ -175,7 +235,10 @@ static int step(bench *b, const char *w)
     }
     bg_tensor *loss;
     double t0 = cli_now();
-    if (strcmp(w, "mlp") == 0) {
+    if (strncmp(w, "lora-", 5) == 0) {
+        bg_tensor *ids = bg_from_data(b->ctx, BG_I32, 2, (int64_t[]){ 1, b->T + 1 }, b->ids);
+        loss = bg_bitnet_loss(b->model, ids, -100);
+    } else if (strcmp(w, "mlp") == 0) {
         bg_tensor *x = bg_from_data(b->ctx, BG_F32, 2, (int64_t[]){ 256, 784 }, b->x);
         bg_tensor *y = bg_from_data(b->ctx, BG_I32, 1, (int64_t[]){ 256 }, b->tg);
         loss = bg_cross_entropy(bg_module_forward(b->model, x), y, -1, 0.0f);
@@ -205,6 +268,12 @@ static int bench_usage(int status)
            "  mlp: W1 BitLinear 784-1024-1024-10, batch 256, AdamW\n"
            "  lm: W2 bitnet LM (256 vocab, n_embd 256, 4 layers, n_ff 768), batch 16x128, AdamW\n"
            "  lora: W3 = W2 frozen, LoRA r 8 alpha 16 on q, k, v, o\n"
+           "  lora-large: W5 bitnet_b1_58-large's shape (vocab 32000, n_embd 1536, 24 layers,\n"
+           "              16 heads, n_ff 4096), random ternary base packed and frozen, LoRA r 16\n"
+           "              alpha 32 on all 7 projections, batch 1 x --seq (512) tokens, AdamW;\n"
+           "              --recompute: activation recomputation per block\n"
+           "  lora-3b: the same at bitnet_b1_58-3B's shape (3200, 26 layers, 32 heads, n_ff 8640)\n"
+           "           lora-*: --layers N overrides the depth, --warmup N the untimed steps (1)\n"
            "  matvec / matmat: W4 ternary 4096x14336 (2-bit packed) times int8, 1 / 512 columns;\n"
            "                   --isa picks the kernel (default: the best this CPU has); --copies N\n"
            "                   cycles N weight copies (default 8 for matvec: weights come from DRAM,\n"
@@ -214,19 +283,27 @@ static int bench_usage(int status)
 
 int cmd_bench(int argc, char **argv)
 {
-    const char *w = NULL, *ss = "20", *ts = NULL, *is = "best", *cs = NULL;
+    const char *w = NULL, *ss = "20", *ts = NULL, *is = "best", *cs = NULL, *qs = "512", *ls = NULL,
+               *ws = NULL;
     int bad = 0;
+    bool recompute = false;
     for (int i = 1; i < argc && !bad; i++) {
         if (cli_flag(argv, i, "--help")) return bench_usage(0);
+        if (cli_flag(argv, i, "--recompute")) {
+            recompute = true;
+            continue;
+        }
         if (!cli_opt(argc, argv, &i, "--workload", &w, &bad) && !cli_opt(argc, argv, &i, "--steps", &ss, &bad) &&
             !cli_opt(argc, argv, &i, "--threads", &ts, &bad) && !cli_opt(argc, argv, &i, "--isa", &is, &bad) &&
-            !cli_opt(argc, argv, &i, "--copies", &cs, &bad))
+            !cli_opt(argc, argv, &i, "--copies", &cs, &bad) && !cli_opt(argc, argv, &i, "--seq", &qs, &bad) &&
+            !cli_opt(argc, argv, &i, "--layers", &ls, &bad) && !cli_opt(argc, argv, &i, "--warmup", &ws, &bad))
             return cli_fail(2, "bench: unknown argument %s", argv[i]);
     }
-    long long steps, threads = 0, copies = 0;
+    long long steps, threads = 0, copies = 0, seq = 512, layers = 0, warmup = -1;
     if (bad || !w) return bench_usage(2);
     if (!cli_int("--steps", ss, 1, 100000, &steps) || (ts && !cli_int("--threads", ts, 1, 1024, &threads)) ||
-        (cs && !cli_int("--copies", cs, 1, 64, &copies)))
+        (cs && !cli_int("--copies", cs, 1, 64, &copies)) || !cli_int("--seq", qs, 2, 1 << 16, &seq) ||
+        (ls && !cli_int("--layers", ls, 1, 1000, &layers)) || (ws && !cli_int("--warmup", ws, 0, 100, &warmup)))
         return 2;
     if (threads) omp_set_num_threads((int)threads);
     bench b = { .isa = BG_ISA_COUNT };
@@ -241,6 +318,8 @@ int cmd_bench(int argc, char **argv)
     int rc;
     if (strcmp(w, "mlp") == 0) rc = setup_mlp(&b);
     else if (strcmp(w, "lm") == 0 || strcmp(w, "lora") == 0) rc = setup_lm(&b, strcmp(w, "lora") == 0);
+    else if (strcmp(w, "lora-large") == 0 || strcmp(w, "lora-3b") == 0)
+        rc = setup_lora_large(&b, strcmp(w, "lora-3b") == 0, (int)seq, recompute, (int)layers);
     else if (strcmp(w, "matvec") == 0 || strcmp(w, "matmat") == 0) rc = setup_matvec(&b, strcmp(w, "matvec") == 0 ? 1 : 512);
     else rc = cli_fail(2, "bench: unknown workload '%s'", w);
     if (!rc && b.model) {
@@ -248,16 +327,21 @@ int cmd_bench(int argc, char **argv)
         b.opt = bg_optim_new(b.ctx, &oc);
         rc = b.opt && bg_optim_add_module(b.opt, b.model) > 0 ? 0 : 1;
     }
-    double *ms = malloc((size_t)(4 * steps) * sizeof(double)), *ph = ms ? ms + steps : NULL;
+    double *ms = malloc((size_t)(5 * steps) * sizeof(double)), *ph = ms ? ms + steps : NULL;
+    double *cpu = ms ? ms + 4 * steps : NULL;
     if (!ms) rc = cli_fail(1, "out of memory");
-    for (int i = 0; !rc && i < 3; i++) rc = step(&b, w); /* warm-up */
+    int warm = warmup >= 0 ? (int)warmup : (strncmp(w, "lora-", 5) == 0 ? 1 : 3);
+    double t_setup = cli_now();
+    for (int i = 0; !rc && i < warm; i++) rc = step(&b, w); /* warm-up */
+    t_setup = cli_now() - t_setup;
     bg_ctx_stats st0, st1;
     uint64_t sink = 0;
     bg_ctx_stats_get(b.ctx, &st0);
     for (long long i = 0; !rc && i < steps; i++) {
-        double t0 = cli_now();
+        double t0 = cli_now(), c0 = cpu_now();
         rc = step(&b, w);
         ms[i] = 1e3 * (cli_now() - t0);
+        cpu[i] = 1e3 * (cpu_now() - c0);
         for (int k = 0; k < 3; k++) ph[k * steps + i] = 1e3 * b.phase[k];
         /* W4: a read of the same size right after each product, so both see the same machine
          * (this VM's read rate drifts by a third from minute to minute) */
@@ -268,7 +352,8 @@ int cmd_bench(int argc, char **argv)
     if (!rc) {
         qsort(ms, (size_t)steps, sizeof(double), cmp_double);
         double med = ms[steps / 2], per = strcmp(w, "mlp") == 0 ? 256 : (b.model ? 16 * 128 : (double)b.cols);
-        char w4[480] = "";
+        if (strncmp(w, "lora-", 5) == 0) per = (double)b.T;
+        char w4[640] = "";
         bg_ctx_stats_get(b.ctx, &st1);
         if (b.model) { /* the GEMM floor: this step's matmul FLOPs at the sgemm rate */
             for (int k = 0; k < 3; k++) qsort(ph + k * steps, (size_t)steps, sizeof(double), cmp_double);
@@ -282,6 +367,14 @@ int cmd_bench(int argc, char **argv)
                      ph[steps + steps / 2], ph[2 * steps + steps / 2], gf, rate, floor_ms,
                      floor_ms / med, (double)st1.persistent_bytes / mib, (double)st1.pool_bytes / mib,
                      (double)st1.arena_high_water / mib);
+        }
+        if (strncmp(w, "lora-", 5) == 0) {
+            size_t len = strlen(w4);
+            qsort(cpu, (size_t)steps, sizeof(double), cmp_double);
+            snprintf(w4 + len, sizeof w4 - len, ", \"cpu_ms\": %.1f, \"seq\": %d, \"layers\": %lld, \"recompute\": %s, "
+                     "\"warmup_ms\": %.1f, \"pool_high_water_mib\": %.1f", cpu[steps / 2], b.T,
+                     (long long)bg_bitnet_get_config(b.model)->n_layer, recompute ? "true" : "false",
+                     1e3 * t_setup, (double)st1.pool_high_water / 1048576.0);
         }
         if (b.tw) {
             qsort(ph, (size_t)steps, sizeof(double), cmp_double);

@@ -81,6 +81,11 @@ BG_API bg_tensor *bg_softmax(bg_tensor *a);
 BG_API bg_tensor *bg_log_softmax(bg_tensor *a);
 /* Mean cross-entropy of logits [.., V] against I32 targets [..]; rows whose target is
  * ignore_index do not count. label_smoothing in [0, 1). */
+/* Mean cross-entropy of logits = h . w^T (h [.., d], w [V, d] f32, or f16 when it does not
+ * train) against targets (i32, one per row of h; ignore_index skipped), computed in chunks of
+ * rows: the [rows, V] logits are never held whole. CPU. */
+BG_API bg_tensor *bg_linear_cross_entropy(bg_tensor *h, bg_tensor *w, bg_tensor *targets,
+                                          int ignore_index);
 BG_API bg_tensor *bg_cross_entropy(bg_tensor *logits, bg_tensor *targets, int ignore_index,
                                    float label_smoothing);
 BG_API bg_tensor *bg_mse(bg_tensor *a, bg_tensor *b);

@@ -53,6 +53,10 @@ typedef struct bg_checkpoint_state {
     bool has_schedule;
     bg_schedule schedule;              /* lr / wd schedule, at position `step` */
     char user[BG_CHECKPOINT_USER_MAX]; /* free text (a command line, a data position) */
+    /* Save only: a GGUF file whose tokenizer.* keys the checkpoint copies unchanged (the
+     * model's own file, or the vocabulary a model is trained with), so that the checkpoint
+     * carries its tokenizer (bg_tokenizer_load reads it). NULL: none. Load sets it NULL. */
+    const char *tokenizer_from;
 } bg_checkpoint_state;
 
 /* step 0, lambda 1, no schedule, empty user string. */

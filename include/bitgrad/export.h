@@ -10,16 +10,27 @@ extern "C" {
 #endif
 
 typedef struct bg_export_options {
-    int weight_type;     /* BG_GGML_TQ2_0 (default) or BG_GGML_TQ1_0 */
+    /* Projections: BG_GGML_TQ2_0 (default) or TQ1_0 write each row length that is a multiple
+     * of 256 in that type, other rows losslessly in Q2_0 (a multiple of 64) or Q8_0 (of 32),
+     * else F32; BG_GGML_Q2_0 / Q8_0 choose that type first the same way. All of these are the
+     * ternary codes with d = 1 and the exact f32 scale in "<proj>.scale". BG_GGML_F16 / F32
+     * write codes * scale as values (F16 rounds the scale). */
+    int weight_type;
     int embd_type;       /* BG_GGML_F16 (default) or BG_GGML_F32 */
     bool scale_in_d;     /* lossy: block scale d = fp16(s_w) and no .scale tensors */
     const char *name;    /* general.name (default "bitgrad") */
-    int32_t bos_id, eos_id; /* tokenizer ids (default 10 and 10: a newline ends a line) */
+    int32_t bos_id, eos_id; /* byte tokenizer ids (default 10 and 10: a newline ends a line) */
+    /* Path of a GGUF file whose tokenizer.* keys the export copies unchanged (same types, same
+     * order), overriding the model's own (see below). NULL (default): the model's own, else
+     * bitgrad's 256-token byte vocabulary. The file's token count must equal n_vocab. */
+    const char *tokenizer_from;
 } bg_export_options;
 
 BG_API bg_export_options bg_export_default(void);
-/* Writes a bitnet model (BitLinear projections, per-tensor weight scales, n_vocab 256 byte
- * tokenizer). Refuses, naming the fix, sizes a TQ type cannot hold. */
+/* Writes a bitnet model (BitLinear projections with per-tensor weight scales). The tokenizer:
+ * opt->tokenizer_from if set, else the tokenizer.* keys the model carries (a model loaded by
+ * bg_bitnet_import keeps those of its file; bg_bitnet_set_tokenizer attaches another's), else
+ * the byte vocabulary (n_vocab must be 256). Never refuses a row length (see weight_type). */
 BG_API int bg_bitnet_export(bg_module *model, const char *path, const bg_export_options *opt,
                             char *err, size_t errlen);
 /* Writes adapter `name` of model in llama.cpp's LoRA format (lora_a {in, r}, lora_b {r, out},
@@ -27,11 +38,22 @@ BG_API int bg_bitnet_export(bg_module *model, const char *path, const bg_export_
  * because llama.cpp multiplies those adapters' output by it. */
 BG_API int bg_lora_export(bg_module *model, const char *name, const char *path, char *err,
                           size_t errlen);
-/* Loads a bitnet GGUF (bitgrad's, or llama.cpp converter's form with d = block absmax and no
- * .scale tensors) into a new model whose training forward gives the same W_q: ternary
- * weights become latent weights whose absmean is exactly the stored scale. */
+/* Loads a bitnet GGUF (bitgrad's, or what llama.cpp's convert_hf_to_gguf.py writes) into a new
+ * model whose training forward gives the same W_q. Projections may be TQ1_0, TQ2_0, Q2_0, Q8_0,
+ * F16, BF16 or F32, with or without "<proj>.scale"; any head size, n_head_kv <= n_head. A
+ * projection whose non-zero values share one magnitude s (every converter output) becomes
+ * latent weights codes * m whose absmean is exactly s; other values load as they are. The
+ * model keeps the file's tokenizer.* keys (bg_bitnet_export writes them back) and each
+ * projection's ggml type (for bg_module_set_llama_emulation). */
 BG_API int bg_bitnet_import(bg_ctx *ctx, const char *path, bg_module **out, char *err,
                             size_t errlen);
+/* Attaches the tokenizer.* keys of the GGUF at path to model (replacing what it carried), for
+ * a model trained from scratch on another model's vocabulary (`train --vocab-from X.gguf`).
+ * BG_EFORMAT if the file has no tokenizer.ggml.tokens array. */
+BG_API int bg_bitnet_set_tokenizer(bg_module *model, const char *gguf_path, char *err,
+                                   size_t errlen);
+/* Number of tokens of the tokenizer the model carries, or 0 if it carries none. */
+BG_API int64_t bg_bitnet_tokenizer_size(const bg_module *model);
 /* Loads a llama.cpp LoRA adapter GGUF (as written by bg_lora_export) into model as adapter
  * `name` (undoing the ffn_gate/ffn_up compensation). */
 BG_API int bg_lora_import(bg_module *model, const char *path, const char *name, char *err,

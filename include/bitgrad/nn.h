@@ -79,9 +79,14 @@ BG_API int bg_module_to_bitlinear(bg_module *m, const bg_bitlinear_config *cfg,
 /* Inference mode for BitLinear: weights quantized once to codes + scale; the forward runs
  * int8 activations x ternary codes with int32 accumulation (no grad). Off: latent weights. */
 BG_API int bg_module_set_inference(bg_module *m, bool on);
-/* In inference mode, quantize activations as llama.cpp's CPU TQ kernels do (Q8_K: blocks of
- * 256, d = max / -127 from the element of largest magnitude, round half to even) and sum
- * the blocks' integer dots as they do, so that logits match llama.cpp's to ~1e-6. */
+/* In inference mode, round activations as llama.cpp's CPU backend converts them for each
+ * projection's weight type (the type in the file it was imported from, else the type
+ * bg_bitnet_export writes for its row length): TQ1_0 / TQ2_0 -> Q8_K (blocks of 256,
+ * d = max / -127 from the element of largest magnitude, round half to even, the blocks'
+ * integer dots summed as llama.cpp does); Q2_0 / Q8_0 -> Q8_0 blocks of 32; F16 -> F16;
+ * BF16 -> BF16; F32 -> unchanged. token_embd's type rounds the output projection's input
+ * the same way. Logits then match llama.cpp's (F32 KV cache) to ~1e-6, except where a
+ * float32 activation that differs from llama.cpp's in its last bit rounds the other way. */
 BG_API void bg_module_set_llama_emulation(bg_module *m, bool on);
 
 BG_API bg_module *bg_embedding_new(bg_ctx *ctx, const char *name, int64_t n_vocab, int64_t dim);
@@ -98,6 +103,10 @@ typedef struct bg_bitnet_config {
     float eps, rope_base;
     bool bitlinear;             /* projections are BitLinear (else full-precision Linear) */
     bg_bitlinear_config quant;  /* their configuration */
+    bool packed_base;           /* BitLinear projections made frozen and packed (zero codes, to
+                                   be set by bg_bitlinear_set_packed): no latent weights ever */
+    bool recompute;             /* activation recomputation: each block's forward runs again
+                                   in backward instead of keeping its intermediates */
 } bg_bitnet_config;
 
 BG_API bg_bitnet_config bg_bitnet_default(void);
@@ -110,6 +119,63 @@ BG_API bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids);
 BG_API bg_tensor *bg_bitnet_loss(bg_module *m, bg_tensor *ids, int ignore_index);
 /* W2-style init: weights N(0, std), norms 1. */
 BG_API void bg_bitnet_init(bg_module *m, float std);
+
+/* ---- generation with a key/value cache (src/nn/bitnet_cache.c) ---------------------- */
+/* Per-layer caches of the keys (after RoPE) and values of the positions seen so far, so that
+ * each new token costs one position instead of a re-run of the sequence. Inference only (no
+ * grad is recorded), CPU only; the model must outlive the cache and keep its configuration. */
+typedef struct bg_kv_cache bg_kv_cache;
+/* A cache of n_ctx positions (<= 0 or more than the model's: the model's n_ctx). */
+BG_API int bg_kv_cache_new(bg_module *bitnet, int64_t n_ctx, bg_kv_cache **out);
+BG_API void bg_kv_cache_free(bg_kv_cache **c);
+/* Positions filled so far (the position the next token gets), and the capacity. */
+BG_API int64_t bg_kv_cache_pos(const bg_kv_cache *c);
+BG_API int64_t bg_kv_cache_n_ctx(const bg_kv_cache *c);
+/* Empties the cache (the next token is position 0 again). */
+BG_API void bg_kv_cache_reset(bg_kv_cache *c);
+/* Runs n new tokens at positions pos .. pos + n - 1 (a prompt at once, or one token at a
+ * time), appends their keys and values, and returns their logits [n, n_vocab] as a step
+ * tensor: equal, up to rounding, to rows pos .. pos + n - 1 of bg_bitnet_forward on the whole
+ * sequence. NULL with a sticky error (and the cache unchanged) when pos + n exceeds the
+ * cache, an id is outside [0, n_vocab), or llama.cpp emulation is on (full forward only). */
+BG_API bg_tensor *bg_bitnet_forward_cached(bg_module *bitnet, bg_kv_cache *c,
+                                           const int32_t *ids, int64_t n);
+
+/* ---- the packed frozen base (DESIGN.md §10) ------------------------------------ */
+/* Holds every frozen BitLinear base under m (requires_grad false, full quantization: lambda 1,
+ * per-token activations, per-tensor or per-row scales; CPU) as 2-bit ternary codes and its
+ * scale instead of fp32 latent weights: the forward and the dX backward run on the codes and
+ * give the bits of the latent path. The weight parameter stays (name, shape) with no data:
+ * reading or writing its values is refused until unpacked. Call between steps. Returns the
+ * number of modules packed. Unfreezing a packed weight (bg_module_unfreeze) or merging a
+ * LoRA adapter into it unpacks it first. */
+BG_API int bg_module_pack_frozen(bg_module *m);
+/* A frozen Embedding (bitnet: token_embd, also the tied output projection) whose values are all
+ * exact in F16 is kept as F16 (half the bytes; the same values). It counts among the returned
+ * modules. */
+/* Rebuilds latent weights for every packed base under m (and F16 embeddings: F32 again) (codes * g with absmean exactly the
+ * stored scale, so the quantizer gives back the same codes and scale); frozen as before.
+ * Returns the number unpacked. */
+BG_API int bg_module_unpack(bg_module *m);
+BG_API bool bg_linear_is_packed(const bg_module *m);
+/* The first parameter under m without f32 values (a packed base, an F16 embedding), or NULL:
+ * writers of f32 tensors (checkpoints, export) refuse such a model, naming it. */
+BG_API const bg_tensor *bg_module_find_packed(const bg_module *m);
+/* A BitLinear's per-tensor weight scale s_w: the packed one, or absmean of the latent weights. */
+BG_API float bg_bitlinear_scale(const bg_module *m);
+/* Sets a BitLinear's base from ternary codes [out, in] in {-1, 0, 1} and its scale (one, or
+ * one per row in BG_WQ_PER_ROW mode), packed and frozen; its latent weights are freed. */
+BG_API int bg_bitlinear_set_packed(bg_module *m, const int8_t *codes, const float *s_w);
+/* The same from GGUF TQ2_0 / TQ1_0 blocks ([out] rows of in/256 blocks, nbytes in all): the
+ * codes go straight into the packed layout (no float weights); the scale is the blocks' d
+ * (their mean over nonzero blocks) times *scale (the file's exact `.scale`, or NULL). */
+/* Loads a bitnet GGUF whose projections are TQ2_0 / TQ1_0 with every projection packed and
+ * frozen from the mmapped blocks (no fp32 weights at any point); norms and token_embd as
+ * bg_bitnet_import (export.h) loads them. err gets a message on failure. */
+BG_API int bg_bitnet_import_packed(bg_ctx *ctx, const char *path, bg_module **out, char *err,
+                                   size_t errlen);
+BG_API int bg_bitlinear_set_packed_tq(bg_module *m, int ggml_type, const void *data, size_t nbytes,
+                                      const float *scale);
 
 /* ---- freezing (DESIGN.md §3: a frozen parameter gets no gradient and no dW GEMM) ---- */
 /* Sets requires_grad on every parameter whose full name matches the fnmatch pattern

@@ -1,6 +1,6 @@
 /* bitgrad/quant.h - ggml tensor types: sizes, names, fp16/bf16 scalars, and conversion between
  * float32 and the ggml block formats that GGUF files carry (F32, F16, BF16, I8/I16/I32, F64,
- * Q8_0, TQ1_0, TQ2_0), plus lossless packing of ternary codes with an explicit scale.
+ * Q8_0, Q2_0, TQ1_0, TQ2_0), plus lossless packing of ternary codes with an explicit scale.
  *
  * Quantizers reproduce ggml's reference quantizers (quantize_row_*_ref) bit for bit and the
  * dequantizers reproduce dequantize_row_* exactly; see ../shared/golden/ggml-ternary/README.txt
@@ -51,13 +51,16 @@ enum bg_ggml_type {
     BG_GGML_MXFP4 = 39,
     BG_GGML_NVFP4 = 40,
     BG_GGML_Q1_0 = 41,
-    BG_GGML_TYPE_COUNT = 42 /* one past the largest id */
+    BG_GGML_Q2_0 = 42, /* blocks of 64: fp16 d, then 2-bit codes q; value (q - 1) * d */
+    BG_GGML_TYPE_COUNT = 43 /* one past the largest id */
 };
 
 #define BG_QK_TQ 256 /* elements per TQ1_0 / TQ2_0 block */
 #define BG_TQ2_0_BLOCK_BYTES 66
 #define BG_TQ1_0_BLOCK_BYTES 54
 #define BG_QK8_0 32 /* elements per Q8_0 block */
+#define BG_QK2_0 64 /* elements per Q2_0 block */
+#define BG_Q2_0_BLOCK_BYTES 18
 
 /* Bytes per block, or 0 if the id is not a known ggml type. */
 BG_API size_t bg_ggml_type_size(int ggml_type);
@@ -81,7 +84,7 @@ BG_API float bg_bf16_to_fp32(uint16_t h);
 
 /* Converts nrows rows of n_per_row floats into dst (nrows * bg_ggml_row_size bytes).
  * Types: F32, F16, BF16, F64 (any values), I8/I16/I32 (values rounded half away from zero;
- * BG_EINVAL if one is non-finite or out of range, never saturated), Q8_0, TQ1_0, TQ2_0 (as
+ * BG_EINVAL if one is non-finite or out of range, never saturated), Q8_0, Q2_0, TQ1_0, TQ2_0 (as
  * ggml's reference quantizers; BG_EINVAL on non-finite input). n_per_row must be a multiple of
  * the block size (BG_ESHAPE otherwise); BG_EUNSUPPORTED for other types. */
 BG_API int bg_ggml_quantize(int ggml_type, const float *src, void *dst, int64_t nrows,
@@ -99,6 +102,18 @@ BG_API int bg_tq1_0_pack_codes(const int8_t *codes, float d, void *dst, int64_t 
  * ggml; it would mean +2d) gives BG_EFORMAT. */
 BG_API int bg_tq_unpack_codes(int ggml_type, const void *src, int8_t *codes, float *d_per_block,
                               int64_t n);
+
+/* Lossless packing for the four block types that hold ternary codes: TQ1_0, TQ2_0 (blocks of
+ * 256), Q2_0 (64; the bytes ggml's quantizer writes for codes * d in every block with a non-zero
+ * code) and Q8_0 (32; the code itself as the int8 value). codes[n] in {-1, 0, +1} (BG_EINVAL
+ * otherwise), every block with scale fp16(d); n a multiple of the type's block size (BG_ESHAPE);
+ * BG_EINVAL for other types. bitgrad's exporter writes d = 1 and the exact scale separately. */
+BG_API int bg_ggml_pack_codes(int ggml_type, const int8_t *codes, float d, void *dst, int64_t n);
+/* Inverse for those four types: codes and (when not NULL) each block's d (n / block floats).
+ * A stored value outside {-1, 0, +1} (a Q2_0 or TQ2_0 code 3, a Q8_0 int8 other than -1, 0, 1)
+ * gives BG_EFORMAT: such data is not in code form (bg_ggml_dequantize reads any of it). */
+BG_API int bg_ggml_unpack_codes(int ggml_type, const void *src, int8_t *codes, float *d_per_block,
+                                int64_t n);
 
 #ifdef __cplusplus
 }

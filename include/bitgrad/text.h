@@ -51,21 +51,29 @@ BG_API int32_t bg_tokenizer_pad(const bg_tokenizer *t);
  * absent: SentencePiece adds BOS, gpt2 does not). */
 BG_API bool bg_tokenizer_add_bos(const bg_tokenizer *t);
 BG_API bool bg_tokenizer_add_eos(const bg_tokenizer *t);
+/* Bytes the tokenizer's tables occupy (everything it allocated). */
+BG_API size_t bg_tokenizer_memory(const bg_tokenizer *t);
 
 /* Encodes len bytes of text (any bytes; invalid UTF-8 is tokenized as llama.cpp does, never
  * an error). add_special: put BOS / EOS around it as add_bos / add_eos say (llama.cpp's
  * add_special; special tokens written in the text are not parsed). Writes at most cap ids and
  * returns how many the text needs (snprintf-style: call again with a larger buffer when the
- * result exceeds cap), or a negative BG_E* code. */
+ * result exceeds cap), or a negative BG_E* code. A tokenizer is read-only after loading:
+ * threads may encode and decode with one tokenizer at the same time. Working memory is a few
+ * bytes per byte of text (SentencePiece) or per 64 KiB stretch of it (gpt2), freed on return. */
 BG_API int64_t bg_tokenizer_encode(const bg_tokenizer *t, const char *text, size_t len,
                                    bool add_special, int32_t *ids, int64_t cap);
 /* The bytes token id stands for in decoded text ("▁" becomes a space, <0x41> the byte 0x41,
  * gpt2's unicode spelling its bytes; control tokens such as BOS give nothing). Writes at most
  * cap bytes, returns the full length, or BG_EINVAL for an id out of range. */
 BG_API int64_t bg_tokenizer_piece(const bg_tokenizer *t, int32_t id, char *buf, size_t cap);
-/* Decodes n ids to text (SentencePiece drops the one leading space its encoder added when
- * ids start with BOS or at the very start, as llama.cpp's detokenizer does). snprintf-style:
- * writes at most cap bytes plus no terminator, returns the full length or a negative code. */
+/* Decodes n ids to text as llama.cpp's llama_detokenize (remove_special, no unparse_special):
+ * the pieces concatenated, control tokens giving nothing; SentencePiece drops the one leading
+ * space its encoder added (at the very start, and also after a leading BOS, where llama.cpp
+ * keeps it); gpt2 applies llama.cpp's clean_spaces (" ," -> ",", " 's" -> "'s", ...), so that
+ * decode(encode(x)) differs from x where x has such spaces. snprintf-style: writes at most cap
+ * bytes plus no terminator, returns the full length or a negative code (BG_EINVAL for an id
+ * out of range). */
 BG_API int64_t bg_tokenizer_decode(const bg_tokenizer *t, const int32_t *ids, int64_t n,
                                    char *out, size_t cap);
 
@@ -77,11 +85,15 @@ typedef struct bg_detokenizer {
     int64_t n_fed;        /* ids fed so far */
     unsigned char held[8];
     int n_held;
+    bool at_start; /* no text shown yet: SentencePiece drops the first piece's leading space */
 } bg_detokenizer;
 
 BG_API void bg_detokenizer_init(bg_detokenizer *d, const bg_tokenizer *t);
-/* Appends the text of id that is complete now to out (at most cap bytes; cap >= 64 always
- * suffices); returns the byte count or a negative code. */
+/* Writes the text of id that is complete now to out (at most cap bytes) and returns the byte
+ * count, or a negative code. The pieces are bg_tokenizer_piece's (gpt2's clean_spaces is not
+ * applied, as llama.cpp does not when it streams). When the text does not fit in cap, returns
+ * BG_EINVAL and consumes nothing: cap >= 64 suffices unless bg_tokenizer_piece(id) is longer
+ * than 60 bytes. */
 BG_API int64_t bg_detokenizer_push(bg_detokenizer *d, int32_t id, char *out, size_t cap);
 /* The bytes still held (an incomplete character at the end), as they are. */
 BG_API int64_t bg_detokenizer_flush(bg_detokenizer *d, char *out, size_t cap);

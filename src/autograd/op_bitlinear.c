@@ -11,12 +11,14 @@
 #include "quant/bitnet_math.h"
 #include "quant/quant_fast.h"
 #include "quant/s8gemm.h"
+#include "quant/tmat_access.h"
 #include "autograd/vmath_x86.h"
 
 typedef struct bitlinear_saved {
     int8_t *levels; /* [rows, in] activation levels */
     float *s_x;     /* [rows] */
-    int8_t *codes;  /* [out, in] ternary codes */
+    int8_t *codes;  /* [out, in] ternary codes (NULL for a packed frozen base) */
+    const bg_tmat *pk; /* the packed frozen base, or NULL */
     float *s_w;     /* [1] or [out] */
     int64_t rows, in, out;
     bool per_row;
@@ -131,6 +133,74 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
     return y;
 }
 
+/* The activation levels of x for a BitLinear call: the ones the last call on x made while
+ * the tape holds it (see bg_bitlinear), or new ones, then remembered. */
+static bool packed_levels(bg_ctx *ctx, bg_tensor *x, const float *xd, int64_t rows, int64_t in,
+                          int act_bits, bitlinear_saved *sv)
+{
+    bool memo = ctx->actq.x == x && ctx->actq.data == x->data &&
+                ctx->actq.epoch == ctx->tape->epoch && x->recorded_epoch == ctx->tape->epoch &&
+                ctx->actq.bits == act_bits && ctx->actq.rows == rows && ctx->actq.in == in;
+    sv->levels = memo ? ctx->actq.levels : bg__arena_alloc(ctx, (size_t)(rows * in));
+    sv->s_x = memo ? ctx->actq.s_x : bg__arena_alloc(ctx, (size_t)rows * sizeof(float));
+    if (!sv->levels || !sv->s_x) return false;
+    if (!memo) quantize_acts(xd, rows, in, act_bits, NULL, sv->levels, sv->s_x);
+    return true;
+}
+
+bg_tensor *bg__bitlinear_packed(bg_tensor *x, bg_tensor *w, const bg_tmat *pk, int act_bits)
+{
+    bg_ctx *ctx = bg__op_begin("bitlinear", 2, (bg_tensor *[]){ x, w });
+    if (!ctx) return NULL;
+    if (x->device != BG_CPU) {
+        bg__error(ctx, BG_EUNSUPPORTED, "bitlinear: a packed frozen base runs on the CPU only");
+        return NULL;
+    }
+    int64_t shape[BG_MAX_DIMS];
+    if (!bg__bitlinear_check(ctx, x, w, act_bits, shape)) return NULL;
+    int64_t in = w->shape[1], out = w->shape[0], rows = bg__numel(x->ndim - 1, x->shape);
+    bg_tensor *y = bg__step_new(ctx, BG_F32, x->ndim, shape);
+    bitlinear_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
+    const float *xd = bg__contig_data(x);
+    if (!y || !sv || !xd) return NULL;
+    bool per_row;
+    *sv = (bitlinear_saved){ .rows = rows, .in = in, .out = out, .pk = pk };
+    sv->s_w = (float *)bg__tmat_scales(pk, &per_row);
+    sv->per_row = per_row;
+    if (rows > 0 && !packed_levels(ctx, x, xd, rows, in, act_bits, sv)) return NULL;
+    bg__gemm_count(ctx, rows, out, in, 1);
+    /* (float)(integer dot) * s_w / s_x: the bits of the latent path (exact integer sums) */
+    int rc = rows > 0 ? bg_tmat_matmul(pk, sv->levels, sv->s_x, rows, y->data) : BG_OK;
+    if (rc) {
+        bg__error(ctx, rc, "bitlinear: packed product: out of memory");
+        return NULL;
+    }
+    bg_node *node = bg__record(BG_OP_BITLINEAR, y, 2, (bg_tensor *[]){ x, w });
+    if (node) node->aux = sv;
+    if (node && rows > 0) {
+        ctx->actq.x = x;
+        ctx->actq.data = x->data;
+        ctx->actq.epoch = ctx->tape->epoch;
+        ctx->actq.bits = act_bits;
+        ctx->actq.rows = rows;
+        ctx->actq.in = in;
+        ctx->actq.levels = sv->levels;
+        ctx->actq.s_x = sv->s_x;
+    }
+    return y;
+}
+
+/* W_q = codes * s_w, [out, in], into wq: from the int8 codes or the packed base. */
+static void widen_weights(const bitlinear_saved *sv, float *wq)
+{
+    int64_t in = sv->in, out = sv->out;
+#pragma omp parallel for schedule(static) if (out * in > BG_PAR_MIN)
+    for (int64_t j = 0; j < out; j++) {
+        if (sv->pk) bg__tmat_widen_row(sv->pk, j, wq + j * in);
+        else bg__widen_mul(sv->codes + j * in, in, sv->s_w[sv->per_row ? j : 0], wq + j * in);
+    }
+}
+
 void bg__backward_bitlinear(bg_node *node)
 {
     bitlinear_saved *sv = node->aux;
@@ -141,16 +211,16 @@ void bg__backward_bitlinear(bg_node *node)
     if (rows == 0 || out == 0 || in == 0) return;
     if (bg__needs_grad(x)) { /* dX += dY W_q, W_q = codes * s_w (dX = when a new buffer) */
         bool as; /* x is never w: x is an activation, w a [out, in] weight it is checked against */
-        float *dx = bg__grad_dst(x, &as), *wq = bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
+        /* W_q is as large as the weights: a pool buffer, the same one every layer */
+        float *dx = bg__grad_dst(x, &as), *wq = bg__pool_take(ctx, (size_t)(out * in) * sizeof(float));
         if (!dx || !wq) return;
-#pragma omp parallel for schedule(static) if (out * in > BG_PAR_MIN)
-        for (int64_t j = 0; j < out; j++)
-            bg__widen_mul(sv->codes + j * in, in, sv->s_w[sv->per_row ? j : 0], wq + j * in);
+        widen_weights(sv, wq);
         bg__gemm_count(ctx, rows, in, out, 1);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)in, (int)out, 1.0f,
                     dy, (int)out, wq, (int)in, as ? 0.0f : 1.0f, dx, (int)in);
+        bg__pool_give(ctx, wq);
     }
-    if (bg__needs_grad(w)) { /* dW += dY^T x_q, x_q = levels / s_x */
+    if (bg__needs_grad(w) && !sv->pk) { /* dW += dY^T x_q, x_q = levels / s_x */
         /* x_q is as large as an activation: from the pool, which has the forward's freed ones */
         float *dw = bg__grad_of(w),
               *xq = dw ? bg__pool_take(ctx, (size_t)(rows * in) * sizeof(float)) : NULL;

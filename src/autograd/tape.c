@@ -358,6 +358,24 @@ int bg_backward_seed(bg_tensor *out, const bg_tensor *seed)
     return rc;
 }
 
+int bg__backward_nested(bg_tensor *out, const float *seed, struct bg_tape *sub,
+                        struct bg_tape *main)
+{
+    bg_ctx *ctx = out->ctx;
+    float *g = bg__grad_of(out);
+    int rc = g ? BG_OK : (ctx->err_code ? ctx->err_code : BG_ENOMEM);
+    if (!rc) {
+        int64_t n = bg__numel(out->ndim, out->shape);
+        for (int64_t i = 0; i < n; i++) g[i] += seed[i];
+        rc = backward_walk(ctx);
+    }
+    sub->n = 0;
+    ctx->tape = main;
+    return rc;
+}
+
+void bg__backward_custom(bg_node *node) { ((const bg_custom_rule *)node->aux)->backward(node); }
+
 void bg_tensor_zero_grad(bg_tensor *t)
 {
     if (t && t->magic == BG_MAGIC_LIVE && t->grad) {

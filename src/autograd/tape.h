@@ -72,6 +72,18 @@ BG_INTERNAL void bg__add_strided(float *dst, const int64_t *dst_stride, const fl
 #include "autograd/ops.def"
 #undef BG_OP
 
+/* ---- custom nodes (op CUSTOM): a fused loss, a recomputed block ---- */
+/* node->aux of a CUSTOM node points to a struct whose first member is its backward rule. */
+typedef struct bg_custom_rule {
+    bg_backward_fn backward;
+} bg_custom_rule;
+
+/* Inside a backward rule: runs backward from out (recorded on sub, the tape that was swapped
+ * in while out's graph was built) seeded with the gradient seed (out's element count), then
+ * makes ctx's tape main again. */
+BG_INTERNAL int bg__backward_nested(bg_tensor *out, const float *seed, struct bg_tape *sub,
+                                    struct bg_tape *main);
+
 /* OpenMP parallel threshold (elements) for elementwise work. */
 #define BG_PAR_MIN 262144
 

@@ -9,6 +9,9 @@ static const bg_backward_fn cuda_backward_fns[] = {
 #undef BG_OP
 };
 
+/* A CUSTOM node's rule is its own (device-aware or refusing). */
+void bg__cudab_custom(bg_node *node) { bg__backward_custom(node); }
+
 void bg__cuda_backward(bg_node *node) { cuda_backward_fns[node->op](node); }
 
 void bg__cuda_add_one(bg_ctx *ctx, float *g) { bg__cu_add_scalar(ctx, g, 1.0f); }

@@ -7,6 +7,7 @@
 #include "bitgrad/checkpoint.h"
 #include "bitgrad/gguf.h"
 #include "bitgrad/quant.h"
+#include "io/gguf_internal.h"
 #include "io/model_io.h"
 
 #define CK_HASH_SEED 0xcbf29ce484222325ull
@@ -131,6 +132,18 @@ static void put_state(ck_save *s, bg_module *model, bg_optim *opt, const bg_chec
     PUT(bg_gguf_writer_set_f32(w, "bitgrad.schedule.min_factor", sc->min_factor));
     PUT(bg_gguf_writer_set_f32(w, "bitgrad.schedule.stage2_at", sc->stage2_at));
     PUT(bg_gguf_writer_set_f32(w, "bitgrad.schedule.stage2_factor", sc->stage2_factor));
+}
+
+/* Every tokenizer.* key of the file st->tokenizer_from, unchanged. */
+static void put_tokenizer(ck_save *s, const char *path, char *err, size_t errlen)
+{
+    bg_gguf *g = NULL;
+    if (s->rc) return;
+    if ((s->rc = bg_gguf_open(&g, path, err, errlen)) != BG_OK) return;
+    for (int64_t i = 0; !s->rc && i < bg_gguf_n_kv(g); i++)
+        if (strncmp(bg_gguf_key(g, i), "tokenizer.", 10) == 0)
+            s->rc = bg_gguf_writer_copy_kv(s->w, g, i);
+    bg_gguf_free(&g);
 }
 
 static void put_bitnet(ck_save *s, const bg_bitnet_config *c)
@@ -258,6 +271,10 @@ int bg_checkpoint_save(const char *path, bg_module *model, bg_optim *opt,
                        const bg_checkpoint_state *st, char *err, size_t errlen)
 {
     if (!path || !model) return bg__io_err(err, errlen, BG_EINVAL, "checkpoint: NULL argument");
+    if (bg_module_find_packed(model)) /* src/nn/packed.c */
+        return bg__io_err(err, errlen, BG_ESTATE, "checkpoint: '%s' is held packed: bg_module_unpack "
+                          "the model first (or save the adapter)",
+                          bg_tensor_name(bg_module_find_packed(model)));
     int np = bg_module_n_params(model), no = opt ? bg_optim_n_params(opt) : 0;
     ck_save s = { .sums = malloc((size_t)(np + 2 * no + 1) * sizeof(uint64_t)) };
     s.rc = s.sums ? bg_gguf_writer_create(&s.w) : BG_ENOMEM;
@@ -267,8 +284,11 @@ int bg_checkpoint_save(const char *path, bg_module *model, bg_optim *opt,
     }
     if (err && errlen) err[0] = 0;
     put_state(&s, model, opt, st);
+    if (st && st->tokenizer_from) put_tokenizer(&s, st->tokenizer_from, err, errlen);
     const bg_bitnet_config *bc = bg_bitnet_get_config(model);
     if (bc) put_bitnet(&s, bc);
+    const bg__tok_keys *tok = bc ? bg__model_tok_keys(model) : NULL; /* the model's tokenizer */
+    if (tok && !s.rc) s.rc = bg__gguf_writer_copy_kvs(s.w, tok->kv);
     put_params(&s, model);
     if (opt) put_optim(&s, model, opt, err, errlen);
     if (!s.rc)
@@ -761,6 +781,9 @@ int bg_checkpoint_load(const char *path, bg_module *model, bg_optim *opt, bg_che
     if (!rc) rc = check_optim(&c);
     if (!rc) rc = check_contents(&c);
     if (!rc) rc = commit(&c);
+    bg__tok_keys *tok = NULL; /* a checkpoint of a model with a tokenizer gives it back */
+    if (!rc && bg_bitnet_get_config(model) && bg__tok_keys_from(g, &tok) == BG_OK)
+        bg__model_attach_tok_keys(model, tok);
     if (!rc && st) *st = c.st;
     if (!rc && err && errlen) err[0] = 0;
     bg_gguf_free(&g);

@@ -1,10 +1,12 @@
 /* export.c - writes a bitnet model and its LoRA adapters as GGUF files for llama.cpp:
- * ternary projections as TQ2_0 / TQ1_0 (codes with d = 1 and the exact f32 scale in
- * "<proj>.scale"), token_embd F16 or F32, norms F32, the byte-level GPT-2-style tokenizer
- * and the bitnet.* keys with the types llama.cpp checks (DESIGN.md section 7). */
+ * ternary projections as TQ2_0 / TQ1_0, rows those cannot hold as Q2_0 or Q8_0 (codes with
+ * d = 1 and the exact f32 scale in "<proj>.scale"), token_embd F16 or F32, norms F32, the
+ * tokenizer (the model's own tokenizer.* keys, or the byte-level GPT-2-style vocabulary) and
+ * the bitnet.* keys with the types llama.cpp checks (DESIGN.md section 7). */
 #include "bitgrad/export.h"
 #include "bitgrad/gguf.h"
 #include "bitgrad/quant.h"
+#include "io/gguf_internal.h"
 #include "io/model_io.h"
 #include "quant/bitnet_math.h"
 #include "quant/quant_fast.h"
@@ -65,15 +67,35 @@ static int set_tokenizer(bg_gguf_writer *w, const bg_export_options *o)
 
 static uint32_t file_type(int weight_type)
 {
-    switch (weight_type) {
+    switch (weight_type) { /* llama.h LLAMA_FTYPE_MOSTLY_* */
     case BG_GGML_TQ1_0: return 36;
     case BG_GGML_TQ2_0: return 37;
+    case BG_GGML_Q2_0: return 41;
+    case BG_GGML_Q8_0: return 7;
     case BG_GGML_F16: return 1;
     default: return 0;
     }
 }
 
-static int set_keys(bg_gguf_writer *w, const bg_bitnet_config *c, const bg_export_options *o)
+static bool code_type(int t)
+{
+    return t == BG_GGML_TQ1_0 || t == BG_GGML_TQ2_0 || t == BG_GGML_Q2_0 || t == BG_GGML_Q8_0;
+}
+
+/* The type a projection with rows of `in` elements is written in: the requested code type
+ * where the row length allows it, else the next smaller block (Q2_0: 64, Q8_0: 32), else F32
+ * (lossless, as the codes types). F16 / F32 requests are kept. */
+static int row_type(int want, int64_t in)
+{
+    if (!code_type(want)) return want;
+    if (want != BG_GGML_Q2_0 && want != BG_GGML_Q8_0 && in % BG_QK_TQ == 0) return want;
+    if (want != BG_GGML_Q8_0 && in % BG_QK2_0 == 0) return BG_GGML_Q2_0;
+    if (in % BG_QK8_0 == 0) return BG_GGML_Q8_0;
+    return BG_GGML_F32;
+}
+
+static int set_keys(bg_gguf_writer *w, const bg_bitnet_config *c, const bg_export_options *o,
+                    const bg__tok_keys *tok)
 {
     int rc = bg_gguf_writer_set_str(w, "general.architecture", "bitnet");
     rc = rc ? rc : bg_gguf_writer_set_str(w, "general.name", o->name ? o->name : "bitgrad");
@@ -87,28 +109,30 @@ static int set_keys(bg_gguf_writer *w, const bg_bitnet_config *c, const bg_expor
                                           (uint32_t)c->n_head_kv);
     rc = rc ? rc : bg_gguf_writer_set_f32(w, "bitnet.attention.layer_norm_rms_epsilon", c->eps);
     rc = rc ? rc : bg_gguf_writer_set_f32(w, "bitnet.rope.freq_base", c->rope_base);
-    return rc ? rc : set_tokenizer(w, o);
+    if (rc) return rc;
+    return tok ? bg__gguf_writer_copy_kvs(w, tok->kv) : set_tokenizer(w, o);
 }
 
-static int check_exportable(const bg_module *model, const bg_export_options *o, char *err,
-                            size_t errlen)
+static int check_exportable(const bg_module *model, const bg_export_options *o,
+                            const bg__tok_keys *tok, char *err, size_t errlen)
 {
     const bg_bitnet_config *c = bg_bitnet_get_config(model);
     if (!c) return bg__io_err(err, errlen, BG_EINVAL, "export: not a bitnet model");
-    if (c->n_vocab != 256)
+    if (tok && tok->n_tokens != c->n_vocab)
+        return bg__io_err(err, errlen, BG_ESHAPE, "export: the tokenizer has %lld tokens but the "
+                          "model's vocabulary is %lld", (long long)tok->n_tokens,
+                          (long long)c->n_vocab);
+    if (!tok && c->n_vocab != 256)
         return bg__io_err(err, errlen, BG_EINVAL, "export: the byte-level tokenizer needs "
-                          "n_vocab 256 (model has %lld)", (long long)c->n_vocab);
-    bool tq = o->weight_type == BG_GGML_TQ1_0 || o->weight_type == BG_GGML_TQ2_0;
-    if (!tq && o->weight_type != BG_GGML_F32 && o->weight_type != BG_GGML_F16)
+                          "n_vocab 256 (model has %lld); give a tokenizer (tokenizer_from, or "
+                          "bg_bitnet_set_tokenizer)", (long long)c->n_vocab);
+    if (!code_type(o->weight_type) && o->weight_type != BG_GGML_F32 &&
+        o->weight_type != BG_GGML_F16)
         return bg__io_err(err, errlen, BG_EINVAL, "export: weight type %s is not supported "
-                          "(use tq2_0, tq1_0, f16 or f32)", bg_ggml_type_name(o->weight_type));
+                          "(use tq2_0, tq1_0, q2_0, q8_0, f16 or f32)",
+                          bg_ggml_type_name(o->weight_type));
     if (o->embd_type != BG_GGML_F32 && o->embd_type != BG_GGML_F16)
         return bg__io_err(err, errlen, BG_EINVAL, "export: token_embd must be f16 or f32");
-    if (tq && (c->n_embd % 256 || c->n_ff % 256))
-        return bg__io_err(err, errlen, BG_ESHAPE, "export: %s packs rows in blocks of 256, but "
-                          "n_embd is %lld and n_ff %lld; train with both multiples of 256, or "
-                          "export with weight type f16/f32", bg_ggml_type_name(o->weight_type),
-                          (long long)c->n_embd, (long long)c->n_ff);
     if (!c->bitlinear)
         return bg__io_err(err, errlen, BG_EINVAL, "export: the projections are full precision; "
                           "convert to BitLinear (bg_module_to_bitlinear) and fine-tune first");
@@ -138,22 +162,23 @@ static int add_projection(bg_gguf_writer *w, const bg_module *lin, const bg_expo
     char name[BG_NAME_MAX + 8];
     snprintf(name, sizeof name, "%s.weight", bg_module_name(lin));
     int64_t ne[2] = { in, out };
-    bool tq = o->weight_type == BG_GGML_TQ1_0 || o->weight_type == BG_GGML_TQ2_0;
-    size_t bytes = bg_ggml_row_size(o->weight_type, in) * (size_t)out;
+    int type = row_type(o->weight_type, in);
+    /* codes types, and F32 standing in for one: codes (d = 1) + .scale */
+    bool coded = code_type(type) || (type == BG_GGML_F32 && code_type(o->weight_type));
+    size_t bytes = bg_ggml_row_size(type, in) * (size_t)out;
     void *buf = rc ? NULL : malloc(bytes);
     if (!rc && !buf) rc = BG_ENOMEM;
-    if (!rc && tq) {
-        float d = o->scale_in_d ? s_w : 1.0f;
-        rc = o->weight_type == BG_GGML_TQ2_0 ? bg_tq2_0_pack_codes(codes, d, buf, n)
-                                            : bg_tq1_0_pack_codes(codes, d, buf, n);
+    float d = o->scale_in_d ? s_w : 1.0f;
+    if (!rc && code_type(type)) {
+        rc = bg_ggml_pack_codes(type, codes, d, buf, n);
     } else if (!rc) {
         wq = malloc((size_t)n * sizeof(float));
         rc = wq ? BG_OK : BG_ENOMEM;
-        for (int64_t i = 0; !rc && i < n; i++) wq[i] = (float)codes[i] * s_w;
-        if (!rc) rc = bg_ggml_quantize(o->weight_type, wq, buf, out, in);
+        for (int64_t i = 0; !rc && i < n; i++) wq[i] = (float)codes[i] * (coded ? d : s_w);
+        if (!rc) rc = bg_ggml_quantize(type, wq, buf, out, in);
     }
-    if (!rc) rc = bg_gguf_writer_add_tensor(w, name, o->weight_type, 2, ne, buf, bytes);
-    if (!rc && tq && !o->scale_in_d) {
+    if (!rc) rc = bg_gguf_writer_add_tensor(w, name, type, 2, ne, buf, bytes);
+    if (!rc && coded && !o->scale_in_d) {
         snprintf(name, sizeof name, "%s.scale", bg_module_name(lin));
         rc = bg_gguf_writer_add_tensor(w, name, BG_GGML_F32, 1, (int64_t[]){ 1 }, &s_w, 4);
     }
@@ -196,16 +221,23 @@ int bg_bitnet_export(bg_module *model, const char *path, const bg_export_options
 {
     bg_export_options o = opt ? *opt : bg_export_default();
     if (!model || !path) return bg__io_err(err, errlen, BG_EINVAL, "export: NULL argument");
-    int rc = check_exportable(model, &o, err, errlen);
+    if (bg_module_find_packed(model)) /* src/nn/packed.c */
+        return bg__io_err(err, errlen, BG_ESTATE, "export: '%s' is held packed: bg_module_unpack the "
+                          "model first", bg_tensor_name(bg_module_find_packed(model)));
+    bg__tok_keys *own = NULL;
+    int rc = o.tokenizer_from ? bg__tok_keys_load(o.tokenizer_from, &own, err, errlen) : BG_OK;
     if (rc) return rc;
+    const bg__tok_keys *tok = own ? own : bg__model_tok_keys(model);
+    rc = check_exportable(model, &o, tok, err, errlen);
     bg_gguf_writer *w = NULL;
-    rc = bg_gguf_writer_create(&w);
-    if (rc) return bg__io_err(err, errlen, rc, "export: out of memory");
-    rc = set_keys(w, bg_bitnet_get_config(model), &o);
-    if (rc) bg__io_err(err, errlen, rc, "export: setting keys: %s", bg_strerror(rc));
+    if (!rc && (rc = bg_gguf_writer_create(&w)) != 0)
+        bg__io_err(err, errlen, rc, "export: out of memory");
+    if (!rc && (rc = set_keys(w, bg_bitnet_get_config(model), &o, tok)) != 0)
+        bg__io_err(err, errlen, rc, "export: setting keys: %s", bg_strerror(rc));
     if (!rc) rc = add_tensors(w, model, &o, err, errlen);
     if (!rc) rc = bg_gguf_writer_write(w, path, err, errlen);
     bg_gguf_writer_free(&w);
+    bg__tok_keys_free(own);
     return rc;
 }
 
@@ -222,8 +254,7 @@ int bg__io_err(char *err, size_t errlen, int code, const char *fmt, ...)
 
 float bg__proj_scale(const bg_module *lin)
 {
-    const bg_tensor *w = bg_linear_weight(lin);
-    return bg__absmean_scale_fast(bg_tensor_data_const(w), bg_tensor_numel(w));
+    return bg_bitlinear_scale(lin); /* also a packed frozen base's */
 }
 
 /* ---- LoRA adapters in llama.cpp's format -------------------------------------------- */

@@ -59,6 +59,9 @@ static inline size_t bg_gguf_scalar_size(int t)
     return t >= 0 && t < BG_GGUF_TYPE_COUNT ? sizes[t] : 0;
 }
 
+/* Appends (or replaces) every key/value of src into dst, in src's order, byte for byte. */
+int bg__gguf_writer_copy_kvs(bg_gguf_writer *dst, const bg_gguf_writer *src);
+
 /* snprintf into err (if any); always returns code. */
 int bg_gguf_fail(char *err, size_t errlen, int code, const char *fmt, ...)
 #if defined(__GNUC__)

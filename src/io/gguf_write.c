@@ -283,6 +283,19 @@ int bg_gguf_writer_copy_kv(bg_gguf_writer *w, const bg_gguf *g, int64_t i)
     return set_value(w, (const char *)g->pool + kv->key_off, kv->type, &v);
 }
 
+/* Appends (or replaces) every key/value of src into dst, in src's order, byte for byte. */
+int bg__gguf_writer_copy_kvs(bg_gguf_writer *dst, const bg_gguf_writer *src)
+{
+    if (!dst || !src) return BG_EINVAL;
+    for (size_t i = 0; i < src->n_kv; i++) {
+        bbuf v = { 0 };
+        bput(&v, src->kv[i].val, src->kv[i].val_len);
+        int rc = set_value(dst, src->kv[i].key, src->kv[i].type, &v);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
 /* ---- tensors ---------------------------------------------------------------------------- */
 
 /* Checks a tensor description; *expect gets its byte size. */

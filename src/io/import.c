@@ -1,7 +1,9 @@
 /* import.c - loads a bitnet GGUF into a new model (bitgrad's lossless form with .scale
- * tensors, or the converter form with d = block absmax) and llama.cpp LoRA adapters into a
- * model. Ternary weights become latent weights whose absmean quantizer gives back exactly
- * the stored W_q, so a model keeps its outputs and can continue training. */
+ * tensors, or what llama.cpp's converter writes: W_q values in F32/F16/BF16/Q8_0, or TQ blocks
+ * with d = block absmax) and llama.cpp LoRA adapters into a model. Ternary weights become
+ * latent weights whose absmean quantizer gives back exactly the stored W_q, so a model keeps
+ * its outputs and can continue training. The model keeps the file's tokenizer.* keys and each
+ * projection's ggml type (what llama.cpp's arithmetic depends on, for eval --llama). */
 #include <math.h>
 
 #include "bitgrad/export.h"
@@ -47,6 +49,18 @@ static int read_config(const bg_gguf *g, bg_bitnet_config *c, char *err, size_t 
     if (!rc && (get_f32(g, "bitnet.attention.layer_norm_rms_epsilon", &c->eps, 1e-5f) ||
                 get_f32(g, "bitnet.rope.freq_base", &c->rope_base, 10000.0f)))
         rc = bg__io_err(err, errlen, BG_EFORMAT, "import: eps / rope base must be f32");
+    /* bitgrad's graph rotates every dimension of a head and has head_dim = n_embd / n_head */
+    const char *dims[3] = { "bitnet.rope.dimension_count", "bitnet.attention.key_length",
+                            "bitnet.attention.value_length" };
+    for (int j = 0; !rc && j < 3; j++) {
+        int64_t v = 0;
+        if (bg_gguf_find_key(g, dims[j]) < 0) continue;
+        rc = get_u32(g, dims[j], &v, err, errlen);
+        if (!rc && c->n_head > 0 && v != c->n_embd / c->n_head)
+            rc = bg__io_err(err, errlen, BG_EUNSUPPORTED, "import: %s is %lld, but bitgrad's "
+                            "bitnet graph needs n_embd / n_head = %lld", dims[j], (long long)v,
+                            (long long)(c->n_embd / c->n_head));
+    }
     int64_t te = bg_gguf_find_tensor(g, "token_embd.weight");
     if (!rc && te < 0) rc = bg__io_err(err, errlen, BG_EFORMAT, "import: no token_embd.weight");
     if (!rc) c->n_vocab = bg_gguf_tensor_ne(g, te)[1];
@@ -76,7 +90,8 @@ static void read_bitgrad_keys(const bg_gguf *g, bg_bitnet_config *c)
         c->quant.quant_acts = b;
 }
 
-/* Latent magnitude m such that absmean(codes * m) == s exactly (float) and m / s >= 1. */
+/* Latent magnitude m such that absmean(codes * m) == s (float) when one exists, else the
+ * nearest; m / s >= 1. */
 static float latent_magnitude(int64_t k, int64_t n, float s)
 {
     if (k == 0) return 0.0f;
@@ -89,39 +104,127 @@ static float latent_magnitude(int64_t k, int64_t n, float s)
     return m;
 }
 
-/* Fills W [out, in] from a TQ tensor (d per block) and an optional exact scale. */
-static int load_ternary(const bg_gguf *g, int64_t ti, const float *scale, bg_tensor *w,
-                        char *err, size_t errlen)
+/* W = codes * m, with m as above; where no single m gives absmean exactly s (the steps of
+ * k * m / n can be wider than s's ulp), the first non-zero weight takes the magnitude that
+ * makes the sum (exact in double, as bitgrad's absmean adds it) s * n. It differs from m by
+ * less than k ulp of m (far from the code boundary s / 2): the codes are unchanged. */
+static void fill_latent(const int8_t *codes, int64_t n, float s, float *w)
 {
-    int64_t n = bg_tensor_numel(w), nb = n / 256;
-    int8_t *codes = malloc((size_t)n);
+    int64_t k = 0, first = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (codes[i]) {
+            k++;
+            if (first < 0) first = i;
+        }
+    float m = latent_magnitude(k, n, s);
+    for (int64_t i = 0; i < n; i++) w[i] = (float)codes[i] * m;
+    if (k < 2 || (float)((double)k * (double)m / (double)n) == s) return;
+    double rest = (double)(k - 1) * (double)m;
+    float m2 = (float)((double)s * (double)n - rest), lo = m2, hi = m2;
+    for (int j = 0; j < 16; j++, lo = nextafterf(lo, 0.0f), hi = nextafterf(hi, INFINITY)) {
+        float pick = (float)((rest + lo) / (double)n) == s ? lo
+                     : (float)((rest + hi) / (double)n) == s ? hi : 0.0f;
+        if (pick != 0.0f && pick > 0.5f * m) {
+            w[first] = (float)codes[first] * pick;
+            return;
+        }
+    }
+}
+
+/* The magnitude s shared by the non-zero values of a ternary tensor, read from its code blocks
+ * (TQ1_0, TQ2_0, Q2_0, or Q8_0 holding codes): codes and 0; blocks carry d = s (the converter's
+ * TQ form, where all-zero blocks have d = 0) or d = 1 (bitgrad's form). Blocks with different
+ * d (no per-tensor scale holds them) give the mean of the non-zero d. BG_EFORMAT if the data
+ * is not in code form. */
+static int magnitude_from_codes(const bg_gguf *g, int64_t ti, int8_t *codes, int64_t n, float *s)
+{
+    int type = bg_gguf_tensor_type(g, ti);
+    int64_t nb = n / bg_ggml_block_size(type);
     float *d = malloc((size_t)(nb ? nb : 1) * sizeof(float));
-    int rc = codes && d ? bg_tq_unpack_codes(bg_gguf_tensor_type(g, ti), bg_gguf_tensor_data(g, ti),
-                                             codes, d, n)
-                        : BG_ENOMEM;
+    if (!d) return BG_ENOMEM;
+    int rc = bg_ggml_unpack_codes(type, bg_gguf_tensor_data(g, ti), codes, d, n);
+    double dsum = 0.0;
+    int64_t nd = 0;
+    for (int64_t b = 0; !rc && b < nb; b++)
+        if (d[b] != 0.0f) {
+            dsum += d[b];
+            nd++;
+        }
+    *s = nd ? (float)(dsum / (double)nd) : 0.0f;
+    free(d);
+    return rc;
+}
+
+/* The same from values: codes = sign, BG_EFORMAT unless every non-zero |v| is one value. */
+static int magnitude_from_values(const float *v, int8_t *codes, int64_t n, float *s)
+{
+    float a = 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        codes[i] = (int8_t)((v[i] > 0.0f) - (v[i] < 0.0f));
+        if (v[i] == 0.0f) continue;
+        if (a == 0.0f) a = fabsf(v[i]);
+        else if (fabsf(v[i]) != a) return BG_EFORMAT;
+    }
+    *s = a;
+    return BG_OK;
+}
+
+/* Fills the projection's W [out, in]: codes * m with absmean exactly s * scale when the tensor
+ * is ternary, else its values (times the scale). */
+static int fill_projection(const bg_gguf *g, int64_t ti, const float *scale, bg_tensor *w)
+{
+    int64_t n = bg_tensor_numel(w);
+    float *wd = bg_tensor_data(w), s = 0.0f;
+    int8_t *codes = malloc((size_t)n);
+    if (!codes) return BG_ENOMEM;
+    int type = bg_gguf_tensor_type(g, ti);
+    bool blocks = type == BG_GGML_TQ1_0 || type == BG_GGML_TQ2_0 || type == BG_GGML_Q2_0 ||
+                  type == BG_GGML_Q8_0;
+    int rc = blocks ? magnitude_from_codes(g, ti, codes, n, &s) : BG_EFORMAT;
+    if (rc == BG_EFORMAT) { /* values: any readable type */
+        rc = bg_gguf_read_tensor_f32(g, ti, wd);
+        if (!rc) rc = magnitude_from_values(wd, codes, n, &s);
+        if (rc == BG_EFORMAT) { /* not ternary: keep the values */
+            for (int64_t i = 0; scale && i < n; i++) wd[i] *= *scale;
+            free(codes);
+            return BG_OK;
+        }
+    }
     if (!rc) {
-        /* One per-tensor scale: d (all blocks alike in both forms) times the .scale tensor. */
-        /* Blocks of zeros carry d = 0 in the converter form: average the others. */
-        double dsum = 0.0;
-        int64_t k = 0, nd = 0;
-        for (int64_t b = 0; b < nb; b++)
-            if (d[b] != 0.0f) {
-                dsum += d[b];
-                nd++;
-            }
-        for (int64_t i = 0; i < n; i++) k += codes[i] != 0;
-        float s = nd ? (float)(dsum / (double)nd) : 0.0f;
         if (scale) s *= *scale;
         if (s < BG_QUANT_EPS) s = BG_QUANT_EPS;
-        float m = latent_magnitude(k, n, s);
-        float *wd = bg_tensor_data(w);
-        for (int64_t i = 0; i < n; i++) wd[i] = (float)codes[i] * m;
+        fill_latent(codes, n, s, wd);
     }
     free(codes);
-    free(d);
-    return rc ? bg__io_err(err, errlen, rc, "import: '%s': bad ternary data",
-                           bg_gguf_tensor_name(g, ti))
-              : BG_OK;
+    return rc;
+}
+
+/* A Linear's weight from "<name>.weight" and the optional "<name>.scale". */
+static int load_projection(const bg_gguf *g, bg_module *lin, char *err, size_t errlen)
+{
+    bg_tensor *w = bg_linear_weight(lin);
+    const char *name = bg_tensor_name(w);
+    int64_t ti = bg_gguf_find_tensor(g, name);
+    if (ti < 0) return bg__io_err(err, errlen, BG_EFORMAT, "import: tensor '%s' missing", name);
+    const int64_t *ne = bg_gguf_tensor_ne(g, ti);
+    if (bg_gguf_tensor_n_dims(g, ti) != 2 || ne[0] != bg_tensor_dim(w, 1) || ne[1] != bg_tensor_dim(w, 0))
+        return bg__io_err(err, errlen, BG_ESHAPE, "import: tensor '%s' has the wrong shape", name);
+    char sn[BG_NAME_MAX + 8];
+    snprintf(sn, sizeof sn, "%s.scale", bg_module_name(lin));
+    int64_t si = bg_gguf_find_tensor(g, sn);
+    float scale;
+    if (si >= 0 && (bg_gguf_tensor_nelements(g, si) != 1 || bg_gguf_read_tensor_f32(g, si, &scale) ||
+                    !isfinite(scale)))
+        return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s' must be one finite f32", sn);
+    int type = bg_gguf_tensor_type(g, ti);
+    int rc = fill_projection(g, ti, si >= 0 ? &scale : NULL, w);
+    if (rc == BG_EUNSUPPORTED)
+        return bg__io_err(err, errlen, rc, "import: '%s': unsupported type %s", name,
+                          bg_ggml_type_name(type));
+    if (rc) return bg__io_err(err, errlen, rc, "import: '%s': bad %s data", name, bg_ggml_type_name(type));
+    lin->llama_wtype = type;
+    lin->llama_wtype_set = true;
+    return BG_OK;
 }
 
 static int load_param(const bg_gguf *g, bg_tensor *p, char *err, size_t errlen)
@@ -134,19 +237,29 @@ static int load_param(const bg_gguf *g, bg_tensor *p, char *err, size_t errlen)
     bool ok = bg_gguf_tensor_nelements(g, ti) == bg_tensor_numel(p);
     for (int i = 0; ok && i < nd; i++) ok = ne[i] == bg_tensor_dim(p, nd - 1 - i);
     if (!ok) return bg__io_err(err, errlen, BG_ESHAPE, "import: tensor '%s' has the wrong shape", name);
-    int type = bg_gguf_tensor_type(g, ti);
-    if (type == BG_GGML_TQ1_0 || type == BG_GGML_TQ2_0) {
-        char sn[BG_NAME_MAX + 8];
-        snprintf(sn, sizeof sn, "%.*s.scale", (int)(strlen(name) - 7), name); /* drop ".weight" */
-        int64_t si = bg_gguf_find_tensor(g, sn);
-        float scale;
-        if (si >= 0 && (bg_gguf_tensor_nelements(g, si) != 1 || bg_gguf_read_tensor_f32(g, si, &scale)))
-            return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s' must be one f32", sn);
-        return load_ternary(g, ti, si >= 0 ? &scale : NULL, p, err, errlen);
-    }
     if (bg_gguf_read_tensor_f32(g, ti, bg_tensor_data(p)))
         return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s': unsupported type %s", name,
-                          bg_ggml_type_name(type));
+                          bg_ggml_type_name(bg_gguf_tensor_type(g, ti)));
+    return BG_OK;
+}
+
+static int load_all(const bg_gguf *g, bg_module *m, char *err, size_t errlen)
+{
+    int rc = BG_OK;
+    for (int i = 0; !rc && i < bg_module_n_children(m); i++) {
+        bg_module *c = bg_module_child(m, i);
+        if (bg_module_kind_of(c) == BG_MOD_LINEAR) rc = load_projection(g, c, err, errlen);
+        else
+            for (int j = 0; !rc && j < bg_module_n_params(c); j++)
+                rc = load_param(g, bg_module_param(c, j), err, errlen);
+    }
+    if (rc) return rc;
+    m->embd_type = bg_gguf_tensor_type(g, bg_gguf_find_tensor(g, "token_embd.weight"));
+    bg__tok_keys *tok = NULL;
+    rc = bg__tok_keys_from(g, &tok);
+    if (rc == BG_EFORMAT) return BG_OK; /* no tokenizer in the file */
+    if (rc) return bg__io_err(err, errlen, rc, "import: out of memory");
+    bg__model_attach_tok_keys(m, tok);
     return BG_OK;
 }
 
@@ -160,16 +273,12 @@ int bg_bitnet_import(bg_ctx *ctx, const char *path, bg_module **out, char *err, 
     bg_bitnet_config c;
     rc = read_config(g, &c, err, errlen);
     if (!rc) {
-        int64_t qi = bg_gguf_find_tensor(g, "blk.0.attn_q.weight");
-        int qt = qi >= 0 ? bg_gguf_tensor_type(g, qi) : BG_GGML_F32;
-        c.bitlinear = qt == BG_GGML_TQ1_0 || qt == BG_GGML_TQ2_0;
+        c.bitlinear = true; /* the bitnet graph's projections are BitLinear (DESIGN.md 6) */
         read_bitgrad_keys(g, &c); /* a bitgrad checkpoint says what its projections are */
     }
     bg_module *m = rc ? NULL : bg_bitnet_new(ctx, &c);
     if (!rc && !m) rc = bg__io_err(err, errlen, BG_EINVAL, "import: %s", bg_ctx_error(ctx));
-    for (int i = 0; !rc && i < bg_module_n_params(m); i++)
-        rc = load_param(g, bg_module_param(m, i), err, errlen);
-    if (!rc) m->embd_f16 = bg_gguf_tensor_type(g, bg_gguf_find_tensor(g, "token_embd.weight")) == BG_GGML_F16;
+    if (!rc) rc = load_all(g, m, err, errlen);
     bg_gguf_free(&g);
     if (rc) bg_module_free(&m);
     *out = m;

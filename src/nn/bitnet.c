@@ -1,7 +1,11 @@
 /* bitnet.c - the bitnet transformer, exactly llama.cpp's "bitnet" graph (DESIGN.md §6):
  * pre-norm blocks with sub-norms before attn_output and ffn_down, NEOX RoPE, GQA causal
  * attention, SiLU-gated FFN, and the output projection tied to token_embd. */
+#include <math.h>
+#include <unistd.h>
+
 #include "bitgrad/quant.h"
+#include "autograd/tape.h"
 #include "nn/module_impl.h"
 
 /* Children: token_embd, then per layer the 11 modules below, then output_norm. */
@@ -56,9 +60,38 @@ static int check_config(bg_ctx *ctx, const bg_bitnet_config *c)
     return BG_OK;
 }
 
+/* Bytes the model's parameters take: f32, or packed 2-bit projections (256-weight blocks). */
+static double model_bytes(const bg_bitnet_config *c)
+{
+    double d = (double)c->n_embd, kv = (double)(c->n_embd / c->n_head * c->n_head_kv),
+           ff = (double)c->n_ff;
+    double proj[7][2] = { { d, d }, { kv, d }, { kv, d }, { d, d }, { ff, d }, { ff, d }, { d, ff } };
+    double per_layer = (4.0 * d + ff) * 4.0;
+    for (int i = 0; i < 7; i++) {
+        double out = proj[i][0], in = proj[i][1];
+        per_layer += c->packed_base && c->bitlinear ? out * ceil(in / 256.0) * 64.0 + 4.0
+                                                    : out * in * 4.0;
+    }
+    return (double)c->n_vocab * d * 4.0 + d * 4.0 + (double)c->n_layer * per_layer;
+}
+
+/* A model larger than this machine's memory is refused before anything is allocated. */
+static int check_fits(bg_ctx *ctx, const bg_bitnet_config *c)
+{
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    double need = model_bytes(c), have = pages > 0 && page > 0 ? (double)pages * (double)page : 0.0;
+    if (have > 0.0 && need > have)
+        return bg__error(ctx, BG_ENOMEM,
+                         "bitnet: the model's parameters need %.0f bytes (%.2f GiB) but this machine "
+                         "has %.0f bytes (%.2f GiB) of memory", need, need / 1073741824.0, have,
+                         have / 1073741824.0);
+    return BG_OK;
+}
+
 static bg_module *proj(bg_ctx *ctx, const bg_bitnet_config *c, const char *name, int64_t in,
                        int64_t out)
 {
+    if (c->bitlinear && c->packed_base) return bg__bitlinear_new_packed(ctx, name, in, out, &c->quant);
     return c->bitlinear ? bg_bitlinear_new(ctx, name, in, out, false, &c->quant)
                         : bg_linear_new(ctx, name, in, out, false);
 }
@@ -102,7 +135,7 @@ static bg_tensor *bitnet_forward_one(bg_module *m, bg_tensor *ids)
 bg_module *bg_bitnet_new(bg_ctx *ctx, const bg_bitnet_config *cfg)
 {
     bg_bitnet_config c = cfg ? *cfg : bg_bitnet_default();
-    if (!ctx || check_config(ctx, &c)) return NULL;
+    if (!ctx || check_config(ctx, &c) || check_fits(ctx, &c)) return NULL;
     bg_module *m = bg__module_alloc(ctx, BG_MOD_BITNET, "");
     if (!m) return NULL;
     m->bcfg = c;
@@ -181,20 +214,140 @@ static bg_tensor *ffn_part(bg_module *m, int64_t l, bg_tensor *x)
     return y;
 }
 
-/* llama.cpp multiplies an F16 token_embd by activations converted to F16. (Evaluation only:
- * the copy is not recorded on the tape.) */
-static bg_tensor *round_to_f16(bg_tensor *x)
+/* llama.cpp multiplies token_embd (F16, BF16, Q8_0 in converted files) by activations
+ * converted to that type's vec_dot type. (Evaluation only: the copy is not recorded.) */
+static bg_tensor *round_acts(bg_tensor *x, int type)
 {
     bg_tensor *y = bg__step_new(x->ctx, BG_F32, x->ndim, x->shape);
     const float *xd = bg__contig_data(x);
     if (!y || !xd) return NULL;
-    float *yd = y->data;
-    for (int64_t i = 0; i < bg__numel(x->ndim, x->shape); i++)
-        yd[i] = bg_fp16_to_fp32(bg_fp32_to_fp16(xd[i]));
+    bg__llama_round_acts(type, xd, y->data, bg__numel(x->ndim, x->shape));
     return y;
 }
 
-bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids)
+/* One transformer block: x + attention, then + FFN. The input stays the caller's. */
+static bg_tensor *block_forward(bg_module *m, int64_t l, bg_tensor *x, int64_t B, int64_t T)
+{
+    bg_tensor *r = attention_part(m, l, x, B, T);
+    bg_tensor *x1 = bg_add(x, r);
+    drop(r, NULL);
+    r = ffn_part(m, l, x1);
+    bg_tensor *x2 = bg_add(x1, r);
+    drop(r, NULL);
+    drop(x1, NULL);
+    return x2;
+}
+
+/* ---- activation recomputation (bg_bitnet_config.recompute) ---- */
+
+typedef struct recompute_saved {
+    bg_custom_rule rule;
+    bg_module *m;
+    int64_t layer, B, T;
+} recompute_saved;
+
+/* Runs the block again with grad on a tape of its own, from a leaf alias of its input, then
+ * backward through it seeded with the block output's gradient: the rules, values and order
+ * of the stored path, so the same bits. The alias's gradient becomes the input's. */
+static void recompute_backward(bg_node *node)
+{
+    recompute_saved *sv = node->aux;
+    bg_tensor *x = node->in[0], *y = node->out;
+    bg_ctx *ctx = x->ctx;
+    struct bg_tape *main = ctx->tape, *sub = sv->m->sub_tape;
+    const float *gy = bg__grad_of(y);
+    bg_tensor *xa = bg__step_view(x, x->ndim, x->shape, x->stride, x->data);
+    if (!gy || !xa) return;
+    xa->requires_grad = x->requires_grad;
+    sub->n = 0;
+    sub->epoch = main->epoch;
+    ctx->tape = sub;
+    ctx->actq.x = NULL; /* no activation levels from another tape */
+    bool prev = bg_grad_enable(ctx, true);
+    bg_tensor *y2 = block_forward(sv->m, sv->layer, xa, sv->B, sv->T);
+    int rc = y2 && y2->requires_grad ? bg__backward_nested(y2, gy, sub, main) : BG_EINVAL;
+    bg_grad_enable(ctx, prev);
+    ctx->tape = main;
+    ctx->actq.x = NULL;
+    if (rc) {
+        if (!ctx->err_code) bg__error(ctx, rc, "bitnet: recomputing block %lld failed", (long long)sv->layer);
+        return;
+    }
+    if (!x->requires_grad || !xa->grad || bg__grad_pool_pass(xa, x)) return;
+    float *gx = bg__grad_of(x);
+    const float *ga = xa->grad->data;
+    if (!gx) return;
+    for (int64_t i = 0; i < bg__numel(x->ndim, x->shape); i++) gx[i] += ga[i];
+}
+
+/* The first parameter of block l that trains, or NULL. */
+static bg_tensor *block_trainable(bg_module *m, int64_t l)
+{
+    for (int j = 0; j < L_COUNT; j++) {
+        bg_module *c = layer_mod(m, l, j);
+        for (int i = 0; i < bg_module_n_params(c); i++)
+            if (bg_tensor_requires_grad(bg_module_param(c, i))) return bg_module_param(c, i);
+    }
+    return NULL;
+}
+
+/* The block without keeping its intermediates: run without grad, recorded as one node. */
+static bg_tensor *block_recomputed(bg_module *m, int64_t l, bg_tensor *x, int64_t B, int64_t T)
+{
+    bg_ctx *ctx = m->ctx;
+    bg_tensor *p = block_trainable(m, l);
+    if (!x || (!p && !x->requires_grad)) return block_forward(m, l, x, B, T);
+    if (!m->sub_tape) {
+        m->sub_tape = bg__calloc(ctx, 1, sizeof(struct bg_tape));
+        if (!m->sub_tape) return NULL;
+    }
+    recompute_saved *sv = bg__arena_alloc(ctx, sizeof *sv);
+    if (!sv) return NULL;
+    *sv = (recompute_saved){ .rule = { recompute_backward }, .m = m, .layer = l, .B = B, .T = T };
+    bg_grad_enable(ctx, false);
+    bg_tensor *y = block_forward(m, l, x, B, T);
+    bg_grad_enable(ctx, true);
+    bg_node *node = y ? bg__record(BG_OP_CUSTOM, y, p ? 2 : 1, (bg_tensor *[]){ x, p }) : NULL;
+    if (node) node->aux = sv;
+    return y;
+}
+
+void bg__bitnet_release(bg_module *m)
+{
+    struct bg_tape *t = m->sub_tape;
+    if (t) free(t->nodes);
+    free(t);
+    m->sub_tape = NULL;
+}
+
+/* token_embd[ids] as [B, T, n_embd]; an F16 table (frozen: it never trains) is read and
+ * widened without a tape node. */
+static bg_tensor *embed(bg_module *m, bg_tensor *ids, int64_t B, int64_t T)
+{
+    bg_tensor *w = m->children[0]->params[0];
+    int64_t d = m->bcfg.n_embd, V = w->shape[0];
+    if (w->dtype != BG_F16)
+        return bg_reshape(bg_embedding(w, ids), 3, (int64_t[]){ B, T, d });
+    bg_tensor *x = bg__step_new(m->ctx, BG_F32, 3, (int64_t[]){ B, T, d });
+    const int32_t *id = bg__is_contig(ids) ? ids->data : NULL;
+    if (!x || !id) {
+        if (x && !id) bg__error(m->ctx, BG_EINVAL, "bitnet: ids must be contiguous");
+        return NULL;
+    }
+    for (int64_t i = 0; i < B * T; i++) {
+        if (id[i] < 0 || id[i] >= V) {
+            bg__error(m->ctx, BG_EINVAL, "bitnet: token id %d outside [0, %lld)", (int)id[i],
+                      (long long)V);
+            return NULL;
+        }
+        const uint16_t *row = (const uint16_t *)w->data + (int64_t)id[i] * d;
+        for (int64_t j = 0; j < d; j++) bg__f32(x)[i * d + j] = bg_fp16_to_fp32(row[j]);
+    }
+    return x;
+}
+
+/* rms(x) * output_norm of the last block's output: [B, T, n_embd]. */
+static bg_tensor *hidden(bg_module *m, bg_tensor *ids)
 {
     if (!m || !ids) return NULL;
     if (m->kind != BG_MOD_BITNET) {
@@ -213,26 +366,35 @@ bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids)
                   (long long)c->n_ctx);
         return NULL;
     }
-    bg_tensor *x = bg_embedding(m->children[0]->params[0], ids);
-    x = bg_reshape(x, 3, (int64_t[]){ B, T, c->n_embd });
+    bool rec = c->recompute && bg_grad_enabled(m->ctx) && m->ctx->device == BG_CPU;
+    bg_tensor *x = embed(m, ids, B, T);
     for (int64_t l = 0; l < c->n_layer; l++) {
-        for (int part = 0; part < 2; part++) {
-            bg_tensor *r = part == 0 ? attention_part(m, l, x, B, T) : ffn_part(m, l, x);
-            bg_tensor *nx = bg_add(x, r);
-            drop(r, NULL);
-            drop(x, NULL);
-            x = nx;
-        }
+        bg_tensor *nx = rec ? block_recomputed(m, l, x, B, T) : block_forward(m, l, x, B, T);
+        drop(x, NULL);
+        x = nx;
     }
     bg_tensor *n = bg_module_forward(m->children[m->n_children - 1], x);
     drop(x, n);
-    if (m->emulate_llama && m->embd_f16 && n) {
-        bg_tensor *r = round_to_f16(n);
+    return n;
+}
+
+bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids)
+{
+    bg_tensor *n = hidden(m, ids);
+    if (m && m->emulate_llama && m->embd_type != BG_GGML_F32 && n) {
+        bg_tensor *r = round_acts(n, m->embd_type);
         drop(n, NULL);
         n = r;
     }
-    bg_tensor *logits = bg_matmul(n, bg_transpose(m->children[0]->params[0], 0, 1));
+    bg_tensor *w = m ? m->children[0]->params[0] : NULL, *wf = w;
+    if (n && w->dtype == BG_F16) { /* the whole table widened for this product */
+        wf = bg__step_new(m->ctx, BG_F32, 2, w->shape);
+        for (int64_t i = 0; wf && i < bg__numel(2, w->shape); i++)
+            bg__f32(wf)[i] = bg_fp16_to_fp32(((const uint16_t *)w->data)[i]);
+    }
+    bg_tensor *logits = bg_matmul(n, bg_transpose(wf, 0, 1));
     drop(n, logits);
+    if (wf != w && wf) drop(wf, NULL);
     return logits;
 }
 
@@ -254,5 +416,11 @@ bg_tensor *bg_bitnet_loss(bg_module *m, bg_tensor *ids, int ignore_index)
     int64_t T = ids->shape[1];
     bg_tensor *in = ids_columns(ids, 0, T - 1);
     bg_tensor *tg = ids_columns(ids, 1, T);
-    return bg_cross_entropy(bg_bitnet_forward(m, in), tg, ignore_index, 0.0f);
+    if (m->emulate_llama || m->ctx->device != BG_CPU)
+        return bg_cross_entropy(bg_bitnet_forward(m, in), tg, ignore_index, 0.0f);
+    /* the loss alone: logits a chunk of rows at a time, never [B, T, n_vocab] */
+    bg_tensor *h = hidden(m, in);
+    bg_tensor *loss = bg_linear_cross_entropy(h, m->children[0]->params[0], tg, ignore_index);
+    drop(h, NULL);
+    return loss;
 }

@@ -2,6 +2,7 @@
  * ternary inference forward), Embedding, RMSNorm, LayerNorm, Dropout, ReLU, Sequential. */
 #include <math.h>
 
+#include "bitgrad/quant.h"
 #include "bitgrad/ternary.h"
 #include "nn/lora_impl.h"
 
@@ -93,12 +94,17 @@ static bg_tensor *linear_infer(bg_module *m, bg_tensor *x)
     const float *xd = bg__contig_data(x);
     if (!y || !lx || !sx || !xd) return NULL;
     bool per_row = m->cfg.weight_mode == BG_WQ_PER_ROW;
-    if (m->emulate_llama && in % 256 == 0) {
+    int lt = m->emulate_llama ? bg__llama_weight_type(m) : -1;
+    if ((lt == BG_GGML_TQ1_0 || lt == BG_GGML_TQ2_0) && in % 256 == 0) {
         float *dxb = bg__arena_alloc(ctx, (size_t)(in / 256 + 1) * sizeof(float));
         if (!dxb) return NULL;
         for (int64_t r = 0; r < rows; r++)
             infer_row_llama(xd + r * in, in, m->codes, out, m->scales, per_row,
                             bg__f32(y) + r * out, lx, dxb);
+    } else if (lt >= 0) {
+        float *xr = bg__arena_alloc(ctx, (size_t)in * sizeof(float));
+        if (!xr) return NULL;
+        bg__llama_rows(lt, xd, rows, in, m->codes, out, m->scales, per_row, bg__f32(y), xr);
     } else {
         bg_act_quantize(xd, rows, in, m->cfg.act_bits, lx, sx);
         int rc = bg_tmat_matmul(m->packed, lx, sx, rows, y->data);
@@ -136,6 +142,7 @@ bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x)
                   bg__shape_str(x, s, sizeof s), (long long)w->shape[1]);
         return NULL;
     }
+    if (m->base_pk) return bg__lora_apply(m, x, add_bias(m, bg__linear_forward_packed(m, x)));
     if (m->bit && m->inference) return bg__lora_apply(m, x, linear_infer(m, x));
     const bg_bitlinear_config *c = &m->cfg;
     if (m->bit && c->quant_acts && c->quant_weights && c->lambda == 1.0f && !c->act_per_tensor &&
@@ -212,6 +219,7 @@ int bg_linear_set_config(bg_module *m, const bg_bitlinear_config *cfg)
 
 static int set_inference_one(bg_module *m, bool on)
 {
+    if (m->base_pk) return BG_OK; /* the packed base's forward already is the int8 kernel */
     free(m->codes);
     free(m->scales);
     bg_tmat_free(&m->packed);

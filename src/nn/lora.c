@@ -14,6 +14,10 @@ static int set_trainable(bg_module *m, const char *pattern, bool on)
     int n = 0;
     for (int i = 0; i < m->n_params; i++)
         if (fnmatch(pattern, bg_tensor_name(m->params[i]), 0) == 0) {
+            /* unfreezing a packed base (QAT) rebuilds its latent weights first */
+            if (on && i == 0 && (m->base_pk || m->params[0]->dtype == BG_F16) &&
+                bg__linear_unpack(m))
+                continue;
             bg_tensor_set_requires_grad(m->params[i], on);
             n++;
         }
@@ -239,6 +243,8 @@ static int merge_one(bg_module *m, float sign, int64_t *flipped)
 {
     bg_lora_slots *s = m->adapters;
     bg_lora_adapter *a = &s->a[s->active];
+    int rc0 = bg__linear_unpack(m); /* merging changes the base: latent weights again */
+    if (rc0) return rc0;
     bg_tensor *w = m->params[0];
     int64_t out = w->shape[0], in = w->shape[1], r = a->cfg.rank;
     int64_t n = out * in;

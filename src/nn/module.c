@@ -71,7 +71,10 @@ void bg_module_free(bg_module **pm)
     free(m->codes);
     free(m->scales);
     bg_tmat_free(&m->packed);
+    bg__linear_packed_free(m);
+    bg__bitnet_release(m);
     free(m->adapters);
+    if (m->io_meta_free) m->io_meta_free(m->io_meta);
     free(m);
     *pm = NULL;
 }
@@ -150,7 +153,9 @@ bool bg_module_training(const bg_module *m) { return m->training; }
 
 void bg_module_init_normal(bg_module *m, float std)
 {
-    if (m->kind == BG_MOD_LINEAR || m->kind == BG_MOD_EMBEDDING) {
+    if (m->kind == BG_MOD_LINEAR && m->base_pk) {
+        /* a packed base keeps its codes */
+    } else if (m->kind == BG_MOD_LINEAR || m->kind == BG_MOD_EMBEDDING) {
         bg_tensor_fill_randn(m->params[0], 0.0f, std);
         if (m->kind == BG_MOD_LINEAR && bg_linear_bias(m)) bg_tensor_fill(bg_linear_bias(m), 0.0f);
     } else if (m->kind == BG_MOD_RMSNORM || m->kind == BG_MOD_LAYERNORM) {

@@ -21,17 +21,24 @@ struct bg_module {
     bool bit;
     bg_bitlinear_config cfg;
     bool inference;
-    bool emulate_llama;   /* inference: llama.cpp's Q8_K activation blocks */
-    bool embd_f16;        /* bitnet: token_embd came from an F16 file */
+    bool emulate_llama;   /* inference: llama.cpp's activation rounding (llama_emu.c) */
+    bool llama_wtype_set; /* Linear: llama_wtype is the file's type (else chosen by shape) */
+    int llama_wtype;      /* Linear: ggml type llama.cpp multiplies this projection in */
+    int embd_type;        /* bitnet: ggml type of token_embd in the file (0 = F32: no rounding) */
     int8_t *codes;        /* inference: ternary codes [out, in] */
     float *scales;        /* inference: weight scales */
     bg_tmat *packed;      /* inference: codes at 2 bits for the SIMD kernels */
+    bg_tmat *base_pk;     /* packed frozen base (packed.c): params[0] is then a data-less header */
     /* norms, dropout */
     float eps, p;
     /* bitnet */
     bg_bitnet_config bcfg;
+    struct bg_tape *sub_tape; /* recomputation's tape (bitnet.c) */
     /* adapters (LoRA), owned by the adapter code */
     void *adapters;
+    /* bitnet: what src/io keeps with an imported model (its tokenizer keys), freed with it */
+    void *io_meta;
+    void (*io_meta_free)(void *);
 };
 
 BG_INTERNAL bg_module *bg__module_alloc(bg_ctx *ctx, bg_module_kind kind, const char *name);
@@ -40,5 +47,32 @@ BG_INTERNAL int bg__module_add_child(bg_module *m, bg_module *child);
 BG_INTERNAL bg_tensor *bg__module_add_param(bg_module *m, const char *local, int ndim,
                                             const int64_t *shape);
 BG_INTERNAL bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x);
+BG_INTERNAL void bg__bitnet_release(bg_module *m);
+
+/* ---- the packed frozen base (packed.c, op_bitlinear.c) ---- */
+/* The BitLinear forward on the packed base (errors if the config stopped being full
+ * quantization). */
+BG_INTERNAL bg_tensor *bg__linear_forward_packed(bg_module *m, bg_tensor *x);
+/* Latent weights back in place of m's packed base (frozen or not, as it was); no-op if none. */
+BG_INTERNAL int bg__linear_unpack(bg_module *m);
+BG_INTERNAL void bg__linear_packed_free(bg_module *m);
+/* A frozen BitLinear [out, in] whose base is packed zero codes with scale 1 (no latent
+ * weights are ever allocated). */
+BG_INTERNAL bg_module *bg__bitlinear_new_packed(bg_ctx *ctx, const char *name, int64_t in,
+                                                int64_t out, const bg_bitlinear_config *cfg);
+BG_INTERNAL bg_tmat *bg__linear_packed_base(const bg_module *m);
+/* y = ActQ(x) . (codes * s_w)^T from the packed codes, recorded as BITLINEAR with w (a frozen
+ * data-less header of shape [out, in]): backward gives dX only. */
+BG_INTERNAL bg_tensor *bg__bitlinear_packed(bg_tensor *x, bg_tensor *w, const bg_tmat *pk,
+                                            int act_bits);
+
+/* llama_emu.c: llama.cpp's CPU arithmetic for eval --llama. The ggml type llama.cpp runs a
+ * BitLinear in (the file's, else what bitgrad's exporter writes for its row length); x rounded
+ * as llama.cpp converts activations for a weight of type t (F16, BF16, Q8_0 blocks; F32 and
+ * others unchanged); rows of a projection of type Q2_0, Q8_0, F16, BF16 or F32 (codes, scale). */
+BG_INTERNAL int bg__llama_weight_type(const bg_module *m);
+BG_INTERNAL void bg__llama_round_acts(int t, const float *x, float *out, int64_t n);
+BG_INTERNAL void bg__llama_rows(int t, const float *x, int64_t rows, int64_t in, const int8_t *codes,
+                                int64_t out, const float *s_w, bool per_row, float *y, float *xr);
 
 #endif

@@ -1,4 +1,4 @@
-/* src/quant/ggml_blocks.c - ggml block formats Q8_0, TQ1_0 and TQ2_0: quantizers equal to ggml's
+/* src/quant/ggml_blocks.c - ggml block formats Q8_0, Q2_0, TQ1_0 and TQ2_0: quantizers equal to ggml's
  * quantize_row_*_ref bit for bit, dequantizers equal to dequantize_row_*, and the lossless
  * ternary-code packers used by the exporter. Layouts: ../shared/golden/ggml-ternary/README.txt.
  *
@@ -246,4 +246,115 @@ void bg_dequantize_q8_0(const uint8_t *src, float *dst, int64_t n)
             dst[b * BG_QK8_0 + j] = (float)q * d;
         }
     }
+}
+
+/* ---- Q2_0: fp16 d, then qs[16]; element j in byte j / 4 at bits 2 * (j % 4) --------- */
+
+static void q2_0_pack(const uint8_t *q, uint16_t d, uint8_t *blk)
+{
+    bg_store_le16(blk, d);
+    for (int b = 0; b < BG_QK2_0 / 4; b++)
+        blk[2 + b] = (uint8_t)(q[4 * b] | (q[4 * b + 1] << 2) | (q[4 * b + 2] << 4) |
+                               (q[4 * b + 3] << 6));
+}
+
+static void q2_0_unpack(const uint8_t *blk, uint8_t *q)
+{
+    for (int j = 0; j < BG_QK2_0; j++) q[j] = (uint8_t)((blk[2 + j / 4] >> (2 * (j % 4))) & 3u);
+}
+
+/* ggml's quantize_row_q2_0_ref: d = amax, q = clamp(roundf(x / d) + 1, 0, 3). x * id is within
+ * an ulp of [-1, 1] unless 1 / amax overflowed; then the sign decides (as trit_of). */
+int bg_quantize_q2_0(const float *src, uint8_t *dst, int64_t n)
+{
+    uint8_t q[BG_QK2_0];
+    for (int64_t b = 0; b < n / BG_QK2_0; b++) {
+        const float *x = src + b * BG_QK2_0;
+        float amax;
+        if (block_absmax(x, BG_QK2_0, &amax) != 0) return BG_EINVAL;
+        float id = amax > 0.0f ? 1.0f / amax : 0.0f;
+        for (int j = 0; j < BG_QK2_0; j++) {
+            float v = x[j] * id;
+            long r = v != v ? 0 : v > 3.0f ? 2 : v < -3.0f ? -1 : lroundf(v);
+            r = r < -1 ? -1 : r > 2 ? 2 : r;
+            q[j] = (uint8_t)(r + 1);
+        }
+        q2_0_pack(q, bg_fp32_to_fp16(amax), dst + (size_t)b * BG_Q2_0_BLOCK_BYTES);
+    }
+    return 0;
+}
+
+void bg_dequantize_q2_0(const uint8_t *src, float *dst, int64_t n)
+{
+    uint8_t q[BG_QK2_0];
+    for (int64_t b = 0; b < n / BG_QK2_0; b++) {
+        const uint8_t *blk = src + (size_t)b * BG_Q2_0_BLOCK_BYTES;
+        float d = bg_fp16_to_fp32(bg_load_le16(blk));
+        q2_0_unpack(blk, q);
+        for (int j = 0; j < BG_QK2_0; j++) dst[b * BG_QK2_0 + j] = (float)((int)q[j] - 1) * d;
+    }
+}
+
+/* ---- codes of any ternary-capable block type ------------------------------------------ */
+
+static int64_t code_block(int t)
+{
+    switch (t) {
+    case BG_GGML_TQ1_0:
+    case BG_GGML_TQ2_0: return BG_QK_TQ;
+    case BG_GGML_Q2_0: return BG_QK2_0;
+    case BG_GGML_Q8_0: return BG_QK8_0;
+    default: return 0;
+    }
+}
+
+int bg_ggml_pack_codes(int t, const int8_t *codes, float d, void *dst, int64_t n)
+{
+    if (t == BG_GGML_TQ2_0) return bg_tq2_0_pack_codes(codes, d, dst, n);
+    if (t == BG_GGML_TQ1_0) return bg_tq1_0_pack_codes(codes, d, dst, n);
+    int64_t qk = code_block(t);
+    if (!qk || !codes || !dst || n < 0 || !isfinite(d)) return BG_EINVAL;
+    if (n % qk != 0) return BG_ESHAPE;
+    uint16_t dh = bg_fp32_to_fp16(d);
+    uint8_t q[BG_QK2_0];
+    size_t bytes = t == BG_GGML_Q2_0 ? BG_Q2_0_BLOCK_BYTES : 34;
+    for (int64_t b = 0; b < n / qk; b++) {
+        const int8_t *c = codes + b * qk;
+        uint8_t *blk = (uint8_t *)dst + (size_t)b * bytes;
+        for (int j = 0; j < qk; j++)
+            if (c[j] < -1 || c[j] > 1) return BG_EINVAL;
+        if (t == BG_GGML_Q2_0) {
+            for (int j = 0; j < qk; j++) q[j] = (uint8_t)(c[j] + 1);
+            q2_0_pack(q, dh, blk);
+        } else {
+            bg_store_le16(blk, dh);
+            memcpy(blk + 2, c, BG_QK8_0);
+        }
+    }
+    return 0;
+}
+
+int bg_ggml_unpack_codes(int t, const void *src, int8_t *codes, float *d_per_block, int64_t n)
+{
+    if (t == BG_GGML_TQ1_0 || t == BG_GGML_TQ2_0)
+        return bg_tq_unpack_codes(t, src, codes, d_per_block, n);
+    int64_t qk = code_block(t);
+    if (!qk || !src || !codes || n < 0) return BG_EINVAL;
+    if (n % qk != 0) return BG_ESHAPE;
+    size_t bytes = t == BG_GGML_Q2_0 ? BG_Q2_0_BLOCK_BYTES : 34;
+    uint8_t q[BG_QK2_0];
+    for (int64_t b = 0; b < n / qk; b++) {
+        const uint8_t *blk = (const uint8_t *)src + (size_t)b * bytes;
+        int8_t *c = codes + b * qk;
+        if (t == BG_GGML_Q2_0) {
+            q2_0_unpack(blk, q);
+            for (int j = 0; j < qk; j++) c[j] = (int8_t)((int)q[j] - 1);
+        } else {
+            memcpy(c, blk + 2, BG_QK8_0);
+        }
+        for (int j = 0; j < qk; j++)
+            if (c[j] < -1 || c[j] > 1) return BG_EFORMAT;
+        if (d_per_block) d_per_block[b] = bg_fp16_to_fp32(bg_load_le16(blk));
+    }
+    return 0;
 }

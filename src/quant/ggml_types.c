@@ -1,6 +1,6 @@
 /* src/quant/ggml_types.c - the ggml type table (block sizes, bytes, names), float32 <-> fp16 /
  * bf16 scalar conversions, the plain element types, and the bg_ggml_quantize /
- * bg_ggml_dequantize dispatch. Block formats (Q8_0, TQ1_0, TQ2_0) live in ggml_blocks.c. */
+ * bg_ggml_dequantize dispatch. Block formats (Q8_0, Q2_0, TQ1_0, TQ2_0) live in ggml_blocks.c. */
 #include <bitgrad/quant.h>
 
 #include <math.h>
@@ -52,6 +52,7 @@ static const ggml_type_info type_table[BG_GGML_TYPE_COUNT] = {
     [BG_GGML_MXFP4] = { "mxfp4", 32, 17 },
     [BG_GGML_NVFP4] = { "nvfp4", 64, 36 },
     [BG_GGML_Q1_0] = { "q1_0", 128, 18 },
+    [BG_GGML_Q2_0] = { "q2_0", 64, 18 },
 };
 
 static const ggml_type_info *type_info(int t)
@@ -98,6 +99,7 @@ bool bg_ggml_can_quantize(int t)
     case BG_GGML_I16:
     case BG_GGML_I32:
     case BG_GGML_Q8_0:
+    case BG_GGML_Q2_0:
     case BG_GGML_TQ1_0:
     case BG_GGML_TQ2_0: return true;
     default: return false;
@@ -285,6 +287,7 @@ int bg_ggml_quantize(int ggml_type, const float *src, void *dst, int64_t nrows, 
     /* rows are whole blocks, so nrows rows are n / block consecutive blocks */
     switch (ggml_type) {
     case BG_GGML_Q8_0: return bg_quantize_q8_0(src, dst, n);
+    case BG_GGML_Q2_0: return bg_quantize_q2_0(src, dst, n);
     case BG_GGML_TQ1_0: return bg_quantize_tq1_0(src, dst, n);
     case BG_GGML_TQ2_0: return bg_quantize_tq2_0(src, dst, n);
     default: return quantize_plain(ggml_type, src, dst, n);
@@ -299,6 +302,7 @@ int bg_ggml_dequantize(int ggml_type, const void *src, float *dst, int64_t n)
     switch (ggml_type) {
     case BG_GGML_F32: memmove(dst, src, (size_t)n * sizeof(float)); break;
     case BG_GGML_Q8_0: bg_dequantize_q8_0(src, dst, n); break;
+    case BG_GGML_Q2_0: bg_dequantize_q2_0(src, dst, n); break;
     case BG_GGML_TQ1_0: bg_dequantize_tq1_0(src, dst, n); break;
     case BG_GGML_TQ2_0: bg_dequantize_tq2_0(src, dst, n); break;
     default: dequantize_plain(ggml_type, src, dst, n); break;

@@ -6,6 +6,8 @@
 
 #include "bitgrad/ternary.h"
 #include "quant/tmat_kernels.h"
+#include "quant/tmat_access.h"
+#include "autograd/vec8.h"
 
 struct bg_tmat {
     int64_t n, k, nblk; /* rows, columns, 256-weight blocks per row */
@@ -135,12 +137,11 @@ static int64_t block_offset(const bg_tmat *w, int64_t j, int64_t b)
     return (t0 * w->nblk + b * nr + j % BG_TMAT_TILE) * BG_TMAT_BLOCK_BYTES;
 }
 
-int bg_tmat_new(const int8_t *codes, const float *s_w, bool s_w_per_row, int64_t n, int64_t k,
-                bg_tmat **out)
+int bg__tmat_alloc(const float *s_w, bool s_w_per_row, int64_t n, int64_t k, bg_tmat **out)
 {
     if (!out) return BG_EINVAL;
     *out = NULL;
-    if (!codes || !s_w || n < 1 || k < 1 || k > (int64_t)1 << 40 || n > ((int64_t)1 << 40) / k)
+    if (!s_w || n < 1 || k < 1 || k > (int64_t)1 << 40 || n > ((int64_t)1 << 40) / k)
         return BG_EINVAL;
     bg_tmat *w = calloc(1, sizeof *w);
     if (!w) return BG_ENOMEM;
@@ -156,20 +157,50 @@ int bg_tmat_new(const int8_t *codes, const float *s_w, bool s_w_per_row, int64_t
         return BG_ENOMEM;
     }
     memcpy(w->s_w, s_w, (size_t)ns * sizeof(float));
-    memset(w->packed, 0x55, (size_t)(n * rb)); /* every 2-bit field 1: code 0 (padding) */
-    for (int64_t j = 0; j < n; j++)
-        for (int64_t i = 0; i < k; i++) {
-            int8_t c = codes[j * k + i];
-            if (c < -1 || c > 1) {
-                bg_tmat_free(&w);
-                return BG_EINVAL;
-            }
-            uint8_t *p = w->packed + block_offset(w, j, i / BG_TMAT_BLOCK) + i % 64;
-            int64_t l = (i % BG_TMAT_BLOCK) / 64;
-            *p = (uint8_t)((*p & ~(3u << (2 * l))) | (unsigned)(c + 1) << (2 * l));
-        }
+    memset(w->packed, 0x55, (size_t)(n * rb)); /* every 2-bit field 1: code 0 */
     *out = w;
     return BG_OK;
+}
+
+int bg_tmat_new(const int8_t *codes, const float *s_w, bool s_w_per_row, int64_t n, int64_t k,
+                bg_tmat **out)
+{
+    if (!out) return BG_EINVAL;
+    *out = NULL;
+    if (!codes) return BG_EINVAL;
+    bg_tmat *w;
+    int rc = bg__tmat_alloc(s_w, s_w_per_row, n, k, &w);
+    if (rc) return rc;
+    bool bad = false;
+#pragma omp parallel for schedule(static) reduction(|| : bad) if (n * k > (1 << 20))
+    for (int64_t j = 0; j < n; j++) bad = bg__tmat_pack_row(w, j, codes + j * k) || bad;
+    if (bad) {
+        bg_tmat_free(&w);
+        return BG_EINVAL;
+    }
+    *out = w;
+    return BG_OK;
+}
+
+bool bg__tmat_pack_row(bg_tmat *w, int64_t j, const int8_t *c)
+{
+    bool bad = false;
+    for (int64_t b = 0; b < w->nblk; b++) {
+        uint8_t *p = w->packed + block_offset(w, j, b);
+        const int8_t *cb = c + b * BG_TMAT_BLOCK;
+        int64_t len = w->k - b * BG_TMAT_BLOCK; /* past it: code 0 (padding) */
+        for (int t = 0; t < BG_TMAT_BLOCK_BYTES; t++) {
+            unsigned v = 0;
+            for (int l = 0; l < 4; l++) {
+                int64_t i = l * 64 + t;
+                int8_t q = i < len ? cb[i] : 0;
+                bad = bad || q < -1 || q > 1;
+                v |= (unsigned)((q + 1) & 3) << (2 * l);
+            }
+            p[t] = (uint8_t)v;
+        }
+    }
+    return bad;
 }
 
 void bg_tmat_free(bg_tmat **w)
@@ -257,4 +288,45 @@ int bg_tmat_matmul_isa(const bg_tmat *w, bg_isa isa, const int8_t *lx, const flo
 int bg_tmat_matmul(const bg_tmat *w, const int8_t *lx, const float *s_x, int64_t m, float *y)
 {
     return bg_tmat_matmul_isa(w, BG_ISA_BEST, lx, s_x, m, y);
+}
+
+/* ---- access for the frozen BitLinear base (tmat_access.h) ---- */
+
+const float *bg__tmat_scales(const bg_tmat *w, bool *per_row)
+{
+    if (per_row) *per_row = w->per_row;
+    return w->s_w;
+}
+
+/* 64 weights of one block's lane l as float codes times s (the loop vectorises). */
+BG_CLONES static void widen_lane(const uint8_t *restrict p, int l, float s, float *restrict out)
+{
+    for (int t = 0; t < BG_TMAT_BLOCK_BYTES; t++)
+        out[t] = (float)((int32_t)((p[t] >> (2 * l)) & 3) - 1) * s;
+}
+
+void bg__tmat_widen_row(const bg_tmat *w, int64_t j, float *out)
+{
+    float s = w->s_w[w->per_row ? j : 0];
+    int64_t full = w->k / BG_TMAT_BLOCK;
+    for (int64_t b = 0; b < full; b++) {
+        const uint8_t *p = w->packed + block_offset(w, j, b);
+        for (int l = 0; l < 4; l++) widen_lane(p, l, s, out + b * BG_TMAT_BLOCK + l * 64);
+    }
+    if (full < w->nblk) { /* the ragged last block: only the weights that exist */
+        const uint8_t *p = w->packed + block_offset(w, j, full);
+        for (int64_t i = full * BG_TMAT_BLOCK; i < w->k; i++) {
+            int64_t r = i % BG_TMAT_BLOCK;
+            out[i] = (float)((int32_t)((p[r % 64] >> (2 * (r / 64))) & 3) - 1) * s;
+        }
+    }
+}
+
+void bg__tmat_row_codes(const bg_tmat *w, int64_t j, int8_t *codes)
+{
+    for (int64_t i = 0; i < w->k; i++) {
+        int64_t r = i % BG_TMAT_BLOCK;
+        const uint8_t *p = w->packed + block_offset(w, j, i / BG_TMAT_BLOCK);
+        codes[i] = (int8_t)((int32_t)((p[r % 64] >> (2 * (r / 64))) & 3) - 1);
+    }
 }

@@ -147,7 +147,8 @@ void bg_tensor_free(bg_tensor **pt)
     if (t->prev_persist) t->prev_persist->next_persist = t->next_persist;
     else ctx->persist_list = t->next_persist;
     if (t->next_persist) t->next_persist->prev_persist = t->prev_persist;
-    ctx->persistent_bytes -= (size_t)bg__numel(t->ndim, t->shape) * bg_dtype_size(t->dtype);
+    if (t->data) /* a header without data (packed.c) counted none */
+        ctx->persistent_bytes -= (size_t)bg__numel(t->ndim, t->shape) * bg_dtype_size(t->dtype);
     t->magic = BG_MAGIC_DEAD;
     BG_CUDA_ALSO(t, bg__cuda_free_data(t)); /* cuda hook: the data is a device allocation */
     free(t);
@@ -306,6 +307,9 @@ int bg_tensor_read(const bg_tensor *t, float *dst)
 static int check_writable(bg_tensor *t, const char *what)
 {
     if (!bg__check_live(t, what)) return BG_EINVAL;
+    if (!t->data && bg__numel(t->ndim, t->shape) > 0) /* a packed frozen base (src/nn/packed.c) */
+        return bg__error(t->ctx, BG_ESTATE, "%s: tensor '%s' is held packed (ternary codes): "
+                         "bg_module_unpack it first", what, t->name);
     const bg_tensor *root = t->view_of ? t->view_of : t;
     uint64_t ep = t->ctx->tape->epoch;
     bool recorded = (t->recorded_epoch == ep || root->recorded_epoch == ep) && t->ctx->tape->n > 0;

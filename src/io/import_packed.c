@@ -1,0 +1,125 @@
+/* import_packed.c - loads a bitnet GGUF for fine-tuning with its ternary projections held
+ * packed and frozen (DESIGN.md section 10): the model is made with packed_base set, so no
+ * fp32 latent weight is ever allocated, and each TQ2_0 / TQ1_0 tensor's blocks (read from the
+ * mmapped file) go straight into 2-bit codes with the scale import.c would give the latent
+ * weights. Everything else (norms, token_embd) loads as bg_bitnet_import does. */
+#include "bitgrad/export.h"
+#include "bitgrad/gguf.h"
+#include "bitgrad/quant.h"
+#include "io/model_io.h"
+
+static int key_u32(const bg_gguf *g, const char *key, int64_t *out, bool required)
+{
+    int64_t i = bg_gguf_find_key(g, key);
+    uint32_t v;
+    if (i < 0) return required ? BG_EFORMAT : BG_OK;
+    if (bg_gguf_get_u32(g, i, &v)) return BG_EFORMAT;
+    *out = v;
+    return BG_OK;
+}
+
+static int key_f32(const bg_gguf *g, const char *key, float *out)
+{
+    int64_t i = bg_gguf_find_key(g, key);
+    return i < 0 ? BG_OK : bg_gguf_get_f32(g, i, out);
+}
+
+/* The bitnet.* hyper-parameters; projections packed when attn_q is a TQ type. */
+static int packed_config(const bg_gguf *g, bg_bitnet_config *c, char *err, size_t errlen)
+{
+    int64_t ia = bg_gguf_find_key(g, "general.architecture");
+    const char *arch = ia >= 0 ? bg_gguf_get_str(g, ia, NULL) : NULL;
+    if (!arch || strcmp(arch, "bitnet") != 0)
+        return bg__io_err(err, errlen, BG_EFORMAT, "import: not a bitnet model");
+    *c = bg_bitnet_default();
+    int rc = key_u32(g, "bitnet.context_length", &c->n_ctx, true);
+    rc = rc ? rc : key_u32(g, "bitnet.embedding_length", &c->n_embd, true);
+    rc = rc ? rc : key_u32(g, "bitnet.block_count", &c->n_layer, true);
+    rc = rc ? rc : key_u32(g, "bitnet.feed_forward_length", &c->n_ff, true);
+    rc = rc ? rc : key_u32(g, "bitnet.attention.head_count", &c->n_head, true);
+    c->n_head_kv = c->n_head;
+    rc = rc ? rc : key_u32(g, "bitnet.attention.head_count_kv", &c->n_head_kv, false);
+    rc = rc ? rc : key_f32(g, "bitnet.attention.layer_norm_rms_epsilon", &c->eps);
+    rc = rc ? rc : key_f32(g, "bitnet.rope.freq_base", &c->rope_base);
+    int64_t te = bg_gguf_find_tensor(g, "token_embd.weight"), q = bg_gguf_find_tensor(g, "blk.0.attn_q.weight");
+    if (rc || te < 0)
+        return bg__io_err(err, errlen, BG_EFORMAT, "import: bitnet.* keys missing or mistyped, or no "
+                          "token_embd.weight");
+    c->n_vocab = bg_gguf_tensor_ne(g, te)[1];
+    int qt = q >= 0 ? bg_gguf_tensor_type(g, q) : -1;
+    c->packed_base = qt == BG_GGML_TQ1_0 || qt == BG_GGML_TQ2_0;
+    if (!c->packed_base)
+        return bg__io_err(err, errlen, BG_EFORMAT, "import (packed): blk.0.attn_q.weight is not "
+                          "TQ1_0 / TQ2_0: use bg_bitnet_import");
+    return BG_OK;
+}
+
+static int load_packed(const bg_gguf *g, bg_module *lin, int64_t ti, char *err, size_t errlen)
+{
+    const char *name = bg_gguf_tensor_name(g, ti);
+    char sn[BG_NAME_MAX + 8];
+    snprintf(sn, sizeof sn, "%s.scale", bg_module_name(lin));
+    int64_t si = bg_gguf_find_tensor(g, sn);
+    float scale;
+    if (si >= 0 && (bg_gguf_tensor_nelements(g, si) != 1 || bg_gguf_read_tensor_f32(g, si, &scale)))
+        return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s' must be one f32", sn);
+    const int64_t *ne = bg_gguf_tensor_ne(g, ti);
+    bg_tensor *w = bg_linear_weight(lin);
+    int type = bg_gguf_tensor_type(g, ti);
+    if (ne[0] != bg_tensor_dim(w, 1) || ne[1] != bg_tensor_dim(w, 0) ||
+        (type != BG_GGML_TQ1_0 && type != BG_GGML_TQ2_0))
+        return bg__io_err(err, errlen, BG_ESHAPE, "import: '%s' has the wrong shape or type", name);
+    int rc = bg_bitlinear_set_packed_tq(lin, type, bg_gguf_tensor_data(g, ti),
+                                        bg_gguf_tensor_nbytes(g, ti), si >= 0 ? &scale : NULL);
+    return rc ? bg__io_err(err, errlen, rc, "import: %s", bg_ctx_error(lin->ctx)) : BG_OK;
+}
+
+static int load_plain(const bg_gguf *g, bg_tensor *p, char *err, size_t errlen)
+{
+    const char *name = bg_tensor_name(p);
+    int64_t ti = bg_gguf_find_tensor(g, name);
+    if (ti < 0) return bg__io_err(err, errlen, BG_EFORMAT, "import: tensor '%s' missing", name);
+    int nd = bg_tensor_ndim(p);
+    const int64_t *ne = bg_gguf_tensor_ne(g, ti);
+    bool ok = bg_gguf_tensor_nelements(g, ti) == bg_tensor_numel(p);
+    for (int i = 0; ok && i < nd; i++) ok = ne[i] == bg_tensor_dim(p, nd - 1 - i);
+    if (!ok || bg_gguf_read_tensor_f32(g, ti, bg_tensor_data(p)))
+        return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s': wrong shape or unsupported type", name);
+    return BG_OK;
+}
+
+int bg_bitnet_import_packed(bg_ctx *ctx, const char *path, bg_module **out, char *err, size_t errlen)
+{
+    if (!ctx || !path || !out) return bg__io_err(err, errlen, BG_EINVAL, "import: NULL argument");
+    *out = NULL;
+    bg_gguf *g = NULL;
+    int rc = bg_gguf_open(&g, path, err, errlen);
+    if (rc) return rc;
+    bg_bitnet_config c;
+    rc = packed_config(g, &c, err, errlen);
+    bg_module *m = rc ? NULL : bg_bitnet_new(ctx, &c);
+    if (!rc && !m) rc = bg__io_err(err, errlen, BG_ENOMEM, "import: %s", bg_ctx_error(ctx));
+    for (int i = 0; !rc && i < bg_module_n_children(m); i++) {
+        bg_module *ch = bg_module_child(m, i);
+        if (bg_linear_is_packed(ch)) {
+            int64_t ti = bg_gguf_find_tensor(g, bg_tensor_name(bg_linear_weight(ch)));
+            rc = ti < 0 ? bg__io_err(err, errlen, BG_EFORMAT, "import: tensor '%s' missing",
+                                     bg_tensor_name(bg_linear_weight(ch)))
+                        : load_packed(g, ch, ti, err, errlen);
+        } else {
+            for (int k = 0; !rc && k < bg_module_n_params(ch); k++)
+                rc = load_plain(g, bg_module_param(ch, k), err, errlen);
+        }
+    }
+    if (!rc) m->embd_type = bg_gguf_tensor_type(g, bg_gguf_find_tensor(g, "token_embd.weight"));
+    if (!rc) { /* the file's tokenizer.* keys travel with the model, as in bg_bitnet_import */
+        bg__tok_keys *tok = NULL;
+        int trc = bg__tok_keys_from(g, &tok);
+        if (trc == BG_OK) bg__model_attach_tok_keys(m, tok);
+        else if (trc != BG_EFORMAT) rc = bg__io_err(err, errlen, trc, "import: out of memory");
+    }
+    bg_gguf_free(&g);
+    if (rc) bg_module_free(&m);
+    *out = m;
+    return rc;
+}

@@ -1,0 +1,78 @@
+/* llama_emu.c - llama.cpp's CPU arithmetic for the projections bitgrad does not run as TQ x Q8_K
+ * (that one is infer_row_llama in layers.c), so that `eval --llama` gives llama.cpp's logits for
+ * every weight type a bitnet GGUF may hold.
+ *
+ * ggml-cpu multiplies a weight of type W by activations converted to W's vec_dot_type
+ * (type_traits_cpu in ggml-cpu.c): F32 -> F32 (unchanged), F16 -> F16, BF16 -> BF16,
+ * Q8_0 and Q2_0 -> Q8_0 blocks of 32, TQ1_0 / TQ2_0 -> Q8_K blocks of 256. The rounding of the
+ * activations is what moves the result; the order of the float sums moves it by ~1e-7 only, so
+ * the sums here are plain double dots of the rounded activations with the ternary codes, times
+ * the projection's scale (llama.cpp multiplies by "<proj>.scale" after the product). */
+#include <math.h>
+
+#include "bitgrad/quant.h"
+#include "nn/module_impl.h"
+
+int bg__llama_weight_type(const bg_module *m)
+{
+    if (m->llama_wtype_set) return m->llama_wtype;
+    int64_t in = m->params[0]->shape[1];
+    /* What bg_bitnet_export writes by default (src/io/export.c: row_type). */
+    if (in % BG_QK_TQ == 0) return BG_GGML_TQ2_0;
+    if (in % BG_QK2_0 == 0) return BG_GGML_Q2_0;
+    if (in % BG_QK8_0 == 0) return BG_GGML_Q8_0;
+    return BG_GGML_F32;
+}
+
+/* ggml-cpu's quantize_row_q8_0 on x86 (AVX / AVX2, the path every x86-64 build of the last
+ * decade takes): d = fp16(amax / 127), codes rint(x * (127 / amax)) (ties to even), and the
+ * block's value code * fp32(d). (The scalar reference divides by d and rounds ties away; it
+ * differs only in rare ties.) */
+static void round_q8_0(const float *x, float *out, int64_t n)
+{
+    for (int64_t b = 0; b + BG_QK8_0 <= n; b += BG_QK8_0) {
+        float amax = 0.0f;
+        for (int j = 0; j < BG_QK8_0; j++) amax = fmaxf(amax, fabsf(x[b + j]));
+        float d = bg_fp16_to_fp32(bg_fp32_to_fp16(amax / 127.0f));
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        for (int j = 0; j < BG_QK8_0; j++) {
+            float q = nearbyintf(x[b + j] * id);
+            q = q > 127.0f ? 127.0f : q < -128.0f ? -128.0f : q;
+            out[b + j] = q * d;
+        }
+    }
+}
+
+void bg__llama_round_acts(int t, const float *x, float *out, int64_t n)
+{
+    switch (t) {
+    case BG_GGML_F16:
+        for (int64_t i = 0; i < n; i++) out[i] = bg_fp16_to_fp32(bg_fp32_to_fp16(x[i]));
+        break;
+    case BG_GGML_BF16:
+        for (int64_t i = 0; i < n; i++) out[i] = bg_bf16_to_fp32(bg_fp32_to_bf16(x[i]));
+        break;
+    case BG_GGML_Q8_0:
+    case BG_GGML_Q2_0:
+        round_q8_0(x, out, n);
+        for (int64_t i = n - n % BG_QK8_0; i < n; i++) out[i] = x[i]; /* never: rows are blocks */
+        break;
+    default:
+        if (out != x) memcpy(out, x, (size_t)n * sizeof(float));
+        break;
+    }
+}
+
+void bg__llama_rows(int t, const float *x, int64_t rows, int64_t in, const int8_t *codes,
+                    int64_t out, const float *s_w, bool per_row, float *y, float *xr)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        bg__llama_round_acts(t, x + r * in, xr, in);
+        for (int64_t j = 0; j < out; j++) {
+            const int8_t *c = codes + j * in;
+            double acc = 0.0;
+            for (int64_t i = 0; i < in; i++) acc += (double)c[i] * (double)xr[i];
+            y[r * out + j] = (float)acc * s_w[per_row ? j : 0];
+        }
+    }
+}

@@ -1,0 +1,43 @@
+/* train.h - the options and the training loop shared by `bitgrad train` and `bitgrad
+ * finetune` (tools/cmd_train.c parses and sets up, tools/train_loop.c runs). */
+#ifndef BG_CLI_TRAIN_H
+#define BG_CLI_TRAIN_H
+
+#include <bitgrad/checkpoint.h>
+
+#include "cli.h"
+
+typedef struct run_opts {
+    const char *data, *val, *out, *resume, *csv, *model_in, *adapter_out, *lora_targets, *unfreeze,
+        *vocab_from, *schedule;
+    long long steps, batch, seq, n_embd, n_layer, n_head, n_head_kv, n_ff, lora_r, seed;
+    long long eval_every, save_every, warmup, grad_accum, threads;
+    double lr, lora_alpha;
+    bool fp;
+    /* set up by the command */
+    const char *tokenizer_from; /* GGUF whose tokenizer.* keys checkpoints copy, or NULL */
+    bg_schedule sched;
+} run_opts;
+
+/* Data of a run: training (and optional validation) tokens with their target masks. */
+typedef struct run_data {
+    bg_dataset *train, *val;
+    int64_t T; /* input positions per window */
+} run_data;
+
+/* Parses an option shared by train and finetune at argv[*i] (true if it was one; *bad set on
+ * a malformed value). */
+bool train_parse_common(int argc, char **argv, int *i, run_opts *o, int *bad);
+/* Checks every output path of o before any work; then the schedule and thread options. */
+int train_check_opts(run_opts *o);
+/* Loads --data (and --val) with tok and fixes the window length (<= n_ctx). */
+int train_load_data(run_opts *o, const bg_tokenizer *tok, int64_t n_ctx, run_data *d);
+void train_free_data(run_data *d);
+/* AdamW over the trainable parameters (and --resume); *start gets the step to continue at. */
+int train_setup_optim(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim **opt, int64_t *start);
+/* The loop: progress, CSV, validation, periodic and final checkpoints, Ctrl-C. Returns the
+ * exit status. */
+int train_run(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *opt, const run_data *d,
+              int64_t start);
+
+#endif
