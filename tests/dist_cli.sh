@@ -4,6 +4,7 @@
 #   0. 2 ranks x --batch 2 follow 1 process x --batch 4 (the CSV's loss at every step within
 #      1e-5 relative), for `train` and for a LoRA `finetune` of the model it wrote, and
 #      rank 0 alone prints;
+#   0a. the same with --grad-accum 2 and --val (rank 0 alone evaluates);
 #   then its faults:
 #   1. rank 1 killed (SIGKILL) mid-run: the job ends within 30 s, a message names rank 1 and
 #      the signal, and the last periodic checkpoint is intact (a 1-process run resumes it);
@@ -47,6 +48,20 @@ check "world size and global batch printed once" "[ \$(grep -c 'world size 2: 2 
 worst=$(paste -d, "$W/one.csv" "$W/two.csv" | tail -n +2 | awk -F, '{d = $2 - $8; if (d < 0) d = -d; r = d / $2; if (r > m) m = r} END {printf "%.3g", m}')
 echo "  CSV losses, 2 ranks vs 1 process over 8 steps: max relative difference $worst"
 check "losses within 1e-5 relative at every step" "awk 'BEGIN {exit !($worst <= 1e-5)}' && [ \$(wc -l < '$W/two.csv') = 9 ]"
+
+# ---- 0a. the same with --grad-accum 2 and validation (rank 0 evaluates) ----
+head -c 4000 "$W/data.txt" > "$W/val.txt"
+GA=(--grad-accum 2 --val "$W/val.txt" --eval-every 2 --steps 4)
+"$BITGRAD" train "${ARGS[@]}" "${GA[@]}" --batch 4 --out "$W/ga1.gguf" --csv "$W/ga1.csv" > "$W/ga1.log" 2>&1
+"${MPI[@]}" -np 2 "$BITGRAD" train "${ARGS[@]}" "${GA[@]}" --out "$W/ga2.gguf" --csv "$W/ga2.csv" \
+    > "$W/ga2.log" 2>&1
+rc=$?
+check "2 processes with --grad-accum 2 and --val" "[ $rc -eq 0 ] && [ \$(wc -l < '$W/ga2.csv') = 5 ]"
+# columns 2 and 5: loss and val_loss of 1 process; 8 and 11: of 2 ranks
+worst=$(paste -d, "$W/ga1.csv" "$W/ga2.csv" | tail -n +2 | awk -F, '{d = $2 - $8; if (d < 0) d = -d; r = d / $2; if (r > m) m = r; if ($5 != "" || $11 != "") {if ($5 == "" || $11 == "") m = 1; else {d = $5 - $11; if (d < 0) d = -d; r = d / $5; if (r > m) m = r}}} END {printf "%.3g", m}')
+echo "  --grad-accum 2 + validation, 2 ranks vs 1 process over 4 steps: max relative difference $worst"
+check "losses and val_loss within 1e-5 relative" "awk 'BEGIN {exit !($worst <= 1e-5)}' && [ \$(cut -d, -f5 '$W/ga2.csv' | grep -c .) = 3 ]"
+check "validation printed once per evaluation" "[ \$(grep -c 'val_loss' '$W/ga2.log') = 2 ]"
 
 # ---- 0b. a LoRA fine-tune of the model just trained, on 1 and on 2 processes ----
 "$BITGRAD" export "$W/one.gguf" --out "$W/model.gguf" --type f32 > "$W/export.log" 2>&1
