@@ -10,6 +10,7 @@
 #include "bitgrad/nn.h"
 #include "bitgrad/optim.h"
 #include "bitgrad/checkpoint.h"
+#include "bitgrad/dist.h"
 #include "bitgrad/text.h"
 
 #endif

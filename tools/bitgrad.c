@@ -19,6 +19,7 @@ int cli_fail(int status, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     fprintf(stderr, "bitgrad: ");
+    if (cli_dist_world() > 1) fprintf(stderr, "rank %d of %d: ", cli_dist_rank(), cli_dist_world());
     vfprintf(stderr, fmt, ap);
     fprintf(stderr, "\n");
     va_end(ap);
@@ -127,7 +128,8 @@ int main(int argc, char **argv)
                  { "export", cmd_export },     { "train", cmd_train }, { "finetune", cmd_finetune },
                  { "bench", cmd_bench },       { "tokenize", cmd_tokenize } };
     for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
-        if (strcmp(argv[1], cmds[i].name) == 0) return cmds[i].fn(argc - 1, argv + 1);
+        if (strcmp(argv[1], cmds[i].name) == 0) /* under mpirun: one rank of the job */
+            return cli_dist_end(cli_dist_begin() ? 1 : cmds[i].fn(argc - 1, argv + 1));
     usage(stderr);
     return cli_fail(2, "unknown command '%s'", argv[1]);
 }

@@ -35,6 +35,27 @@ void cli_progress(int64_t step, int64_t total, double loss, double tokens_per_s,
                   bool tty);
 double cli_now(void);
 
+/* ---- data-parallel runs (cli_dist.c; bitgrad/dist.h) ---- */
+/* Joins the process group when started by mpirun (a world of one otherwise); 0 or 1. */
+int cli_dist_begin(void);
+/* Leaves it; a failing rank (status not 0 or 130) ends the whole job. Returns status. */
+int cli_dist_end(int status);
+bg_dist *cli_dist(void);
+int cli_dist_rank(void);
+int cli_dist_world(void);
+bool cli_is_root(void); /* rank 0: the one that prints and writes */
+/* Rank 0's parameters to every rank, averaged gradients for opt, the banner (world size,
+ * global batch). */
+int cli_dist_attach(bg_ctx *ctx, bg_module *m, bg_optim *opt, int64_t batch, int64_t seq);
+/* This rank's rows [*start, *start + *count) of a global batch of global_rows rows. */
+void cli_dist_slice(int64_t global_rows, int64_t *start, int64_t *count);
+/* Before backward: this rank's token count (the gradient average weighs ranks by it). */
+void cli_dist_weigh(double local_tokens);
+/* After the step (every rank, every step): the loss of the global batch. */
+double cli_dist_loss(double local_loss);
+void cli_dist_request_stop(void); /* from a signal handler */
+/* Stop now? With several ranks only when they agreed (the same step on all). */
+bool cli_dist_stop(bool local_interrupted);
 /* ---- models, tokenizers and output paths (cli_model.c) ---------------------------------- */
 /* 0 when path can be written (not a directory, its folder writable: checked by creating and
  * removing PATH.tmp, the name atomic writers use); else prints why ("<what> PATH ...") and

@@ -79,8 +79,9 @@ int train_check_opts(run_opts *o)
         return cli_fail(2, "--warmup %lld exceeds --steps %lld", o->warmup, o->steps);
     if (o->eval_every && !o->val) return cli_fail(2, "--eval-every needs --val FILE");
     if (o->threads) omp_set_num_threads((int)o->threads);
-    if (cli_check_output(o->out, "--out") || cli_check_output(o->csv, "--csv") ||
-        cli_check_output(o->adapter_out, "--adapter-out"))
+    /* under mpirun rank 0 alone writes (and probes with PATH.tmp); its failure ends the job */
+    if (cli_is_root() && (cli_check_output(o->out, "--out") || cli_check_output(o->csv, "--csv") ||
+                          cli_check_output(o->adapter_out, "--adapter-out")))
         return 1;
     if (o->resume && o->out && strcmp(o->resume, o->out) != 0 && access(o->resume, R_OK) != 0)
         return cli_fail(1, "--resume %s cannot be read", o->resume);
@@ -103,13 +104,15 @@ int train_load_data(run_opts *o, const bg_tokenizer *tok, int64_t n_ctx, run_dat
         return cli_fail(1, "%s: fewer than 2 tokens", n < 2 ? o->data : o->val);
     }
     if (d->T > n - 1) {
-        fprintf(stderr, "note: %s has %lld tokens: windows of %lld instead of --seq %lld\n",
-                o->data, (long long)n, (long long)n - 1, o->seq);
+        if (cli_is_root())
+            fprintf(stderr, "note: %s has %lld tokens: windows of %lld instead of --seq %lld\n",
+                    o->data, (long long)n, (long long)n - 1, o->seq);
         d->T = n - 1;
     }
-    fprintf(stderr, "data: %s, %lld tokens (%s tokenizer, %lld documents)%s%s\n", o->data,
-            (long long)n, bg_tokenizer_kind(tok), (long long)bg_dataset_n_documents(d->train),
-            o->val ? "; validation: " : "", o->val ? o->val : "");
+    if (cli_is_root())
+        fprintf(stderr, "data: %s, %lld tokens (%s tokenizer, %lld documents)%s%s\n", o->data,
+                (long long)n, bg_tokenizer_kind(tok), (long long)bg_dataset_n_documents(d->train),
+                o->val ? "; validation: " : "", o->val ? o->val : "");
     return 0;
 }
 
@@ -133,9 +136,10 @@ int train_setup_optim(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim **o
         if (bg_checkpoint_load(o->resume, m, *opt, &st, err, sizeof err))
             return cli_fail(1, "%s: %s", o->resume, err);
         *start = st.step;
-        fprintf(stderr, "resumed %s at step %lld\n", o->resume, (long long)st.step);
+        if (cli_is_root())
+            fprintf(stderr, "resumed %s at step %lld\n", o->resume, (long long)st.step);
     }
-    return 0;
+    return cli_dist_attach(ctx, m, *opt, o->batch, o->seq);
 }
 
 static const char *const train_opts_help =
@@ -154,7 +158,9 @@ static int train_usage(int status)
            "  keeps its tokenizer.* keys). --val FILE: validation loss and perplexity every\n"
            "  --eval-every steps and at the end (printed and in the CSV). --save-every N:\n"
            "  the checkpoint (--out, written atomically) every N steps. Ctrl-C writes it and\n"
-           "  exits; --resume continues. Export with: bitgrad export ckpt.gguf --out model.gguf\n",
+           "  exits; --resume continues. Export with: bitgrad export ckpt.gguf --out model.gguf\n"
+           "  Under mpirun -np N: data-parallel, --batch rows per process (global batch N x\n"
+           "  --batch); rank 0 writes the CSV and checkpoints (see README).\n",
            train_opts_help);
     return status;
 }
@@ -258,7 +264,7 @@ static int finetune_prepare(const run_opts *o, bg_ctx *ctx, bg_module *m, const 
     }
     if (o->unfreeze && bg_module_unfreeze(m, o->unfreeze) <= 0)
         return cli_fail(1, "--unfreeze %s matches no parameter", o->unfreeze);
-    bg_module_print_trainable(m, stderr);
+    if (cli_is_root()) bg_module_print_trainable(m, stderr);
     return 0;
 }
 
@@ -282,7 +288,7 @@ static int finetune_model(run_opts *o, const char *targets_csv)
     if (!rc) rc = train_setup_optim(o, ctx, m, &opt, &start);
     if (!rc) rc = train_run(o, ctx, m, opt, &d, start);
     char err[512];
-    if (!rc && o->adapter_out && o->lora_r > 0) {
+    if (!rc && o->adapter_out && o->lora_r > 0 && cli_is_root()) {
         if (bg_lora_export(m, "default", o->adapter_out, err, sizeof err))
             rc = cli_fail(1, "%s", err);
         else

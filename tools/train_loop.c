@@ -8,7 +8,12 @@
  * tokens, and with --grad-accum K the step's gradient is the mean of the K micro-batch
  * gradients (each loss scaled by 1/K). When every micro-batch has the same number of targets
  * (plain text: B x T each) this equals one batch K times larger; with masked data (prompt /
- * completion) micro-batches are weighted equally, not by their target counts. */
+ * completion) micro-batches are weighted equally, not by their target counts.
+ *
+ * Under mpirun (cli_dist.c) every rank draws the same global batch of B x world windows and
+ * trains on its own B rows; gradients are averaged weighted by each rank's target count,
+ * ranks stop together on Ctrl-C / SIGTERM, and rank 0 alone prints, writes the CSV, runs the
+ * validation and writes checkpoints. */
 #include <math.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -25,6 +30,7 @@ static void on_sigint(int sig)
 {
     (void)sig;
     interrupted = 1;
+    cli_dist_request_stop(); /* under mpirun: every rank stops after the same step */
 }
 
 static uint64_t lcg(uint64_t *r)
@@ -86,20 +92,41 @@ static int save(const run_opts *o, bg_module *m, bg_optim *opt, int64_t step)
     st.schedule = o->sched;
     st.tokenizer_from = o->tokenizer_from;
     snprintf(st.user, sizeof st.user, "seed=%lld", o->seed);
-    if (bg_checkpoint_save(o->out, m, opt, &st, err, sizeof err)) return cli_fail(1, "%s", err);
+    if (cli_is_root() && bg_checkpoint_save(o->out, m, opt, &st, err, sizeof err))
+        return cli_fail(1, "%s", err);
     return 0;
 }
 
-/* One optimizer step of K micro-batches; *loss gets the step's loss. 0 or BG_E*. */
+/* This rank's B rows of a global batch of B x world windows (every rank draws all of them,
+ * keeping the random sequence the same on every rank; the others go to the scratch row B of
+ * ids and tg); returns their target count. */
+static int64_t draw_batch(const run_data *d, int64_t B, uint64_t *r, int32_t *ids, int32_t *tg)
+{
+    int64_t T = d->T, first, count, targets = 0;
+    cli_dist_slice(B * cli_dist_world(), &first, &count);
+    for (int64_t gb = 0; gb < B * cli_dist_world(); gb++) {
+        int64_t b = gb >= first && gb < first + count ? gb - first : B; /* B: scratch row */
+        random_window(d->train, T, r, ids + b * T, tg + b * T);
+    }
+    for (int64_t i = 0; i < B * T; i++) targets += tg[i] != IGNORE;
+    return targets;
+}
+
+/* One optimizer step of K micro-batches; *loss gets the step's loss. 0 or BG_E*. With
+ * several ranks every rank goes through every collective call even after an error here, so
+ * that all of them refuse the step together. */
 static int train_step(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *opt,
                       const run_data *d, int64_t step, uint64_t *r, int32_t *ids, int32_t *tg,
                       double *loss)
 {
-    int64_t B = o->batch, T = d->T, K = o->grad_accum;
+    int64_t B = o->batch, T = d->T, K = o->grad_accum, targets = 0;
     int rc = 0;
     *loss = 0.0;
-    for (int64_t k = 0; k < K && !rc; k++) {
-        for (int64_t b = 0; b < B; b++) random_window(d->train, T, r, ids + b * T, tg + b * T);
+    for (int64_t k = 0; k < K && (!rc || cli_dist_world() > 1); k++) {
+        targets += draw_batch(d, B, r, ids, tg);
+        bg_dist_no_sync(cli_dist(), k < K - 1); /* gradients are averaged at the last one */
+        if (k == K - 1) cli_dist_weigh((double)targets);
+        if (rc) continue;
         bg_tensor *x = bg_from_data(ctx, BG_I32, 2, (int64_t[]){ B, T }, ids);
         bg_tensor *y = bg_from_data(ctx, BG_I32, 2, (int64_t[]){ B, T }, tg);
         bg_tensor *l = bg_cross_entropy(bg_bitnet_forward(m, x), y, IGNORE, 0.0f);
@@ -108,7 +135,11 @@ static int train_step(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *op
         bg_step_end(ctx);
     }
     bg_schedule_apply(&o->sched, opt, step);
-    if (!rc) rc = bg_optim_step(opt);
+    if (!rc || cli_dist_world() > 1) { /* with ranks: every rank steps or refuses together */
+        int src = bg_optim_step(opt);
+        if (!rc) rc = src;
+    }
+    *loss = cli_dist_loss(*loss);
     bg_optim_zero_grad(opt);
     bg_step_end(ctx);
     return rc;
@@ -124,32 +155,37 @@ static void log_eval(FILE *csv, int64_t step, double vl, bool tty)
 int train_run(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *opt, const run_data *d,
               int64_t start)
 {
-    FILE *csv = fopen(o->csv, start ? "a" : "w");
-    if (!csv) return cli_fail(1, "cannot write %s", o->csv);
-    if (!start) fprintf(csv, "step,loss,tokens_per_s,lr,val_loss,val_ppl\n");
-    bool tty = isatty(2);
+    bool root = cli_is_root(); /* rank 0 alone prints and writes */
+    FILE *csv = root ? fopen(o->csv, start ? "a" : "w") : NULL;
+    if (root && !csv) return cli_fail(1, "cannot write %s", o->csv);
+    if (csv && !start) fprintf(csv, "step,loss,tokens_per_s,lr,val_loss,val_ppl\n");
+    bool tty = isatty(2) && root;
     int64_t B = o->batch, T = d->T, n = B * T;
-    int32_t *ids = malloc((size_t)n * sizeof(int32_t)), *tg = malloc((size_t)n * sizeof(int32_t));
+    /* one more row: draw_batch's scratch row */
+    int32_t *ids = malloc((size_t)(n + T) * sizeof(int32_t)),
+            *tg = malloc((size_t)(n + T) * sizeof(int32_t));
     uint64_t r = (uint64_t)o->seed * 2654435761u + (uint64_t)start;
     double t0 = cli_now();
     int rc = ids && tg ? 0 : cli_fail(1, "out of memory");
     interrupted = 0;
     signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint); /* what mpirun sends every rank on Ctrl-C */
     int64_t step = start;
-    for (; !rc && step < o->steps && !interrupted; step++) {
+    for (; !rc && step < o->steps && !cli_dist_stop(interrupted); step++) {
         double lv;
         if ((rc = train_step(o, ctx, m, opt, d, step, &r, ids, tg, &lv)) != 0) {
             cli_fail(1, "step %lld: %s", (long long)step + 1, bg_ctx_error(ctx));
             break;
         }
-        double dt = cli_now() - t0,
-               tps = (double)(step - start + 1) * (double)(n * o->grad_accum) / dt;
+        bool last = step + 1 == o->steps;
+        if (!root) continue; /* the rest prints, evaluates and writes */
+        double dt = cli_now() - t0, tps = (double)(step - start + 1) * (double)(n * o->grad_accum) *
+                                          (double)cli_dist_world() / dt;
         double lr = o->lr * bg_schedule_lr(&o->sched, step);
         fprintf(csv, "%lld,%.6f,%.1f,%.6g", (long long)step + 1, lv, tps, lr);
         if (tty || step % 50 == 0 || step + 1 == o->steps)
             cli_progress(step + 1, o->steps, lv, tps,
                          dt / (double)(step - start + 1) * (double)(o->steps - step - 1), tty);
-        bool last = step + 1 == o->steps;
         if (d->val && ((o->eval_every && (step + 1) % o->eval_every == 0) || last))
             log_eval(csv, step + 1, evaluate(ctx, m, d->val, T, B, ids, tg), tty);
         else
@@ -162,13 +198,16 @@ int train_run(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *opt, const
         }
     }
     if (tty) fprintf(stderr, "\n");
-    fclose(csv);
+    if (csv) fclose(csv);
     free(ids);
     free(tg);
     signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
     if (rc) return 1;
+    bool stopped = cli_dist_stop(interrupted);
     if (save(o, m, opt, step)) return 1;
-    fprintf(stderr, "%s checkpoint %s at step %lld\n", interrupted ? "interrupted: wrote" : "wrote",
-            o->out, (long long)step);
-    return interrupted ? 130 : 0;
+    if (root)
+        fprintf(stderr, "%s checkpoint %s at step %lld\n", stopped ? "interrupted: wrote" : "wrote",
+                o->out, (long long)step);
+    return stopped ? 130 : 0;
 }

@@ -24,6 +24,11 @@ BG_API int bg_backward_seed(bg_tensor *out, const bg_tensor *seed);
 /* Zeroes the gradients of every persistent tensor of the ctx. */
 BG_API void bg_zero_grad(bg_ctx *ctx);
 BG_API void bg_tensor_zero_grad(bg_tensor *t);
+/* Hook for data-parallel training: during bg_backward, fn(user, p) is called once for each
+ * persistent tensor p that requires grad, as soon as p's gradient is final for this backward
+ * (the walk passed the earliest recorded op reading p), and fn(user, NULL) when the walk
+ * completed. Called on the calling thread, outside parallel regions. NULL fn removes it. */
+BG_API void bg_ctx_set_grad_ready(bg_ctx *ctx, bg_grad_ready_fn fn, void *user);
 
 /* ---- elementwise, with NumPy broadcasting ---------------------------------- */
 BG_API bg_tensor *bg_add(bg_tensor *a, bg_tensor *b);

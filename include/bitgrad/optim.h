@@ -43,6 +43,12 @@ BG_API void bg_optim_set_lr_scale(bg_optim *o, float scale);
 BG_API void bg_optim_set_wd_scale(bg_optim *o, float scale);
 /* One update. Refuses (BG_ENONFINITE, nothing changed) when a gradient is NaN or Inf. */
 BG_API int bg_optim_step(bg_optim *o);
+/* Data-parallel training (bitgrad/dist.h): from now on the gradients of o's trainable
+ * parameters are averaged over d's ranks during backward, and bg_optim_step (and
+ * bg_clip_grad_norm) first wait for that average; when any rank's gradient is NaN/Inf every
+ * rank's step refuses (BG_ENONFINITE). Call after adding the parameters; NULL detaches. */
+struct bg_dist;
+BG_API int bg_optim_set_dist(bg_optim *o, struct bg_dist *d);
 BG_API int64_t bg_optim_steps(const bg_optim *o);
 BG_API void bg_optim_zero_grad(bg_optim *o);
 /* Optimizer state for checkpoints: per parameter its moment tensors (NULL if none). */

@@ -54,6 +54,8 @@ typedef enum bg_device {
 
 typedef struct bg_ctx bg_ctx;
 typedef struct bg_tensor bg_tensor;
+/* Backward's grad-ready hook (bg_ctx_set_grad_ready in autograd.h). */
+typedef void (*bg_grad_ready_fn)(void *user, bg_tensor *param);
 
 typedef struct bg_ctx_stats {
     uint64_t heap_allocs;      /* heap allocations made by this ctx so far */

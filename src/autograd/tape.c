@@ -219,17 +219,56 @@ static void node_done(bg_ctx *ctx, bg_node *node, bg_arena_mark mark, bg_tensor 
     node_unpin(ctx, node);
 }
 
+void bg_ctx_set_grad_ready(bg_ctx *ctx, bg_grad_ready_fn fn, void *user)
+{
+    if (!ctx) return;
+    ctx->grad_ready = fn;
+    ctx->grad_ready_user = user;
+}
+
+static bool hooked_param(const bg_tensor *t)
+{
+    return t && t->persistent && t->requires_grad;
+}
+
+/* For the grad-ready hook: each parameter remembers the earliest node reading it (its
+ * gradient is final once the backward walk has run that node). */
+static void hook_prepare(struct bg_tape *tape)
+{
+    for (size_t i = tape->n; i-- > 0;) {
+        bg_node *node = &tape->nodes[i];
+        for (int k = 0; k < node->n_in; k++)
+            if (hooked_param(node->in[k])) node->in[k]->grad_final_at = (int64_t)i + 1;
+    }
+}
+
+static void hook_fire(bg_ctx *ctx, bg_node *node, size_t i)
+{
+    for (int k = 0; k < node->n_in; k++) {
+        bg_tensor *p = node->in[k];
+        if (!hooked_param(p) || p->grad_final_at != (int64_t)i + 1) continue;
+        p->grad_final_at = 0; /* once, even when the node reads p twice */
+        ctx->grad_ready(ctx->grad_ready_user, p);
+    }
+}
+
 static int backward_walk(bg_ctx *ctx)
 {
     struct bg_tape *tape = ctx->tape;
     bg__pool_backward_begin(ctx);
+    bool hook = ctx->grad_ready != NULL;
+    if (hook) hook_prepare(tape);
     for (size_t i = tape->n; i-- > 0;) {
         bg_node *node = &tape->nodes[i];
-        if (!node->out->grad) continue; /* nothing flowed into this node */
+        if (!node->out->grad) { /* nothing flowed into this node */
+            if (hook) hook_fire(ctx, node, i);
+            continue;
+        }
 #ifdef BG_HAVE_CUDA
         if (ctx->device == BG_CUDA) {
             bg__cuda_backward(node); /* cuda hook: device rules */
             if (ctx->err_code) return ctx->err_code;
+            if (hook) hook_fire(ctx, node, i);
             continue;
         }
 #endif
@@ -238,7 +277,9 @@ static int backward_walk(bg_ctx *ctx)
         backward_fns[node->op](node);
         if (ctx->err_code) return ctx->err_code;
         node_done(ctx, node, mark, step_head);
+        if (hook) hook_fire(ctx, node, i);
     }
+    if (hook) ctx->grad_ready(ctx->grad_ready_user, NULL);
     return BG_OK;
 }
 

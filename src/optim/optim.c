@@ -7,6 +7,7 @@
 
 #include "autograd/vec8.h"
 #include "bitgrad/optim.h"
+#include "dist/dist_impl.h"
 #include "cuda/cuda_dispatch.h"
 #include "nn/module_impl.h"
 
@@ -32,6 +33,7 @@ struct bg_optim {
     int n_groups, cap_groups;
     float lr_scale, wd_scale;
     int64_t steps;
+    bg_dist *dist; /* data-parallel group whose averaged gradients steps use, or NULL */
 };
 
 bg_optim_config bg_optim_default(bg_optim_kind kind)
@@ -66,6 +68,7 @@ void bg_optim_free(bg_optim **po)
 {
     if (!po || !*po) return;
     bg_optim *o = *po;
+    if (o->dist) bg__dist_release(o->dist, o);
     for (int i = 0; i < o->n_params; i++) {
         bg_tensor_free(&o->params[i].m);
         bg_tensor_free(&o->params[i].v);
@@ -336,9 +339,43 @@ static bool grads_finite(const bg_optim *o)
     return true;
 }
 
+static int optim_step_local(bg_optim *o);
+
+void bg__optim_drop_dist(bg_optim *o) { o->dist = NULL; }
+
+int bg_optim_set_dist(bg_optim *o, bg_dist *d)
+{
+    if (!o) return BG_EINVAL;
+    if (o->dist) bg__dist_release(o->dist, o);
+    o->dist = NULL;
+    if (!d) return BG_OK;
+    bg_tensor **ps = bg__malloc(o->ctx, (size_t)(o->n_params ? o->n_params : 1) * sizeof *ps);
+    if (!ps) return bg__error(o->ctx, BG_ENOMEM, "optim: out of memory");
+    int n = 0;
+    for (int i = 0; i < o->n_params; i++)
+        if (o->params[i].p->requires_grad) ps[n++] = o->params[i].p;
+    int rc = bg__dist_bind(d, o, o->ctx, ps, n);
+    free(ps);
+    if (rc) return rc;
+    o->dist = d;
+    return BG_OK;
+}
+
 int bg_optim_step(bg_optim *o)
 {
     if (!o) return BG_EINVAL;
+    if (o->dist) { /* every rank refuses together, or steps on the same averaged gradients */
+        int rc = bg__dist_sync_for(o->dist, o->ctx);
+        if (!rc) rc = optim_step_local(o);
+        bg__dist_step_done(o->dist);
+        return rc;
+    }
+    return optim_step_local(o);
+}
+
+/* The update itself, on gradients that are final (averaged over the group, if any). */
+static int optim_step_local(bg_optim *o)
+{
     if (!grads_finite(o))
         return bg__error(o->ctx, BG_ENONFINITE, "optim: a gradient holds NaN or Inf; the step "
                          "was skipped and no parameter changed");
@@ -359,6 +396,7 @@ int bg_optim_step(bg_optim *o)
 float bg_clip_grad_norm(bg_optim *o, float max_norm)
 {
     double ss = 0.0;
+    if (o->dist && bg__dist_sync_for(o->dist, o->ctx)) return NAN; /* the step will refuse */
     for (int i = 0; i < o->n_params; i++) {
         const bg_tensor *p = o->params[i].p;
         if (!p->grad) continue;

@@ -65,6 +65,7 @@ struct bg_tensor {
     bg_tensor *prev_persist, *next_persist;
     const bg_tensor *view_of; /* base tensor when this is a view */
     uint64_t recorded_epoch; /* tape epoch in which this tensor was an op input, or 0 */
+    int64_t grad_final_at; /* tape node after which its gradient is final + 1 (tape.c, hook) */
     char name[BG_NAME_MAX];
 };
 
@@ -89,6 +90,8 @@ struct bg_ctx {
     void *device_state;       /* backend-specific (CUDA) */
     struct bg_pool *pool;     /* reusable buffers: large step tensors, intermediates' grads (CPU) */
     struct bg_rope_tab *rope_tabs; /* RoPE cos/sin tables made so far (op_attention.c) */
+    bg_grad_ready_fn grad_ready; /* backward's grad-ready hook (tape.c), or NULL */
+    void *grad_ready_user;
     struct {                  /* the last BitLinear input quantized (op_bitlinear.c) */
         const bg_tensor *x;
         const void *data;
