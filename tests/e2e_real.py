@@ -15,10 +15,15 @@
   python3 tests/e2e_real.py adapter ADAPTER.gguf MODEL.gguf
       gguf-py reads a LoRA adapter: general.type "adapter", adapter.type "lora", an alpha, and
       for every lora_a {n_in, r} / lora_b {r, n_out} pair a projection of MODEL of that shape.
-  python3 tests/e2e_real.py check VOCAB.gguf MODEL.gguf BASE.gguf ADAPTER.gguf QAT.gguf
+  python3 tests/e2e_real.py check VOCAB MODEL BASE ADAPTER QAT IDS BASE.f32 LORA.f32
       All of the below, each file parsed once: MODEL's and BASE's tokenizer keys == VOCAB's;
       keys MODEL BASE --same-values (BASE: the export of a LoRA checkpoint, whose base is
-      frozen); adapter ADAPTER MODEL; keys MODEL QAT --types (QAT: an export after QAT).
+      frozen); adapter ADAPTER MODEL; keys MODEL QAT --types (QAT: an export after QAT);
+      llama BASE - IDS BASE.f32 1e-5; llama BASE ADAPTER IDS LORA.f32 1e-4.
+  python3 tests/e2e_real.py llama MODEL.gguf ADAPTER.gguf|- "[1, 2, 3]" GOT.f32 TOL
+      The logits of llama.cpp's bitnet graph with that adapter (numpy, float64, activations
+      rounded as ggml-cpu does for each weight type) for those ids, written to GOT.f32.ref,
+      against bitgrad's (eval --llama --all --out GOT.f32): close GOT.f32 GOT.f32.ref.
   python3 tests/e2e_real.py close A.f32 B.f32 N_VOCAB TOL
       Max relative difference of two logits files (|a - b| / max|b|) <= TOL, same size.
 gguf-py 0.19 (PyPI) does not know Q2_0 (ggml type 42): its reader is then extended here for
@@ -214,13 +219,99 @@ def cmd_adapter(path, model):
     return 1 if failed else 0
 
 
-def cmd_check(vocab, model, base, adapter, qat):
+def cmd_check(vocab, model, base, adapter, qat, ids, got_base, got_lora):
     same_tokenizer(vocab, model)
     cmd_keys(model, base, True, True)
     same_tokenizer(vocab, base)
     cmd_adapter(adapter, model)
     cmd_keys(model, qat, True, False)
+    cmd_llama(base, "-", ids, got_base, 1e-5)
+    cmd_llama(base, adapter, ids, got_lora, 1e-4)
     return 1 if failed else 0
+
+
+# ---- llama.cpp's graph with an adapter, in numpy ----------------------------------------------
+
+def act_round(x, wtype):
+    """The activations as ggml-cpu converts them for a weight of that type: Q8_0 blocks of 32
+    for Q2_0 / Q8_0 (d = fp16(amax / 127), codes rint(x * 127 / amax)), F16, or none (F32)."""
+    if wtype in ("Q2_0", "Q8_0"):
+        b = x.reshape(-1, 32).astype(np.float32)
+        amax = np.abs(b).max(axis=1, keepdims=True)
+        d = (amax / np.float32(127)).astype(np.float16).astype(np.float32)
+        with np.errstate(divide="ignore"):
+            iscale = np.where(amax > 0, np.float32(127) / amax, np.float32(0))
+        q = np.clip(np.rint(b * iscale), -128, 127)
+        return (q * d).reshape(x.shape).astype(np.float64)
+    if wtype == "F16":
+        return x.astype(np.float32).astype(np.float16).astype(np.float64)
+    return x
+
+
+def llama_logits(model, adapter, ids):
+    """Logits of every position as llama.cpp's bitnet graph computes them (src/models/bitnet.cpp,
+    build_lora_mm / build_ffn in src/llama-graph.cpp): y = (W x) * scale + lora for attention and
+    ffn_down, y = (W x + lora) * scale for ffn_gate and ffn_up; lora = alpha / r * B (A x)."""
+    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    from import_models import rms, rope  # the bitnet graph's pieces (EPS 1e-5, base 10000)
+    r, c = read(model), CFG
+    W, S, WT = {}, {}, {}
+    for t in r.tensors:
+        shape = [int(n) for n in reversed([int(x) for x in t.shape])]
+        if t.name.endswith(".scale"):
+            S[t.name[:-len(".scale")]] = float(values(t)[0])
+            continue
+        W[t.name] = values(t)[:int(np.prod(shape))].reshape(shape).astype(np.float64)
+        WT[t.name] = type_name(t)
+    L, alpha = {}, 0.0
+    if adapter:
+        a = read(adapter)
+        alpha = float(a.fields["adapter.lora.alpha"].contents())
+        for t in a.tensors:
+            shape = [int(n) for n in reversed([int(x) for x in t.shape])]
+            L[t.name] = values(t).reshape(shape).astype(np.float64)
+
+    def lin(x, base):
+        name = base + ".weight"
+        y = act_round(x, WT[name]) @ W[name].T
+        delta = 0.0
+        if name + ".lora_a" in L:
+            A, B = L[name + ".lora_a"], L[name + ".lora_b"]
+            delta = alpha / A.shape[0] * ((x @ A.T) @ B.T)
+        s = S.get(base, 1.0)
+        if base.endswith(("ffn_gate", "ffn_up")):
+            return (y + delta) * s
+        return y * s + delta
+
+    hd, T = c["n_embd"] // c["n_head"], len(ids)
+    pos = np.arange(T, dtype=np.float64)
+    x = W["token_embd.weight"][ids]
+    mask = np.triu(np.full((T, T), -np.inf), 1)
+    g = c["n_head"] // c["n_head_kv"]
+    for l in range(c["n_layer"]):
+        p = f"blk.{l}."
+        h = rms(x, W[p + "attn_norm.weight"])
+        q = rope(lin(h, p + "attn_q").reshape(T, c["n_head"], hd), pos, hd)
+        k = rope(lin(h, p + "attn_k").reshape(T, c["n_head_kv"], hd), pos, hd)
+        v = lin(h, p + "attn_v").reshape(T, c["n_head_kv"], hd)
+        att = np.zeros((T, c["n_head"], hd))
+        for hh in range(c["n_head"]):
+            sc = q[:, hh] @ k[:, hh // g].T / np.sqrt(hd) + mask
+            e = np.exp(sc - sc.max(axis=-1, keepdims=True))
+            att[:, hh] = (e / e.sum(axis=-1, keepdims=True)) @ v[:, hh // g]
+        x = x + lin(rms(att.reshape(T, -1), W[p + "attn_sub_norm.weight"]), p + "attn_output")
+        h = rms(x, W[p + "ffn_norm.weight"])
+        gt, up = lin(h, p + "ffn_gate"), lin(h, p + "ffn_up")
+        x = x + lin(rms(gt / (1 + np.exp(-gt)) * up, W[p + "ffn_sub_norm.weight"]), p + "ffn_down")
+    n = rms(x, W["output_norm.weight"])
+    return (act_round(n, WT["token_embd.weight"]) @ W["token_embd.weight"].T).astype(np.float32)
+
+
+def cmd_llama(model, adapter, ids, got, tol):
+    ids = [int(i) for i in ids.strip("[] ").split(",")]
+    ref = llama_logits(model, adapter if adapter != "-" else None, ids)
+    ref.tofile(got + ".ref")
+    return cmd_close(got, got + ".ref", ref.shape[1], tol)
 
 
 def cmd_close(a, b, n_vocab, tol):
@@ -243,8 +334,10 @@ if __name__ == "__main__":
         sys.exit(cmd_keys(a[1], a[2], len(a) == 4, a[-1] == "--same-values"))
     if len(a) == 3 and a[0] == "adapter":
         sys.exit(cmd_adapter(a[1], a[2]))
-    if len(a) == 6 and a[0] == "check":
+    if len(a) == 9 and a[0] == "check":
         sys.exit(cmd_check(*a[1:]))
+    if len(a) == 6 and a[0] == "llama":
+        sys.exit(cmd_llama(a[1], a[2], a[3], a[4], float(a[5])))
     if len(a) == 5 and a[0] == "close":
         sys.exit(cmd_close(a[1], a[2], int(a[3]), float(a[4])))
     print(__doc__)

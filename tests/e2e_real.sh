@@ -13,6 +13,8 @@
 #     and model.gguf, and for the adapter on the exported base and on model.gguf, and the
 #     adapter changes them; a QAT fine-tune (--lora-r 0) exported and imported back gives the
 #     checkpoint's logits exactly, and differs from model.gguf's
+#   - eval --llama of the exported base, with and without the adapter, == llama.cpp's graph
+#     (build_lora_mm / build_ffn: the adapter of ffn_gate / ffn_up scaled by .scale) in numpy
 # Usage: bash tests/e2e_real.sh BITGRAD_CLI GOLDEN_DIR SOURCE_DIR
 # Exit: 0 pass, 1 a check failed, 2 usage, 77 golden vocabulary, python3 or gguf-py missing.
 set -u
@@ -185,8 +187,13 @@ else
 fi
 
 # ---- gguf-py reads every file (each parsed once: 32000 token strings take it seconds) -----------
-pycheck "gguf-py reads model.gguf, model-bitgrad.gguf, adapter.gguf, qat.gguf" \
-    check "$vocab" model.gguf model-bitgrad.gguf adapter.gguf qat.gguf
+# and llama.cpp's graph in numpy (tests/e2e_real.py llama_logits) on the exported base, with and
+# without the adapter, against eval --llama (llama.cpp's activation rounding).
+"$B" eval model-bitgrad.gguf --llama --prompt "$prompt" --all --out llama_base.f32 >/dev/null 2>&1
+"$B" eval model-bitgrad.gguf --llama --lora adapter.gguf --prompt "$prompt" --all \
+    --out llama_lora.f32 >/dev/null 2>&1
+pycheck "gguf-py reads model.gguf, model-bitgrad.gguf, adapter.gguf, qat.gguf; llama.cpp's graph" \
+    check "$vocab" model.gguf model-bitgrad.gguf adapter.gguf qat.gguf "$want" llama_base.f32 llama_lora.f32
 
 if [ "$failed" -ne 0 ]; then
     echo "e2e_real: FAILED"
