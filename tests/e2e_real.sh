@@ -16,6 +16,7 @@
 #   - eval --llama of the exported base, with and without the adapter, == llama.cpp's graph
 #     (build_lora_mm / build_ffn: the adapter of ffn_gate / ffn_up scaled by .scale) in numpy
 # Usage: bash tests/e2e_real.sh BITGRAD_CLI GOLDEN_DIR SOURCE_DIR
+#   LLAMA_CPP_BIN=DIR also runs README's llama-completion line; BG_E2E_KEEP=1 keeps the temp dir.
 # Exit: 0 pass, 1 a check failed, 2 usage, 77 golden vocabulary, python3 or gguf-py missing.
 set -u
 if [ $# -ne 3 ]; then
@@ -34,7 +35,7 @@ if ! python3 -c 'import gguf, numpy' 2>/dev/null; then
 fi
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 tmp=$(mktemp -d /tmp/bg_e2e_real.XXXXXX)
-trap 'rm -rf "$tmp"' EXIT
+trap '[ -n "${BG_E2E_KEEP:-}" ] || rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
 failed=0
 ok() { echo "ok   $*"; }
