@@ -253,6 +253,7 @@ def llama_logits(model, adapter, ids):
     build_lora_mm / build_ffn in src/llama-graph.cpp): y = (W x) * scale + lora for attention and
     ffn_down, y = (W x + lora) * scale for ffn_gate and ffn_up; lora = alpha / r * B (A x)."""
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    sys.dont_write_bytecode = True  # nothing written into the source tree
     from import_models import rms, rope  # the bitnet graph's pieces (EPS 1e-5, base 10000)
     r, c = read(model), CFG
     W, S, WT = {}, {}, {}
