@@ -165,7 +165,7 @@ int cmd_generate(int argc, char **argv)
         fputs(prompt, stdout);
         rc = generate(&g, tok, n_new, temp, stop);
     }
-    if (!rc && timings)
+    if (!rc && timings && fflush(stdout) == 0)
         fprintf(stderr, "generate: load %.2f ms; prompt %.2f ms / %lld tokens; eval %.2f ms / %lld "
                 "runs (%.2f ms per token)\n", 1e3 * t_load, 1e3 * g.t_prompt,
                 (long long)g.n_prompt, 1e3 * g.t_eval, (long long)g.n_eval,
