@@ -5,16 +5,18 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 
 static int gen_usage(int status)
 {
     printf("usage: bitgrad generate MODEL.gguf --prompt TEXT [--n 64] [--temp 0] [--seed 1]\n"
-           "                        [--lora ADAPTER.gguf] [--stop-at-eos]\n"
+           "                        [--lora ADAPTER.gguf] [--stop-at-eos] [--timings]\n"
            "  greedy when --temp is 0; stops after --n tokens, or with --stop-at-eos at the\n"
            "  model's end-of-sequence token (a newline for bitgrad's byte models without one).\n"
-           "  When the context fills up, the second half of it is kept and generation goes on.\n");
+           "  When the context fills up, the second half of it is kept and generation goes on.\n"
+           "  --timings: load, prompt and per-token wall times on stderr (as llama.cpp's perf).\n");
     return status;
 }
 
@@ -41,7 +43,16 @@ typedef struct gen_state {
     int32_t *ids;
     int64_t n;  /* tokens so far */
     float *row; /* logits of the last position, [n_vocab] */
+    double t_prompt, t_eval; /* seconds in the prompt's forward and in the later ones */
+    int64_t n_prompt, n_eval;
 } gen_state;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 /* Runs the tokens the cache has not seen (after a reset when it is full: the last half of
  * the context again) and leaves the last position's logits in g->row. */
@@ -53,10 +64,18 @@ static int advance(gen_state *g)
         bg_kv_cache_reset(g->kv);
         from = g->n - (cap / 2 > 0 ? cap / 2 : 1);
     }
+    double t0 = now_s();
     bg_tensor *lg = bg_bitnet_forward_cached(g->m, g->kv, g->ids + from, g->n - from);
     int64_t rows = g->n - from;
     int rc = lg ? bg_tensor_read(bg_slice(lg, 0, rows - 1, rows), g->row) : BG_EINVAL;
     bg_step_end(g->ctx);
+    if (pos == 0 && g->n_prompt == 0) {
+        g->t_prompt = now_s() - t0;
+        g->n_prompt = rows;
+    } else {
+        g->t_eval += now_s() - t0;
+        g->n_eval++;
+    }
     return rc ? cli_fail(1, "generate: %s", bg_ctx_error(g->ctx)) : 0;
 }
 
@@ -96,7 +115,7 @@ static int generate(gen_state *g, const bg_tokenizer *tok, long long n_new, doub
 int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *lora = NULL, *ns = "64", *ts = "0", *ss = "1";
-    bool stop = false;
+    bool stop = false, timings = false;
     int bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
         if (cli_flag(argv, i, "--help")) return gen_usage(0);
@@ -107,6 +126,8 @@ int cmd_generate(int argc, char **argv)
             cli_opt(argc, argv, &i, "--seed", &ss, &bad))
             continue;
         if (cli_flag(argv, i, "--stop-at-eos")) stop = true;
+        else if (cli_flag(argv, i, "--timings"))
+            timings = true;
         else if (argv[i][0] == '-')
             return cli_fail(2, "generate: unknown option %s", argv[i]);
         else if (!model)
@@ -121,11 +142,13 @@ int cmd_generate(int argc, char **argv)
         !cli_int("--seed", ss, 0, INT64_MAX, &seed))
         return 2;
     gen_state g = { 0 };
+    double t_load = now_s();
     if (bg_ctx_create(&g.ctx, BG_CPU)) return cli_fail(1, "out of memory");
     bg_ctx_seed(g.ctx, (uint64_t)seed);
     bg_tokenizer *tok = NULL;
     g.m = cli_load_inference(g.ctx, model, lora, false, &tok);
     int rc = g.m ? 0 : 1;
+    t_load = now_s() - t_load;
     int32_t *pids = NULL;
     int64_t np = rc ? -1 : cli_encode(tok, prompt, true, &pids);
     if (!rc && np <= 0) rc = np == 0 ? cli_fail(2, "generate: the prompt gives no tokens") : 1;
@@ -142,6 +165,11 @@ int cmd_generate(int argc, char **argv)
         fputs(prompt, stdout);
         rc = generate(&g, tok, n_new, temp, stop);
     }
+    if (!rc && timings && fflush(stdout) == 0)
+        fprintf(stderr, "generate: load %.2f ms; prompt %.2f ms / %lld tokens; eval %.2f ms / %lld "
+                "runs (%.2f ms per token)\n", 1e3 * t_load, 1e3 * g.t_prompt,
+                (long long)g.n_prompt, 1e3 * g.t_eval, (long long)g.n_eval,
+                g.n_eval ? 1e3 * g.t_eval / (double)g.n_eval : 0.0);
     free(pids);
     free(g.ids);
     free(g.row);
