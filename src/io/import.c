@@ -199,6 +199,28 @@ static int fill_projection(const bg_gguf *g, int64_t ti, const float *scale, bg_
     return rc;
 }
 
+/* A checkpoint's packed base (checkpoint.h): I8 codes and "<weight>.packed_scale", one f32;
+ * latent weights whose absmean quantizer gives back exactly these codes and scale. */
+static int fill_from_packed(const bg_gguf *g, int64_t ti, bg_tensor *w, char *err, size_t errlen)
+{
+    const char *name = bg_tensor_name(w);
+    char sn[BG_NAME_MAX + 16];
+    snprintf(sn, sizeof sn, "%s.packed_scale", name);
+    int64_t si = bg_gguf_find_tensor(g, sn), n = bg_tensor_numel(w);
+    float s;
+    if (si < 0 || bg_gguf_tensor_nelements(g, si) != 1 || bg_gguf_read_tensor_f32(g, si, &s) ||
+        !isfinite(s))
+        return bg__io_err(err, errlen, BG_EUNSUPPORTED, "import: packed '%s': '%s' must be one "
+                          "finite f32 (per-row packed scales are not supported here)", name, sn);
+    const int8_t *codes = bg_gguf_tensor_data(g, ti);
+    for (int64_t i = 0; i < n; i++)
+        if (codes[i] < -1 || codes[i] > 1)
+            return bg__io_err(err, errlen, BG_EFORMAT, "import: packed '%s': a code outside "
+                              "{-1, 0, 1}", name);
+    fill_latent(codes, n, s < BG_QUANT_EPS ? BG_QUANT_EPS : s, bg_tensor_data(w));
+    return BG_OK;
+}
+
 /* A Linear's weight from "<name>.weight" and the optional "<name>.scale". A bitgrad
  * checkpoint (latent) holds latent weights: they load as they are, never re-scaled (a frozen
  * base imported earlier is codes * m, and m is not its W_q's scale). */
@@ -220,6 +242,8 @@ static int load_projection(const bg_gguf *g, bg_module *lin, bool latent, char *
         return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s' must be one finite f32", sn);
     int type = bg_gguf_tensor_type(g, ti);
     int rc;
+    if (latent && type == BG_GGML_I8) /* a packed base */
+        return fill_from_packed(g, ti, w, err, errlen);
     if (latent && si < 0)
         rc = bg_gguf_read_tensor_f32(g, ti, bg_tensor_data(w)) ? BG_EUNSUPPORTED : BG_OK;
     else
