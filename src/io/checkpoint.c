@@ -10,6 +10,7 @@
 #include "io/checkpoint_packed.h"
 #include "io/gguf_internal.h"
 #include "io/model_io.h"
+#include "quant/tmat_access.h"
 
 #define CK_HASH_SEED 0xcbf29ce484222325ull
 #define CK_HASH_MUL 0x100000001b3ull
@@ -101,7 +102,7 @@ typedef struct ck_save {
     bg_gguf_writer *w;
     uint64_t *sums; /* checksum of every tensor added */
     int64_t n_sums;
-    int8_t **codes; /* packed bases' codes, alive until the file is written */
+    void **codes; /* packed bases' codes, alive until the file is written */
     int n_codes;
     int rc; /* first error */
 } ck_save;
@@ -208,15 +209,17 @@ static void add_packed(ck_save *s, bg_module *model, const bg_tensor *t, int i)
         PUT(BG_EUNSUPPORTED);
         return;
     }
-    int8_t *codes = NULL;
-    const float *sc = NULL;
-    int64_t nsc = 0;
-    PUT(bg__ck_packed_codes(owner, &codes, &sc, &nsc));
+    void *blob = NULL;
+    size_t bytes = 0;
+    int type = 0;
+    bool per_row;
+    const float *sc = bg__tmat_scales(bg__linear_packed_base(owner), &per_row);
+    int64_t nsc = bg__ck_packed_n_scales(owner);
+    PUT(bg__ck_packed_blob(owner, &blob, &bytes, &type));
     if (s->rc) return;
-    s->codes[s->n_codes++] = codes;
-    size_t bytes = (size_t)(ne[0] * ne[1]);
-    PUT(bg_gguf_writer_add_tensor_ref(s->w, bg_tensor_name(t), BG_GGML_I8, 2, ne, codes, bytes));
-    if (!s->rc) s->sums[s->n_sums++] = ck_checksum(codes, bytes);
+    s->codes[s->n_codes++] = blob;
+    PUT(bg_gguf_writer_add_tensor_ref(s->w, bg_tensor_name(t), type, 2, ne, blob, bytes));
+    if (!s->rc) s->sums[s->n_sums++] = ck_checksum(blob, bytes);
     char sn[BG_NAME_MAX];
     scale_name(sn, bg_tensor_name(t), i);
     PUT(bg_gguf_writer_add_tensor_ref(s->w, sn, BG_GGML_F32, 1, &nsc, sc, (size_t)nsc * 4));
@@ -320,7 +323,7 @@ int bg_checkpoint_save(const char *path, bg_module *model, bg_optim *opt,
     if (!path || !model) return bg__io_err(err, errlen, BG_EINVAL, "checkpoint: NULL argument");
     int np = bg_module_n_params(model), no = opt ? bg_optim_n_params(opt) : 0;
     ck_save s = { .sums = malloc((size_t)(2 * np + 2 * no + 1) * sizeof(uint64_t)),
-                  .codes = calloc((size_t)np + 1, sizeof(int8_t *)) };
+                  .codes = calloc((size_t)np + 1, sizeof(void *)) };
     s.rc = s.sums && s.codes ? bg_gguf_writer_create(&s.w) : BG_ENOMEM;
     if (s.rc) {
         free(s.sums);
@@ -617,7 +620,9 @@ static int check_param(ck_load *c, int i)
         return check_tensor_as(c, name, t, t->dtype == BG_F16 ? BG_GGML_F16 : BG_GGML_F32,
                                &c->src[i]);
     if (!c->own[i]) return ck_fail(c, BG_EUNSUPPORTED, "parameter '%s' has no values", name);
-    int rc = check_tensor_as(c, name, t, BG_GGML_I8, &c->src[i]);
+    int64_t fi = bg_gguf_find_tensor(c->g, name);
+    int ftype = fi >= 0 ? bg_gguf_tensor_type(c->g, fi) : BG_GGML_I8;
+    int rc = check_tensor_as(c, name, t, ftype == BG_GGML_TQ2_0 ? ftype : BG_GGML_I8, &c->src[i]);
     char sn[BG_NAME_MAX];
     scale_name(sn, name, i);
     int64_t ti = rc ? -1 : bg_gguf_find_tensor(c->g, sn), want = bg__ck_packed_n_scales(c->own[i]);
@@ -806,8 +811,12 @@ static int commit(ck_load *c)
         return ck_fail(c, BG_ENOMEM, "out of memory creating the optimizer state");
     for (int i = 0; i < c->n_params; i++) {
         if (c->own[i]) { /* a new packed matrix: can fail only for memory */
-            int rc = bg_bitlinear_set_packed(c->own[i], bg_gguf_tensor_data(c->g, c->src[i]),
-                                             bg_gguf_tensor_data(c->g, c->ssrc[i]));
+            const void *data = bg_gguf_tensor_data(c->g, c->src[i]);
+            const float *sc = bg_gguf_tensor_data(c->g, c->ssrc[i]);
+            int rc = bg_gguf_tensor_type(c->g, c->src[i]) == BG_GGML_TQ2_0
+                         ? bg_bitlinear_set_packed_tq(c->own[i], BG_GGML_TQ2_0, data,
+                                                      bg_gguf_tensor_nbytes(c->g, c->src[i]), sc)
+                         : bg_bitlinear_set_packed(c->own[i], data, sc);
             if (rc) return ck_fail(c, rc, "packed '%s': %s", c->own[i]->name,
                                    bg_ctx_error(c->model->ctx));
         }

@@ -2,6 +2,8 @@
  * include/bitgrad/checkpoint.h): its ternary codes, one int8 per weight, and exact scales. */
 #include <stdlib.h>
 
+#include "bitgrad/quant.h"
+
 #include "io/checkpoint_packed.h"
 #include "nn/module_impl.h"
 #include "quant/tmat_access.h"
@@ -35,4 +37,37 @@ int bg__ck_packed_codes(const bg_module *owner, int8_t **codes, const float **sc
     if (!*codes) return BG_ENOMEM;
     for (int64_t j = 0; j < out; j++) bg__tmat_row_codes(pk, j, *codes + j * in);
     return BG_OK;
+}
+
+int bg__ck_packed_blob(const bg_module *owner, void **data, size_t *nbytes, int *type)
+{
+    const bg_tmat *pk = bg__linear_packed_base(owner);
+    int64_t out = owner->params[0]->shape[0], in = owner->params[0]->shape[1];
+    bool per_row;
+    *data = NULL;
+    bg__tmat_scales(pk, &per_row);
+    if (in % 256 || per_row) { /* I8 codes */
+        const float *sc;
+        int64_t ns;
+        *type = BG_GGML_I8;
+        *nbytes = (size_t)(out * in);
+        return bg__ck_packed_codes(owner, (int8_t **)data, &sc, &ns);
+    }
+    *type = BG_GGML_TQ2_0; /* codes in blocks with d = 1: a quarter of the bytes */
+    size_t row = bg_ggml_row_size(BG_GGML_TQ2_0, in);
+    *nbytes = row * (size_t)out;
+    uint8_t *blocks = malloc(*nbytes);
+    int8_t *codes = malloc((size_t)in);
+    float *v = malloc((size_t)in * sizeof *v);
+    int rc = blocks && codes && v ? BG_OK : BG_ENOMEM;
+    for (int64_t j = 0; !rc && j < out; j++) {
+        bg__tmat_row_codes(pk, j, codes);
+        for (int64_t i = 0; i < in; i++) v[i] = (float)codes[i];
+        rc = bg_ggml_quantize(BG_GGML_TQ2_0, v, blocks + (size_t)j * row, 1, in);
+    }
+    free(codes);
+    free(v);
+    if (rc) free(blocks);
+    else *data = blocks;
+    return rc;
 }

@@ -212,13 +212,19 @@ static int fill_from_packed(const bg_gguf *g, int64_t ti, bg_tensor *w, char *er
         !isfinite(s))
         return bg__io_err(err, errlen, BG_EUNSUPPORTED, "import: packed '%s': '%s' must be one "
                           "finite f32 (per-row packed scales are not supported here)", name, sn);
-    const int8_t *codes = bg_gguf_tensor_data(g, ti);
-    for (int64_t i = 0; i < n; i++)
-        if (codes[i] < -1 || codes[i] > 1)
-            return bg__io_err(err, errlen, BG_EFORMAT, "import: packed '%s': a code outside "
-                              "{-1, 0, 1}", name);
-    fill_latent(codes, n, s < BG_QUANT_EPS ? BG_QUANT_EPS : s, bg_tensor_data(w));
-    return BG_OK;
+    int8_t *codes = malloc((size_t)n);
+    float *wd = bg_tensor_data(w);
+    if (!codes) return bg__io_err(err, errlen, BG_ENOMEM, "import: out of memory");
+    bool tq = bg_gguf_tensor_type(g, ti) == BG_GGML_TQ2_0, bad = tq && bg_gguf_read_tensor_f32(g, ti, wd);
+    const int8_t *c8 = bg_gguf_tensor_data(g, ti);
+    for (int64_t i = 0; i < n && !bad; i++) {
+        codes[i] = tq ? (int8_t)wd[i] : c8[i];
+        bad = codes[i] < -1 || codes[i] > 1 || (tq && wd[i] != (float)codes[i]);
+    }
+    if (!bad) fill_latent(codes, n, s < BG_QUANT_EPS ? BG_QUANT_EPS : s, wd);
+    free(codes);
+    return bad ? bg__io_err(err, errlen, BG_EFORMAT, "import: packed '%s': a code outside "
+                            "{-1, 0, 1}", name) : BG_OK;
 }
 
 /* A Linear's weight from "<name>.weight" and the optional "<name>.scale". A bitgrad
@@ -242,7 +248,9 @@ static int load_projection(const bg_gguf *g, bg_module *lin, bool latent, char *
         return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s' must be one finite f32", sn);
     int type = bg_gguf_tensor_type(g, ti);
     int rc;
-    if (latent && type == BG_GGML_I8) /* a packed base */
+    char psn[BG_NAME_MAX + 16];
+    snprintf(psn, sizeof psn, "%s.packed_scale", name);
+    if (latent && (type == BG_GGML_I8 || bg_gguf_find_tensor(g, psn) >= 0)) /* a packed base */
         return fill_from_packed(g, ti, w, err, errlen);
     if (latent && si < 0)
         rc = bg_gguf_read_tensor_f32(g, ti, bg_tensor_data(w)) ? BG_EUNSUPPORTED : BG_OK;
