@@ -10,6 +10,10 @@
  *    A failed save leaves the previous file intact.
  * 3. State round trip: step, lambda, RNG, schedule, user string, lr/wd scales, requires_grad
  *    flags; the indexed names of moments of long parameter names; a non-bitnet model.
+ * 4. Packed base: a LoRA model whose base is packed (bg_module_pack_frozen, F16 token_embd)
+ *    trained 3 steps, saved (codes as I8 or TQ2_0, exact scales), loaded into a model rebuilt packed
+ *    from another seed and trained 3 more: the losses and the adapters' values and moments
+ *    equal bit for bit those of 6 uninterrupted steps.
  * Run: meson test -C build --suite io --print-errorlogs */
 #include <sys/stat.h>
 #include <unistd.h>
@@ -224,6 +228,133 @@ static void test_resume(bg_optim_kind kind, const char *freeze)
         }
         CHECK(rc == BG_OK && same && frozen > 0,
               "load without optimizer restores %d frozen flags (%d %s)", frozen, rc, err);
+        run_free(&c);
+    }
+    free(want);
+    free(have);
+    run_free(&a);
+    run_free(&b);
+}
+
+/* ---- 4. packed base ------------------------------------------------------------------------ */
+
+static bool packed_setup(run *r, uint64_t seed, int64_t n_embd)
+{
+    memset(r, 0, sizeof *r);
+    if (bg_ctx_create(&r->ctx, BG_CPU) != BG_OK) return false;
+    bg_ctx_seed(r->ctx, seed);
+    bg_bitnet_config c = small_cfg(n_embd == 64 ? 128 : 256);
+    c.n_embd = n_embd;
+    r->model = bg_bitnet_new(r->ctx, &c);
+    if (!r->model) return false;
+    static const char *const targets[] = { "blk.*" };
+    bg_lora_config lc = bg_lora_default();
+    lc.rank = 4;
+    lc.targets = targets;
+    lc.n_targets = 1;
+    if (bg_lora_add(r->model, "default", &lc) <= 0) return false;
+    if (!CHECK(bg_module_pack_frozen(r->model) > 0, "pack: %s", bg_ctx_error(r->ctx)))
+        return false;
+    bg_optim_config oc = bg_optim_default(BG_ADAMW);
+    oc.lr = 1e-2f;
+    r->opt = bg_optim_new(r->ctx, &oc);
+    r->sched = (bg_schedule){ .kind = BG_SCHED_COSINE, .warmup = 2, .total = 6 };
+    return r->opt && bg_optim_add_module(r->opt, r->model) > 0;
+}
+
+static float packed_step(run *r, int64_t step)
+{
+    int32_t ids[BATCH * SEQ];
+    batch_ids(step, ids);
+    bg_schedule_apply(&r->sched, r->opt, step);
+    bg_optim_zero_grad(r->opt);
+    bg_tensor *t = bg_from_data(r->ctx, BG_I32, 2, S(BATCH, SEQ), ids);
+    bg_tensor *loss = bg_bitnet_loss(r->model, t, -100);
+    float lv = loss ? bg_item(loss) : NAN;
+    int rc = loss ? bg_backward(loss) : BG_EINVAL;
+    if (rc == BG_OK) rc = bg_optim_step(r->opt);
+    bg_step_end(r->ctx);
+    CHECK(rc == BG_OK, "packed step %lld: %d %s", (long long)step, rc, bg_ctx_error(r->ctx));
+    return lv;
+}
+
+/* The optimizer's parameters and moments (the packed base has no readable values). */
+static float *trainable_snapshot(const run *r, int64_t *n_out)
+{
+    int64_t n = 0;
+    for (int i = 0; i < bg_optim_n_params(r->opt); i++)
+        for (int w = -1; w < 2; w++) {
+            bg_tensor *t = w < 0 ? bg_optim_param(r->opt, i) : bg_optim_state(r->opt, i, w);
+            if (t) n += bg_tensor_numel(t);
+        }
+    float *v = malloc((size_t)(n + 1) * sizeof *v);
+    int64_t off = 0;
+    for (int i = 0; v && i < bg_optim_n_params(r->opt); i++)
+        for (int w = -1; w < 2; w++) {
+            bg_tensor *t = w < 0 ? bg_optim_param(r->opt, i) : bg_optim_state(r->opt, i, w);
+            if (!t) continue;
+            bg_tensor_read(t, v + off);
+            off += bg_tensor_numel(t);
+        }
+    *n_out = n;
+    return v;
+}
+
+/* n_embd 64: codes stored as I8; 256 (whole TQ2_0 blocks): as TQ2_0 with d = 1. */
+static void test_resume_packed(int64_t n_embd)
+{
+    int want_type = n_embd % 256 ? BG_GGML_I8 : BG_GGML_TQ2_0;
+    printf("exact resume with a packed base + LoRA, n_embd %lld (%s codes)\n", (long long)n_embd,
+           bg_ggml_type_name(want_type));
+    char path[256], err[512] = "";
+    tmp_path(path, sizeof path, n_embd == 64 ? "resume_pk64.gguf" : "resume_pk256.gguf");
+    run a, b;
+    float la[6], lb[6];
+    if (!CHECK(packed_setup(&a, 42, n_embd), "setup A: %s", a.ctx ? bg_ctx_error(a.ctx) : "")) return;
+    for (int s = 0; s < 6; s++) la[s] = packed_step(&a, s);
+    int64_t na, nb;
+    float *want = trainable_snapshot(&a, &na);
+    CHECK(packed_setup(&b, 42, n_embd), "setup B");
+    for (int s = 0; s < 3; s++) lb[s] = packed_step(&b, s);
+    int rc = bg_checkpoint_save(path, b.model, b.opt, NULL, err, sizeof err);
+    CHECK(rc == BG_OK, "save of a packed model: %d %s", rc, err);
+    run_free(&b);
+    bg_gguf *g = NULL;
+    if (CHECK(bg_gguf_open(&g, path, err, sizeof err) == BG_OK, "open: %s", err)) {
+        int64_t ti = bg_gguf_find_tensor(g, "blk.0.attn_q.weight");
+        int64_t si = bg_gguf_find_tensor(g, "blk.0.attn_q.weight.packed_scale");
+        int64_t ei = bg_gguf_find_tensor(g, "token_embd.weight");
+        CHECK(ti >= 0 && si >= 0 && ei >= 0 && bg_gguf_tensor_type(g, ti) == want_type &&
+                  bg_gguf_tensor_type(g, si) == BG_GGML_F32,
+              "the base is stored as %s codes + f32 scale (token_embd %s)", bg_ggml_type_name(want_type),
+              ei >= 0 ? bg_ggml_type_name(bg_gguf_tensor_type(g, ei)) : "missing");
+        bg_gguf_free(&g);
+    }
+    CHECK(packed_setup(&b, 977, n_embd), "setup B'");
+    rc = bg_checkpoint_load(path, b.model, b.opt, NULL, err, sizeof err);
+    CHECK(rc == BG_OK, "load into a packed model: %d %s", rc, err);
+    CHECK(bg_module_find_packed(b.model) != NULL, "still packed after the load");
+    for (int s = 3; s < 6; s++) lb[s] = packed_step(&b, s);
+    for (int s = 0; s < 6; s++)
+        CHECK(memcmp(&la[s], &lb[s], sizeof(float)) == 0, "loss %d: %.9g vs %.9g", s,
+              (double)la[s], (double)lb[s]);
+    float *have = trainable_snapshot(&b, &nb);
+    if (CHECK(na == nb && want && have, "snapshot sizes %lld vs %lld", (long long)na,
+              (long long)nb))
+        CHECK(memcmp(have, want, (size_t)na * sizeof(float)) == 0,
+              "adapters and moments bitwise after 3 + load + 3 steps vs 6");
+    if (n_embd == 64) { /* an unpacked model refuses the packed checkpoint with a message */
+        run c;
+        CHECK(run_setup(&c, BG_ADAMW, 5, NULL, 128), "setup C");
+        static const char *const targets[] = { "blk.*" };
+        bg_lora_config lc = bg_lora_default();
+        lc.rank = 4;
+        lc.targets = targets;
+        lc.n_targets = 1;
+        bg_lora_add(c.model, "default", &lc);
+        rc = bg_checkpoint_load(path, c.model, NULL, NULL, err, sizeof err);
+        CHECK(rc != BG_OK && strstr(err, "model holds it as f32"), "unpacked model refuses: %d %s",
+              rc, err);
         run_free(&c);
     }
     free(want);
@@ -541,6 +672,8 @@ int main(void)
     test_resume(BG_SGD, "blk.0.attn_*");
     test_bad_files();
     test_generic_model();
+    test_resume_packed(64);
+    test_resume_packed(256);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
     if (system(cmd) != 0) printf("could not remove %s\n", tmp_dir);

@@ -55,6 +55,8 @@ bool train_parse_common(int argc, char **argv, int *i, run_opts *o, int *bad)
         return true;
     }
     if (cli_flag(argv, *i, "--fp")) return o->fp = true;
+    if (cli_flag(argv, *i, "--recompute")) return o->recompute = true;
+    if (cli_flag(argv, *i, "--no-pack")) return o->no_pack = true;
     return false;
 }
 
@@ -145,7 +147,8 @@ int train_setup_optim(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim **o
 static const char *const train_opts_help =
     "       [--val FILE] [--eval-every N] [--save-every N] [--csv loss.csv]\n"
     "       [--steps N] [--batch N] [--seq N] [--lr X] [--schedule constant|linear|cosine]\n"
-    "       [--warmup N] [--grad-accum N] [--threads N] [--seed N] [--resume ckpt.gguf]\n";
+    "       [--warmup N] [--grad-accum N] [--threads N] [--seed N] [--resume ckpt.gguf]\n"
+    "       [--recompute] (activation recomputation: less memory, one more forward)\n";
 
 static int train_usage(int status)
 {
@@ -221,6 +224,7 @@ int cmd_train(int argc, char **argv)
     bg_module *m = bg_bitnet_new(ctx, &c);
     bg_optim *opt = NULL;
     int64_t start = 0;
+    if (m && cli_set_recompute(&o, ctx, m)) bg_module_free(&m);
     rc = m ? train_setup_optim(&o, ctx, m, &opt, &start)
            : cli_fail(1, "model: %s", bg_ctx_error(ctx));
     if (!rc) rc = train_run(&o, ctx, m, opt, &d, start);
@@ -242,7 +246,9 @@ static int finetune_usage(int status)
            "  Otherwise MODEL is fine-tuned on FILE (text or JSON Lines, as for train),\n"
            "  tokenized with MODEL's own tokenizer: LoRA adapters on the target modules (base\n"
            "  frozen), or with --lora-r 0 quantization-aware full fine-tuning;\n"
-           "  --adapter-out writes the adapter in llama.cpp's format.\n",
+           "  --adapter-out writes the adapter in llama.cpp's format. With LoRA (no --unfreeze)\n"
+           "  a TQ1_0/TQ2_0 MODEL's base is held packed (2-bit codes, no fp32 weights);\n"
+           "  --no-pack: fp32 latent weights instead (the same losses, more memory).\n",
            train_opts_help);
     return status;
 }
@@ -282,9 +288,13 @@ static int finetune_model(run_opts *o, const char *targets_csv)
     bg_optim *opt = NULL;
     run_data d = { 0 };
     int64_t start = 0;
-    rc = cli_open_model(ctx, o->model_in, &m, &tok);
+    bool packed = cli_packed_wanted(o);
+    rc = packed ? cli_open_model_packed(ctx, o->model_in, &m, &tok)
+                : cli_open_model(ctx, o->model_in, &m, &tok);
     if (!rc) rc = train_load_data(o, tok, bg_bitnet_get_config(m)->n_ctx, &d);
     if (!rc) rc = finetune_prepare(o, ctx, m, targets_csv);
+    if (!rc && packed) rc = cli_pack_base(ctx, m);
+    if (!rc) rc = cli_set_recompute(o, ctx, m);
     if (!rc) rc = train_setup_optim(o, ctx, m, &opt, &start);
     if (!rc) rc = train_run(o, ctx, m, opt, &d, start);
     char err[512];

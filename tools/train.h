@@ -14,6 +14,7 @@ typedef struct run_opts {
     long long eval_every, save_every, warmup, grad_accum, threads;
     double lr, lora_alpha;
     bool fp;
+    bool recompute, no_pack; /* --recompute; --no-pack: finetune on fp32 latent weights */
     /* set up by the command */
     const char *tokenizer_from; /* GGUF whose tokenizer.* keys checkpoints copy, or NULL */
     bg_schedule sched;
@@ -39,5 +40,16 @@ int train_setup_optim(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim **o
  * exit status. */
 int train_run(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *opt, const run_data *d,
               int64_t start);
+
+/* ---- packed frozen base and recomputation (cli_packed.c) ---- */
+/* finetune with LoRA, no --unfreeze, no --no-pack (nor BITGRAD_NO_PACK) and a TQ1_0 / TQ2_0
+ * model file: load the base packed. */
+bool cli_packed_wanted(const run_opts *o);
+/* bg_bitnet_import_packed and the model's tokenizer, with clear errors. */
+int cli_open_model_packed(bg_ctx *ctx, const char *path, bg_module **m, bg_tokenizer **tok);
+/* Packs everything frozen (after the adapters are added) and says how much the model holds. */
+int cli_pack_base(bg_ctx *ctx, bg_module *m);
+/* --recompute: activation recomputation on. */
+int cli_set_recompute(const run_opts *o, bg_ctx *ctx, bg_module *m);
 
 #endif

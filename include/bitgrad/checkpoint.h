@@ -20,6 +20,18 @@
  *            F32: "<param>.exp_avg" and "<param>.exp_avg_sq" (Adam, AdamW) or
  *            "<param>.momentum_buffer" (SGD with momentum); when that name would reach 64 bytes
  *            the moment is named "optim.<i>.exp_avg" (etc.) with i the optimizer's index.
+ *            A packed frozen base (bg_module_pack_frozen, nn.h) is stored losslessly without
+ *            unpacking the model: its ternary codes under the parameter's name, as TQ2_0
+ *            blocks with d = 1 when rows are whole 256-weight blocks and the scale is per
+ *            tensor, else as I8 [out, in] (one code per byte), and its exact scale(s) as F32 [1] (or [out], per-row mode) under
+ *            "<param>.packed_scale" ("packed.<i>.scale", i the parameter's index, when that
+ *            name would reach 64 bytes); an F16 embedding as F16. Such a checkpoint loads only
+ *            into a model packed the same way (build it, add the adapters, pack, then load);
+ *            the base is then re-packed from the file's codes and scales. Saving allocates the
+ *            stored codes of the packed bases (2.06 bits or 1 byte per weight) until the file
+ *            is written. bg_bitnet_import (and so `bitgrad export`) reads such a checkpoint
+ *            with the base rebuilt as latent weights of exactly these codes and scale
+ *            (per-tensor scales only); bg_bitnet_export of a packed model stays refused.
  *   checksum of a tensor: h = 0xcbf29ce484222325; for each little-endian 64-bit word w of its
  *            data h = (h ^ w) * 0x100000001b3 (a trailing partial word is zero-extended), so
  *            any one corrupted word is detected.

@@ -7,8 +7,10 @@
 #include "bitgrad/checkpoint.h"
 #include "bitgrad/gguf.h"
 #include "bitgrad/quant.h"
+#include "io/checkpoint_packed.h"
 #include "io/gguf_internal.h"
 #include "io/model_io.h"
+#include "quant/tmat_access.h"
 
 #define CK_HASH_SEED 0xcbf29ce484222325ull
 #define CK_HASH_MUL 0x100000001b3ull
@@ -100,6 +102,8 @@ typedef struct ck_save {
     bg_gguf_writer *w;
     uint64_t *sums; /* checksum of every tensor added */
     int64_t n_sums;
+    void **codes; /* packed bases' codes, alive until the file is written */
+    int n_codes;
     int rc; /* first error */
 } ck_save;
 
@@ -179,6 +183,49 @@ static void add_f32(ck_save *s, const char *name, const bg_tensor *t)
     if (!s->rc) s->sums[s->n_sums++] = ck_checksum(data, bytes);
 }
 
+/* Name of the scale tensor of packed parameter i. */
+static void scale_name(char out[BG_NAME_MAX], const char *param, int i)
+{
+    if (strlen(param) + sizeof ".packed_scale" <= BG_NAME_MAX)
+        snprintf(out, BG_NAME_MAX, "%s.packed_scale", param);
+    else
+        snprintf(out, BG_NAME_MAX, "packed.%d.scale", i);
+}
+
+/* A packed base: its codes as I8 [out, in] under the parameter's name, its exact scales as
+ * F32 (1 or out) under scale_name. An F16 embedding: F16 as held. */
+static void add_packed(ck_save *s, bg_module *model, const bg_tensor *t, int i)
+{
+    int64_t ne[2] = { bg_tensor_dim(t, 1), bg_tensor_dim(t, 0) };
+    if (t->dtype == BG_F16 && t->data) {
+        size_t bytes = (size_t)bg_tensor_numel(t) * 2;
+        const void *data = bg_tensor_data_const(t);
+        PUT(bg_gguf_writer_add_tensor_ref(s->w, bg_tensor_name(t), BG_GGML_F16, 2, ne, data, bytes));
+        if (!s->rc) s->sums[s->n_sums++] = ck_checksum(data, bytes);
+        return;
+    }
+    bg_module *owner = bg__ck_packed_owner(model, t);
+    if (!owner) {
+        PUT(BG_EUNSUPPORTED);
+        return;
+    }
+    void *blob = NULL;
+    size_t bytes = 0;
+    int type = 0;
+    bool per_row;
+    const float *sc = bg__tmat_scales(bg__linear_packed_base(owner), &per_row);
+    int64_t nsc = bg__ck_packed_n_scales(owner);
+    PUT(bg__ck_packed_blob(owner, &blob, &bytes, &type));
+    if (s->rc) return;
+    s->codes[s->n_codes++] = blob;
+    PUT(bg_gguf_writer_add_tensor_ref(s->w, bg_tensor_name(t), type, 2, ne, blob, bytes));
+    if (!s->rc) s->sums[s->n_sums++] = ck_checksum(blob, bytes);
+    char sn[BG_NAME_MAX];
+    scale_name(sn, bg_tensor_name(t), i);
+    PUT(bg_gguf_writer_add_tensor_ref(s->w, sn, BG_GGML_F32, 1, &nsc, sc, (size_t)nsc * 4));
+    if (!s->rc) s->sums[s->n_sums++] = ck_checksum(sc, (size_t)nsc * 4);
+}
+
 static void put_params(ck_save *s, bg_module *model)
 {
     int n = bg_module_n_params(model);
@@ -189,7 +236,10 @@ static void put_params(ck_save *s, bg_module *model)
         bg_tensor *t = bg_module_param(model, i);
         names[i] = bg_tensor_name(t);
         req[i] = bg_tensor_requires_grad(t);
-        add_f32(s, names[i], t);
+        if (t->dtype != BG_F32 || !t->data)
+            add_packed(s, model, t, i);
+        else
+            add_f32(s, names[i], t);
     }
     PUT(bg_gguf_writer_set_arr(s->w, "bitgrad.params", BG_GGUF_STRING, names, (size_t)n));
     PUT(bg_gguf_writer_set_arr(s->w, "bitgrad.requires_grad", BG_GGUF_BOOL, req, (size_t)n));
@@ -271,15 +321,13 @@ int bg_checkpoint_save(const char *path, bg_module *model, bg_optim *opt,
                        const bg_checkpoint_state *st, char *err, size_t errlen)
 {
     if (!path || !model) return bg__io_err(err, errlen, BG_EINVAL, "checkpoint: NULL argument");
-    if (bg_module_find_packed(model)) /* src/nn/packed.c */
-        return bg__io_err(err, errlen, BG_ESTATE, "checkpoint: '%s' is held packed: bg_module_unpack "
-                          "the model first (or save the adapter)",
-                          bg_tensor_name(bg_module_find_packed(model)));
     int np = bg_module_n_params(model), no = opt ? bg_optim_n_params(opt) : 0;
-    ck_save s = { .sums = malloc((size_t)(np + 2 * no + 1) * sizeof(uint64_t)) };
-    s.rc = s.sums ? bg_gguf_writer_create(&s.w) : BG_ENOMEM;
+    ck_save s = { .sums = malloc((size_t)(2 * np + 2 * no + 1) * sizeof(uint64_t)),
+                  .codes = calloc((size_t)np + 1, sizeof(void *)) };
+    s.rc = s.sums && s.codes ? bg_gguf_writer_create(&s.w) : BG_ENOMEM;
     if (s.rc) {
         free(s.sums);
+        free(s.codes);
         return bg__io_err(err, errlen, s.rc, "checkpoint: out of memory");
     }
     if (err && errlen) err[0] = 0;
@@ -298,6 +346,8 @@ int bg_checkpoint_save(const char *path, bg_module *model, bg_optim *opt,
         bg__io_err(err, errlen, s.rc, "checkpoint: preparing '%s': %s", path, bg_strerror(s.rc));
     if (!s.rc) s.rc = bg_gguf_writer_write(s.w, path, err, errlen);
     bg_gguf_writer_free(&s.w);
+    for (int i = 0; i < s.n_codes; i++) free(s.codes[i]);
+    free(s.codes);
     free(s.sums);
     return s.rc;
 }
@@ -314,6 +364,8 @@ typedef struct ck_load {
     bg_checkpoint_state st;
     int n_params;
     int64_t *src; /* file tensor of each model parameter */
+    int64_t *ssrc;  /* file tensor of each packed parameter's scales, or -1 */
+    bg_module **own; /* the packed BitLinear owning each parameter, or NULL */
     bool *req;    /* saved requires_grad of each model parameter */
     bool has_opt, has_state;
     bg_optim_config ocfg;
@@ -523,15 +575,17 @@ static const char *ne_str(char *buf, size_t n, int nd, const int64_t *ne)
     return buf;
 }
 
-/* Tensor `name` must exist, be F32 and have the shape of `like`. */
-static int check_tensor(ck_load *c, const char *name, const bg_tensor *like, int64_t *idx)
+/* Tensor `name` must exist, be of type want (ggml) and have the shape of `like`. */
+static int check_tensor_as(ck_load *c, const char *name, const bg_tensor *like, int want,
+                           int64_t *idx)
 {
     int64_t ti = bg_gguf_find_tensor(c->g, name);
     if (ti < 0) return ck_fail(c, BG_EFORMAT, "tensor '%s' is missing", name);
     int type = bg_gguf_tensor_type(c->g, ti);
-    if (type != BG_GGML_F32)
-        return ck_fail(c, BG_EFORMAT, "tensor '%s' is %s, expected f32", name,
-                       bg_ggml_type_name(type));
+    if (type != want)
+        return ck_fail(c, BG_EFORMAT, "tensor '%s' is %s, expected %s (the model holds it %s)",
+                       name, bg_ggml_type_name(type), bg_ggml_type_name(want),
+                       want == BG_GGML_I8 ? "packed" : want == BG_GGML_F16 ? "as f16" : "as f32");
     int nd = bg_tensor_ndim(like), fnd = bg_gguf_tensor_n_dims(c->g, ti);
     const int64_t *ne = bg_gguf_tensor_ne(c->g, ti);
     int64_t mne[BG_MAX_DIMS];
@@ -547,6 +601,37 @@ static int check_tensor(ck_load *c, const char *name, const bg_tensor *like, int
     }
     *idx = ti;
     return BG_OK;
+}
+
+static int check_tensor(ck_load *c, const char *name, const bg_tensor *like, int64_t *idx)
+{
+    return check_tensor_as(c, name, like, BG_GGML_F32, idx);
+}
+
+/* Parameter i of the model as stored: F32, F16 (an F16 embedding) or packed (I8 codes and
+ * F32 scales). */
+static int check_param(ck_load *c, int i)
+{
+    const bg_tensor *t = bg_module_param(c->model, i);
+    const char *name = bg_tensor_name(t);
+    c->ssrc[i] = -1;
+    c->own[i] = t->data ? NULL : bg__ck_packed_owner(c->model, t);
+    if (t->data)
+        return check_tensor_as(c, name, t, t->dtype == BG_F16 ? BG_GGML_F16 : BG_GGML_F32,
+                               &c->src[i]);
+    if (!c->own[i]) return ck_fail(c, BG_EUNSUPPORTED, "parameter '%s' has no values", name);
+    int64_t fi = bg_gguf_find_tensor(c->g, name);
+    int ftype = fi >= 0 ? bg_gguf_tensor_type(c->g, fi) : BG_GGML_I8;
+    int rc = check_tensor_as(c, name, t, ftype == BG_GGML_TQ2_0 ? ftype : BG_GGML_I8, &c->src[i]);
+    char sn[BG_NAME_MAX];
+    scale_name(sn, name, i);
+    int64_t ti = rc ? -1 : bg_gguf_find_tensor(c->g, sn), want = bg__ck_packed_n_scales(c->own[i]);
+    if (!rc && (ti < 0 || bg_gguf_tensor_type(c->g, ti) != BG_GGML_F32 ||
+                bg_gguf_tensor_n_dims(c->g, ti) != 1 || bg_gguf_tensor_ne(c->g, ti)[0] != want))
+        return ck_fail(c, BG_EFORMAT, "tensor '%s' (the scales of packed '%s'): missing or not "
+                       "f32 [%lld]", sn, name, (long long)want);
+    c->ssrc[i] = ti;
+    return rc;
 }
 
 /* Position of name in string array key i, or -1. */
@@ -579,7 +664,7 @@ static int check_params(ck_load *c)
             return ck_fail(c, BG_ESHAPE, "the model's parameter '%s' is not in the checkpoint",
                            bg_tensor_name(t));
         c->req[i] = req[j] != 0;
-        rc = check_tensor(c, bg_tensor_name(t), t, &c->src[i]);
+        rc = check_param(c, i);
     }
     return rc;
 }
@@ -704,6 +789,7 @@ static int check_contents(ck_load *c)
 {
     int64_t expected = c->n_params, nt = bg_gguf_n_tensors(c->g), si;
     for (int64_t i = 0; c->has_opt && i < 2 * c->n_opt; i++) expected += c->msrc[i] >= 0;
+    for (int i = 0; i < c->n_params; i++) expected += c->ssrc[i] >= 0;
     if (nt != expected)
         return ck_fail(c, BG_EFORMAT, "the file holds %lld tensors, expected %lld", (long long)nt,
                        (long long)expected);
@@ -724,8 +810,21 @@ static int commit(ck_load *c)
     if (o && c->has_state && bg_optim_init_state(o))
         return ck_fail(c, BG_ENOMEM, "out of memory creating the optimizer state");
     for (int i = 0; i < c->n_params; i++) {
+        if (c->own[i]) { /* a new packed matrix: can fail only for memory */
+            const void *data = bg_gguf_tensor_data(c->g, c->src[i]);
+            const float *sc = bg_gguf_tensor_data(c->g, c->ssrc[i]);
+            int rc = bg_gguf_tensor_type(c->g, c->src[i]) == BG_GGML_TQ2_0
+                         ? bg_bitlinear_set_packed_tq(c->own[i], BG_GGML_TQ2_0, data,
+                                                      bg_gguf_tensor_nbytes(c->g, c->src[i]), sc)
+                         : bg_bitlinear_set_packed(c->own[i], data, sc);
+            if (rc) return ck_fail(c, rc, "packed '%s': %s", c->own[i]->name,
+                                   bg_ctx_error(c->model->ctx));
+        }
         bg_tensor *t = bg_module_param(c->model, i);
-        bg_gguf_read_tensor_f32(c->g, c->src[i], bg_tensor_data(t));
+        if (t->dtype == BG_F16)
+            memcpy(t->data, bg_gguf_tensor_data(c->g, c->src[i]), bg_gguf_tensor_nbytes(c->g, c->src[i]));
+        else if (!c->own[i])
+            bg_gguf_read_tensor_f32(c->g, c->src[i], bg_tensor_data(t));
         bg_tensor_set_requires_grad(t, c->req[i]);
     }
     for (int i = 0; o && i < c->n_opt; i++)
@@ -770,9 +869,11 @@ int bg_checkpoint_load(const char *path, bg_module *model, bg_optim *opt, bg_che
                        stats.tape_nodes);
     c.src = malloc((size_t)(c.n_params + 1) * sizeof *c.src);
     c.req = malloc((size_t)(c.n_params + 1) * sizeof *c.req);
+    c.ssrc = calloc((size_t)c.n_params + 1, sizeof *c.ssrc);
+    c.own = calloc((size_t)c.n_params + 1, sizeof *c.own);
     bg_gguf *g = NULL;
     char gerr[256] = "";
-    int rc = c.src && c.req ? bg_gguf_open(&g, path, gerr, sizeof gerr) : BG_ENOMEM;
+    int rc = c.src && c.req && c.ssrc && c.own ? bg_gguf_open(&g, path, gerr, sizeof gerr) : BG_ENOMEM;
     if (rc) ck_fail(&c, rc, "%s", gerr[0] ? gerr : bg_strerror(rc));
     c.g = g;
     if (!rc) rc = read_state(&c);
@@ -789,6 +890,8 @@ int bg_checkpoint_load(const char *path, bg_module *model, bg_optim *opt, bg_che
     bg_gguf_free(&g);
     free(c.src);
     free(c.req);
+    free(c.ssrc);
+    free(c.own);
     free(c.msrc);
     return rc;
 }

@@ -199,6 +199,34 @@ static int fill_projection(const bg_gguf *g, int64_t ti, const float *scale, bg_
     return rc;
 }
 
+/* A checkpoint's packed base (checkpoint.h): I8 codes and "<weight>.packed_scale", one f32;
+ * latent weights whose absmean quantizer gives back exactly these codes and scale. */
+static int fill_from_packed(const bg_gguf *g, int64_t ti, bg_tensor *w, char *err, size_t errlen)
+{
+    const char *name = bg_tensor_name(w);
+    char sn[BG_NAME_MAX + 16];
+    snprintf(sn, sizeof sn, "%s.packed_scale", name);
+    int64_t si = bg_gguf_find_tensor(g, sn), n = bg_tensor_numel(w);
+    float s;
+    if (si < 0 || bg_gguf_tensor_nelements(g, si) != 1 || bg_gguf_read_tensor_f32(g, si, &s) ||
+        !isfinite(s))
+        return bg__io_err(err, errlen, BG_EUNSUPPORTED, "import: packed '%s': '%s' must be one "
+                          "finite f32 (per-row packed scales are not supported here)", name, sn);
+    int8_t *codes = malloc((size_t)n);
+    float *wd = bg_tensor_data(w);
+    if (!codes) return bg__io_err(err, errlen, BG_ENOMEM, "import: out of memory");
+    bool tq = bg_gguf_tensor_type(g, ti) == BG_GGML_TQ2_0, bad = tq && bg_gguf_read_tensor_f32(g, ti, wd);
+    const int8_t *c8 = bg_gguf_tensor_data(g, ti);
+    for (int64_t i = 0; i < n && !bad; i++) {
+        codes[i] = tq ? (int8_t)wd[i] : c8[i];
+        bad = codes[i] < -1 || codes[i] > 1 || (tq && wd[i] != (float)codes[i]);
+    }
+    if (!bad) fill_latent(codes, n, s < BG_QUANT_EPS ? BG_QUANT_EPS : s, wd);
+    free(codes);
+    return bad ? bg__io_err(err, errlen, BG_EFORMAT, "import: packed '%s': a code outside "
+                            "{-1, 0, 1}", name) : BG_OK;
+}
+
 /* A Linear's weight from "<name>.weight" and the optional "<name>.scale". A bitgrad
  * checkpoint (latent) holds latent weights: they load as they are, never re-scaled (a frozen
  * base imported earlier is codes * m, and m is not its W_q's scale). */
@@ -220,6 +248,10 @@ static int load_projection(const bg_gguf *g, bg_module *lin, bool latent, char *
         return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s' must be one finite f32", sn);
     int type = bg_gguf_tensor_type(g, ti);
     int rc;
+    char psn[BG_NAME_MAX + 16];
+    snprintf(psn, sizeof psn, "%s.packed_scale", name);
+    if (latent && (type == BG_GGML_I8 || bg_gguf_find_tensor(g, psn) >= 0)) /* a packed base */
+        return fill_from_packed(g, ti, w, err, errlen);
     if (latent && si < 0)
         rc = bg_gguf_read_tensor_f32(g, ti, bg_tensor_data(w)) ? BG_EUNSUPPORTED : BG_OK;
     else

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# e2e_packed.sh - suite 'e2e': `bitgrad finetune` with LoRA on a TQ2_0 bitnet GGUF holds the
+# base packed (issue #16):
+#   - a small model trained and exported (TQ2_0) by the CLI itself is fine-tuned with
+#     --lora-r 4 --recompute --save-every 2: it reports "base: N projections packed"
+#   - the first step's loss equals the latent path's (--no-pack) bit for bit (same forward);
+#     later steps only loosely (0.05): the packed dX path rounds differently (test_scale
+#     compares adapter gradients to 1e-6), and from step 2 the runs drift apart (0.02 seen
+#     at lr 1e-3; with --lr 1e-12 they stay equal): a known gap, not yet explained
+#   - --recompute gives the same CSV losses as without it
+#   - the packed checkpoint resumes (--resume), and `bitgrad export` of it writes the same
+#     model file as the export of the --no-pack checkpoint after one step
+# Usage: bash tests/e2e_packed.sh BITGRAD_CLI
+set -u
+B=${1:?usage: bash tests/e2e_packed.sh BITGRAD_CLI}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+tmp=$(mktemp -d /tmp/bg_e2e_packed.XXXXXX)
+trap 'rm -rf "$tmp"' EXIT
+failed=0
+ok() { echo "ok   $*"; }
+fail() {
+    echo "FAIL $*"
+    failed=1
+}
+words=(the quick brown fox jumps over lazy dog and runs far away)
+for i in $(seq 1 300); do
+    line=""
+    for j in $(seq 1 10); do line+="${words[$(((i * 7 + j * 13) % 12))]} "; done
+    echo "$line"
+done >"$tmp/d.txt"
+common=(--data "$tmp/d.txt" --batch 2 --seq 32 --seed 3)
+"$B" train "${common[@]}" --n-embd 256 --n-layer 1 --n-head 4 --n-ff 512 --steps 2 \
+    --out "$tmp/ck.gguf" --csv "$tmp/t.csv" >/dev/null 2>"$tmp/err" ||
+    { fail "train: $(tail -n 2 "$tmp/err")"; exit 1; }
+"$B" export "$tmp/ck.gguf" --out "$tmp/m.gguf" >/dev/null 2>"$tmp/err" ||
+    { fail "export: $(tail -n 2 "$tmp/err")"; exit 1; }
+ft() { # ft CSV OUT [options]: finetune m.gguf for 4 steps with LoRA r 4
+    local csv=$1 out=$2
+    shift 2
+    "$B" finetune "$tmp/m.gguf" "${common[@]}" --lora-r 4 --steps 4 --csv "$tmp/$csv" \
+        --out "$tmp/$out" "$@" >/dev/null 2>"$tmp/err.$csv"
+}
+if ft p.csv p.gguf --recompute --save-every 2; then
+    line=$(grep '^base: ' "$tmp/err.p.csv")
+    [[ $line == "base: 7 projections packed"* ]] && ok "packed: $line" ||
+        fail "no 'base: 7 projections packed' line: $(head -n 5 "$tmp/err.p.csv")"
+    grep -q "wrote checkpoint .* at step 2" "$tmp/err.p.csv" && ok "--save-every 2 wrote a checkpoint" ||
+        fail "--save-every 2: no checkpoint at step 2"
+else
+    fail "finetune packed: $(tail -n 3 "$tmp/err.p.csv")"
+fi
+ft n.csv n.gguf || fail "finetune packed without --recompute: $(tail -n 3 "$tmp/err.n.csv")"
+ft u.csv u.gguf --no-pack || fail "finetune --no-pack: $(tail -n 3 "$tmp/err.u.csv")"
+grep -q '^base: ' "$tmp/err.u.csv" && fail "--no-pack still packs"
+lp=$(cut -d, -f2 "$tmp/p.csv" | tail -n +2) ln=$(cut -d, -f2 "$tmp/n.csv" | tail -n +2)
+lu=$(cut -d, -f2 "$tmp/u.csv" | tail -n +2)
+[ -n "$lp" ] && [ "$lp" = "$ln" ] && ok "--recompute: the same losses ($(echo $lp))" ||
+    fail "--recompute changes the losses: '$(echo $lp)' vs '$(echo $ln)'"
+[ "$(echo "$lp" | head -n 1)" = "$(echo "$lu" | head -n 1)" ] &&
+    ok "step 1 loss packed == latent: $(echo "$lp" | head -n 1)" ||
+    fail "step 1 loss packed $(echo "$lp" | head -n 1) vs latent $(echo "$lu" | head -n 1)"
+if paste <(echo "$lp") <(echo "$lu") | awk '{d = $1 - $2; if (d < 0) d = -d; if (d > 0.05) exit 1}'; then
+    ok "losses packed vs latent within 0.05 (not bitwise after step 1): '$(echo $lp)' / '$(echo $lu)'"
+else
+    fail "losses packed vs latent: '$(echo $lp)' / '$(echo $lu)'"
+fi
+# resume of a packed checkpoint (written at step 2 by a run of --steps 2)
+ft r.csv r.gguf --steps 2 || fail "finetune 2 steps: $(tail -n 3 "$tmp/err.r.csv")"
+if ft r.csv r.gguf --resume "$tmp/r.gguf" && grep -q "resumed .* at step 2" "$tmp/err.r.csv" &&
+    [ "$(tail -n +2 "$tmp/r.csv" | wc -l)" -eq 4 ]; then
+    ok "a packed checkpoint resumes at step 2 and runs to step 4"
+else
+    fail "resume of the packed checkpoint: $(tail -n 3 "$tmp/err.r.csv")"
+fi
+# export of packed and latent checkpoints after one step: the same base, the same file
+ft e1.csv e1.gguf --steps 1 && ft e2.csv e2.gguf --steps 1 --no-pack &&
+    "$B" export "$tmp/e1.gguf" --out "$tmp/x1.gguf" >/dev/null 2>&1 &&
+    "$B" export "$tmp/e2.gguf" --out "$tmp/x2.gguf" >/dev/null 2>&1 &&
+    cmp -s "$tmp/x1.gguf" "$tmp/x2.gguf" && ok "export of a packed checkpoint == of the latent one" ||
+    fail "export of the packed checkpoint differs or failed"
+exit $failed

@@ -1,0 +1,68 @@
+/* cli_packed.c - the packed frozen base for `bitgrad finetune` (DESIGN.md section 10): a LoRA
+ * fine-tune of a GGUF whose projections are TQ1_0 / TQ2_0 loads them straight into packed
+ * codes (no fp32 latent weights), and everything frozen after the adapters are added is held
+ * packed; plus --recompute for train and finetune. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <bitgrad/export.h>
+
+#include "train.h"
+
+/* Whether path's first projection (blk.0.attn_q.weight) is TQ1_0 or TQ2_0. */
+static bool file_is_ternary(const char *path)
+{
+    char err[256];
+    bg_gguf *g = NULL;
+    if (bg_gguf_open(&g, path, err, sizeof err)) return false;
+    int64_t ti = bg_gguf_find_tensor(g, "blk.0.attn_q.weight");
+    int type = ti >= 0 ? bg_gguf_tensor_type(g, ti) : -1;
+    bg_gguf_free(&g);
+    return type == BG_GGML_TQ1_0 || type == BG_GGML_TQ2_0;
+}
+
+bool cli_packed_wanted(const run_opts *o)
+{
+    if (o->lora_r <= 0 || o->unfreeze || o->no_pack || getenv("BITGRAD_NO_PACK")) return false;
+    return file_is_ternary(o->model_in);
+}
+
+int cli_open_model_packed(bg_ctx *ctx, const char *path, bg_module **m, bg_tokenizer **tok)
+{
+    char err[512];
+    *m = NULL;
+    *tok = NULL;
+    if (bg_bitnet_import_packed(ctx, path, m, err, sizeof err))
+        return cli_fail(1, "%s: %s", path, err);
+    if (cli_model_tokenizer(path, bg_bitnet_get_config(*m)->n_vocab, tok)) {
+        bg_module_free(m);
+        return 1;
+    }
+    return 0;
+}
+
+static int count_packed(const bg_module *m)
+{
+    int n = bg_linear_is_packed(m);
+    for (int i = 0; i < bg_module_n_children(m); i++) n += count_packed(bg_module_child(m, i));
+    return n;
+}
+
+int cli_pack_base(bg_ctx *ctx, bg_module *m)
+{
+    if (bg_module_pack_frozen(m) < 0) return cli_fail(1, "pack: %s", bg_ctx_error(ctx));
+    bg_ctx_stats st;
+    bg_ctx_stats_get(ctx, &st);
+    fprintf(stderr, "base: %d projections packed (%.1f MiB held by the model)\n", count_packed(m),
+            (double)st.persistent_bytes / 1048576.0);
+    return 0;
+}
+
+int cli_set_recompute(const run_opts *o, bg_ctx *ctx, bg_module *m)
+{
+    if (!o->recompute) return 0;
+    if (bg_bitnet_set_recompute(m, true))
+        return cli_fail(1, "--recompute: %s", bg_ctx_error(ctx));
+    fprintf(stderr, "activation recomputation on\n");
+    return 0;
+}
