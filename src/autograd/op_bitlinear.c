@@ -71,6 +71,21 @@ static void quantize_weights(const float *w, int64_t out, int64_t in, bool per_r
     }
 }
 
+/* x is on the tape now, read-only until consumed: later calls on it (q, k, v; gate, up)
+ * reuse these activation levels instead of quantizing again. */
+static void remember_levels(bg_ctx *ctx, bg_tensor *x, int act_bits, int64_t rows, int64_t in,
+                            const bitlinear_saved *sv)
+{
+    ctx->actq.x = x;
+    ctx->actq.data = x->data;
+    ctx->actq.epoch = ctx->tape->epoch;
+    ctx->actq.bits = act_bits;
+    ctx->actq.rows = rows;
+    ctx->actq.in = in;
+    ctx->actq.levels = sv->levels;
+    ctx->actq.s_x = sv->s_x;
+}
+
 bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
 {
     bg_ctx *ctx = bg__op_begin("bitlinear", 2, (bg_tensor *[]){ x, w });
@@ -121,14 +136,7 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
     bg_node *node = bg__record(BG_OP_BITLINEAR, y, 2, (bg_tensor *[]){ x, w });
     if (node) node->aux = sv;
     if (node && s8 && !memo) { /* x is on the tape now: read-only until it is consumed */
-        ctx->actq.x = x;
-        ctx->actq.data = x->data;
-        ctx->actq.epoch = ctx->tape->epoch;
-        ctx->actq.bits = act_bits;
-        ctx->actq.rows = rows;
-        ctx->actq.in = in;
-        ctx->actq.levels = sv->levels;
-        ctx->actq.s_x = sv->s_x;
+        remember_levels(ctx, x, act_bits, rows, in, sv);
     }
     return y;
 }
@@ -178,14 +186,7 @@ bg_tensor *bg__bitlinear_packed(bg_tensor *x, bg_tensor *w, const bg_tmat *pk, i
     bg_node *node = bg__record(BG_OP_BITLINEAR, y, 2, (bg_tensor *[]){ x, w });
     if (node) node->aux = sv;
     if (node && rows > 0) {
-        ctx->actq.x = x;
-        ctx->actq.data = x->data;
-        ctx->actq.epoch = ctx->tape->epoch;
-        ctx->actq.bits = act_bits;
-        ctx->actq.rows = rows;
-        ctx->actq.in = in;
-        ctx->actq.levels = sv->levels;
-        ctx->actq.s_x = sv->s_x;
+        remember_levels(ctx, x, act_bits, rows, in, sv);
     }
     return y;
 }

@@ -29,7 +29,7 @@ static int get_f32(const bg_gguf *g, const char *key, float *out, float dflt)
     return i < 0 ? BG_OK : bg_gguf_get_f32(g, i, out);
 }
 
-static int read_config(const bg_gguf *g, bg_bitnet_config *c, char *err, size_t errlen)
+int bg__bitnet_read_config(const bg_gguf *g, bg_bitnet_config *c, char *err, size_t errlen)
 {
     int64_t ia = bg_gguf_find_key(g, "general.architecture");
     const char *arch = ia >= 0 ? bg_gguf_get_str(g, ia, NULL) : NULL;
@@ -312,7 +312,7 @@ int bg_bitnet_import(bg_ctx *ctx, const char *path, bg_module **out, char *err, 
     int rc = bg_gguf_open(&g, path, err, errlen);
     if (rc) return rc;
     bg_bitnet_config c;
-    rc = read_config(g, &c, err, errlen);
+    rc = bg__bitnet_read_config(g, &c, err, errlen);
     if (!rc) {
         c.bitlinear = true; /* the bitnet graph's projections are BitLinear (DESIGN.md 6) */
         read_bitgrad_keys(g, &c); /* a bitgrad checkpoint says what its projections are */

@@ -8,44 +8,12 @@
 #include "bitgrad/quant.h"
 #include "io/model_io.h"
 
-static int key_u32(const bg_gguf *g, const char *key, int64_t *out, bool required)
-{
-    int64_t i = bg_gguf_find_key(g, key);
-    uint32_t v;
-    if (i < 0) return required ? BG_EFORMAT : BG_OK;
-    if (bg_gguf_get_u32(g, i, &v)) return BG_EFORMAT;
-    *out = v;
-    return BG_OK;
-}
-
-static int key_f32(const bg_gguf *g, const char *key, float *out)
-{
-    int64_t i = bg_gguf_find_key(g, key);
-    return i < 0 ? BG_OK : bg_gguf_get_f32(g, i, out);
-}
-
 /* The bitnet.* hyper-parameters; projections packed when attn_q is a TQ type. */
 static int packed_config(const bg_gguf *g, bg_bitnet_config *c, char *err, size_t errlen)
 {
-    int64_t ia = bg_gguf_find_key(g, "general.architecture");
-    const char *arch = ia >= 0 ? bg_gguf_get_str(g, ia, NULL) : NULL;
-    if (!arch || strcmp(arch, "bitnet") != 0)
-        return bg__io_err(err, errlen, BG_EFORMAT, "import: not a bitnet model");
-    *c = bg_bitnet_default();
-    int rc = key_u32(g, "bitnet.context_length", &c->n_ctx, true);
-    rc = rc ? rc : key_u32(g, "bitnet.embedding_length", &c->n_embd, true);
-    rc = rc ? rc : key_u32(g, "bitnet.block_count", &c->n_layer, true);
-    rc = rc ? rc : key_u32(g, "bitnet.feed_forward_length", &c->n_ff, true);
-    rc = rc ? rc : key_u32(g, "bitnet.attention.head_count", &c->n_head, true);
-    c->n_head_kv = c->n_head;
-    rc = rc ? rc : key_u32(g, "bitnet.attention.head_count_kv", &c->n_head_kv, false);
-    rc = rc ? rc : key_f32(g, "bitnet.attention.layer_norm_rms_epsilon", &c->eps);
-    rc = rc ? rc : key_f32(g, "bitnet.rope.freq_base", &c->rope_base);
-    int64_t te = bg_gguf_find_tensor(g, "token_embd.weight"), q = bg_gguf_find_tensor(g, "blk.0.attn_q.weight");
-    if (rc || te < 0)
-        return bg__io_err(err, errlen, BG_EFORMAT, "import: bitnet.* keys missing or mistyped, or no "
-                          "token_embd.weight");
-    c->n_vocab = bg_gguf_tensor_ne(g, te)[1];
+    int rc = bg__bitnet_read_config(g, c, err, errlen);
+    if (rc) return rc;
+    int64_t q = bg_gguf_find_tensor(g, "blk.0.attn_q.weight");
     int qt = q >= 0 ? bg_gguf_tensor_type(g, q) : -1;
     c->packed_base = qt == BG_GGML_TQ1_0 || qt == BG_GGML_TQ2_0;
     c->no_init = true; /* every tensor comes from the file */

@@ -21,6 +21,9 @@ typedef struct bg__tok_keys {
 } bg__tok_keys;
 
 /* Copies the tokenizer.* keys of g (BG_EFORMAT if it has no tokenizer.ggml.tokens array). */
+/* The bitnet.* hyper-parameters and n_vocab of a bitnet GGUF (import.c), validated. */
+BG_INTERNAL int bg__bitnet_read_config(const bg_gguf *g, bg_bitnet_config *c, char *err,
+                                       size_t errlen);
 BG_INTERNAL int bg__tok_keys_from(const bg_gguf *g, bg__tok_keys **out);
 BG_INTERNAL int bg__tok_keys_load(const char *path, bg__tok_keys **out, char *err, size_t errlen);
 BG_INTERNAL void bg__tok_keys_free(void *t);
