@@ -79,6 +79,9 @@ static void test_isa(bg_isa isa)
         { 130, 300, 3 },
         { 257, 2048, 17 },
         { 64, 4096, 4 },
+        /* bitnet_b1_58-3B's widths (not multiples of 256; runs of int16 sums end mid-row) */
+        { 37, 3200, 9 },
+        { 11, 8640, 5 },
         /* the longest rows the mat-vec kernel takes, and the first it leaves to the general one */
         { 4, 2047 * 256, 1 },
         { 5, 2048 * 256, 1 },

@@ -121,7 +121,13 @@ INLINE T_AVX512BW void tile_avx512bw(const uint8_t *w, int64_t ws, int64_t bs, c
 }
 
 /* ---- AVX2: as AVX-512 BW on 32-byte halves of each block (16 ymm registers: tiles of at
- * most 2 x 4). ---- */
+ * most 2 x 4). On CPUs that run 256-bit operations as two 128-bit halves with one integer
+ * multiply pipe (AMD Zen 1), the multiplies bound the kernel, so the int16 sums run over
+ * HALF_RUN half blocks before one vpmaddwd widens them: a half block adds four vpmaddubsw
+ * lanes of at most 2 * 2 * 128 = 512 in magnitude (-512 .. 508), so 16 half blocks stay in
+ * -32768 .. 32512, inside int16. ---- */
+
+#define HALF_RUN 16
 
 INLINE T_AVX2 int32_t hsum256(__m256i v)
 {
@@ -131,30 +137,40 @@ INLINE T_AVX2 int32_t hsum256(__m256i v)
     return _mm_cvtsi128_si32(s);
 }
 
+/* s16[r][c] += the four shifted fields of half block h (32 bytes) times the activations. */
+INLINE T_AVX2 void half_avx2(const uint8_t *w, int64_t ws, int64_t bs, const int8_t *x, int64_t xs,
+                             int64_t h, __m256i s16[2][BG_TMAT_TILE], const int NR, const int NC)
+{
+    const __m256i m3 = _mm256_set1_epi8(3);
+    const int64_t xo = (h / 2) * 256 + (h % 2) * 32;
+    __m256i v[2];
+    for (int r = 0; r < NR; r++)
+        v[r] = _mm256_loadu_si256((const __m256i *)(w + r * ws + (h / 2) * bs + (h % 2) * 32));
+    for (int l = 0; l < 4; l++) {
+        __m256i q[2];
+        for (int r = 0; r < NR; r++)
+            q[r] = _mm256_and_si256(l ? _mm256_srli_epi16(v[r], 2 * l) : v[r], m3);
+        for (int c = 0; c < NC; c++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(x + c * xs + xo + l * 64));
+            for (int r = 0; r < NR; r++)
+                s16[r][c] = _mm256_add_epi16(s16[r][c], _mm256_maddubs_epi16(q[r], xv));
+        }
+    }
+}
+
 INLINE T_AVX2 void tile_avx2(const uint8_t *w, int64_t ws, int64_t bs, const int8_t *x, int64_t xs,
                              int64_t nblk, int32_t *out, const int NR, const int NC)
 {
     __m256i acc[2][BG_TMAT_TILE];
-    const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
+    const __m256i ones = _mm256_set1_epi16(1);
     for (int r = 0; r < NR; r++)
         for (int c = 0; c < NC; c++) acc[r][c] = _mm256_setzero_si256();
-    for (int64_t b = 0; b < 2 * nblk; b++) { /* half blocks of 32 bytes */
-        const int64_t xo = (b / 2) * 256 + (b % 2) * 32;
-        __m256i v[2], s16[2][BG_TMAT_TILE];
-        for (int r = 0; r < NR; r++) {
-            v[r] = _mm256_loadu_si256((const __m256i *)(w + r * ws + (b / 2) * bs + (b % 2) * 32));
+    for (int64_t h0 = 0; h0 < 2 * nblk; h0 += HALF_RUN) { /* runs of half blocks */
+        int64_t h1 = h0 + HALF_RUN < 2 * nblk ? h0 + HALF_RUN : 2 * nblk;
+        __m256i s16[2][BG_TMAT_TILE];
+        for (int r = 0; r < NR; r++)
             for (int c = 0; c < NC; c++) s16[r][c] = _mm256_setzero_si256();
-        }
-        for (int l = 0; l < 4; l++) {
-            __m256i q[2];
-            for (int r = 0; r < NR; r++)
-                q[r] = _mm256_and_si256(_mm256_srli_epi16(v[r], 2 * l), m3);
-            for (int c = 0; c < NC; c++) {
-                __m256i xv = _mm256_loadu_si256((const __m256i *)(x + c * xs + xo + l * 64));
-                for (int r = 0; r < NR; r++)
-                    s16[r][c] = _mm256_add_epi16(s16[r][c], _mm256_maddubs_epi16(q[r], xv));
-            }
-        }
+        for (int64_t h = h0; h < h1; h++) half_avx2(w, ws, bs, x, xs, h, s16, NR, NC);
         for (int r = 0; r < NR; r++)
             for (int c = 0; c < NC; c++)
                 acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(s16[r][c], ones));
