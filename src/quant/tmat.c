@@ -268,6 +268,7 @@ int bg_tmat_matmul_isa(const bg_tmat *w, bg_isa isa, const int8_t *lx, const flo
         free(xpad);
         return BG_ENOMEM;
     }
+#pragma omp parallel for schedule(static) if (m * w->k > 1 << 18)
     for (int64_t i = 0; i < m; i++) {
         int32_t s = 0;
         for (int64_t t = 0; t < w->k; t++) s += lx[i * w->k + t];
