@@ -129,6 +129,11 @@ INLINE T_AVX512BW void tile_avx512bw(const uint8_t *w, int64_t ws, int64_t bs, c
 
 #define HALF_RUN 16
 
+/* An empty asm that claims to change v: GCC otherwise reassociates the int16 sums of a half
+ * block into trees whose partial sums spill to the stack (about 20 ymm stores a half block);
+ * pinned, each sum stays in its own register and the tile needs none. */
+#define PIN(v) __asm__("" : "+x"(v))
+
 INLINE T_AVX2 int32_t hsum256(__m256i v)
 {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -152,8 +157,10 @@ INLINE T_AVX2 void half_avx2(const uint8_t *w, int64_t ws, int64_t bs, const int
             q[r] = _mm256_and_si256(l ? _mm256_srli_epi16(v[r], 2 * l) : v[r], m3);
         for (int c = 0; c < NC; c++) {
             __m256i xv = _mm256_loadu_si256((const __m256i *)(x + c * xs + xo + l * 64));
-            for (int r = 0; r < NR; r++)
+            for (int r = 0; r < NR; r++) {
                 s16[r][c] = _mm256_add_epi16(s16[r][c], _mm256_maddubs_epi16(q[r], xv));
+                PIN(s16[r][c]);
+            }
         }
     }
 }
