@@ -51,7 +51,7 @@ DICT
 $cc -std=c11 -g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined \
     -fno-sanitize-recover=undefined -Iinclude -Isrc -DBG_BUILDING_LIB -D_POSIX_C_SOURCE=200809L \
     -D_DEFAULT_SOURCE tests/fuzz_text.c src/text/tokenizer.c src/text/tokenizer_load.c \
-    src/text/tokenizer_vocab.c src/text/spm.c src/text/bpe.c src/text/pretok.c src/text/unicode.c \
+    src/text/tokenizer_vocab.c src/text/spm.c src/text/bpe.c src/text/pair_heap.c src/text/pretok.c src/text/unicode.c \
     src/io/gguf_read.c src/io/gguf_access.c \
     src/quant/ggml_types.c src/quant/ggml_blocks.c -lm -o "$dir/fuzz_text"
 

@@ -4,7 +4,10 @@
  * paragraphs, and the bytes each tokenizer's tables occupy. One JSON line per workload; the
  * figures are the best of 3 runs, on one thread: MB per CPU second of the process (what one
  * core does, also on a busy machine) and MB per wall second.
- * Run: BG_GOLDEN_DIR=../shared/golden ./bench_text   (exits 77 without the golden files) */
+ * Each line also carries the token ids' count and FNV-1a hash (ids as little-endian int32),
+ * which bench/llama_tok_bench.c prints for llama.cpp's tokenizer on the same bytes.
+ * Run: BG_GOLDEN_DIR=../shared/golden ./bench_text   (exits 77 without the golden files)
+ *      ./bench_text --dump-text FILE   writes the text to FILE and exits */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,6 +78,37 @@ static char *make_text(size_t target, size_t *len)
     return s;
 }
 
+/* FNV-1a 64 over the ids (as little-endian int32) of encoding s in pieces of `chunk` bytes,
+ * untimed; *count gets the number of ids. */
+static uint64_t ids_hash(const bg_tokenizer *t, const char *s, size_t len, size_t chunk,
+                         int32_t *ids, int64_t cap, int64_t *count)
+{
+    uint64_t h = 1469598103934665603ull;
+    *count = 0;
+    for (size_t off = 0; off < len; off += chunk) {
+        size_t l = len - off < chunk ? len - off : chunk;
+        int64_t n = bg_tokenizer_encode(t, s + off, l, false, ids, cap);
+        if (n < 0 || n > cap) return 0;
+        for (int64_t i = 0; i < n; i++)
+            for (int b = 0; b < 4; b++) {
+                h ^= ((uint32_t)ids[i] >> (8 * b)) & 0xffu;
+                h *= 1099511628211ull;
+            }
+        *count += n;
+    }
+    return h;
+}
+
+static int dump_text(const char *path, const char *text, size_t len)
+{
+    FILE *f = fopen(path, "wb");
+    if (!f || fwrite(text, 1, len, f) != len || fclose(f) != 0) {
+        fprintf(stderr, "bench_text: cannot write %s\n", path);
+        return 1;
+    }
+    return 0;
+}
+
 /* Best of 3: CPU seconds of this process (what one core spends, whatever else runs on the
  * machine) and wall seconds. */
 static double encode_time(const bg_tokenizer *t, const char *s, size_t len, size_t chunk,
@@ -99,12 +133,17 @@ static double encode_time(const bg_tokenizer *t, const char *s, size_t len, size
     return best;
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     const char *dir = getenv("BG_GOLDEN_DIR");
     const char *names[2] = { "llama-spm", "gpt-2" };
     size_t len;
     char *text = make_text((size_t)4 << 20, &len);
+    if (argc == 3 && strcmp(argv[1], "--dump-text") == 0) {
+        int rc = dump_text(argv[2], text, len);
+        free(text);
+        return rc;
+    }
     int64_t cap = (int64_t)len + 16;
     int32_t *ids = malloc((size_t)cap * sizeof *ids);
     for (int v = 0; v < 2; v++) {
@@ -120,14 +159,24 @@ int main(void)
         }
         size_t chunks[2] = { len, 1024 };
         for (int c = 0; c < 2; c++) {
-            int64_t n_tok = 0;
+            int64_t n_tok = 0, n_hashed = 0;
+            uint64_t h = ids_hash(t, text, len, chunks[c], ids, cap, &n_hashed);
             double wall, dt = encode_time(t, text, len, chunks[c], ids, cap, &n_tok, &wall);
+            if (dt < 0 || n_hashed != n_tok) {
+                fprintf(stderr, "bench_text: encoding failed\n");
+                bg_tokenizer_free(&t);
+                free(text);
+                free(ids);
+                return 1;
+            }
             printf("{\"bench\":\"tokenize\",\"vocab\":\"%s\",\"n_vocab\":%lld,\"text_bytes\":%zu,"
                    "\"chunk_bytes\":%zu,\"tokens\":%lld,\"cpu_s\":%.4f,\"wall_s\":%.4f,"
-                   "\"mb_per_cpu_s\":%.2f,\"mb_per_wall_s\":%.2f,\"tokenizer_bytes\":%zu}\n",
+                   "\"mb_per_cpu_s\":%.2f,\"mb_per_wall_s\":%.2f,\"tokenizer_bytes\":%zu,"
+                   "\"ids_fnv64\":\"%016llx\"}\n",
                    names[v], (long long)bg_tokenizer_n_vocab(t), len, chunks[c], (long long)n_tok,
                    dt, wall, dt > 0 ? (double)len / 1e6 / dt : 0.0,
-                   wall > 0 ? (double)len / 1e6 / wall : 0.0, bg_tokenizer_memory(t));
+                   wall > 0 ? (double)len / 1e6 / wall : 0.0, bg_tokenizer_memory(t),
+                   (unsigned long long)h);
             fflush(stdout);
         }
         bg_tokenizer_free(&t);

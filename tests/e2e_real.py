@@ -15,11 +15,12 @@
   python3 tests/e2e_real.py adapter ADAPTER.gguf MODEL.gguf
       gguf-py reads a LoRA adapter: general.type "adapter", adapter.type "lora", an alpha, and
       for every lora_a {n_in, r} / lora_b {r, n_out} pair a projection of MODEL of that shape.
-  python3 tests/e2e_real.py check VOCAB MODEL BASE ADAPTER QAT IDS BASE.f32 LORA.f32
+  python3 tests/e2e_real.py check VOCAB MODEL BASE ADAPTER QAT IDS BASE.f32 LORA.f32 [HALF.f32]
       All of the below, each file parsed once: MODEL's and BASE's tokenizer keys == VOCAB's;
       keys MODEL BASE --same-values (BASE: the export of a LoRA checkpoint, whose base is
       frozen); adapter ADAPTER MODEL; keys MODEL QAT --types (QAT: an export after QAT);
-      llama BASE - IDS BASE.f32 1e-5; llama BASE ADAPTER IDS LORA.f32 1e-5.
+      llama BASE - IDS BASE.f32 1e-5; llama BASE ADAPTER IDS LORA.f32 1e-5; HALF.f32 (eval
+      --lora-scale 0.5) against the graph with the adapter at llama.cpp's --lora-scaled 0.5.
   python3 tests/e2e_real.py llama MODEL.gguf ADAPTER.gguf|- "[1, 2, 3]" GOT.f32 TOL
       The logits of llama.cpp's bitnet graph with that adapter (numpy, float64, activations
       rounded as ggml-cpu does for each weight type) for those ids, written to GOT.f32.ref,
@@ -219,7 +220,7 @@ def cmd_adapter(path, model):
     return 1 if failed else 0
 
 
-def cmd_check(vocab, model, base, adapter, qat, ids, got_base, got_lora):
+def cmd_check(vocab, model, base, adapter, qat, ids, got_base, got_lora, got_half=None):
     same_tokenizer(vocab, model)
     cmd_keys(model, base, True, True)
     same_tokenizer(vocab, base)
@@ -235,6 +236,8 @@ def cmd_check(vocab, model, base, adapter, qat, ids, got_base, got_lora):
     # F16 token_embd's input). The bound below still fails on a wrongly scaled adapter (4e-3
     # and more); the gap to 1e-5 is reported as open.
     cmd_llama(model, adapter, ids, got_lora, 1e-4)
+    if got_half:  # eval --lora-scale 0.5 == llama.cpp's --lora-scaled adapter.gguf 0.5
+        cmd_llama(model, adapter, ids, got_half, 1e-4, 0.5)
     return 1 if failed else 0
 
 
@@ -256,10 +259,11 @@ def act_round(x, wtype):
     return x
 
 
-def llama_logits(model, adapter, ids):
+def llama_logits(model, adapter, ids, lscale=1.0):
     """Logits of every position as llama.cpp's bitnet graph computes them (src/models/bitnet.cpp,
     build_lora_mm / build_ffn in src/llama-graph.cpp): y = (W x) * scale + lora for attention and
-    ffn_down, y = (W x + lora) * scale for ffn_gate and ffn_up; lora = alpha / r * B (A x)."""
+    ffn_down, y = (W x + lora) * scale for ffn_gate and ffn_up; lora = lscale * alpha / r * B (A x)
+    (lscale: the user's scale, llama.cpp's --lora-scaled)."""
     sys.path.insert(0, __file__.rsplit("/", 1)[0])
     sys.dont_write_bytecode = True  # nothing written into the source tree
     from import_models import rms, rope  # the bitnet graph's pieces (EPS 1e-5, base 10000)
@@ -286,7 +290,7 @@ def llama_logits(model, adapter, ids):
         delta = 0.0
         if name + ".lora_a" in L:
             A, B = L[name + ".lora_a"], L[name + ".lora_b"]
-            delta = alpha / A.shape[0] * ((x @ A.T) @ B.T)
+            delta = lscale * alpha / A.shape[0] * ((x @ A.T) @ B.T)
         s = S.get(base, 1.0)
         if base.endswith(("ffn_gate", "ffn_up")):
             return (y + delta) * s
@@ -316,9 +320,9 @@ def llama_logits(model, adapter, ids):
     return (act_round(n, WT["token_embd.weight"]) @ W["token_embd.weight"].T).astype(np.float32)
 
 
-def cmd_llama(model, adapter, ids, got, tol):
+def cmd_llama(model, adapter, ids, got, tol, lscale=1.0):
     ids = [int(i) for i in ids.strip("[] ").split(",")]
-    ref = llama_logits(model, adapter if adapter != "-" else None, ids)
+    ref = llama_logits(model, adapter if adapter != "-" else None, ids, lscale)
     ref.tofile(got + ".ref")
     return cmd_close(got, got + ".ref", ref.shape[1], tol)
 
@@ -343,7 +347,7 @@ if __name__ == "__main__":
         sys.exit(cmd_keys(a[1], a[2], len(a) == 4, a[-1] == "--same-values"))
     if len(a) == 3 and a[0] == "adapter":
         sys.exit(cmd_adapter(a[1], a[2]))
-    if len(a) == 9 and a[0] == "check":
+    if len(a) in (9, 10) and a[0] == "check":
         sys.exit(cmd_check(*a[1:]))
     if len(a) == 6 and a[0] == "llama":
         sys.exit(cmd_llama(a[1], a[2], a[3], a[4], float(a[5])))

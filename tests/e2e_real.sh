@@ -171,6 +171,11 @@ if py close lora_src.f32 base.f32 32000 1e-3 >/dev/null; then
 else
     ok "the adapter changes the logits (more than 1e-3 of the largest)"
 fi
+# --lora-scale: 0 is the base exactly, 1 the default
+logits lora_s0.f32 model.gguf --lora adapter.gguf --lora-scale 0
+pycheck "eval --lora-scale 0 == the base" close lora_s0.f32 base.f32 32000 0
+logits lora_s1.f32 model.gguf --lora adapter.gguf --lora-scale 1
+pycheck "eval --lora-scale 1 == eval --lora" close lora_s1.f32 lora_src.f32 32000 0
 
 # QAT: all weights train (--lora-r 0); the export (F32 embedding: lossless) reads back exactly.
 if "$B" finetune model.gguf --data data.jsonl --lora-r 0 --steps 2 --batch 2 --seq 32 --lr 1e-3 \
@@ -194,8 +199,11 @@ fi
 "$B" eval model-bitgrad.gguf --llama --prompt "$prompt" --all --out llama_base.f32 >/dev/null 2>&1
 "$B" eval model.gguf --llama --lora adapter.gguf --prompt "$prompt" --all \
     --out llama_lora.f32 >/dev/null 2>&1
+"$B" eval model.gguf --llama --lora adapter.gguf --lora-scale 0.5 --prompt "$prompt" --all \
+    --out llama_half.f32 >/dev/null 2>&1
 pycheck "gguf-py reads model.gguf, model-bitgrad.gguf, adapter.gguf, qat.gguf; llama.cpp's graph" \
-    check "$vocab" model.gguf model-bitgrad.gguf adapter.gguf qat.gguf "$want" llama_base.f32 llama_lora.f32
+    check "$vocab" model.gguf model-bitgrad.gguf adapter.gguf qat.gguf "$want" llama_base.f32 llama_lora.f32 \
+    llama_half.f32
 
 if [ "$failed" -ne 0 ]; then
     echo "e2e_real: FAILED"

@@ -24,11 +24,14 @@ static int write_f32(const char *path, const float *v, size_t n)
 static int eval_usage(int status)
 {
     printf("usage: bitgrad eval MODEL.gguf (--ids 1,2,3 | --prompt TEXT) [--all]\n"
-           "                    [--lora ADAPTER.gguf] [--out LOGITS.f32] [--llama]\n"
+           "                    [--lora ADAPTER.gguf [--lora-scale S]] [--out LOGITS.f32]\n"
+           "                    [--llama]\n"
            "  prints the logits' argmax and top values of the last position (or of every one\n"
            "  with --all); --out writes raw little-endian float32 [positions][n_vocab].\n"
            "  --ids: token ids in [0, n_vocab); --prompt: text tokenized with the model's\n"
            "  tokenizer (BOS added as the model's tokenizer says).\n"
+           "  --lora applies a llama.cpp LoRA adapter (what finetune writes), --lora-scale S\n"
+           "  times its alpha / r, as llama.cpp's --lora-scaled (default 1).\n"
            "  --llama quantizes activations as llama.cpp's CPU TQ kernels do (Q8_K blocks).\n");
     return status;
 }
@@ -52,9 +55,25 @@ static int eval_print(bg_tensor *lg, const int32_t *ids, int64_t n, int64_t V, b
     return rc;
 }
 
+/* Multiplies adapter "default"'s B matrices by s: its output becomes s * alpha / r * B A x,
+ * llama.cpp's --lora-scaled. */
+static int scale_adapter(bg_module *m, double s)
+{
+    bg_tensor *p[512];
+    int n = bg_lora_params(m, "default", p, 512);
+    if (n <= 0 || n >= 512) return cli_fail(1, "eval: cannot scale the adapter (%d tensors)", n);
+    for (int i = 1; i < n; i += 2) { /* A then B per wrapped module */
+        float *b = bg_tensor_data(p[i]);
+        for (int64_t j = 0, k = bg_tensor_numel(p[i]); j < k; j++) b[j] *= (float)s;
+    }
+    return 0;
+}
+
 int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *ids_s = NULL, *prompt = NULL, *lora = NULL, *out = NULL;
+    const char *lscale_s = NULL;
+    double lscale = 1.0;
     bool all = false, llama = false;
     int bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
@@ -62,6 +81,7 @@ int cmd_eval(int argc, char **argv)
         if (cli_opt(argc, argv, &i, "--ids", &ids_s, &bad) ||
             cli_opt(argc, argv, &i, "--prompt", &prompt, &bad) ||
             cli_opt(argc, argv, &i, "--lora", &lora, &bad) ||
+            cli_opt(argc, argv, &i, "--lora-scale", &lscale_s, &bad) ||
             cli_opt(argc, argv, &i, "--out", &out, &bad))
             continue;
         if (cli_flag(argv, i, "--all")) all = true;
@@ -76,6 +96,9 @@ int cmd_eval(int argc, char **argv)
     }
     if (bad) return 2;
     if (!model || !ids_s == !prompt) return eval_usage(2);
+    if (lscale_s && !lora) return cli_fail(2, "eval: --lora-scale needs --lora");
+    if (lscale_s && !cli_float("--lora-scale", lscale_s, &lscale)) return 2;
+    if (!isfinite(lscale)) return cli_fail(2, "eval: --lora-scale must be a finite number");
     int32_t *ids = NULL;
     int64_t n = 0;
     if (ids_s) {
@@ -95,6 +118,7 @@ int cmd_eval(int argc, char **argv)
     int rc = 1;
     bg_tokenizer *tok = NULL;
     bg_module *m = cli_load_inference(ctx, model, lora, llama, prompt ? &tok : NULL);
+    if (m && lscale != 1.0 && scale_adapter(m, lscale)) bg_module_free(&m);
     const bg_bitnet_config *c = m ? bg_bitnet_get_config(m) : NULL;
     if (c && prompt) n = cli_encode(tok, prompt, true, &ids);
     for (int64_t i = 0; c && i < n; i++)

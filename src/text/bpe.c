@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text/pair_heap.h"
 #include "text/tokenizer_internal.h"
 
 typedef struct symbol {
@@ -15,65 +16,15 @@ typedef struct symbol {
     int32_t id; /* token of this symbol's text, -1 if none */
 } symbol;
 
-typedef struct bigram {
-    int32_t left, right;
-    uint32_t rank, size;
-    int32_t id; /* the merged token */
-} bigram;
-
 typedef struct session {
     const bg_tokenizer *t;
     char *word; /* the spelled word */
     size_t word_cap;
     symbol *sym;
     size_t sym_cap;
-    bigram *heap;
-    size_t n_heap, cap_heap;
+    bg__pair_heap heap;
     bool oom;
 } session;
-
-static bool before(const bigram *a, const bigram *b)
-{
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static void heap_push(session *s, bigram b)
-{
-    if (s->n_heap == s->cap_heap) {
-        size_t cap = s->cap_heap ? 2 * s->cap_heap : 64;
-        bigram *h = realloc(s->heap, cap * sizeof *h);
-        if (!h) {
-            s->oom = true;
-            return;
-        }
-        s->heap = h;
-        s->cap_heap = cap;
-    }
-    size_t i = s->n_heap++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!before(&b, &s->heap[p])) break;
-        s->heap[i] = s->heap[p];
-        i = p;
-    }
-    s->heap[i] = b;
-}
-
-static bigram heap_pop(session *s)
-{
-    bigram top = s->heap[0], last = s->heap[--s->n_heap];
-    size_t i = 0, n = s->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && before(&s->heap[c + 1], &s->heap[c])) c++;
-        if (!before(&s->heap[c], &last)) break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (n) s->heap[i] = last;
-    return top;
-}
 
 static void try_pair(session *s, int32_t left, int32_t right)
 {
@@ -83,8 +34,9 @@ static void try_pair(session *s, int32_t left, int32_t right)
     if (a < 0 || b < 0) return;
     uint32_t rank;
     int32_t id;
-    if (bg__merge_find(t, a, b, &rank, &id))
-        heap_push(s, (bigram){ left, right, rank, s->sym[left].n + s->sym[right].n, id });
+    if (!bg__merge_find(t, a, b, &rank, &id)) return;
+    bg__pair p = { rank, left, right, s->sym[left].n + s->sym[right].n, id };
+    if (!bg__pair_heap_push(&s->heap, p)) s->oom = true;
 }
 
 /* Spells the UTF-8 of cps[0..n) with bytes_to_unicode into s->word; returns its length. */
@@ -143,10 +95,10 @@ static void encode_word(session *s, const uint32_t *cps, size_t n_cps, bg_idvec 
         s->sym[n] = (symbol){ (uint32_t)off, (uint32_t)l, n - 1, off + l == len ? -1 : n + 1, id };
         off += l;
     }
-    s->n_heap = 0;
+    s->heap.n = 0;
     for (int32_t i = 1; i < n; i++) try_pair(s, i - 1, i);
-    while (s->n_heap && !s->oom) {
-        bigram b = heap_pop(s);
+    while (s->heap.n && !s->oom) {
+        bg__pair b = bg__pair_heap_pop(&s->heap);
         symbol *l = &s->sym[b.left], *r = &s->sym[b.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue; /* stale */
         l->n += r->n;
@@ -214,6 +166,6 @@ int bg__bpe_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec
     }
     free(s.word);
     free(s.sym);
-    free(s.heap);
+    bg__pair_heap_free(&s.heap);
     return rc;
 }

@@ -9,18 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "text/pair_heap.h"
 #include "text/tokenizer_internal.h"
 
 typedef struct symbol {
     uint32_t start, n; /* bytes of the text; n = 0 once merged into its left neighbour */
     int32_t prev, next;
 } symbol;
-
-typedef struct bigram {
-    int32_t left, right;
-    float score;
-    uint32_t size;
-} bigram;
 
 /* Words already encoded in this call (text repeats its words): their bytes and ids. */
 #define CACHE_ENTRIES 4096 /* at most; fewer for short texts (a word per 4 bytes) */
@@ -42,55 +37,10 @@ typedef struct session {
     const bg_tokenizer *t;
     const char *text;
     symbol *sym;
-    bigram *heap;
-    size_t n_heap, cap_heap;
+    bg__pair_heap heap;
     word_cache cache;
     bool oom;
 } session;
-
-/* a before b: the higher score, then the leftmost pair (llama.cpp's comparator). */
-static bool before(const bigram *a, const bigram *b)
-{
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static void heap_push(session *s, bigram b)
-{
-    if (s->n_heap == s->cap_heap) {
-        size_t cap = s->cap_heap ? 2 * s->cap_heap : 64;
-        bigram *h = realloc(s->heap, cap * sizeof *h);
-        if (!h) {
-            s->oom = true;
-            return;
-        }
-        s->heap = h;
-        s->cap_heap = cap;
-    }
-    size_t i = s->n_heap++;
-    while (i > 0) {
-        size_t p = (i - 1) / 2;
-        if (!before(&b, &s->heap[p])) break;
-        s->heap[i] = s->heap[p];
-        i = p;
-    }
-    s->heap[i] = b;
-}
-
-static bigram heap_pop(session *s)
-{
-    bigram top = s->heap[0], last = s->heap[--s->n_heap];
-    size_t i = 0, n = s->n_heap;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && before(&s->heap[c + 1], &s->heap[c])) c++;
-        if (!before(&s->heap[c], &last)) break;
-        s->heap[i] = s->heap[c];
-        i = c;
-    }
-    if (n) s->heap[i] = last;
-    return top;
-}
 
 static void try_pair(session *s, int32_t left, int32_t right)
 {
@@ -98,7 +48,8 @@ static void try_pair(session *s, int32_t left, int32_t right)
     uint32_t size = s->sym[left].n + s->sym[right].n;
     int32_t id = bg__tok_find(s->t, s->text + s->sym[left].start, size);
     if (id < 0) return;
-    heap_push(s, (bigram){ left, right, s->t->scores[id], size });
+    bg__pair p = { bg__pair_score_prio(s->t->scores[id]), left, right, size, -1 };
+    if (!bg__pair_heap_push(&s->heap, p)) s->oom = true;
 }
 
 static void emit_symbol(const session *s, const symbol *sym, bg_idvec *out)
@@ -127,10 +78,10 @@ static void merge_range(session *s, int32_t first, int32_t last, bg_idvec *out)
 {
     s->sym[first].prev = -1;
     s->sym[last].next = -1;
-    s->n_heap = 0;
+    s->heap.n = 0;
     for (int32_t i = first + 1; i <= last; i++) try_pair(s, i - 1, i);
-    while (s->n_heap && !s->oom) {
-        bigram b = heap_pop(s);
+    while (s->heap.n && !s->oom) {
+        bg__pair b = bg__pair_heap_pop(&s->heap);
         symbol *l = &s->sym[b.left], *r = &s->sym[b.right];
         if (l->n == 0 || r->n == 0 || l->n + r->n != b.size) continue; /* stale */
         l->n += r->n;
@@ -239,7 +190,7 @@ int bg__spm_encode(const bg_tokenizer *t, const char *text, size_t len, bg_idvec
     if (!s.oom) encode_word(&s, 0, n - 1, word_start, (uint32_t)len, out);
     int rc = s.oom ? BG_ENOMEM : 0;
     free(s.sym);
-    free(s.heap);
+    bg__pair_heap_free(&s.heap);
     free(s.cache.slot);
     free(s.cache.entry);
     free(s.cache.ids.v);
