@@ -10,7 +10,7 @@
 #include "train.h"
 
 /* Whether path's first projection (blk.0.attn_q.weight) is TQ1_0 or TQ2_0. */
-static bool file_is_ternary(const char *path)
+bool cli_file_is_ternary(const char *path)
 {
     char err[256];
     bg_gguf *g = NULL;
@@ -24,17 +24,17 @@ static bool file_is_ternary(const char *path)
 bool cli_packed_wanted(const run_opts *o)
 {
     if (o->lora_r <= 0 || o->unfreeze || o->no_pack || getenv("BITGRAD_NO_PACK")) return false;
-    return file_is_ternary(o->model_in);
+    return cli_file_is_ternary(o->model_in);
 }
 
 int cli_open_model_packed(bg_ctx *ctx, const char *path, bg_module **m, bg_tokenizer **tok)
 {
     char err[512];
     *m = NULL;
-    *tok = NULL;
+    if (tok) *tok = NULL;
     if (bg_bitnet_import_packed(ctx, path, m, err, sizeof err))
         return cli_fail(1, "%s: %s", path, err);
-    if (cli_model_tokenizer(path, bg_bitnet_get_config(*m)->n_vocab, tok)) {
+    if (tok && cli_model_tokenizer(path, bg_bitnet_get_config(*m)->n_vocab, tok)) {
         bg_module_free(m);
         return 1;
     }

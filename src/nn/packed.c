@@ -5,6 +5,7 @@
  * them (op_bitlinear.c), the bits of the latent path. Unpacking rebuilds latent weights whose
  * absmean quantizer gives back exactly these codes and scale (the rule import.c uses). */
 #include <math.h>
+#include <string.h>
 
 #include "bitgrad/quant.h"
 #include "bitgrad/ternary.h"
@@ -296,6 +297,21 @@ static int embedding_retype(bg_module *m, bg_dtype to)
         if (to == BG_F16) ((uint16_t *)t->data)[i] = bg_fp32_to_fp16(((const float *)w->data)[i]);
         else ((float *)t->data)[i] = bg_fp16_to_fp32(((const uint16_t *)w->data)[i]);
     }
+    bg_tensor_free(&m->params[0]);
+    m->params[0] = t;
+    return BG_OK;
+}
+
+int bg__embedding_set_f16(bg_module *m, const uint16_t *src)
+{
+    if (!m || m->kind != BG_MOD_EMBEDDING || m->ctx->device != BG_CPU)
+        return m ? bg__error(m->ctx, BG_EINVAL, "%s: not a CPU embedding", m->name) : BG_EINVAL;
+    bg_tensor *w = m->params[0];
+    bg_tensor *t = bg_tensor_new(m->ctx, BG_F16, 2, w->shape);
+    if (!t) return bg__error(m->ctx, BG_ENOMEM, "%s: out of memory", m->name);
+    bg_tensor_set_name(t, bg_tensor_name(w));
+    t->requires_grad = false;
+    memcpy(t->data, src, (size_t)bg__numel(2, w->shape) * sizeof(uint16_t));
     bg_tensor_free(&m->params[0]);
     m->params[0] = t;
     return BG_OK;
