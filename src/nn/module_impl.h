@@ -48,6 +48,9 @@ BG_INTERNAL int bg__module_add_child(bg_module *m, bg_module *child);
 BG_INTERNAL bg_tensor *bg__module_add_param(bg_module *m, const char *local, int ndim,
                                             const int64_t *shape);
 BG_INTERNAL bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x);
+/* An Embedding with zero weights (bg_embedding_new without its random init; for loaders). */
+BG_INTERNAL bg_module *bg__embedding_new_zero(bg_ctx *ctx, const char *name, int64_t n_vocab,
+                                              int64_t dim);
 BG_INTERNAL void bg__bitnet_release(bg_module *m);
 
 /* ---- the packed frozen base (packed.c, op_bitlinear.c) ---- */

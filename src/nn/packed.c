@@ -181,20 +181,20 @@ static float tq_scale(const uint8_t *data, int64_t nb, size_t bb, const float *s
 
 /* One TQ2_0 block's 64 code bytes into the packed layout (tmat_kernels.h): packed byte t, lane
  * l holds weight 64l + t, which TQ2_0 keeps in byte 32 * (l / 2) + t % 32 at bit pair
- * 2 * (l % 2) + t / 32 (same 2-bit values, code + 1). True if a field holds 3. */
+ * 2 * (l % 2) + t / 32 (same 2-bit values, code + 1). So with a = q[t], b = q[32 + t]
+ * (t < 32), packed byte t takes the bit pairs 0 and 2 of a then of b, and byte t + 32 the
+ * pairs 1 and 3: a nibble shuffle the compiler vectorizes. True if a field holds 3. */
 static bool tq2_block_to_packed(const uint8_t *q, uint8_t *p)
 {
     unsigned bad = 0;
-    for (int t = 0; t < 64; t++) {
-        unsigned v = 0;
-        for (int l = 0; l < 4; l++) {
-            unsigned f = (q[32 * (l / 2) + t % 32] >> (2 * (2 * (l % 2) + t / 32))) & 3u;
-            bad |= f == 3u;
-            v |= f << (2 * l);
-        }
-        p[t] = (uint8_t)v;
+    for (int t = 0; t < 32; t++) {
+        unsigned a = q[t], b = q[32 + t];
+        bad |= (a & (a >> 1)) | (b & (b >> 1));
+        p[t] = (uint8_t)((a & 3u) | ((a >> 2) & 0x0Cu) | ((b & 3u) << 4) | ((b << 2) & 0xC0u));
+        p[t + 32] = (uint8_t)(((a >> 2) & 3u) | ((a >> 4) & 0x0Cu) | ((b << 2) & 0x30u) |
+                              (b & 0xC0u));
     }
-    return bad != 0;
+    return (bad & 0x55u) != 0;
 }
 
 int bg_bitlinear_set_packed_tq(bg_module *m, int ggml_type, const void *data, size_t nbytes,
