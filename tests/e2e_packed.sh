@@ -10,6 +10,8 @@
 #   - --recompute gives the same CSV losses as without it
 #   - the packed checkpoint resumes (--resume), and `bitgrad export` of it writes the same
 #     model file as the export of the --no-pack checkpoint after one step
+#   - `eval` and `generate`, which load a TQ file packed, give the bits of the latent load
+#     (BITGRAD_NO_PACK=1): the same int8 x ternary sums and scales (test_generate)
 # Usage: bash tests/e2e_packed.sh BITGRAD_CLI
 set -u
 B=${1:?usage: bash tests/e2e_packed.sh BITGRAD_CLI}
@@ -72,4 +74,13 @@ ft e1.csv e1.gguf --steps 1 && ft e2.csv e2.gguf --steps 1 --no-pack &&
     "$B" export "$tmp/e2.gguf" --out "$tmp/x2.gguf" >/dev/null 2>&1 &&
     cmp -s "$tmp/x1.gguf" "$tmp/x2.gguf" && ok "export of a packed checkpoint == of the latent one" ||
     fail "export of the packed checkpoint differs or failed"
+# eval / generate: packed load vs latent load, logits to the bit and the same greedy text
+"$B" eval "$tmp/m.gguf" --prompt "the quick brown fox" --all --out "$tmp/lp.f32" >/dev/null &&
+    BITGRAD_NO_PACK=1 "$B" eval "$tmp/m.gguf" --prompt "the quick brown fox" --all \
+        --out "$tmp/lu.f32" >/dev/null && cmp -s "$tmp/lp.f32" "$tmp/lu.f32" &&
+    ok "eval: packed load == latent load, every logit" || fail "eval: packed vs latent logits differ"
+gp=$("$B" generate "$tmp/m.gguf" --prompt "the quick" --n 24 2>&1)
+gu=$(BITGRAD_NO_PACK=1 "$B" generate "$tmp/m.gguf" --prompt "the quick" --n 24 2>&1)
+[ -n "$gp" ] && [ "$gp" = "$gu" ] && ok "generate: packed == latent text: $gp" ||
+    fail "generate packed '$gp' vs latent '$gu'"
 exit $failed
