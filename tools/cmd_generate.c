@@ -155,6 +155,13 @@ int cmd_generate(int argc, char **argv)
     g.m = cli_load_inference(g.ctx, model, lora, false, &tok);
     int rc = g.m ? 0 : 1;
     t_load = now_s() - t_load;
+    if (timings && getenv("BITGRAD_DEBUG_RSS")) {
+        FILE *f = fopen("/proc/self/status", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (!strncmp(line, "VmHWM", 5) || !strncmp(line, "VmRSS", 5)) fputs(line, stderr);
+        if (f) fclose(f);
+    }
     int32_t *pids = NULL;
     int64_t np = rc ? -1 : cli_encode(tok, prompt, true, &pids);
     if (!rc && np <= 0) rc = np == 0 ? cli_fail(2, "generate: the prompt gives no tokens") : 1;

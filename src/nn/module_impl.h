@@ -61,7 +61,7 @@ BG_INTERNAL bg_tensor *bg__linear_forward_packed(bg_module *m, bg_tensor *x);
 BG_INTERNAL int bg__linear_unpack(bg_module *m);
 BG_INTERNAL void bg__linear_packed_free(bg_module *m);
 /* A frozen F16 embedding table copied from src (the file's F16 token_embd), in place of m's
- * f32 weight (which was never written, so never touched). */
+ * f32 weight (freed first; on failure m has no weight and must be freed). */
 BG_INTERNAL int bg__embedding_set_f16(bg_module *m, const uint16_t *src);
 /* A frozen BitLinear [out, in] whose base is packed zero codes with scale 1 (no latent
  * weights are ever allocated). */

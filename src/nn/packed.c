@@ -306,13 +306,18 @@ int bg__embedding_set_f16(bg_module *m, const uint16_t *src)
 {
     if (!m || m->kind != BG_MOD_EMBEDDING || m->ctx->device != BG_CPU)
         return m ? bg__error(m->ctx, BG_EINVAL, "%s: not a CPU embedding", m->name) : BG_EINVAL;
+    /* the f32 table goes first, so it and the F16 one are never both resident (on failure
+     * the module is left without its weight, for the caller to free) */
     bg_tensor *w = m->params[0];
-    bg_tensor *t = bg_tensor_new(m->ctx, BG_F16, 2, w->shape);
-    if (!t) return bg__error(m->ctx, BG_ENOMEM, "%s: out of memory", m->name);
-    bg_tensor_set_name(t, bg_tensor_name(w));
-    t->requires_grad = false;
-    memcpy(t->data, src, (size_t)bg__numel(2, w->shape) * sizeof(uint16_t));
+    int64_t shape[2] = { w->shape[0], w->shape[1] };
+    char name[BG_NAME_MAX];
+    snprintf(name, sizeof name, "%s", bg_tensor_name(w));
     bg_tensor_free(&m->params[0]);
+    bg_tensor *t = bg_tensor_new(m->ctx, BG_F16, 2, shape);
+    if (!t) return bg__error(m->ctx, BG_ENOMEM, "%s: out of memory", m->name);
+    bg_tensor_set_name(t, name);
+    t->requires_grad = false;
+    memcpy(t->data, src, (size_t)(shape[0] * shape[1]) * sizeof(uint16_t));
     m->params[0] = t;
     return BG_OK;
 }
