@@ -83,4 +83,13 @@ gp=$("$B" generate "$tmp/m.gguf" --prompt "the quick" --n 24 2>&1)
 gu=$(BITGRAD_NO_PACK=1 "$B" generate "$tmp/m.gguf" --prompt "the quick" --n 24 2>&1)
 [ -n "$gp" ] && [ "$gp" = "$gu" ] && ok "generate: packed == latent text: $gp" ||
     fail "generate packed '$gp' vs latent '$gu'"
+# a file with TQ2_0 rows and others (n_ff 320: ffn_down's rows are not whole TQ blocks, so the
+# exporter writes Q2_0) is not packed: it loads as before, packed and latent alike
+"$B" train "${common[@]}" --n-embd 256 --n-layer 1 --n-head 4 --n-ff 320 --steps 1 \
+    --out "$tmp/mx.gguf" >/dev/null 2>"$tmp/err" &&
+    "$B" export "$tmp/mx.gguf" --out "$tmp/mxm.gguf" >/dev/null 2>>"$tmp/err" &&
+    gm=$("$B" generate "$tmp/mxm.gguf" --prompt "the quick" --n 8 2>&1) &&
+    [ "$gm" = "$(BITGRAD_NO_PACK=1 "$B" generate "$tmp/mxm.gguf" --prompt "the quick" --n 8 2>&1)" ] &&
+    ok "generate: a mixed TQ2_0 / Q2_0 file loads (latent)" ||
+    fail "generate on a mixed TQ2_0 / Q2_0 file: $gm $(tail -n 2 "$tmp/err")"
 exit $failed
