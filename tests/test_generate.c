@@ -2,7 +2,9 @@
  * bg_bitnet_forward re-run on the whole sequence: a prompt fed at once, then one token at a
  * time, the logits of every new position compared for several steps, on models with GQA
  * (n_head_kv < n_head), head_dim 96 and 64, BitLinear in inference mode and in training
- * form, and full precision; and the errors (context full, ids out of range, another model). */
+ * form, full precision, and with the base packed (2-bit codes, F16 token_embd; what generate
+ * and eval load from a TQ file), whose logits must also be the bits of the latent inference
+ * kernels'; and the errors (context full, ids out of range, another model). */
 #include <bitgrad.h>
 
 #include "harness.h"
@@ -11,6 +13,7 @@ typedef struct gen_case {
     const char *name;
     int64_t n_embd, n_head, n_head_kv, n_layer, n_ff, n_vocab;
     bool bitlinear, inference, lora;
+    int packed; /* 1: base packed, token_embd f32; 2: also token_embd F16 */
 } gen_case;
 
 /* A LoRA adapter on every projection with B random (bg_lora_add makes B zero: no effect). */
@@ -28,6 +31,33 @@ static bool add_lora(bg_module *m)
     return n > 0;
 }
 
+/* With f16, rounds token_embd to F16 values (so packing keeps it F16); takes the latent
+ * model's full logits of every prefix ids[0..k), k >= k0, into ref[k] (the fused training
+ * form: the same int8 x ternary sums and scale products as the packed forward; each length
+ * run as the test runs it, the f32 GEMMs' shapes being the same), then freezes and packs the
+ * whole model. */
+static void pack_model(bg_ctx *ctx, bg_module *m, const int32_t *ids, int64_t k0, int64_t len,
+                       bool f16, float **ref)
+{
+    bg_tensor *e = bg_module_find_param(m, "token_embd.weight");
+    float *v = f16 ? harness_read(e) : NULL;
+    for (int64_t i = 0; v && i < bg_tensor_numel(e); i++)
+        v[i] = bg_fp16_to_fp32(bg_fp32_to_fp16(v[i]));
+    if (v) bg_tensor_write(e, v);
+    free(v);
+    CHECK(bg_module_set_inference(m, false) == BG_OK, "inference off");
+    for (int64_t k = k0; k <= len; k++) {
+        ref[k] = harness_read(
+            bg_bitnet_forward(m, bg_from_data(ctx, BG_I32, 2, (int64_t[]){ 1, k }, ids)));
+        bg_step_end(ctx);
+    }
+    bg_module_freeze(m, "*");
+    int n = bg_module_pack_frozen(m);
+    CHECK(n > 0 && bg_linear_is_packed(bg_module_find(m, "blk.0.attn_q")) &&
+              (bg_tensor_dtype(bg_module_find_param(m, "token_embd.weight")) == BG_F16) == f16,
+          "packed %d modules, token_embd F16 %d: %s", n, f16, bg_ctx_error(ctx));
+}
+
 /* Feeds ids[0..len) as a prompt of n_prompt tokens and then one by one; after each call
  * compares the new rows with the full forward's. */
 static void check_case(const gen_case *gc)
@@ -36,8 +66,13 @@ static void check_case(const gen_case *gc)
            (long long)gc->n_embd, (long long)gc->n_head, (long long)gc->n_head_kv,
            (long long)(gc->n_embd / gc->n_head), (long long)gc->n_vocab,
            gc->bitlinear ? "BitLinear" : "full precision",
-           gc->bitlinear ? (gc->inference ? " (inference kernels)" : " (training form)") : "");
+           gc->bitlinear ? (gc->packed      ? " (packed base)"
+                            : gc->inference ? " (inference kernels)"
+                                            : " (training form)")
+                         : "");
     bg_ctx *ctx;
+    enum { LEN = 14, PROMPT = 5 };
+    float *ref[LEN + 1] = { 0 }; /* a packed case: the latent logits of each prefix */
     if (!CHECK(bg_ctx_create(&ctx, BG_CPU) == BG_OK, "ctx")) return;
     bg_ctx_seed(ctx, 7);
     bg_bitnet_config c = bg_bitnet_default();
@@ -56,10 +91,10 @@ static void check_case(const gen_case *gc)
     bg_module_set_training(m, false);
     if (gc->inference) CHECK(bg_module_set_inference(m, true) == BG_OK, "set_inference");
     bg_grad_enable(ctx, false);
-    enum { LEN = 14, PROMPT = 5 };
     int32_t ids[LEN];
     uint64_t r = 99;
     for (int i = 0; i < LEN; i++) ids[i] = (int32_t)(harness_lcg(&r) % (uint32_t)gc->n_vocab);
+    if (gc->packed) pack_model(ctx, m, ids, PROMPT, LEN, gc->packed == 2, ref);
     bg_kv_cache *kv = NULL;
     if (!CHECK(bg_kv_cache_new(m, 0, &kv) == BG_OK, "kv_cache_new: %s", bg_ctx_error(ctx)))
         goto out;
@@ -77,6 +112,11 @@ static void check_case(const gen_case *gc)
         if (CHECK(got && want, "%s: %s", what, bg_ctx_error(ctx))) {
             CHECK(bg_tensor_dim(lc, 0) == n && bg_tensor_dim(lc, 1) == V, "logits shape");
             check_close(what, got, want + (int64_t)pos * V, n * V, 2e-5, 0.0);
+        }
+        const float *r = ref[pos + n];
+        if (r && got && want) { /* packed: int8 x codes, the latent form's exact sums */
+            snprintf(what, sizeof what, "%d positions packed vs latent", pos + n);
+            check_bitwise(what, want, r, (pos + n) * V);
         }
         free(got);
         free(want);
@@ -113,6 +153,7 @@ static void check_case(const gen_case *gc)
     bg_kv_cache_free(&kv);
     CHECK(kv == NULL, "free sets NULL");
 out:
+    for (int k = 0; k <= LEN; k++) free(ref[k]);
     bg_module_free(&m);
     bg_ctx_free(&ctx);
 }
@@ -185,11 +226,13 @@ static void check_cost(void)
 int main(void)
 {
     static const gen_case cases[] = {
-        { "gqa_hd96_bit_infer", 192, 2, 1, 2, 256, 300, true, true, false },
-        { "gqa_hd64_bit_train", 256, 4, 2, 2, 256, 260, true, false, false },
-        { "mha_hd64_fp", 128, 2, 2, 2, 192, 256, false, false, false },
-        { "gqa_hd96_fp", 384, 4, 2, 1, 256, 320, false, false, false },
-        { "gqa_hd64_bit_infer_lora", 128, 2, 1, 2, 128, 270, true, true, true },
+        { "gqa_hd96_bit_infer", 192, 2, 1, 2, 256, 300, true, true, false, 0 },
+        { "gqa_hd64_bit_train", 256, 4, 2, 2, 256, 260, true, false, false, 0 },
+        { "mha_hd64_fp", 128, 2, 2, 2, 192, 256, false, false, false, 0 },
+        { "gqa_hd96_fp", 384, 4, 2, 1, 256, 320, false, false, false, 0 },
+        { "gqa_hd64_bit_infer_lora", 128, 2, 1, 2, 128, 270, true, true, true, 0 },
+        { "gqa_hd96_bit_packed", 192, 2, 1, 2, 256, 300, true, true, false, 1 },
+        { "gqa_hd64_bit_packed_f16", 128, 2, 1, 2, 256, 270, true, true, false, 2 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) check_case(&cases[i]);
     check_wrong_model();

@@ -11,6 +11,7 @@
 #include <bitgrad/export.h>
 
 #include "cli.h"
+#include "train.h"
 
 int cli_check_output(const char *path, const char *what)
 {
@@ -89,7 +90,12 @@ bg_module *cli_load_inference(bg_ctx *ctx, const char *path, const char *lora, b
 {
     char err[512];
     bg_module *m = NULL;
-    if (cli_open_model(ctx, path, &m, tok)) return NULL;
+    /* A TQ1_0 / TQ2_0 base loads packed (codes from the mapped file, an F16 token_embd kept
+     * F16): the packed BitLinear forward is the int8 inference kernel. llama.cpp emulation
+     * (--llama) reads latent weights, and BITGRAD_NO_PACK=1 asks for them too. */
+    bool packed = !llama && !getenv("BITGRAD_NO_PACK") && cli_file_is_ternary(path);
+    if (packed ? cli_open_model_packed(ctx, path, &m, tok) : cli_open_model(ctx, path, &m, tok))
+        return NULL;
     if (lora && bg_lora_import(m, lora, "default", err, sizeof err)) {
         cli_fail(1, "%s: %s", lora, err);
     } else {

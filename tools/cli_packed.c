@@ -9,32 +9,48 @@
 
 #include "train.h"
 
-/* Whether path's first projection (blk.0.attn_q.weight) is TQ1_0 or TQ2_0. */
-static bool file_is_ternary(const char *path)
+/* Whether every projection of path (blk.N.attn_q ... ffn_down .weight) is TQ1_0 or TQ2_0, so
+ * the whole base loads packed. A file with other rows too (Q2_0 / Q8_0 / F16 where a row
+ * length is not a multiple of 256) loads latent, as before. */
+bool cli_file_is_ternary(const char *path)
 {
+    static const char *const proj[] = { "attn_q", "attn_k", "attn_v", "attn_output",
+                                        "ffn_gate", "ffn_up", "ffn_down" };
     char err[256];
     bg_gguf *g = NULL;
     if (bg_gguf_open(&g, path, err, sizeof err)) return false;
-    int64_t ti = bg_gguf_find_tensor(g, "blk.0.attn_q.weight");
-    int type = ti >= 0 ? bg_gguf_tensor_type(g, ti) : -1;
+    int n = 0;
+    bool all = true;
+    for (int64_t i = 0; all && i < bg_gguf_n_tensors(g); i++) {
+        const char *name = bg_gguf_tensor_name(g, i), *dot = NULL;
+        if (strncmp(name, "blk.", 4) != 0 || !(dot = strchr(name + 4, '.'))) continue;
+        for (size_t k = 0; k < sizeof proj / sizeof *proj; k++) {
+            size_t len = strlen(proj[k]);
+            if (strncmp(dot + 1, proj[k], len) != 0 || strcmp(dot + 1 + len, ".weight") != 0)
+                continue;
+            int type = bg_gguf_tensor_type(g, i);
+            all = type == BG_GGML_TQ1_0 || type == BG_GGML_TQ2_0;
+            n++;
+        }
+    }
     bg_gguf_free(&g);
-    return type == BG_GGML_TQ1_0 || type == BG_GGML_TQ2_0;
+    return all && n > 0;
 }
 
 bool cli_packed_wanted(const run_opts *o)
 {
     if (o->lora_r <= 0 || o->unfreeze || o->no_pack || getenv("BITGRAD_NO_PACK")) return false;
-    return file_is_ternary(o->model_in);
+    return cli_file_is_ternary(o->model_in);
 }
 
 int cli_open_model_packed(bg_ctx *ctx, const char *path, bg_module **m, bg_tokenizer **tok)
 {
     char err[512];
     *m = NULL;
-    *tok = NULL;
+    if (tok) *tok = NULL;
     if (bg_bitnet_import_packed(ctx, path, m, err, sizeof err))
         return cli_fail(1, "%s: %s", path, err);
-    if (cli_model_tokenizer(path, bg_bitnet_get_config(*m)->n_vocab, tok)) {
+    if (tok && cli_model_tokenizer(path, bg_bitnet_get_config(*m)->n_vocab, tok)) {
         bg_module_free(m);
         return 1;
     }

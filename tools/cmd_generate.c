@@ -3,6 +3,7 @@
  * each new token then costs one position; tokens are decoded as they come, holding back the
  * bytes of an incomplete UTF-8 character (bg_detokenizer). */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -12,7 +13,7 @@
 static int gen_usage(int status)
 {
     printf("usage: bitgrad generate MODEL.gguf --prompt TEXT [--n 64] [--temp 0] [--seed 1]\n"
-           "                        [--lora ADAPTER.gguf] [--stop-at-eos] [--timings]\n"
+           "                        [--lora ADAPTER.gguf] [--stop-at-eos] [--timings] [--threads N]\n"
            "  greedy when --temp is 0; stops after --n tokens, or with --stop-at-eos at the\n"
            "  model's end-of-sequence token (a newline for bitgrad's byte models without one).\n"
            "  When the context fills up, the second half of it is kept and generation goes on.\n"
@@ -114,7 +115,8 @@ static int generate(gen_state *g, const bg_tokenizer *tok, long long n_new, doub
 
 int cmd_generate(int argc, char **argv)
 {
-    const char *model = NULL, *prompt = NULL, *lora = NULL, *ns = "64", *ts = "0", *ss = "1";
+    const char *model = NULL, *prompt = NULL, *lora = NULL, *ns = "64", *ts = "0", *ss = "1",
+               *th = NULL;
     bool stop = false, timings = false;
     int bad = 0;
     for (int i = 1; i < argc && !bad; i++) {
@@ -123,7 +125,8 @@ int cmd_generate(int argc, char **argv)
             cli_opt(argc, argv, &i, "--lora", &lora, &bad) ||
             cli_opt(argc, argv, &i, "--n", &ns, &bad) ||
             cli_opt(argc, argv, &i, "--temp", &ts, &bad) ||
-            cli_opt(argc, argv, &i, "--seed", &ss, &bad))
+            cli_opt(argc, argv, &i, "--seed", &ss, &bad) ||
+            cli_opt(argc, argv, &i, "--threads", &th, &bad))
             continue;
         if (cli_flag(argv, i, "--stop-at-eos")) stop = true;
         else if (cli_flag(argv, i, "--timings"))
@@ -141,6 +144,9 @@ int cmd_generate(int argc, char **argv)
     if (!cli_int("--n", ns, 1, 100000000, &n_new) || !cli_float("--temp", ts, &temp) ||
         !cli_int("--seed", ss, 0, INT64_MAX, &seed))
         return 2;
+    long long threads = 0;
+    if (th && !cli_int("--threads", th, 1, 4096, &threads)) return 2;
+    if (threads) omp_set_num_threads((int)threads);
     gen_state g = { 0 };
     double t_load = now_s();
     if (bg_ctx_create(&g.ctx, BG_CPU)) return cli_fail(1, "out of memory");
@@ -149,6 +155,13 @@ int cmd_generate(int argc, char **argv)
     g.m = cli_load_inference(g.ctx, model, lora, false, &tok);
     int rc = g.m ? 0 : 1;
     t_load = now_s() - t_load;
+    if (timings && getenv("BITGRAD_DEBUG_RSS")) {
+        FILE *f = fopen("/proc/self/status", "r");
+        char line[256];
+        while (f && fgets(line, sizeof line, f))
+            if (!strncmp(line, "VmHWM", 5) || !strncmp(line, "VmRSS", 5)) fputs(line, stderr);
+        if (f) fclose(f);
+    }
     int32_t *pids = NULL;
     int64_t np = rc ? -1 : cli_encode(tok, prompt, true, &pids);
     if (!rc && np <= 0) rc = np == 0 ? cli_fail(2, "generate: the prompt gives no tokens") : 1;

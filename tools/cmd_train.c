@@ -292,6 +292,10 @@ static int finetune_model(run_opts *o, const char *targets_csv)
     rc = packed ? cli_open_model_packed(ctx, o->model_in, &m, &tok)
                 : cli_open_model(ctx, o->model_in, &m, &tok);
     if (!rc) rc = train_load_data(o, tok, bg_bitnet_get_config(m)->n_ctx, &d);
+    /* The adapters' random init must not depend on how the base was loaded: the latent
+     * import draws from the context's generator (layer init before the file's values),
+     * the packed one does not. */
+    if (!rc) bg_ctx_seed(ctx, (uint64_t)o->seed);
     if (!rc) rc = finetune_prepare(o, ctx, m, targets_csv);
     if (!rc && packed) rc = cli_pack_base(ctx, m);
     if (!rc) rc = cli_set_recompute(o, ctx, m);

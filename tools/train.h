@@ -47,6 +47,8 @@ int train_run(const run_opts *o, bg_ctx *ctx, bg_module *m, bg_optim *opt, const
 bool cli_packed_wanted(const run_opts *o);
 /* bg_bitnet_import_packed and the model's tokenizer, with clear errors. */
 int cli_open_model_packed(bg_ctx *ctx, const char *path, bg_module **m, bg_tokenizer **tok);
+/* Whether a GGUF's projections are TQ1_0 / TQ2_0 (so it can load packed). */
+bool cli_file_is_ternary(const char *path);
 /* Packs everything frozen (after the adapters are added) and says how much the model holds. */
 int cli_pack_base(bg_ctx *ctx, bg_module *m);
 /* --recompute: activation recomputation on. */

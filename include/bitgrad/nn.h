@@ -173,8 +173,8 @@ BG_API int bg_bitlinear_set_packed(bg_module *m, const int8_t *codes, const floa
  * codes go straight into the packed layout (no float weights); the scale is the blocks' d
  * (their mean over nonzero blocks) times *scale (the file's exact `.scale`, or NULL). */
 /* Loads a bitnet GGUF whose projections are TQ2_0 / TQ1_0 with every projection packed and
- * frozen from the mmapped blocks (no fp32 weights at any point); norms and token_embd as
- * bg_bitnet_import (export.h) loads them. err gets a message on failure. */
+ * frozen from the mmapped blocks (no fp32 weights at any point); an F16 token_embd stays F16
+ * and frozen; norms and other token_embd types as bg_bitnet_import (export.h) loads them. err gets a message on failure. */
 BG_API int bg_bitnet_import_packed(bg_ctx *ctx, const char *path, bg_module **out, char *err,
                                    size_t errlen);
 BG_API int bg_bitlinear_set_packed_tq(bg_module *m, int ggml_type, const void *data, size_t nbytes,

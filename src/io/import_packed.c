@@ -2,11 +2,18 @@
  * packed and frozen (DESIGN.md section 10): the model is made with packed_base set, so no
  * fp32 latent weight is ever allocated, and each TQ2_0 / TQ1_0 tensor's blocks (read from the
  * mmapped file) go straight into 2-bit codes with the scale import.c would give the latent
- * weights. Everything else (norms, token_embd) loads as bg_bitnet_import does. */
+ * weights. An F16 token_embd stays F16 (frozen); everything else (norms, other embedding
+ * types) loads as bg_bitnet_import does. Each tensor's mapped pages are given back once read,
+ * so the file and the model are not both resident. */
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include "bitgrad/export.h"
 #include "bitgrad/gguf.h"
 #include "bitgrad/quant.h"
+#include "io/gguf_internal.h"
 #include "io/model_io.h"
+#include "nn/module_impl.h"
 
 /* The bitnet.* hyper-parameters; projections packed when attn_q is a TQ type. */
 static int packed_config(const bg_gguf *g, bg_bitnet_config *c, char *err, size_t errlen)
@@ -44,6 +51,35 @@ static int load_packed(const bg_gguf *g, bg_module *lin, int64_t ti, char *err, 
     return rc ? bg__io_err(err, errlen, rc, "import: %s", bg_ctx_error(lin->ctx)) : BG_OK;
 }
 
+/* Gives the mapped file's pages of tensor ti back once their contents are copied, so the
+ * file and its packed copy are not both resident (a page read again is mapped again). */
+static void release_pages(const bg_gguf *g, int64_t ti)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    if (!g->mapped || ti < 0 || page <= 0) return;
+    uintptr_t a = (uintptr_t)bg_gguf_tensor_data(g, ti), e = a + bg_gguf_tensor_nbytes(g, ti);
+    a = (a + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    e = e / (uintptr_t)page * (uintptr_t)page;
+    if (e > a) (void)madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+static int load_plain(const bg_gguf *g, bg_tensor *p, char *err, size_t errlen);
+
+/* token_embd: an F16 table in the file stays F16 (frozen, as bg_module_pack_frozen would
+ * leave it), never widened; any other type loads as f32. */
+static int load_embd(const bg_gguf *g, bg_module *emb, char *err, size_t errlen)
+{
+    bg_tensor *p = bg_module_param(emb, 0);
+    int64_t ti = bg_gguf_find_tensor(g, bg_tensor_name(p));
+    const int64_t *ne = ti >= 0 ? bg_gguf_tensor_ne(g, ti) : NULL;
+    if (!ne || bg_gguf_tensor_type(g, ti) != BG_GGML_F16 || ne[0] != bg_tensor_dim(p, 1) ||
+        ne[1] != bg_tensor_dim(p, 0) || bg_gguf_tensor_nelements(g, ti) != bg_tensor_numel(p))
+        return load_plain(g, p, err, errlen);
+    int rc = bg__embedding_set_f16(emb, bg_gguf_tensor_data(g, ti));
+    release_pages(g, ti);
+    return rc ? bg__io_err(err, errlen, rc, "import: %s", bg_ctx_error(emb->ctx)) : BG_OK;
+}
+
 static int load_plain(const bg_gguf *g, bg_tensor *p, char *err, size_t errlen)
 {
     const char *name = bg_tensor_name(p);
@@ -55,6 +91,7 @@ static int load_plain(const bg_gguf *g, bg_tensor *p, char *err, size_t errlen)
     for (int i = 0; ok && i < nd; i++) ok = ne[i] == bg_tensor_dim(p, nd - 1 - i);
     if (!ok || bg_gguf_read_tensor_f32(g, ti, bg_tensor_data(p)))
         return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s': wrong shape or unsupported type", name);
+    release_pages(g, ti);
     return BG_OK;
 }
 
@@ -76,6 +113,9 @@ int bg_bitnet_import_packed(bg_ctx *ctx, const char *path, bg_module **out, char
             rc = ti < 0 ? bg__io_err(err, errlen, BG_EFORMAT, "import: tensor '%s' missing",
                                      bg_tensor_name(bg_linear_weight(ch)))
                         : load_packed(g, ch, ti, err, errlen);
+            if (!rc) release_pages(g, ti);
+        } else if (ch->kind == BG_MOD_EMBEDDING && bg_module_n_params(ch) == 1) {
+            rc = load_embd(g, ch, err, errlen);
         } else {
             for (int k = 0; !rc && k < bg_module_n_params(ch); k++)
                 rc = load_plain(g, bg_module_param(ch, k), err, errlen);

@@ -140,7 +140,8 @@ bg_module *bg_bitnet_new(bg_ctx *ctx, const bg_bitnet_config *cfg)
     if (!m) return NULL;
     m->bcfg = c;
     m->forward = bitnet_forward_one;
-    bg_module *emb = bg_embedding_new(ctx, "token_embd", c.n_vocab, c.n_embd);
+    bg_module *emb = c.no_init ? bg__embedding_new_zero(ctx, "token_embd", c.n_vocab, c.n_embd)
+                               : bg_embedding_new(ctx, "token_embd", c.n_vocab, c.n_embd);
     int rc = emb ? bg__module_add_child(m, emb) : BG_ENOMEM;
     for (int64_t l = 0; rc == BG_OK && l < c.n_layer; l++) rc = add_layer(m, &c, l);
     bg_module *on = rc == BG_OK ? bg_rmsnorm_new(ctx, "output_norm", c.n_embd, c.eps) : NULL;

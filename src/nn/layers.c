@@ -275,7 +275,7 @@ static bg_tensor *embedding_forward(bg_module *m, bg_tensor *ids)
     return bg_embedding(m->params[0], ids);
 }
 
-bg_module *bg_embedding_new(bg_ctx *ctx, const char *name, int64_t n_vocab, int64_t dim)
+bg_module *bg__embedding_new_zero(bg_ctx *ctx, const char *name, int64_t n_vocab, int64_t dim)
 {
     bg_module *m = bg__module_alloc(ctx, BG_MOD_EMBEDDING, name);
     if (!m) return NULL;
@@ -284,7 +284,13 @@ bg_module *bg_embedding_new(bg_ctx *ctx, const char *name, int64_t n_vocab, int6
         bg_module_free(&m);
         return NULL;
     }
-    bg_tensor_fill_randn(m->params[0], 0.0f, 1.0f);
+    return m;
+}
+
+bg_module *bg_embedding_new(bg_ctx *ctx, const char *name, int64_t n_vocab, int64_t dim)
+{
+    bg_module *m = bg__embedding_new_zero(ctx, name, n_vocab, dim);
+    if (m) bg_tensor_fill_randn(m->params[0], 0.0f, 1.0f);
     return m;
 }
 

@@ -48,6 +48,9 @@ BG_INTERNAL int bg__module_add_child(bg_module *m, bg_module *child);
 BG_INTERNAL bg_tensor *bg__module_add_param(bg_module *m, const char *local, int ndim,
                                             const int64_t *shape);
 BG_INTERNAL bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x);
+/* An Embedding with zero weights (bg_embedding_new without its random init; for loaders). */
+BG_INTERNAL bg_module *bg__embedding_new_zero(bg_ctx *ctx, const char *name, int64_t n_vocab,
+                                              int64_t dim);
 BG_INTERNAL void bg__bitnet_release(bg_module *m);
 
 /* ---- the packed frozen base (packed.c, op_bitlinear.c) ---- */
@@ -57,6 +60,9 @@ BG_INTERNAL bg_tensor *bg__linear_forward_packed(bg_module *m, bg_tensor *x);
 /* Latent weights back in place of m's packed base (frozen or not, as it was); no-op if none. */
 BG_INTERNAL int bg__linear_unpack(bg_module *m);
 BG_INTERNAL void bg__linear_packed_free(bg_module *m);
+/* A frozen F16 embedding table copied from src (the file's F16 token_embd), in place of m's
+ * f32 weight (freed first; on failure m has no weight and must be freed). */
+BG_INTERNAL int bg__embedding_set_f16(bg_module *m, const uint16_t *src);
 /* A frozen BitLinear [out, in] whose base is packed zero codes with scale 1 (no latent
  * weights are ever allocated). */
 BG_INTERNAL bg_module *bg__bitlinear_new_packed(bg_ctx *ctx, const char *name, int64_t in,

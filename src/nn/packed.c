@@ -5,6 +5,7 @@
  * them (op_bitlinear.c), the bits of the latent path. Unpacking rebuilds latent weights whose
  * absmean quantizer gives back exactly these codes and scale (the rule import.c uses). */
 #include <math.h>
+#include <string.h>
 
 #include "bitgrad/quant.h"
 #include "bitgrad/ternary.h"
@@ -180,20 +181,20 @@ static float tq_scale(const uint8_t *data, int64_t nb, size_t bb, const float *s
 
 /* One TQ2_0 block's 64 code bytes into the packed layout (tmat_kernels.h): packed byte t, lane
  * l holds weight 64l + t, which TQ2_0 keeps in byte 32 * (l / 2) + t % 32 at bit pair
- * 2 * (l % 2) + t / 32 (same 2-bit values, code + 1). True if a field holds 3. */
+ * 2 * (l % 2) + t / 32 (same 2-bit values, code + 1). So with a = q[t], b = q[32 + t]
+ * (t < 32), packed byte t takes the bit pairs 0 and 2 of a then of b, and byte t + 32 the
+ * pairs 1 and 3: a nibble shuffle the compiler vectorizes. True if a field holds 3. */
 static bool tq2_block_to_packed(const uint8_t *q, uint8_t *p)
 {
     unsigned bad = 0;
-    for (int t = 0; t < 64; t++) {
-        unsigned v = 0;
-        for (int l = 0; l < 4; l++) {
-            unsigned f = (q[32 * (l / 2) + t % 32] >> (2 * (2 * (l % 2) + t / 32))) & 3u;
-            bad |= f == 3u;
-            v |= f << (2 * l);
-        }
-        p[t] = (uint8_t)v;
+    for (int t = 0; t < 32; t++) {
+        unsigned a = q[t], b = q[32 + t];
+        bad |= (a & (a >> 1)) | (b & (b >> 1));
+        p[t] = (uint8_t)((a & 3u) | ((a >> 2) & 0x0Cu) | ((b & 3u) << 4) | ((b << 2) & 0xC0u));
+        p[t + 32] = (uint8_t)(((a >> 2) & 3u) | ((a >> 4) & 0x0Cu) | ((b << 2) & 0x30u) |
+                              (b & 0xC0u));
     }
-    return bad != 0;
+    return (bad & 0x55u) != 0;
 }
 
 int bg_bitlinear_set_packed_tq(bg_module *m, int ggml_type, const void *data, size_t nbytes,
@@ -297,6 +298,26 @@ static int embedding_retype(bg_module *m, bg_dtype to)
         else ((float *)t->data)[i] = bg_fp16_to_fp32(((const uint16_t *)w->data)[i]);
     }
     bg_tensor_free(&m->params[0]);
+    m->params[0] = t;
+    return BG_OK;
+}
+
+int bg__embedding_set_f16(bg_module *m, const uint16_t *src)
+{
+    if (!m || m->kind != BG_MOD_EMBEDDING || m->ctx->device != BG_CPU)
+        return m ? bg__error(m->ctx, BG_EINVAL, "%s: not a CPU embedding", m->name) : BG_EINVAL;
+    /* the f32 table goes first, so it and the F16 one are never both resident (on failure
+     * the module is left without its weight, for the caller to free) */
+    bg_tensor *w = m->params[0];
+    int64_t shape[2] = { w->shape[0], w->shape[1] };
+    char name[BG_NAME_MAX];
+    snprintf(name, sizeof name, "%s", bg_tensor_name(w));
+    bg_tensor_free(&m->params[0]);
+    bg_tensor *t = bg_tensor_new(m->ctx, BG_F16, 2, shape);
+    if (!t) return bg__error(m->ctx, BG_ENOMEM, "%s: out of memory", m->name);
+    bg_tensor_set_name(t, name);
+    t->requires_grad = false;
+    memcpy(t->data, src, (size_t)(shape[0] * shape[1]) * sizeof(uint16_t));
     m->params[0] = t;
     return BG_OK;
 }
