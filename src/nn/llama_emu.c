@@ -63,13 +63,53 @@ void bg__llama_round_acts(int t, const float *x, float *out, int64_t n)
     }
 }
 
-void bg__llama_rows(int t, const float *x, int64_t rows, int64_t in, const int8_t *codes,
-                    int64_t out, const float *s_w, bool per_row, float *y, float *xr)
+void bg__llama_wscale(const bg_module *m, float *d_w, bool *has_s, float *s)
 {
+    if (m->llama_ds_set) {
+        *d_w = m->llama_d;
+        *has_s = m->llama_has_s;
+        *s = m->llama_s;
+    } else if (m->llama_no_scale) {
+        *d_w = bg_fp16_to_fp32(bg_fp32_to_fp16(m->scales[0]));
+        *has_s = false;
+        *s = 1.0f;
+    } else { /* bitgrad's export: codes with d = 1, the scale in "<name>.scale" */
+        *d_w = 1.0f;
+        *has_s = true;
+        *s = m->scales[0];
+    }
+}
+
+/* F32 / F16 / BF16 weights: llamafile's sgemm on AVX2 (8 lanes, lane l takes the elements
+ * i = l mod 8 in order, fused multiply-adds, then the horizontal sum), the weight's value
+ * being code * d_w exactly. */
+static float sgemm_dot(const int8_t *c, const float *x, int64_t in, float d_w)
+{
+    float acc[8] = { 0 };
+    for (int64_t i = 0; i < in; i++) acc[i % 8] = fmaf((float)c[i] * d_w, x[i], acc[i % 8]);
+    float a0 = acc[0] + acc[4], a1 = acc[1] + acc[5], a2 = acc[2] + acc[6], a3 = acc[3] + acc[7];
+    return (a0 + a2) + (a1 + a3);
+}
+
+void bg__llama_rows(const bg_module *m, int t, const float *x, int64_t rows, int64_t in, int64_t out,
+                    float *y, float *xr)
+{
+    const int8_t *codes = m->codes;
+    const float *s_w = m->scales;
+    bool per_row = m->cfg.weight_mode == BG_WQ_PER_ROW, has_s;
+    float d_w, s;
+    bg__llama_wscale(m, &d_w, &has_s, &s);
+    bool exact = !per_row && in % 8 == 0 && rows >= 2 &&
+                 (t == BG_GGML_F32 || t == BG_GGML_F16);
     for (int64_t r = 0; r < rows; r++) {
         bg__llama_round_acts(t, x + r * in, xr, in);
         for (int64_t j = 0; j < out; j++) {
             const int8_t *c = codes + j * in;
+            if (exact) {
+                float v = sgemm_dot(c, xr, in, d_w);
+                y[r * out + j] = has_s ? v * s : v;
+                continue;
+            }
             double acc = 0.0;
             for (int64_t i = 0; i < in; i++) acc += (double)c[i] * (double)xr[i];
             y[r * out + j] = (float)acc * s_w[per_row ? j : 0];

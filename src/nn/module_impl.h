@@ -25,6 +25,9 @@ struct bg_module {
     bool llama_wtype_set; /* Linear: llama_wtype is the file's type (else chosen by shape) */
     int llama_wtype;      /* Linear: ggml type llama.cpp multiplies this projection in */
     bool llama_no_scale;  /* Linear: llama.cpp runs it from a file without "<name>.scale" */
+    bool llama_ds_set;    /* Linear: llama_d / llama_s / llama_has_s come from the file */
+    bool llama_has_s;     /* Linear: the file has "<name>.scale" (llama.cpp multiplies by it) */
+    float llama_d, llama_s; /* Linear: the file's weight magnitude (block d) and its .scale */
     int embd_type;        /* bitnet: ggml type of token_embd in the file (0 = F32: no rounding) */
     int8_t *codes;        /* inference: ternary codes [out, in] */
     float *scales;        /* inference: weight scales */
@@ -73,7 +76,22 @@ BG_INTERNAL bg_tensor *bg__bitlinear_packed(bg_tensor *x, bg_tensor *w, const bg
  * others unchanged); rows of a projection of type Q2_0, Q8_0, F16, BF16 or F32 (codes, scale). */
 BG_INTERNAL int bg__llama_weight_type(const bg_module *m);
 BG_INTERNAL void bg__llama_round_acts(int t, const float *x, float *out, int64_t n);
-BG_INTERNAL void bg__llama_rows(int t, const float *x, int64_t rows, int64_t in, const int8_t *codes,
-                                int64_t out, const float *s_w, bool per_row, float *y, float *xr);
+BG_INTERNAL void bg__llama_rows(const bg_module *m, int t, const float *x, int64_t rows, int64_t in,
+                                int64_t out, float *y, float *xr);
+
+/* llama_ops.c: ggml-cpu's float arithmetic (AVX2 + FMA) for the bitnet graph, to the bit. */
+BG_INTERNAL float bg__llama_expf_v(float x);
+BG_INTERNAL void bg__llama_rmsnorm(const float *x, const float *w, int64_t rows, int64_t n, float eps,
+                                   float *y);
+BG_INTERNAL void bg__llama_swiglu(const float *g, const float *u, int64_t rows, int64_t n, float *y);
+/* q [T, n_head, hd], k and v [T, n_head_kv, hd] (q and k roped in place) -> out [T, n_head, hd]. */
+BG_INTERNAL int bg__llama_attention(float *q, float *k, const float *v, int64_t T, int64_t n_head,
+                                    int64_t n_head_kv, int64_t hd, float rope_base, float *out);
+BG_INTERNAL float bg__llama_tq2_dot(const int8_t *q, const float *dx, const int8_t *codes, int64_t in,
+                                    float d_w);
+BG_INTERNAL void bg__llama_logits(const float *x, int64_t rows, int64_t n, const void *w, bool w16,
+                                  int64_t n_vocab, float *y);
+/* The weight magnitude llama.cpp's kernels see, and whether a .scale multiplies after. */
+BG_INTERNAL void bg__llama_wscale(const bg_module *m, float *d_w, bool *has_s, float *s);
 
 #endif
