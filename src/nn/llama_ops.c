@@ -5,7 +5,7 @@
  * What ggml does, per op (facts read from its source; the code here is bitgrad's own):
  * - rms_norm: the squares rounded to float, summed in double; mean = float(sum / n);
  *   scale = 1 / sqrtf(mean + eps); y = (x * scale) * w, each product rounded to float.
- * - rope (mode 0, adjacent pairs): theta starts at the position, times powf(base, -2/n_dims)
+ * - rope (NEOX: element i with i + n_dims/2): theta starts at the position, times powf(base, -2/n_dims)
  *   per pair, in float; cos/sin from cosf/sinf; the compiled rotation is
  *   y0 = fma(x0, c, -(x1 * s)), y1 = fma(x1, c, x0 * s).
  * - K.Q (ggml_vec_dot_f32, 4 accumulators of 8 lanes, fused multiply-adds, then a fixed
@@ -101,30 +101,21 @@ static float dot_f32(const float *x, const float *y, int64_t n)
     return sumf;
 }
 
-/* rope, mode 0, in place on [T, heads, hd] rows at positions 0..T-1. bitgrad keeps q and k
- * in the NEOX order (the importer permutes the rows of attn_q / attn_k): element i and
- * i + hd/2 here are llama.cpp's 2i and 2i + 1, so each row is put back in llama.cpp's order
- * first (the order of the dot products' lanes). */
-static void rope(float *x, int64_t T, int64_t heads, int64_t hd, float base, float *tmp)
+/* rope in NEOX mode (llama.cpp runs bitnet so): element i rotates with i + hd/2, in place on
+ * [T, heads, hd] rows at positions 0..T-1. */
+static void rope(float *x, int64_t T, int64_t heads, int64_t hd, float base)
 {
-    for (int64_t r = 0; r < T * heads; r++) {
-        float *p = x + r * hd;
-        for (int64_t i = 0; i < hd / 2; i++) {
-            tmp[2 * i] = p[i];
-            tmp[2 * i + 1] = p[i + hd / 2];
-        }
-        memcpy(p, tmp, (size_t)hd * sizeof(float));
-    }
     float theta_scale = powf(base, -2.0f / (float)hd);
+    int64_t half = hd / 2;
     for (int64_t t = 0; t < T; t++) {
         float theta = (float)t;
-        for (int64_t i0 = 0; i0 < hd; i0 += 2) {
+        for (int64_t i = 0; i < half; i++) {
             float c = cosf(theta), s = sinf(theta);
             for (int64_t h = 0; h < heads; h++) {
-                float *p = x + (t * heads + h) * hd + i0;
-                float x0 = p[0], x1 = p[1];
+                float *p = x + (t * heads + h) * hd + i;
+                float x0 = p[0], x1 = p[half];
                 p[0] = fmaf(x0, c, -(x1 * s));
-                p[1] = fmaf(x1, c, x0 * s);
+                p[half] = fmaf(x0, s, x1 * c);
             }
             theta *= theta_scale;
         }
@@ -156,8 +147,8 @@ int bg__llama_attention(float *q, float *k, const float *v, int64_t T, int64_t n
     int64_t n8 = (T + 7) / 8 * 8;
     float *w = malloc((size_t)(n8 + hd) * sizeof(float));
     if (!w) return BG_ENOMEM;
-    rope(q, T, n_head, hd, rope_base, w);
-    rope(k, T, n_head_kv, hd, rope_base, w);
+    rope(q, T, n_head, hd, rope_base);
+    rope(k, T, n_head_kv, hd, rope_base);
     float kq_scale = 1.0f / sqrtf((float)hd);
     int64_t grp = n_head / n_head_kv;
     for (int64_t h = 0; h < n_head; h++) {
