@@ -97,7 +97,11 @@ static float dot_f32(const float *x, const float *y, int64_t n)
     for (int l = 0; l < 8; l++) s[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
     float t0 = s[0] + s[4], t1 = s[1] + s[5], t2 = s[2] + s[6], t3 = s[3] + s[7];
     float sumf = (t0 + t1) + (t2 + t3);
-    for (int64_t i = np; i < n; i++) sumf = fmaf(x[i], y[i], sumf);
+    /* the leftovers as compiled: products rounded and added four at a time, then fused */
+    int64_t i = np;
+    for (; i + 4 <= n; i += 4)
+        for (int l = 0; l < 4; l++) sumf += x[i + l] * y[i + l];
+    for (; i < n; i++) sumf = fmaf(x[i], y[i], sumf);
     return sumf;
 }
 
