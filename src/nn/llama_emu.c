@@ -100,7 +100,7 @@ void bg__llama_rows(const bg_module *m, int t, const float *x, int64_t rows, int
     float d_w, s;
     bg__llama_wscale(m, &d_w, &has_s, &s);
     bool exact = !per_row && in % 8 == 0 && rows >= 2 &&
-                 (t == BG_GGML_F32 || t == BG_GGML_F16);
+                 (t == BG_GGML_F32 || t == BG_GGML_F16 || t == BG_GGML_BF16);
     for (int64_t r = 0; r < rows; r++) {
         bg__llama_round_acts(t, x + r * in, xr, in);
         for (int64_t j = 0; j < out; j++) {
