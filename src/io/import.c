@@ -228,6 +228,26 @@ static int fill_from_packed(const bg_gguf *g, int64_t ti, bg_tensor *w, char *er
                             "{-1, 0, 1}", name) : BG_OK;
 }
 
+/* A Q8_0 ternary tensor as llama.cpp's converter writes it (codes +-q with block d, q = 127):
+ * llama.cpp multiplies those integers, so the emulation keeps q and d apart. */
+static void q8_0_magnitude(const bg_gguf *g, int64_t ti, int64_t n, bg_module *lin)
+{
+    const uint8_t *raw = bg_gguf_tensor_data(g, ti);
+    for (int64_t b = 0; raw && b < n / 32; b++) {
+        const uint8_t *blk = raw + b * 34;
+        for (int j = 0; j < 32; j++) {
+            int q = (int8_t)blk[2 + j];
+            if (q == 0) continue;
+            float d = bg_fp16_to_fp32((uint16_t)(blk[0] | blk[1] << 8));
+            if ((float)abs(q) * d == lin->llama_d) {
+                lin->llama_qmag = abs(q);
+                lin->llama_d = d;
+            }
+            return;
+        }
+    }
+}
+
 /* A Linear's weight from "<name>.weight" and the optional "<name>.scale". A bitgrad
  * checkpoint (latent) holds latent weights: they load as they are, never re-scaled (a frozen
  * base imported earlier is codes * m, and m is not its W_q's scale). */
@@ -269,6 +289,8 @@ static int load_projection(const bg_gguf *g, bg_module *lin, bool latent, char *
     lin->llama_d = mag;
     lin->llama_has_s = si >= 0;
     lin->llama_s = si >= 0 ? scale : 1.0f;
+    lin->llama_qmag = 1;
+    if (type == BG_GGML_Q8_0 && lin->llama_ds_set) q8_0_magnitude(g, ti, bg_tensor_numel(w), lin);
     /* a bitgrad checkpoint's latent weights have no .scale; its export will (the default) */
     lin->llama_no_scale = si < 0 && bg_gguf_find_key(g, "bitgrad.checkpoint.version") < 0;
     return BG_OK;

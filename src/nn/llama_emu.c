@@ -43,6 +43,56 @@ static void round_q8_0(const float *x, float *out, int64_t n)
     }
 }
 
+/* The same rounding, kept as llama.cpp holds it: int8 codes and the block's fp16 d. */
+static void quant_q8_0(const float *x, int64_t n, int8_t *q, float *d)
+{
+    for (int64_t b = 0; b < n / BG_QK8_0; b++) {
+        const float *xb = x + b * BG_QK8_0;
+        float amax = 0.0f;
+        for (int j = 0; j < BG_QK8_0; j++) amax = fmaxf(amax, fabsf(xb[j]));
+        d[b] = bg_fp16_to_fp32(bg_fp32_to_fp16(amax / 127.0f));
+        float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        for (int j = 0; j < BG_QK8_0; j++) {
+            float v = nearbyintf(xb[j] * id);
+            q[b * BG_QK8_0 + j] = (int8_t)(v > 127.0f ? 127.0f : v < -128.0f ? -128.0f : v);
+        }
+    }
+}
+
+/* Q8_0 weights (codes * qmag, block d d_w) x Q8_0 activations through llamafile's
+ * tinyBLAS_Q0_AVX: per block, eight int32 lanes of four products each, accumulated as
+ * fma(d_w * d_x, lane, acc); then the horizontal sum. */
+static float q8_0_dot(const int8_t *c, int qmag, float d_w, const int8_t *q, const float *dx, int64_t in)
+{
+    float acc[8] = { 0 };
+    for (int64_t b = 0; b < in / BG_QK8_0; b++) {
+        float dd = d_w * dx[b];
+        for (int m = 0; m < 8; m++) {
+            int32_t s = 0;
+            for (int t = 0; t < 4; t++) s += c[b * 32 + 4 * m + t] * qmag * q[b * 32 + 4 * m + t];
+            acc[m] = fmaf(dd, (float)s, acc[m]);
+        }
+    }
+    float a0 = acc[0] + acc[4], a1 = acc[1] + acc[5], a2 = acc[2] + acc[6], a3 = acc[3] + acc[7];
+    return (a0 + a2) + (a1 + a3);
+}
+
+/* Q2_0 (blocks of 64, d_w) x Q8_0: ggml's generic kernel, products rounded, no fusing. */
+static float q2_0_dot(const int8_t *c, float d_w, const int8_t *q, const float *dx, int64_t in)
+{
+    float sumf = 0.0f;
+    for (int64_t b = 0; b < in / 64; b++) {
+        float sumi = 0.0f;
+        for (int k = 0; k < 2; k++) {
+            int32_t s = 0;
+            for (int j = 0; j < 32; j++) s += c[b * 64 + k * 32 + j] * q[b * 64 + k * 32 + j];
+            sumi += (float)s * dx[b * 2 + k];
+        }
+        sumf += d_w * sumi;
+    }
+    return sumf;
+}
+
 void bg__llama_round_acts(int t, const float *x, float *out, int64_t n)
 {
     switch (t) {
@@ -101,7 +151,21 @@ void bg__llama_rows(const bg_module *m, int t, const float *x, int64_t rows, int
     bg__llama_wscale(m, &d_w, &has_s, &s);
     bool exact = !per_row && in % 8 == 0 && rows >= 2 &&
                  (t == BG_GGML_F32 || t == BG_GGML_F16 || t == BG_GGML_BF16);
+    bool qexact = !per_row && in % 64 == 0 &&
+                  ((t == BG_GGML_Q8_0 && rows >= 2) || t == BG_GGML_Q2_0);
+    int8_t *q = (int8_t *)xr; /* in bytes, then the block scales: xr holds in floats */
+    float *dx = xr + in / 4 + 1;
     for (int64_t r = 0; r < rows; r++) {
+        if (qexact) {
+            quant_q8_0(x + r * in, in, q, dx);
+            for (int64_t j = 0; j < out; j++) {
+                const int8_t *c = codes + j * in;
+                float v = t == BG_GGML_Q2_0 ? q2_0_dot(c, d_w, q, dx, in)
+                                            : q8_0_dot(c, m->llama_qmag > 0 ? m->llama_qmag : 1, d_w, q, dx, in);
+                y[r * out + j] = has_s ? v * s : v;
+            }
+            continue;
+        }
         bg__llama_round_acts(t, x + r * in, xr, in);
         for (int64_t j = 0; j < out; j++) {
             const int8_t *c = codes + j * in;

@@ -28,6 +28,7 @@ struct bg_module {
     bool llama_ds_set;    /* Linear: llama_d / llama_s / llama_has_s come from the file */
     bool llama_has_s;     /* Linear: the file has "<name>.scale" (llama.cpp multiplies by it) */
     float llama_d, llama_s; /* Linear: the file's weight magnitude (block d) and its .scale */
+    int llama_qmag;       /* Linear, Q8_0 file: |qs| of a non-zero weight (d is then its block d) */
     int embd_type;        /* bitnet: ggml type of token_embd in the file (0 = F32: no rounding) */
     int8_t *codes;        /* inference: ternary codes [out, in] */
     float *scales;        /* inference: weight scales */
