@@ -430,6 +430,22 @@ static bg_tensor *hidden(bg_module *m, bg_tensor *ids)
 bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids)
 {
     bg_tensor *n = hidden(m, ids);
+    if (m && m->emulate_llama && m->embd_type == BG_GGML_Q8_0 && n && !bg_grad_enabled(m->ctx) &&
+        m->children[0]->params[0]->dtype == BG_F32) {
+        bg_tensor *w = m->children[0]->params[0];
+        int64_t shape[BG_MAX_DIMS];
+        memcpy(shape, n->shape, sizeof shape);
+        shape[n->ndim - 1] = w->shape[0];
+        bg_tensor *y = bg__step_new(m->ctx, BG_F32, n->ndim, shape);
+        const float *nd = bg__contig_data(n);
+        if (y && nd &&
+            bg__llama_logits_q8_0(nd, bg__numel(n->ndim - 1, n->shape), n->shape[n->ndim - 1], w->data,
+                                  w->shape[0], y->data) == BG_OK) {
+            drop(n, NULL);
+            return y;
+        }
+        if (y) drop(y, NULL);
+    }
     if (m && m->emulate_llama && m->embd_type != BG_GGML_F32 && n) {
         bg_tensor *r = round_acts(n, m->embd_type);
         drop(n, NULL);

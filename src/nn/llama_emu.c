@@ -62,11 +62,12 @@ static void quant_q8_0(const float *x, int64_t n, int8_t *q, float *d)
 /* Q8_0 weights (codes * qmag, block d d_w) x Q8_0 activations through llamafile's
  * tinyBLAS_Q0_AVX: per block, eight int32 lanes of four products each, accumulated as
  * fma(d_w * d_x, lane, acc); then the horizontal sum. */
-static float q8_0_dot(const int8_t *c, int qmag, float d_w, const int8_t *q, const float *dx, int64_t in)
+static float q8_0_dot(const int8_t *c, int qmag, const float *d_w, int64_t d_stride, const int8_t *q,
+                      const float *dx, int64_t in)
 {
     float acc[8] = { 0 };
     for (int64_t b = 0; b < in / BG_QK8_0; b++) {
-        float dd = d_w * dx[b];
+        float dd = d_w[b * d_stride] * dx[b];
         for (int m = 0; m < 8; m++) {
             int32_t s = 0;
             for (int t = 0; t < 4; t++) s += c[b * 32 + 4 * m + t] * qmag * q[b * 32 + 4 * m + t];
@@ -161,7 +162,7 @@ void bg__llama_rows(const bg_module *m, int t, const float *x, int64_t rows, int
             for (int64_t j = 0; j < out; j++) {
                 const int8_t *c = codes + j * in;
                 float v = t == BG_GGML_Q2_0 ? q2_0_dot(c, d_w, q, dx, in)
-                                            : q8_0_dot(c, m->llama_qmag > 0 ? m->llama_qmag : 1, d_w, q, dx, in);
+                                            : q8_0_dot(c, m->llama_qmag > 0 ? m->llama_qmag : 1, &d_w, 0, q, dx, in);
                 y[r * out + j] = has_s ? v * s : v;
             }
             continue;
@@ -179,4 +180,45 @@ void bg__llama_rows(const bg_module *m, int t, const float *x, int64_t rows, int
             y[r * out + j] = (float)acc * s_w[per_row ? j : 0];
         }
     }
+}
+
+/* A Q8_0 table's blocks back from its values (each block qs * d with d an fp16 and
+ * max |qs| = 127, as ggml's quantizer writes them); BG_EFORMAT if a block is not so. */
+static int q8_0_recover(const float *w, int64_t n, int8_t *q, float *d)
+{
+    for (int64_t b = 0; b < n / BG_QK8_0; b++) {
+        const float *wb = w + b * BG_QK8_0;
+        float amax = 0.0f;
+        for (int j = 0; j < BG_QK8_0; j++) amax = fmaxf(amax, fabsf(wb[j]));
+        d[b] = amax / 127.0f;
+        if (bg_fp16_to_fp32(bg_fp32_to_fp16(d[b])) != d[b]) return BG_EFORMAT;
+        for (int j = 0; j < BG_QK8_0; j++) {
+            float v = d[b] != 0.0f ? nearbyintf(wb[j] / d[b]) : 0.0f;
+            if (v * d[b] != wb[j]) return BG_EFORMAT;
+            q[b * BG_QK8_0 + j] = (int8_t)v;
+        }
+    }
+    return BG_OK;
+}
+
+int bg__llama_logits_q8_0(const float *x, int64_t rows, int64_t n, const float *w, int64_t n_vocab, float *y)
+{
+    if (n % BG_QK8_0 || rows < 2) return BG_EINVAL;
+    int64_t nb = n / BG_QK8_0;
+    int8_t *wq = malloc((size_t)(n_vocab * n + rows * n));
+    float *wd = malloc((size_t)(n_vocab + rows) * (size_t)nb * sizeof(float));
+    int rc = wq && wd ? BG_OK : BG_ENOMEM;
+    int8_t *xq = wq ? wq + n_vocab * n : NULL;
+    float *xd = wd ? wd + n_vocab * nb : NULL;
+    for (int64_t j = 0; !rc && j < n_vocab; j++) rc = q8_0_recover(w + j * n, n, wq + j * n, wd + j * nb);
+    for (int64_t r = 0; !rc && r < rows; r++) quant_q8_0(x + r * n, n, xq + r * n, xd + r * nb);
+    if (!rc) {
+#pragma omp parallel for schedule(static)
+        for (int64_t j = 0; j < n_vocab; j++)
+            for (int64_t r = 0; r < rows; r++)
+                y[r * n_vocab + j] = q8_0_dot(wq + j * n, 1, wd + j * nb, 1, xq + r * n, xd + r * nb, n);
+    }
+    free(wq);
+    free(wd);
+    return rc;
 }

@@ -92,6 +92,10 @@ BG_INTERNAL float bg__llama_tq2_dot(const int8_t *q, const float *dx, const int8
                                     float d_w);
 BG_INTERNAL void bg__llama_logits(const float *x, int64_t rows, int64_t n, const void *w, bool w16,
                                   int64_t n_vocab, float *y);
+/* The logits for a Q8_0 token_embd (its values w), x unrounded; BG_EFORMAT if w's blocks are
+ * not what ggml's quantizer writes (the caller then takes the plain path). */
+BG_INTERNAL int bg__llama_logits_q8_0(const float *x, int64_t rows, int64_t n, const float *w,
+                                      int64_t n_vocab, float *y);
 /* The weight magnitude llama.cpp's kernels see, and whether a .scale multiplies after. */
 BG_INTERNAL void bg__llama_wscale(const bg_module *m, float *d_w, bool *has_s, float *s);
 
