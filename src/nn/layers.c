@@ -72,11 +72,12 @@ static void infer_row_llama(const bg_module *m, const float *x, int64_t in, int6
         }
         dx[b] = 1.0f / iscale;
     }
-    for (int64_t j = 0; j < out && !per_row && lt == BG_GGML_TQ2_0; j++) {
-        float v = bg__llama_tq2_dot(q, dx, codes + j * in, in, d_w);
+    bool tq = lt == BG_GGML_TQ2_0 || lt == BG_GGML_TQ1_0;
+    for (int64_t j = 0; j < out && !per_row && tq; j++) {
+        float v = bg__llama_tq_dot(lt, q, dx, codes + j * in, in, d_w);
         y[j] = has_s ? v * s : v;
     }
-    for (int64_t j = 0; j < out && (per_row || lt != BG_GGML_TQ2_0); j++) {
+    for (int64_t j = 0; j < out && (per_row || !tq); j++) {
         float sumf = 0.0f;
         for (int64_t b = 0; b < nb; b++) {
             int32_t sumi = 0;

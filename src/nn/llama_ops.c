@@ -15,7 +15,7 @@
  *   then the same horizontal sum).
  * - swiglu: silu(g) = g / (1 + expf_v(-g)) times u, with the vectorised expf per 8 lanes and
  *   libm's expf on a tail.
- * - TQ2_0 x Q8_K: eight int32 lanes per block of 256 (the AVX2 kernel's lane layout), each
+ * - TQ1_0 / TQ2_0 x Q8_K: eight int32 lanes per block of 256 (the AVX2 kernels' layouts), each
  *   accumulated as fma(float(lane), y.d * d_w, acc), then the horizontal sum. */
 #include <math.h>
 
@@ -173,20 +173,34 @@ int bg__llama_attention(float *q, float *k, const float *v, int64_t T, int64_t n
     return BG_OK;
 }
 
-/* One row of TQ2_0 x Q8_K (q: the int8 activations, dx: their block scales). */
-float bg__llama_tq2_dot(const int8_t *q, const float *dx, const int8_t *codes, int64_t in, float d_w)
+/* The int32 lane (0..7) of the AVX2 TQ kernels that element e of a block of 256 lands in: the
+ * byte position of its weight within the 32-byte vector it is multiplied in, over 4. TQ2_0:
+ * bytes hold elements 32c + position. TQ1_0: elements 0..159 are 5 vectors of 32; 160..239 are
+ * five half vectors of 16 (qs[32..47]'s trits, low half then high half); 240..255 (qh's trits)
+ * are the high half of the last vector. */
+static int tq_lane(int type, int e)
+{
+    if (type == BG_GGML_TQ2_0 || e < 160) return (e % 32) / 4;
+    if (e < 240) return (((e - 160) / 16 % 2) * 16 + (e - 160) % 16) / 4;
+    return (16 + e - 240) / 4;
+}
+
+/* One row of TQ1_0 / TQ2_0 x Q8_K (q: the int8 activations, dx: their block scales): per
+ * block, lane m = sum of (code + 1) * q over its elements minus the sum of q[32m .. 32m + 31]
+ * (the kernels' offset codes and bsums), then acc[m] = fma(lane, dx * d_w, acc[m]). */
+float bg__llama_tq_dot(int type, const int8_t *q, const float *dx, const int8_t *codes, int64_t in,
+                       float d_w)
 {
     float acc[8] = { 0 };
     for (int64_t b = 0; b < in / 256; b++) {
         const int8_t *qb = q + b * 256, *cb = codes + b * 256;
         float d = dx[b] * d_w;
-        for (int m = 0; m < 8; m++) {
-            int32_t s = 0;
-            for (int c = 0; c < 8; c++)
-                for (int t = 0; t < 4; t++) s += (cb[32 * c + 4 * m + t] + 1) * qb[32 * c + 4 * m + t];
-            for (int i = 0; i < 32; i++) s -= qb[32 * m + i];
-            acc[m] = fmaf((float)s, d, acc[m]);
+        int32_t s[8] = { 0 };
+        for (int e = 0; e < 256; e++) {
+            s[tq_lane(type, e)] += (cb[e] + 1) * qb[e];
+            s[e / 32] -= qb[e];
         }
+        for (int m = 0; m < 8; m++) acc[m] = fmaf((float)s[m], d, acc[m]);
     }
     return hsum8(acc);
 }

@@ -88,8 +88,8 @@ BG_INTERNAL void bg__llama_swiglu(const float *g, const float *u, int64_t rows, 
 /* q [T, n_head, hd], k and v [T, n_head_kv, hd] (q and k roped in place) -> out [T, n_head, hd]. */
 BG_INTERNAL int bg__llama_attention(float *q, float *k, const float *v, int64_t T, int64_t n_head,
                                     int64_t n_head_kv, int64_t hd, float rope_base, float *out);
-BG_INTERNAL float bg__llama_tq2_dot(const int8_t *q, const float *dx, const int8_t *codes, int64_t in,
-                                    float d_w);
+BG_INTERNAL float bg__llama_tq_dot(int type, const int8_t *q, const float *dx, const int8_t *codes,
+                                   int64_t in, float d_w);
 BG_INTERNAL void bg__llama_logits(const float *x, int64_t rows, int64_t n, const void *w, bool w16,
                                   int64_t n_vocab, float *y);
 /* The logits for a Q8_0 token_embd (its values w), x unrounded; BG_EFORMAT if w's blocks are
