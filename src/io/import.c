@@ -393,6 +393,8 @@ static int copy_adapter(const bg_gguf *g, bg_module *model, const char *name, ch
         if (strstr(tn, ".lora_b") && lin && bg__lora_scaled_by_llama(lin)) {
             float s = bg__proj_scale(lin);
             float *b = bg_tensor_data(ps[i]);
+            if (bg__lora_keep_file_b(lin, ps[i], b)) /* eval --llama runs the file's values */
+                return bg__io_err(err, errlen, BG_ENOMEM, "lora import: out of memory");
             for (int64_t k = 0; k < bg_tensor_numel(ps[i]); k++) b[k] *= s;
         }
     }

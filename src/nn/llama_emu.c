@@ -129,6 +129,7 @@ void bg__llama_wscale(const bg_module *m, float *d_w, bool *has_s, float *s)
         *has_s = true;
         *s = m->scales[0];
     }
+    if (*has_s && bg__lora_defers_scale(m)) *has_s = false; /* lora.c multiplies after its sum */
 }
 
 /* F32 / F16 / BF16 weights: llamafile's sgemm on AVX2 (8 lanes, lane l takes the elements

@@ -225,3 +225,19 @@ void bg__llama_logits(const float *x, int64_t rows, int64_t n, const void *w, bo
         }
     }
 }
+
+void bg__llama_mm_f32(const float *a, int64_t m, const float *x, int64_t n, int64_t k, float *y)
+{
+    bool sgemm = n >= 2 && k % 8 == 0 && m % 4 == 0;
+    for (int64_t r = 0; r < n; r++)
+        for (int64_t j = 0; j < m; j++) {
+            const float *ar = a + j * k, *xr = x + r * k;
+            if (!sgemm) {
+                y[r * m + j] = dot_f32(ar, xr, k);
+                continue;
+            }
+            float acc[8] = { 0 };
+            for (int64_t i = 0; i < k; i++) acc[i % 8] = fmaf(ar[i], xr[i], acc[i % 8]);
+            y[r * m + j] = hsum8(acc);
+        }
+}

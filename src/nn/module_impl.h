@@ -53,6 +53,13 @@ BG_INTERNAL bg_tensor *bg__module_add_param(bg_module *m, const char *local, int
                                             const int64_t *shape);
 BG_INTERNAL bg_tensor *bg__linear_forward(bg_module *m, bg_tensor *x);
 BG_INTERNAL void bg__bitnet_release(bg_module *m);
+/* lora.c: keeps b (the values of adapter tensor B of m as its file holds them) for eval --llama. */
+BG_INTERNAL int bg__lora_keep_file_b(const bg_module *m, const bg_tensor *B, const float *b);
+/* lora.c: frees a module's adapter slots (m->adapters) and what they own besides tensors. */
+BG_INTERNAL void bg__lora_slots_free(void *slots);
+/* lora.c: eval --llama, llama.cpp multiplies this module's LoRA sum by "<name>.scale" after
+ * adding the delta (ffn_gate, ffn_up), so the base product leaves the scale out. */
+BG_INTERNAL bool bg__lora_defers_scale(const bg_module *m);
 
 /* ---- the packed frozen base (packed.c, op_bitlinear.c) ---- */
 /* The BitLinear forward on the packed base (errors if the config stopped being full
@@ -96,6 +103,9 @@ BG_INTERNAL void bg__llama_logits(const float *x, int64_t rows, int64_t n, const
  * not what ggml's quantizer writes (the caller then takes the plain path). */
 BG_INTERNAL int bg__llama_logits_q8_0(const float *x, int64_t rows, int64_t n, const float *w,
                                       int64_t n_vocab, float *y);
+/* y [n, m] = x [n, k] . a [m, k]^T for F32 a and x as ggml-cpu's mul_mat runs them (sgemm
+ * when it takes the shape, else ggml_vec_dot_f32). */
+BG_INTERNAL void bg__llama_mm_f32(const float *a, int64_t m, const float *x, int64_t n, int64_t k, float *y);
 /* The weight magnitude llama.cpp's kernels see, and whether a .scale multiplies after. */
 BG_INTERNAL void bg__llama_wscale(const bg_module *m, float *d_w, bool *has_s, float *s);
 
