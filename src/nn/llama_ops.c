@@ -5,9 +5,9 @@
  * What ggml does, per op (facts read from its source; the code here is bitgrad's own):
  * - rms_norm: the squares rounded to float, summed in double; mean = float(sum / n);
  *   scale = 1 / sqrtf(mean + eps); y = (x * scale) * w, each product rounded to float.
- * - rope (NEOX: element i with i + n_dims/2): theta starts at the position, times powf(base, -2/n_dims)
- *   per pair, in float; cos/sin from cosf/sinf; the compiled rotation is
- *   y0 = fma(x0, c, -(x1 * s)), y1 = fma(x1, c, x0 * s).
+ * - rope (NEOX for bitnet: element i with i + n_dims/2): theta starts at the position, times
+ *   powf(base, -2/n_dims) per pair, in float; cos/sin from cosf/sinf; the compiled rotation is
+ *   y0 = fma(x0, c, -(x1 * s)), y1 = fma(x0, s, x1 * c).
  * - K.Q (ggml_vec_dot_f32, 4 accumulators of 8 lanes, fused multiply-adds, then a fixed
  *   reduction tree), times 1/sqrtf(head_dim); softmax with ggml's vectorised expf, the sum in
  *   double of 8-lane partial sums, scaled by float(1 / sum).
