@@ -453,8 +453,9 @@ bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids)
     }
     bg_tensor *w = m ? m->children[0]->params[0] : NULL, *wf = w;
     int64_t nr = n ? bg__numel(n->ndim - 1, n->shape) : 0, ne = n ? n->shape[n->ndim - 1] : 0;
-    if (n && m->emulate_llama && !bg_grad_enabled(m->ctx) && nr >= 2 && ne % 8 == 0 &&
-        (m->embd_type == BG_GGML_F32 || m->embd_type == BG_GGML_F16 || m->embd_type == BG_GGML_BF16) &&
+    if (n && m->emulate_llama && !bg_grad_enabled(m->ctx) && nr >= 1 && ne % 8 == 0 &&
+        (m->embd_type == BG_GGML_F32 || m->embd_type == BG_GGML_F16 ||
+         (m->embd_type == BG_GGML_BF16 && nr >= 2)) &&
         (w->dtype == BG_F32 || w->dtype == BG_F16)) {
         int64_t shape[BG_MAX_DIMS];
         memcpy(shape, n->shape, sizeof shape);

@@ -155,6 +155,8 @@ void bg__llama_rows(const bg_module *m, int t, const float *x, int64_t rows, int
                  (t == BG_GGML_F32 || t == BG_GGML_F16 || t == BG_GGML_BF16);
     bool qexact = !per_row && in % 64 == 0 &&
                   ((t == BG_GGML_Q8_0 && rows >= 2) || t == BG_GGML_Q2_0);
+    float *wv = !per_row && rows == 1 && (t == BG_GGML_F32 || t == BG_GGML_F16)
+                    ? malloc((size_t)in * sizeof(float)) : NULL;
     int8_t *q = (int8_t *)xr; /* in bytes, then the block scales: xr holds in floats */
     float *dx = xr + in / 4 + 1;
     for (int64_t r = 0; r < rows; r++) {
@@ -176,11 +178,18 @@ void bg__llama_rows(const bg_module *m, int t, const float *x, int64_t rows, int
                 y[r * out + j] = has_s ? v * s : v;
                 continue;
             }
+            if (wv) { /* one column: ggml's vec_dot, no sgemm */
+                for (int64_t i = 0; i < in; i++) wv[i] = (float)c[i] * d_w;
+                float v = bg__llama_vdot(wv, xr, in, t == BG_GGML_F16);
+                y[r * out + j] = has_s ? v * s : v;
+                continue;
+            }
             double acc = 0.0;
             for (int64_t i = 0; i < in; i++) acc += (double)c[i] * (double)xr[i];
             y[r * out + j] = (float)acc * s_w[per_row ? j : 0];
         }
     }
+    free(wv);
 }
 
 /* A Q8_0 table's blocks back from its values (each block qs * d with d an fp16 and

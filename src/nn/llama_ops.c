@@ -213,6 +213,14 @@ void bg__llama_logits(const float *x, int64_t rows, int64_t n, const void *w, bo
 #pragma omp parallel for schedule(static)
     for (int64_t j = 0; j < n_vocab; j++) {
         float wr[8];
+        if (rows == 1) { /* one column: ggml's vec_dot (the table's values, x as given) */
+            float *row = malloc((size_t)n * sizeof(float));
+            for (int64_t i = 0; row && i < n; i++)
+                row[i] = w16 ? bg_fp16_to_fp32(((const uint16_t *)w)[j * n + i]) : ((const float *)w)[j * n + i];
+            y[j] = row ? bg__llama_vdot(row, x, n, w16) : 0.0f;
+            free(row);
+            continue;
+        }
         for (int64_t r = 0; r < rows; r++) {
             float acc[8] = { 0 };
             for (int64_t i = 0; i < n; i += 8) {
@@ -240,4 +248,16 @@ void bg__llama_mm_f32(const float *a, int64_t m, const float *x, int64_t n, int6
             for (int64_t i = 0; i < k; i++) acc[i % 8] = fmaf(ar[i], xr[i], acc[i % 8]);
             y[r * m + j] = hsum8(acc);
         }
+}
+
+/* One row of F32 or F16 weights (values a) with x when llama.cpp's mul_mat has a single
+ * column (no sgemm): ggml_vec_dot_f32, or ggml_vec_dot_f16 (the same lanes; its leftovers
+ * summed in double). */
+float bg__llama_vdot(const float *a, const float *x, int64_t n, bool f16)
+{
+    if (!f16) return dot_f32(a, x, n);
+    int64_t np = n - n % 32;
+    double sumf = dot_f32(a, x, np);
+    for (int64_t i = np; i < n; i++) sumf += (double)(a[i] * x[i]);
+    return (float)sumf;
 }

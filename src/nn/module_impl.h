@@ -106,6 +106,7 @@ BG_INTERNAL int bg__llama_logits_q8_0(const float *x, int64_t rows, int64_t n, c
 /* y [n, m] = x [n, k] . a [m, k]^T for F32 a and x as ggml-cpu's mul_mat runs them (sgemm
  * when it takes the shape, else ggml_vec_dot_f32). */
 BG_INTERNAL void bg__llama_mm_f32(const float *a, int64_t m, const float *x, int64_t n, int64_t k, float *y);
+BG_INTERNAL float bg__llama_vdot(const float *a, const float *x, int64_t n, bool f16);
 /* The weight magnitude llama.cpp's kernels see, and whether a .scale multiplies after. */
 BG_INTERNAL void bg__llama_wscale(const bg_module *m, float *d_w, bool *has_s, float *s);
 
