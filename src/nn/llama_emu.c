@@ -154,7 +154,7 @@ void bg__llama_rows(const bg_module *m, int t, const float *x, int64_t rows, int
     bool exact = !per_row && in % 8 == 0 && rows >= 2 &&
                  (t == BG_GGML_F32 || t == BG_GGML_F16 || t == BG_GGML_BF16);
     bool qexact = !per_row && in % 64 == 0 &&
-                  ((t == BG_GGML_Q8_0 && rows >= 2) || t == BG_GGML_Q2_0);
+                  (t == BG_GGML_Q8_0 || t == BG_GGML_Q2_0); /* one column: vec_dot_q8_0_q8_0, same lanes */
     float *wv = !per_row && rows == 1 && (t == BG_GGML_F32 || t == BG_GGML_F16)
                     ? malloc((size_t)in * sizeof(float)) : NULL;
     int8_t *q = (int8_t *)xr; /* in bytes, then the block scales: xr holds in floats */
@@ -213,7 +213,7 @@ static int q8_0_recover(const float *w, int64_t n, int8_t *q, float *d)
 
 int bg__llama_logits_q8_0(const float *x, int64_t rows, int64_t n, const float *w, int64_t n_vocab, float *y)
 {
-    if (n % BG_QK8_0 || rows < 2) return BG_EINVAL;
+    if (n % BG_QK8_0 || rows < 1) return BG_EINVAL;
     int64_t nb = n / BG_QK8_0;
     int8_t *wq = malloc((size_t)(n_vocab * n + rows * n));
     float *wd = malloc((size_t)(n_vocab + rows) * (size_t)nb * sizeof(float));
