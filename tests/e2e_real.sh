@@ -194,7 +194,7 @@ else
 fi
 
 # ---- gguf-py reads every file (each parsed once: 32000 token strings take it seconds) -----------
-# and llama.cpp's graph in numpy (tests/e2e_real.py llama_logits) on the exported base, with and
+# and llama.cpp's graph in numpy (tests/e2e_real.py llama_logits_exact) on the exported base, with and
 # without the adapter, against eval --llama (llama.cpp's activation rounding).
 "$B" eval model-bitgrad.gguf --llama --prompt "$prompt" --all --out llama_base.f32 >/dev/null 2>&1
 "$B" eval model.gguf --llama --lora adapter.gguf --prompt "$prompt" --all \

@@ -171,7 +171,7 @@ static int magnitude_from_values(const float *v, int8_t *codes, int64_t n, float
 
 /* Fills the projection's W [out, in]: codes * m with absmean exactly s * scale when the tensor
  * is ternary, else its values (times the scale). */
-static int fill_projection(const bg_gguf *g, int64_t ti, const float *scale, bg_tensor *w)
+static int fill_projection(const bg_gguf *g, int64_t ti, const float *scale, bg_tensor *w, float *mag)
 {
     int64_t n = bg_tensor_numel(w);
     float *wd = bg_tensor_data(w), s = 0.0f;
@@ -191,6 +191,7 @@ static int fill_projection(const bg_gguf *g, int64_t ti, const float *scale, bg_
         }
     }
     if (!rc) {
+        *mag = s;
         if (scale) s *= *scale;
         if (s < BG_QUANT_EPS) s = BG_QUANT_EPS;
         fill_latent(codes, n, s, wd);
@@ -227,6 +228,26 @@ static int fill_from_packed(const bg_gguf *g, int64_t ti, bg_tensor *w, char *er
                             "{-1, 0, 1}", name) : BG_OK;
 }
 
+/* A Q8_0 ternary tensor as llama.cpp's converter writes it (codes +-q with block d, q = 127):
+ * llama.cpp multiplies those integers, so the emulation keeps q and d apart. */
+static void q8_0_magnitude(const bg_gguf *g, int64_t ti, int64_t n, bg_module *lin)
+{
+    const uint8_t *raw = bg_gguf_tensor_data(g, ti);
+    for (int64_t b = 0; raw && b < n / 32; b++) {
+        const uint8_t *blk = raw + b * 34;
+        for (int j = 0; j < 32; j++) {
+            int q = (int8_t)blk[2 + j];
+            if (q == 0) continue;
+            float d = bg_fp16_to_fp32((uint16_t)(blk[0] | blk[1] << 8));
+            if ((float)abs(q) * d == lin->llama_d) {
+                lin->llama_qmag = abs(q);
+                lin->llama_d = d;
+            }
+            return;
+        }
+    }
+}
+
 /* A Linear's weight from "<name>.weight" and the optional "<name>.scale". A bitgrad
  * checkpoint (latent) holds latent weights: they load as they are, never re-scaled (a frozen
  * base imported earlier is codes * m, and m is not its W_q's scale). */
@@ -248,6 +269,7 @@ static int load_projection(const bg_gguf *g, bg_module *lin, bool latent, char *
         return bg__io_err(err, errlen, BG_EFORMAT, "import: '%s' must be one finite f32", sn);
     int type = bg_gguf_tensor_type(g, ti);
     int rc;
+    float mag = -1.0f;
     char psn[BG_NAME_MAX + 16];
     snprintf(psn, sizeof psn, "%s.packed_scale", name);
     if (latent && (type == BG_GGML_I8 || bg_gguf_find_tensor(g, psn) >= 0)) /* a packed base */
@@ -255,13 +277,20 @@ static int load_projection(const bg_gguf *g, bg_module *lin, bool latent, char *
     if (latent && si < 0)
         rc = bg_gguf_read_tensor_f32(g, ti, bg_tensor_data(w)) ? BG_EUNSUPPORTED : BG_OK;
     else
-        rc = fill_projection(g, ti, si >= 0 ? &scale : NULL, w);
+        rc = fill_projection(g, ti, si >= 0 ? &scale : NULL, w, &mag);
     if (rc == BG_EUNSUPPORTED)
         return bg__io_err(err, errlen, rc, "import: '%s': unsupported type %s", name,
                           bg_ggml_type_name(type));
     if (rc) return bg__io_err(err, errlen, rc, "import: '%s': bad %s data", name, bg_ggml_type_name(type));
     lin->llama_wtype = type;
     lin->llama_wtype_set = true;
+    /* what llama.cpp's kernels see: the block d (or value magnitude), then the .scale */
+    lin->llama_ds_set = mag > 0.0f;
+    lin->llama_d = mag;
+    lin->llama_has_s = si >= 0;
+    lin->llama_s = si >= 0 ? scale : 1.0f;
+    lin->llama_qmag = 1;
+    if (type == BG_GGML_Q8_0 && lin->llama_ds_set) q8_0_magnitude(g, ti, bg_tensor_numel(w), lin);
     /* a bitgrad checkpoint's latent weights have no .scale; its export will (the default) */
     lin->llama_no_scale = si < 0 && bg_gguf_find_key(g, "bitgrad.checkpoint.version") < 0;
     return BG_OK;
@@ -364,6 +393,8 @@ static int copy_adapter(const bg_gguf *g, bg_module *model, const char *name, ch
         if (strstr(tn, ".lora_b") && lin && bg__lora_scaled_by_llama(lin)) {
             float s = bg__proj_scale(lin);
             float *b = bg_tensor_data(ps[i]);
+            if (bg__lora_keep_file_b(lin, ps[i], b)) /* eval --llama runs the file's values */
+                return bg__io_err(err, errlen, BG_ENOMEM, "lora import: out of memory");
             for (int64_t k = 0; k < bg_tensor_numel(ps[i]); k++) b[k] *= s;
         }
     }

@@ -178,6 +178,32 @@ static void drop(bg_tensor *t, const bg_tensor *keep)
     if (t && (!keep || bg__storage_of(t) != bg__storage_of((bg_tensor *)keep))) bg__step_drop(t);
 }
 
+/* eval --llama: rope, attention and the rest of the attention block as llama.cpp computes
+ * them (llama_ops.c). q0, k0, v0 are fresh [B, T, *] projections (overwritten). */
+static bg_tensor *llama_attention(bg_module *m, int64_t l, bg_tensor *q0, bg_tensor *k0,
+                                  bg_tensor *v0, int64_t B, int64_t T)
+{
+    const bg_bitnet_config *c = &m->bcfg;
+    int64_t hd = c->n_embd / c->n_head, dkv = hd * c->n_head_kv;
+    if (!q0 || !k0 || !v0) return NULL;
+    bg_tensor *a = bg__step_new(m->ctx, BG_F32, 3, (int64_t[]){ B, T, c->n_embd });
+    float *qd = (float *)bg__contig_data(q0), *kd = (float *)bg__contig_data(k0);
+    const float *vd = bg__contig_data(v0);
+    if (!a || !qd || !kd || !vd) return NULL;
+    for (int64_t b = 0; b < B; b++)
+        if (bg__llama_attention(qd + b * T * c->n_embd, kd + b * T * dkv, vd + b * T * dkv, T,
+                                c->n_head, c->n_head_kv, hd, c->rope_base,
+                                bg__f32(a) + b * T * c->n_embd)) {
+            bg__error(m->ctx, BG_ENOMEM, "bitnet: out of memory");
+            return NULL;
+        }
+    bg_tensor *s = bg_module_forward(layer_mod(m, l, L_ATTN_SUB_NORM), a);
+    drop(a, NULL);
+    bg_tensor *o = bg_module_forward(layer_mod(m, l, L_O), s);
+    drop(s, NULL);
+    return o;
+}
+
 static bg_tensor *attention_part(bg_module *m, int64_t l, bg_tensor *x, int64_t B, int64_t T)
 {
     const bg_bitnet_config *c = &m->bcfg;
@@ -187,6 +213,13 @@ static bg_tensor *attention_part(bg_module *m, int64_t l, bg_tensor *x, int64_t 
     bg_tensor *k0 = bg_module_forward(layer_mod(m, l, L_K), h);
     bg_tensor *v0 = bg_module_forward(layer_mod(m, l, L_V), h);
     drop(h, x);
+    if (m->emulate_llama && !bg_grad_enabled(m->ctx)) {
+        bg_tensor *o = llama_attention(m, l, q0, k0, v0, B, T);
+        drop(q0, x);
+        drop(k0, x);
+        drop(v0, x);
+        return o;
+    }
     bg_tensor *q = bg_reshape(q0, 4, (int64_t[]){ B, T, c->n_head, hd });
     bg_tensor *k = bg_reshape(k0, 4, (int64_t[]){ B, T, c->n_head_kv, hd });
     bg_tensor *v = bg_reshape(v0, 4, (int64_t[]){ B, T, c->n_head_kv, hd });
@@ -212,7 +245,16 @@ static bg_tensor *ffn_part(bg_module *m, int64_t l, bg_tensor *x)
     bg_tensor *g0 = bg_module_forward(layer_mod(m, l, L_GATE), h);
     bg_tensor *u = bg_module_forward(layer_mod(m, l, L_UP), h);
     drop(h, x);
-    bg_tensor *f = bg_swiglu(g0, u);
+    bg_tensor *f = NULL;
+    if (m->emulate_llama && !bg_grad_enabled(m->ctx) && g0 && u) {
+        f = bg__step_new(m->ctx, BG_F32, g0->ndim, g0->shape);
+        const float *gd = bg__contig_data(g0), *ud = bg__contig_data(u);
+        if (f && gd && ud)
+            bg__llama_swiglu(gd, ud, bg__numel(g0->ndim - 1, g0->shape), g0->shape[g0->ndim - 1],
+                             f->data);
+    } else {
+        f = bg_swiglu(g0, u);
+    }
     drop(g0, x);
     drop(u, x);
     bg_tensor *s = bg_module_forward(layer_mod(m, l, L_FFN_SUB_NORM), f);
@@ -389,12 +431,42 @@ static bg_tensor *hidden(bg_module *m, bg_tensor *ids)
 bg_tensor *bg_bitnet_forward(bg_module *m, bg_tensor *ids)
 {
     bg_tensor *n = hidden(m, ids);
+    if (m && m->emulate_llama && m->embd_type == BG_GGML_Q8_0 && n && !bg_grad_enabled(m->ctx) &&
+        m->children[0]->params[0]->dtype == BG_F32) {
+        bg_tensor *w = m->children[0]->params[0];
+        int64_t shape[BG_MAX_DIMS];
+        memcpy(shape, n->shape, sizeof shape);
+        shape[n->ndim - 1] = w->shape[0];
+        bg_tensor *y = bg__step_new(m->ctx, BG_F32, n->ndim, shape);
+        const float *nd = bg__contig_data(n);
+        if (y && nd &&
+            bg__llama_logits_q8_0(nd, bg__numel(n->ndim - 1, n->shape), n->shape[n->ndim - 1], w->data,
+                                  w->shape[0], y->data) == BG_OK) {
+            drop(n, NULL);
+            return y;
+        }
+        if (y) drop(y, NULL);
+    }
     if (m && m->emulate_llama && m->embd_type != BG_GGML_F32 && n) {
         bg_tensor *r = round_acts(n, m->embd_type);
         drop(n, NULL);
         n = r;
     }
     bg_tensor *w = m ? m->children[0]->params[0] : NULL, *wf = w;
+    int64_t nr = n ? bg__numel(n->ndim - 1, n->shape) : 0, ne = n ? n->shape[n->ndim - 1] : 0;
+    if (n && m->emulate_llama && !bg_grad_enabled(m->ctx) && nr >= 1 && ne % 8 == 0 &&
+        (m->embd_type == BG_GGML_F32 || m->embd_type == BG_GGML_F16 ||
+         (m->embd_type == BG_GGML_BF16 && nr >= 2)) &&
+        (w->dtype == BG_F32 || w->dtype == BG_F16)) {
+        int64_t shape[BG_MAX_DIMS];
+        memcpy(shape, n->shape, sizeof shape);
+        shape[n->ndim - 1] = w->shape[0];
+        bg_tensor *y = bg__step_new(m->ctx, BG_F32, n->ndim, shape);
+        const float *nd = bg__contig_data(n);
+        if (y && nd) bg__llama_logits(nd, nr, ne, w->data, w->dtype == BG_F16, w->shape[0], y->data);
+        drop(n, NULL);
+        return y;
+    }
     if (n && w->dtype == BG_F16) { /* the whole table widened for this product */
         wf = bg__step_new(m->ctx, BG_F32, 2, w->shape);
         for (int64_t i = 0; wf && i < bg__numel(2, w->shape); i++)

@@ -42,9 +42,15 @@ static inline int nearest_even(float v)
 /* One output row as llama.cpp computes TQ x Q8_K: per block of 256, activations scaled by
  * -127 / (signed element of largest magnitude), an integer dot with the codes, and
  * sumf += sumi * d_x; then the projection's scale. */
-static void infer_row_llama(const float *x, int64_t in, const int8_t *codes, int64_t out,
-                            const float *s_w, bool per_row, float *y, int8_t *q, float *dx)
+static void infer_row_llama(const bg_module *m, const float *x, int64_t in, int64_t out, float *y,
+                            int8_t *q, float *dx)
 {
+    const int8_t *codes = m->codes;
+    const float *s_w = m->scales;
+    bool per_row = m->cfg.weight_mode == BG_WQ_PER_ROW, has_s;
+    float d_w, s;
+    bg__llama_wscale(m, &d_w, &has_s, &s);
+    int lt = bg__llama_weight_type(m);
     int64_t nb = in / 256;
     for (int64_t b = 0; b < nb; b++) {
         const float *xb = x + b * 256;
@@ -66,7 +72,12 @@ static void infer_row_llama(const float *x, int64_t in, const int8_t *codes, int
         }
         dx[b] = 1.0f / iscale;
     }
-    for (int64_t j = 0; j < out; j++) {
+    bool tq = lt == BG_GGML_TQ2_0 || lt == BG_GGML_TQ1_0;
+    for (int64_t j = 0; j < out && !per_row && tq; j++) {
+        float v = bg__llama_tq_dot(lt, q, dx, codes + j * in, in, d_w);
+        y[j] = has_s ? v * s : v;
+    }
+    for (int64_t j = 0; j < out && (per_row || !tq); j++) {
         float sumf = 0.0f;
         for (int64_t b = 0; b < nb; b++) {
             int32_t sumi = 0;
@@ -93,18 +104,16 @@ static bg_tensor *linear_infer(bg_module *m, bg_tensor *x)
     float *sx = bg__arena_alloc(ctx, (size_t)rows * sizeof(float));
     const float *xd = bg__contig_data(x);
     if (!y || !lx || !sx || !xd) return NULL;
-    bool per_row = m->cfg.weight_mode == BG_WQ_PER_ROW;
     int lt = m->emulate_llama ? bg__llama_weight_type(m) : -1;
     if ((lt == BG_GGML_TQ1_0 || lt == BG_GGML_TQ2_0) && in % 256 == 0) {
         float *dxb = bg__arena_alloc(ctx, (size_t)(in / 256 + 1) * sizeof(float));
         if (!dxb) return NULL;
         for (int64_t r = 0; r < rows; r++)
-            infer_row_llama(xd + r * in, in, m->codes, out, m->scales, per_row,
-                            bg__f32(y) + r * out, lx, dxb);
+            infer_row_llama(m, xd + r * in, in, out, bg__f32(y) + r * out, lx, dxb);
     } else if (lt >= 0) {
         float *xr = bg__arena_alloc(ctx, (size_t)in * sizeof(float));
         if (!xr) return NULL;
-        bg__llama_rows(lt, xd, rows, in, m->codes, out, m->scales, per_row, bg__f32(y), xr);
+        bg__llama_rows(m, lt, xd, rows, in, out, bg__f32(y), xr);
     } else {
         bg_act_quantize(xd, rows, in, m->cfg.act_bits, lx, sx);
         int rc = bg_tmat_matmul(m->packed, lx, sx, rows, y->data);
@@ -296,6 +305,14 @@ bg_module *bg_embedding_new(bg_ctx *ctx, const char *name, int64_t n_vocab, int6
 
 static bg_tensor *rmsnorm_forward(bg_module *m, bg_tensor *x)
 {
+    if (m->emulate_llama && m->params[0]->dtype == BG_F32 && x && !bg_grad_enabled(m->ctx)) {
+        bg_tensor *y = bg__step_new(m->ctx, BG_F32, x->ndim, x->shape);
+        const float *xd = bg__contig_data(x);
+        if (!y || !xd) return NULL;
+        int64_t n = x->shape[x->ndim - 1];
+        bg__llama_rmsnorm(xd, m->params[0]->data, bg__numel(x->ndim - 1, x->shape), n, m->eps, y->data);
+        return y;
+    }
     return bg_rmsnorm(x, m->params[0], m->eps);
 }
 

@@ -218,11 +218,76 @@ int bg_lora_set_active(bg_module *m, const char *name)
     return BG_OK;
 }
 
+int bg__lora_keep_file_b(const bg_module *m, const bg_tensor *B, const float *b)
+{
+    const bg_lora_slots *sl = m->adapters;
+    for (int i = 0; sl && i < sl->n; i++) {
+        bg_lora_adapter *a = (bg_lora_adapter *)&sl->a[i];
+        if (a->B != B) continue;
+        size_t n = (size_t)bg_tensor_numel(B);
+        if (!a->llama_b) a->llama_b = malloc(n * sizeof(float));
+        if (!a->llama_b) return BG_ENOMEM;
+        memcpy(a->llama_b, b, n * sizeof(float));
+    }
+    return BG_OK;
+}
+
+void bg__lora_slots_free(void *slots)
+{
+    bg_lora_slots *s = slots;
+    for (int i = 0; s && i < s->n; i++) free(s->a[i].llama_b);
+    free(s);
+}
+
+bool bg__lora_defers_scale(const bg_module *m)
+{
+    const bg_lora_slots *s = m->adapters;
+    const char *dot = strrchr(m->name, '.');
+    if (!m->emulate_llama || !s || s->active < 0 || s->merged || !dot ||
+        (strcmp(dot, ".ffn_gate") != 0 && strcmp(dot, ".ffn_up") != 0))
+        return false;
+    return m->llama_ds_set ? m->llama_has_s : !m->llama_no_scale;
+}
+
+/* eval --llama: ((x A^T) B^T) * scale added to y as llama.cpp's build_lora_mm does (F32
+ * products through its sgemm or vec_dot, llama_ops.c), then times the projection's scale
+ * where the base product left it out (bg__lora_defers_scale). */
+static bg_tensor *lora_apply_llama(bg_module *m, const bg_lora_adapter *a, bg_tensor *x, bg_tensor *y)
+{
+    int64_t r = a->cfg.rank, in = bg_tensor_dim(a->A, 1), out = bg_tensor_dim(a->B, 0);
+    int64_t rows = bg__numel(x->ndim - 1, x->shape);
+    const float *xd = bg__contig_data(x), *yd = bg__contig_data(y);
+    bg_tensor *o = bg__step_new(m->ctx, BG_F32, y->ndim, y->shape);
+    float *h1 = malloc((size_t)(rows * (r + out)) * sizeof(float)), *h2 = h1 ? h1 + rows * r : NULL;
+    if (!xd || !yd || !o || !h1) {
+        free(h1);
+        bg__error(m->ctx, BG_ENOMEM, "%s: lora: out of memory", m->name);
+        return NULL;
+    }
+    const float *B = a->llama_b ? a->llama_b : bg_tensor_data_const(a->B);
+    bg__llama_mm_f32(a->A->data, r, xd, rows, in, h1);
+    bg__llama_mm_f32(B, out, h1, rows, r, h2);
+    float d_w, s;
+    bool has_s, defer = bg__lora_defers_scale(m);
+    bg__llama_wscale(m, &d_w, &has_s, &s);
+    float *od = o->data;
+    for (int64_t i = 0; i < rows * out; i++) {
+        od[i] = yd[i] + h2[i] * a->scale;
+        if (defer) od[i] *= s;
+    }
+    free(h1);
+    bg__step_drop(y);
+    return o;
+}
+
 bg_tensor *bg__lora_apply(bg_module *m, bg_tensor *x, bg_tensor *y)
 {
     bg_lora_slots *s = m->adapters;
     if (!s || s->active < 0 || s->merged || !y) return y;
     bg_lora_adapter *a = &s->a[s->active];
+    if (m->emulate_llama && !bg_grad_enabled(m->ctx) && x && a->A->dtype == BG_F32 &&
+        a->B->dtype == BG_F32)
+        return lora_apply_llama(m, a, x, y);
     bg_tensor *xa = (m->training && a->cfg.dropout > 0.0f) ? bg_dropout(x, a->cfg.dropout) : x;
     bg_tensor *h1 = bg_matmul(xa, bg_transpose(a->A, 0, 1));
     bg_tensor *h2 = bg_matmul(h1, bg_transpose(a->B, 0, 1));

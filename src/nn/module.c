@@ -73,7 +73,7 @@ void bg_module_free(bg_module **pm)
     bg_tmat_free(&m->packed);
     bg__linear_packed_free(m);
     bg__bitnet_release(m);
-    free(m->adapters);
+    bg__lora_slots_free(m->adapters);
     if (m->io_meta_free) m->io_meta_free(m->io_meta);
     free(m);
     *pm = NULL;
