@@ -3,14 +3,17 @@
  *
  * (a) Every rank trains the one-process reference itself (the whole global batch of B rows,
  *     no group), then the same 10 AdamW steps data-parallel (each rank B/2 rows, gradients
- *     averaged in buckets during backward). The loss at every step must agree within 1e-5
- *     relative, and for the LoRA run the final parameters within 1e-5. For full QAT the
- *     parameters are compared exactly instead, against one process that runs the ranks'
- *     arithmetic itself (both slices as micro-batches, gradients weighted and added in rank
- *     order): the group must give those bits. Against the one-batch run they differ by the
- *     summation order of the weight gradients (one GEMM over B rows vs two over B/2), which
- *     AdamW's normalised update turns into ~1e-5 of the parameters after 10 steps at lr 1e-3;
- *     the test prints that difference (the same for one process with two micro-batches).
+ *     averaged in buckets during backward). The first step's loss must agree within 1e-6
+ *     relative and its averaged gradients within 1e-5 of the largest: that is what the global
+ *     batch means, and they differ only by the summation order (one GEMM over B rows vs two
+ *     over B/2). Over the 10 steps the group is compared exactly, against one process that
+ *     runs the ranks' arithmetic itself (both slices as micro-batches, gradients weighted and
+ *     added in rank order): it must give those bits. Against the one-batch run the later
+ *     steps are printed, not asserted: AdamW's normalised update turns the order difference
+ *     into ~1e-5 of the parameters, and once an activation lands on the other side of an int8
+ *     rounding boundary the trajectories part (with the data here the LoRA run's loss
+ *     difference jumps from 3e-8 to 3e-6 at step 3 and reaches 1.2e-4; a different order of
+ *     the same sums in BitLinear's dX was enough to move that step).
  * (b) Two data-parallel runs write byte-identical checkpoints.
  * (c) A checkpoint of a 2-rank run, resumed by one process, continues the one-process run.
  * (d) A NaN gradient, or a backward that never ran, on one rank: every rank skips the step.
@@ -33,12 +36,14 @@ typedef struct run {
     bg_ctx *ctx;
     bg_module *m;
     bg_optim *o;
+    float *grad0; /* the first step's gradients, as the optimizer used them */
+    int64_t ng;
 } run;
 
 typedef struct trace {
     double loss[STEPS];
-    float *params;
-    int64_t n;
+    float *params, *grad0;
+    int64_t n, ng;
 } trace;
 
 static bg_bitnet_config w2_small(void)
@@ -94,6 +99,7 @@ static bool run_new(run *r, bool lora, bg_dist *d)
 
 static void run_free(run *r)
 {
+    free(r->grad0);
     bg_optim_free(&r->o);
     bg_module_free(&r->m);
     bg_ctx_free(&r->ctx);
@@ -112,6 +118,23 @@ static void global_batch(int64_t s, int32_t *in, int32_t *tg)
             tg[b * SEQ + t] = (int32_t)((x >> 33) % 97 + (uint64_t)t % 7);
             if (t < 5 - b) tg[b * SEQ + t] = IGNORE;
         }
+}
+
+/* The gradients the optimizer just stepped on, in its parameter order. */
+static void keep_grads(run *r)
+{
+    int np = bg_optim_n_params(r->o);
+    int64_t n = 0;
+    for (int i = 0; i < np; i++) n += bg_tensor_numel(bg_optim_param(r->o, i));
+    free(r->grad0);
+    r->grad0 = calloc((size_t)n, sizeof(float));
+    r->ng = n;
+    for (int i = 0, off = 0; r->grad0 && i < np; i++) {
+        bg_tensor *p = bg_optim_param(r->o, i);
+        bg_tensor *g = bg_tensor_grad(p);
+        if (g) memcpy(r->grad0 + off, bg_tensor_data(g), (size_t)bg_tensor_numel(p) * sizeof(float));
+        off += (int)bg_tensor_numel(p);
+    }
 }
 
 /* One step on this rank's slice (all of it without d). Returns the global mean loss, or NAN
@@ -133,6 +156,7 @@ static double train_step(run *r, bg_dist *d, int64_t s, int *rc)
     int brc = loss ? bg_backward(loss) : BG_EINVAL;
     *rc = bg_optim_step(r->o);
     if (!*rc && brc) *rc = brc;
+    if (s == 0) keep_grads(r);
     bg_optim_zero_grad(r->o);
     bg_step_end(r->ctx);
     return d ? bg_dist_mean(d, lv) : lv;
@@ -208,6 +232,11 @@ static bool train_as(run *r, bg_dist *d, bool emulate, int64_t from, int64_t to,
         if (!CHECK(rc == 0, "step %lld: %s", (long long)s, bg_ctx_error(r->ctx))) return false;
     }
     tr->params = all_params(r->m, &tr->n);
+    if (from == 0) {
+        tr->grad0 = r->grad0;
+        tr->ng = r->ng;
+        r->grad0 = NULL;
+    }
     return true;
 }
 
@@ -216,23 +245,31 @@ static bool train(run *r, bg_dist *d, int64_t from, int64_t to, trace *tr)
     return train_as(r, d, false, from, to, tr);
 }
 
-/* Loss at every step within 1e-5 relative; the parameters within param_tol (< 0: only
- * printed). */
+/* Loss at every step within 1e-5 relative and the parameters within param_tol (< 0: only
+ * printed); or, with first_only, the first step's loss within 1e-6 and its gradients within
+ * 1e-5 of the largest, the later steps printed (see (a) above). */
 static void compare(const char *what, const trace *ref, const trace *got, int64_t from,
-                    double param_tol)
+                    double param_tol, bool first_only)
 {
     double worst = 0.0;
     for (int s = (int)from; s < STEPS; s++) {
         double rel = fabs(got->loss[s] - ref->loss[s]) / fabs(ref->loss[s]);
         if (rel > worst) worst = rel;
-        CHECK(rel <= 1e-5, "%s: step %d loss %.9g vs one process %.9g (rel %.3g)", what, s,
-              got->loss[s], ref->loss[s], rel);
+        if (!first_only || s == from)
+            CHECK(rel <= (first_only ? 1e-6 : 1e-5), "%s: step %d loss %.9g vs one process %.9g "
+                  "(rel %.3g)", what, s, got->loss[s], ref->loss[s], rel);
     }
-    double maxd = 0.0, maxref = 0.0;
+    double maxd = 0.0, maxref = 0.0, gd = 0.0, gref = 0.0;
     for (int64_t i = 0; i < ref->n; i++) {
         double dd = fabs((double)got->params[i] - ref->params[i]);
         if (dd > maxd) maxd = dd;
         if (fabs(ref->params[i]) > maxref) maxref = fabs(ref->params[i]);
+    }
+    bool grads = first_only && ref->grad0 && got->grad0 && ref->ng == got->ng;
+    for (int64_t i = 0; grads && i < ref->ng; i++) {
+        double dd = fabs((double)got->grad0[i] - ref->grad0[i]);
+        if (dd > gd) gd = dd;
+        if (fabs(ref->grad0[i]) > gref) gref = fabs(ref->grad0[i]);
     }
     if (bg_dist_is_root(g_dist))
         printf("  %s: max loss rel diff %.3g over steps %lld..%d; params max |diff| %.3g "
@@ -240,6 +277,14 @@ static void compare(const char *what, const trace *ref, const trace *got, int64_
                what, worst, (long long)from, STEPS - 1, maxd, maxref);
     CHECK(got->n == ref->n, "%s: parameter counts differ", what);
     if (param_tol >= 0.0) CHECK(maxd <= param_tol, "%s: final params differ by %.3g", what, maxd);
+    if (first_only) {
+        if (bg_dist_is_root(g_dist))
+            printf("  %s: first step: loss rel diff %.3g, averaged gradients max |diff| %.3g "
+                   "(max |grad| %.3g)\n", what,
+                   fabs(got->loss[from] - ref->loss[from]) / fabs(ref->loss[from]), gd, gref);
+        CHECK(grads && gd <= 1e-5 * gref,
+              "%s: first step's averaged gradients differ by %.3g (max %.3g)", what, gd, gref);
+    }
 }
 
 static bool bitwise_same(const trace *a, const trace *b)
@@ -261,7 +306,7 @@ static void test_equivalence(bool lora)
     run_free(&r1);
     if (!CHECK(run_new(&r2, lora, g_dist), "dist setup")) return;
     if (train(&r2, g_dist, 0, STEPS, &got)) {
-        compare(what, &ref, &got, 0, lora ? 1e-5 : -1.0);
+        compare(what, &ref, &got, 0, -1.0, true);
         bool same = bitwise_same(&emu, &got);
         CHECK(same, "%s: 2 ranks differ from one process running both slices", what);
         if (bg_dist_is_root(g_dist))
@@ -279,6 +324,9 @@ static void test_equivalence(bool lora)
     free(ref.params);
     free(emu.params);
     free(got.params);
+    free(ref.grad0);
+    free(emu.grad0);
+    free(got.grad0);
 }
 
 static char g_dir[256];
@@ -306,6 +354,7 @@ static bool dist_checkpoint(const char *path, int64_t steps)
     if (ok && bg_dist_is_root(g_dist))
         ok = CHECK(bg_checkpoint_save(path, r.m, r.o, NULL, err, sizeof err) == 0, "save: %s", err);
     free(tr.params);
+    free(tr.grad0);
     run_free(&r);
     ok = bg_dist_sum(g_dist, ok ? 0.0 : 1.0) == 0.0; /* also a barrier: the file is complete */
     return ok;
@@ -347,11 +396,13 @@ static void test_resume(void)
                   err) &&
             CHECK(st.step == STEPS / 2, "checkpoint at step %lld", (long long)st.step) &&
             train(&one, NULL, st.step, STEPS, &got))
-            compare("2-rank checkpoint resumed by 1 process", &ref, &got, STEPS / 2, -1.0);
+            compare("2-rank checkpoint resumed by 1 process", &ref, &got, STEPS / 2, -1.0, false);
     }
     run_free(&one);
     free(ref.params);
     free(got.params);
+    free(ref.grad0);
+    free(got.grad0);
 }
 
 /* A NaN in one rank's gradient, or a rank whose backward failed: every rank refuses. */

@@ -12,6 +12,7 @@
 #include <bitgrad.h>
 
 #include "harness.h"
+#include "quant/tlut.h"
 
 static uint64_t rng = 12345;
 
@@ -183,8 +184,86 @@ static void test_bitlinear_paths(void)
     bg_ctx_free(&ctx);
 }
 
+
+/* BitLinear's dX by tables (tlut.h) against a double sum of the same float products: ragged
+ * sizes (tokens not a multiple of 8, rows of T not of 32), scales per tensor and per row,
+ * int8 codes and the packed base (the same bits), 1 and 2 threads (the same bits), and
+ * accumulate (dx + the new sum, bit for bit). */
+static void test_tlut(void)
+{
+    static const int64_t shapes[][3] = { { 1, 1, 1 },    { 3, 5, 7 },     { 8, 32, 16 },
+                                         { 9, 33, 65 },  { 17, 64, 300 }, { 40, 100, 257 },
+                                         { 130, 70, 45 }, { 64, 256, 96 } };
+    int bad = 0, cases = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (int per_row = 0; per_row < 2; per_row++) {
+            int64_t rows = shapes[si][0], out = shapes[si][1], in = shapes[si][2];
+            int8_t *codes = malloc((size_t)(out * in));
+            float *dy = malloc((size_t)(rows * out) * sizeof(float));
+            float *sw = malloc((size_t)out * sizeof(float));
+            float *dx[4], *base = malloc((size_t)(rows * in) * sizeof(float));
+            for (int v = 0; v < 4; v++) dx[v] = malloc((size_t)(rows * in) * sizeof(float));
+            for (int64_t i = 0; i < out * in; i++) codes[i] = (int8_t)(harness_lcg(&rng) % 3) - 1;
+            for (int64_t i = 0; i < rows * out; i++)
+                dy[i] = (float)((int64_t)(harness_lcg(&rng) % 2001) - 1000) / 997.0f;
+            for (int64_t j = 0; j < out; j++)
+                sw[j] = 0.01f + (float)(harness_lcg(&rng) % 1000) / 7919.0f;
+            for (int64_t i = 0; i < rows * in; i++)
+                base[i] = (float)((int64_t)(harness_lcg(&rng) % 201) - 100) / 101.0f;
+            bg_tmat *pk = NULL;
+            if (!CHECK(bg_tmat_new(codes, sw, per_row, out, in, &pk) == BG_OK, "tmat")) return;
+            size_t nb = bg__tlut_scratch(rows, out, in, 2);
+            void *scratch = aligned_alloc(64, (nb + 63) / 64 * 64);
+            int saved = omp_get_max_threads();
+            omp_set_num_threads(1);
+            bg__tlut_dx(codes, NULL, dy, sw, per_row, rows, out, in, false, dx[0], scratch);
+            omp_set_num_threads(2);
+            bg__tlut_dx(codes, NULL, dy, sw, per_row, rows, out, in, false, dx[1], scratch);
+            bg__tlut_dx(NULL, pk, dy, sw, per_row, rows, out, in, false, dx[2], scratch);
+            memcpy(dx[3], base, (size_t)(rows * in) * sizeof(float));
+            bg__tlut_dx(codes, NULL, dy, sw, per_row, rows, out, in, true, dx[3], scratch);
+            omp_set_num_threads(saved);
+            double worst = 0.0;
+            bool same = true;
+            for (int64_t t = 0; t < rows; t++)
+                for (int64_t i = 0; i < in; i++) {
+                    double ref = 0.0, mag = 0.0;
+                    for (int64_t j = 0; j < out; j++) {
+                        float p = dy[t * out + j] * sw[per_row ? j : 0] * (float)codes[j * in + i];
+                        ref += p;
+                        mag += p < 0 ? -p : p;
+                    }
+                    int64_t e = t * in + i;
+                    double err = (double)dx[0][e] - ref;
+                    err = err < 0 ? -err : err;
+                    /* a float sum of out terms: well inside out * 2^-24 * sum |terms| */
+                    double rel = mag > 0 ? err / mag : err;
+                    worst = rel > worst ? rel : worst;
+                    same = same && dx[0][e] == dx[1][e] && dx[0][e] == dx[2][e] &&
+                           dx[3][e] == base[e] + dx[0][e];
+                }
+            cases++;
+            if (!same || worst > (double)(out + 1) * 0x1p-24) {
+                bad++;
+                printf("  tlut rows=%lld out=%lld in=%lld per_row=%d: worst %.3g of sum|terms|, "
+                       "variants %s\n", (long long)rows, (long long)out, (long long)in, per_row,
+                       worst, same ? "identical" : "DIFFER");
+            }
+            bg_tmat_free(&pk);
+            free(scratch);
+            free(codes);
+            free(dy);
+            free(sw);
+            free(base);
+            for (int v = 0; v < 4; v++) free(dx[v]);
+        }
+    CHECK(bad == 0, "BitLinear dX by tables: %d of %d cases within a float sum's error of the "
+          "double sum, codes == packed, 1 thread == 2, accumulate exact", cases - bad, cases);
+}
+
 int main(void)
 {
+    test_tlut();
     test_selection();
     test_bad_input();
     for (int i = 0; i < BG_ISA_COUNT; i++)

@@ -1,9 +1,11 @@
 /* op_bitlinear.c - the fused BitLinear op at full quantization: activation levels times
  * ternary codes through sgemm (exact: every partial sum is an integer below 2^24), then
  * y = (acc * s_w) / s_x, the inference formula of DESIGN.md section 5. Backward is the
- * straight-through estimator: dX = dY W_q and dW = dY^T x_q. What backward needs is kept as
- * int8 (levels, codes) and widened to float in the rule's scratch: a quarter of the memory. */
+ * straight-through estimator: dX = dY W_q (by tables of signed sums, tlut.h) and dW = dY^T x_q.
+ * What backward needs is kept as int8 (levels, codes) and widened to float in the rule's
+ * scratch: a quarter of the memory. */
 #include <cblas.h>
+#include <omp.h>
 
 #include "autograd/op_checks.h"
 #include "autograd/tape.h"
@@ -11,6 +13,7 @@
 #include "quant/bitnet_math.h"
 #include "quant/quant_fast.h"
 #include "quant/s8gemm.h"
+#include "quant/tlut.h"
 #include "quant/tmat_access.h"
 #include "autograd/vmath_x86.h"
 
@@ -191,17 +194,6 @@ bg_tensor *bg__bitlinear_packed(bg_tensor *x, bg_tensor *w, const bg_tmat *pk, i
     return y;
 }
 
-/* W_q = codes * s_w, [out, in], into wq: from the int8 codes or the packed base. */
-static void widen_weights(const bitlinear_saved *sv, float *wq)
-{
-    int64_t in = sv->in, out = sv->out;
-#pragma omp parallel for schedule(static) if (out * in > BG_PAR_MIN)
-    for (int64_t j = 0; j < out; j++) {
-        if (sv->pk) bg__tmat_widen_row(sv->pk, j, wq + j * in);
-        else bg__widen_mul(sv->codes + j * in, in, sv->s_w[sv->per_row ? j : 0], wq + j * in);
-    }
-}
-
 void bg__backward_bitlinear(bg_node *node)
 {
     bitlinear_saved *sv = node->aux;
@@ -212,14 +204,15 @@ void bg__backward_bitlinear(bg_node *node)
     if (rows == 0 || out == 0 || in == 0) return;
     if (bg__needs_grad(x)) { /* dX += dY W_q, W_q = codes * s_w (dX = when a new buffer) */
         bool as; /* x is never w: x is an activation, w a [out, in] weight it is checked against */
-        /* W_q is as large as the weights: a pool buffer, the same one every layer */
-        float *dx = bg__grad_dst(x, &as), *wq = bg__pool_take(ctx, (size_t)(out * in) * sizeof(float));
-        if (!dx || !wq) return;
-        widen_weights(sv, wq);
+        /* by tables of signed sums (tlut.h): the products of sgemm, without the multiplies */
+        size_t nb = bg__tlut_scratch(rows, out, in, omp_get_max_threads());
+        float *dx = bg__grad_dst(x, &as);
+        void *scratch = dx ? bg__pool_take(ctx, nb) : NULL;
+        if (!dx || !scratch) return;
         bg__gemm_count(ctx, rows, in, out, 1);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)in, (int)out, 1.0f,
-                    dy, (int)out, wq, (int)in, as ? 0.0f : 1.0f, dx, (int)in);
-        bg__pool_give(ctx, wq);
+        bg__tlut_dx(sv->pk ? NULL : sv->codes, sv->pk, dy, sv->s_w, sv->per_row, rows, out, in,
+                    !as, dx, scratch);
+        bg__pool_give(ctx, scratch);
     }
     if (bg__needs_grad(w) && !sv->pk) { /* dW += dY^T x_q, x_q = levels / s_x */
         /* x_q is as large as an activation: from the pool, which has the forward's freed ones */

@@ -323,6 +323,28 @@ void bg__tmat_widen_row(const bg_tmat *w, int64_t j, float *out)
     }
 }
 
+/* One block's lane l as digits: the 2-bit fields (the loop vectorises). */
+BG_CLONES static void digit_lane(const uint8_t *restrict p, int l, uint8_t *restrict out)
+{
+    for (int t = 0; t < BG_TMAT_BLOCK_BYTES; t++) out[t] = (uint8_t)((p[t] >> (2 * l)) & 3);
+}
+
+void bg__tmat_row_digits(const bg_tmat *w, int64_t j, uint8_t *d)
+{
+    int64_t full = w->k / BG_TMAT_BLOCK;
+    for (int64_t b = 0; b < full; b++) {
+        const uint8_t *p = w->packed + block_offset(w, j, b);
+        for (int l = 0; l < 4; l++) digit_lane(p, l, d + b * BG_TMAT_BLOCK + l * 64);
+    }
+    if (full < w->nblk) {
+        const uint8_t *p = w->packed + block_offset(w, j, full);
+        for (int64_t i = full * BG_TMAT_BLOCK; i < w->k; i++) {
+            int64_t r = i % BG_TMAT_BLOCK;
+            d[i] = (uint8_t)((p[r % 64] >> (2 * (r / 64))) & 3);
+        }
+    }
+}
+
 uint8_t *bg__tmat_block(bg_tmat *w, int64_t j, int64_t b) { return w->packed + block_offset(w, j, b); }
 
 void bg__tmat_row_codes(const bg_tmat *w, int64_t j, int8_t *codes)

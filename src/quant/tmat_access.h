@@ -15,6 +15,8 @@ const float *bg__tmat_scales(const bg_tmat *w, bool *per_row);
 void bg__tmat_widen_row(const bg_tmat *w, int64_t j, float *out);
 /* The k codes of row j in {-1, 0, 1}. */
 void bg__tmat_row_codes(const bg_tmat *w, int64_t j, int8_t *codes);
+/* The k codes of row j plus one, in {0, 1, 2} (the 2-bit fields as stored). */
+void bg__tmat_row_digits(const bg_tmat *w, int64_t j, uint8_t *digits);
 /* Packs the k codes of row j (padding after them: code 0); true if a code was outside
  * {-1, 0, 1} (the row is then unusable). */
 bool bg__tmat_pack_row(bg_tmat *w, int64_t j, const int8_t *codes);

@@ -1,0 +1,183 @@
+/* tlut.c - BitLinear's dX = dY W_q through tables of signed sums (tlut.h).
+ *
+ * T's rows are grouped by four (a group) and eight groups make a tile of 32 rows. For each
+ * input column i and group, the four codes of the column spell a base-3 number
+ * (c0+1) + 3 (c1+1) + 9 (c2+1) + 27 (c3+1) in [0, 81): the index, one byte, laid out [tile]
+ * [column][group] so that a column's eight indices of a tile are one 8-byte load. dY, times
+ * s_w, is turned to [row of T][token] so that eight tokens of one row of T are one vector.
+ * For eight tokens and one tile, the table holds for every group the 81 vectors
+ * sum_k (digit_k - 1) * dy_k (zero digits left out), built in a fixed order; a column then
+ * gathers one vector per group and adds the eight in a fixed tree. Work per weight: one
+ * vector load and add for eight tokens and four rows of T, against four multiply-adds for
+ * sgemm. Every output element has one fixed order of sums, whatever the thread count or the
+ * vector width the compiler picked (ISO C: no fused multiply-add). */
+#include <omp.h>
+#include <string.h>
+
+#include "autograd/vec8.h"
+#include "quant/tlut.h"
+#include "quant/tmat_access.h"
+
+#define GROUP 4                /* rows of T per index */
+#define GROUPS 8               /* groups per tile: one 8-byte load of indices */
+#define TILE (GROUP * GROUPS)  /* rows of T per tile */
+#define COMB 81                /* 3^GROUP table entries */
+#define TOK 8                  /* tokens per vector */
+#define PAR_MIN (1 << 18)      /* below this many weight-token products: one thread */
+
+static int64_t round_up(int64_t a, int64_t b) { return (a + b - 1) / b * b; }
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+typedef struct layout {
+    size_t dyt, idx; /* shared: dY^T * s_w, [tile rows][tokens]; the indices */
+    size_t tab, acc, dig, thread; /* per thread: table, [in][TOK] sums, 4 rows of digits */
+} layout;
+
+static layout plan(int64_t rows, int64_t out, int64_t in)
+{
+    layout l;
+    int64_t r8 = round_up(rows, TOK), op = round_up(out, TILE);
+    l.dyt = align64((size_t)(op * r8) * sizeof(float));
+    l.idx = align64((size_t)(op / GROUP * in));
+    l.tab = align64((size_t)GROUPS * COMB * TOK * sizeof(float));
+    l.acc = align64((size_t)in * TOK * sizeof(float));
+    l.dig = align64((size_t)(GROUP * in));
+    l.thread = l.tab + l.acc + l.dig;
+    return l;
+}
+
+size_t bg__tlut_scratch(int64_t rows, int64_t out, int64_t in, int nthreads)
+{
+    layout l = plan(rows, out, in);
+    return l.dyt + l.idx + (size_t)(nthreads > 0 ? nthreads : 1) * l.thread;
+}
+
+/* Digits (code + 1) of row j of T, or of a padding row (code 0) past the end. */
+static void row_digits(const int8_t *codes, const bg_tmat *pk, int64_t out, int64_t in, int64_t j,
+                       uint8_t *d)
+{
+    if (j >= out) {
+        memset(d, 1, (size_t)in);
+    } else if (pk) {
+        bg__tmat_row_digits(pk, j, d);
+    } else {
+        const int8_t *c = codes + j * in;
+        for (int64_t i = 0; i < in; i++) d[i] = (uint8_t)(c[i] + 1);
+    }
+}
+
+/* The indices of tile g: ix[i * GROUPS + q] for column i and group q. */
+static void tile_index(const int8_t *codes, const bg_tmat *pk, int64_t out, int64_t in, int64_t g,
+                       uint8_t *dig, uint8_t *ix)
+{
+    for (int q = 0; q < GROUPS; q++) {
+        for (int k = 0; k < GROUP; k++)
+            row_digits(codes, pk, out, in, g * TILE + q * GROUP + k, dig + k * in);
+        const uint8_t *d0 = dig, *d1 = dig + in, *d2 = dig + 2 * in, *d3 = dig + 3 * in;
+        for (int64_t i = 0; i < in; i++)
+            ix[i * GROUPS + q] = (uint8_t)(d0[i] + 3 * d1[i] + 9 * d2[i] + 27 * d3[i]);
+    }
+}
+
+/* One level of the table: next[x + n * d] = cur[x] + (d - 1) * a for d in {0, 1, 2}, the
+ * zero digit a copy. */
+BG_V8_INLINE void extend(const bg_v8f *cur, int n, bg_v8f a, bg_v8f *next)
+{
+    for (int x = 0; x < n; x++) {
+        next[x] = cur[x] - a;
+        next[x + n] = cur[x];
+        next[x + 2 * n] = cur[x] + a;
+    }
+}
+
+/* The tables of one tile for tokens t0 .. t0 + 7: tab[(q * COMB + e) * TOK + lane]. The last
+ * level is written straight into the table. */
+BG_V8_INLINE void build_tables(const float *dyt, int64_t r8, int64_t j0, int64_t t0, float *tab)
+{
+    for (int q = 0; q < GROUPS; q++) {
+        const float *a = dyt + (j0 + q * GROUP) * r8 + t0;
+        bg_v8f a0 = bg_v8f_load(a), a1 = bg_v8f_load(a + r8), a2 = bg_v8f_load(a + 2 * r8),
+               a3 = bg_v8f_load(a + 3 * r8);
+        bg_v8f l1[3] = { -a0, bg_v8f_set1(0.0f), a0 }, l2[9], l3[27];
+        extend(l1, 3, a1, l2);
+        extend(l2, 9, a2, l3);
+        float *t = tab + q * COMB * TOK;
+        for (int x = 0; x < 27; x++) {
+            bg_v8f_store(t + x * TOK, l3[x] - a3);
+            bg_v8f_store(t + (x + 27) * TOK, l3[x]);
+            bg_v8f_store(t + (x + 54) * TOK, l3[x] + a3);
+        }
+    }
+}
+
+/* Token block t0 .. t0 + 7 (nt real tokens) over every tile, into dx. */
+BG_CLONES static void token_block(const uint8_t *idx, const float *dyt, int64_t r8, int64_t ntile,
+                                  int64_t in, int64_t t0, int nt, bool accumulate, float *dx,
+                                  float *tab, float *acc)
+{
+    if (ntile == 0) memset(acc, 0, (size_t)in * TOK * sizeof(float));
+    for (int64_t g = 0; g < ntile; g++) {
+        build_tables(dyt, r8, g * TILE, t0, tab);
+        const uint8_t *ix = idx + g * in * GROUPS;
+        for (int64_t i = 0; i < in; i++) {
+            uint64_t v;
+            memcpy(&v, ix + i * GROUPS, sizeof v);
+#define PICK(q) bg_v8f_load(tab + ((q) * COMB + (int64_t)((v >> (8 * (q))) & 0xff)) * TOK)
+            bg_v8f s = ((PICK(0) + PICK(1)) + (PICK(2) + PICK(3))) +
+                       ((PICK(4) + PICK(5)) + (PICK(6) + PICK(7)));
+#undef PICK
+            if (g > 0) s = bg_v8f_load(acc + i * TOK) + s;
+            bg_v8f_store(acc + i * TOK, s);
+        }
+    }
+    for (int r = 0; r < nt; r++) {
+        float *d = dx + (t0 + r) * in;
+        if (accumulate)
+            for (int64_t i = 0; i < in; i++) d[i] += acc[i * TOK + r];
+        else
+            for (int64_t i = 0; i < in; i++) d[i] = acc[i * TOK + r];
+    }
+}
+
+void bg__tlut_dx(const int8_t *codes, const bg_tmat *pk, const float *dy, const float *s_w,
+                 bool per_row, int64_t rows, int64_t out, int64_t in, bool accumulate, float *dx,
+                 void *scratch)
+{
+    if (rows <= 0 || in <= 0) return;
+    layout l = plan(rows, out, in);
+    uint8_t *base = scratch;
+    float *dyt = (float *)base;
+    uint8_t *idx = base + l.dyt, *thr = idx + l.idx;
+    int64_t r8 = round_up(rows, TOK), op = round_up(out, TILE), ntile = op / TILE;
+    int64_t nblk = r8 / TOK;
+#pragma omp parallel if (rows * out * in > PAR_MIN)
+    {
+        uint8_t *mine = thr + (size_t)omp_get_thread_num() * l.thread;
+        float *tab = (float *)mine, *acc = (float *)(mine + l.tab);
+        uint8_t *dig = mine + l.tab + l.acc;
+        /* dY^T * s_w in strips of 16 rows of T: each token's 16 values are one cache line */
+#pragma omp for schedule(static)
+        for (int64_t j0 = 0; j0 < op; j0 += 16) {
+            int64_t nj = out - j0 < 16 ? (out - j0 > 0 ? out - j0 : 0) : 16;
+            float s[16];
+            for (int64_t jj = 0; jj < nj; jj++) s[jj] = s_w[per_row ? j0 + jj : 0];
+            for (int64_t t = 0; t < rows; t++)
+                for (int64_t jj = 0; jj < nj; jj++)
+                    dyt[(j0 + jj) * r8 + t] = dy[t * out + j0 + jj] * s[jj];
+            for (int64_t jj = 0; jj < 16; jj++) {
+                float *d = dyt + (j0 + jj) * r8;
+                int64_t from = jj < nj ? rows : 0;
+                memset(d + from, 0, (size_t)(r8 - from) * sizeof(float));
+            }
+        }
+#pragma omp for schedule(static)
+        for (int64_t g = 0; g < ntile; g++)
+            tile_index(codes, pk, out, in, g, dig, idx + g * in * GROUPS);
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < nblk; b++) {
+            int64_t t0 = b * TOK;
+            int nt = rows - t0 < TOK ? (int)(rows - t0) : TOK;
+            token_block(idx, dyt, r8, ntile, in, t0, nt, accumulate, dx, tab, acc);
+        }
+    }
+}
