@@ -15,6 +15,7 @@
 #include "quant/tlut.h"
 
 static uint64_t rng = 12345;
+static int fwd_cases, fwd_same; /* the table forward (tlut.h) against the reference */
 
 static void fill(int8_t *codes, int8_t *x, int64_t n, int64_t k, int64_t m, int mode)
 {
@@ -46,6 +47,23 @@ static bool one_case(bg_isa isa, int64_t n, int64_t k, int64_t m, bool per_row, 
     int rc = bg_tmat_matmul_isa(w, isa, x, s_x, m, y);
     bg_ternary_matmul_ref(x, s_x, codes, s_w, per_row, m, n, k, ref);
     ok = rc == BG_OK && memcmp(y, ref, (size_t)(m * n) * sizeof(float)) == 0;
+    if (isa == BG_ISA_SCALAR) { /* the table forward, from codes and from the packed matrix */
+        size_t nb = bg__tlut_fwd_scratch(m, n, k, omp_get_max_threads());
+        void *scratch = aligned_alloc(64, (nb + 63) / 64 * 64);
+        for (int src = 0; scratch && src < 2; src++) {
+            memset(y, 0xff, (size_t)(m * n) * sizeof(float));
+            bg__tlut_fwd(src ? NULL : codes, src ? w : NULL, x, s_x, s_w, per_row, m, n, k, y,
+                         scratch);
+            bool same = memcmp(y, ref, (size_t)(m * n) * sizeof(float)) == 0;
+            fwd_cases++;
+            fwd_same += same;
+            if (!same)
+                printf("  table forward (%s) n=%lld k=%lld m=%lld per_row=%d mode=%d differs\n",
+                       src ? "packed" : "codes", (long long)n, (long long)k, (long long)m,
+                       per_row, mode);
+        }
+        free(scratch);
+    }
     if (!ok) {
         int64_t bad = 0;
         while (bad < m * n && memcmp(&y[bad], &ref[bad], sizeof(float)) == 0) bad++;
@@ -271,5 +289,8 @@ int main(void)
         else
             printf("not supported here: %s\n", bg_isa_name((bg_isa)i));
     test_bitlinear_paths();
+    CHECK(fwd_cases > 0 && fwd_same == fwd_cases,
+          "BitLinear forward by int16 tables: %d of %d cases bit-identical to the reference",
+          fwd_same, fwd_cases);
     return harness_summary();
 }

@@ -1,7 +1,8 @@
 /* op_bitlinear.c - the fused BitLinear op at full quantization: activation levels times
- * ternary codes through sgemm (exact: every partial sum is an integer below 2^24), then
- * y = (acc * s_w) / s_x, the inference formula of DESIGN.md section 5. Backward is the
- * straight-through estimator: dX = dY W_q (by tables of signed sums, tlut.h) and dW = dY^T x_q.
+ * ternary codes as exact integer sums (VNNI's int8 GEMM, tables of signed sums (tlut.h), or
+ * sgemm on small batches: every partial sum is an integer below 2^24, so all give the same
+ * bits), then y = (acc * s_w) / s_x, the inference formula of DESIGN.md section 5. Backward is
+ * the straight-through estimator: dX = dY W_q (by tables of signed sums) and dW = dY^T x_q.
  * What backward needs is kept as int8 (levels, codes) and widened to float in the rule's
  * scratch: a quarter of the memory. */
 #include <cblas.h>
@@ -16,6 +17,9 @@
 #include "quant/tlut.h"
 #include "quant/tmat_access.h"
 #include "autograd/vmath_x86.h"
+
+/* Fewer rows than this leave lanes of the table kernels idle: the other paths take them. */
+#define LUT_MIN_ROWS 16
 
 typedef struct bitlinear_saved {
     int8_t *levels; /* [rows, in] activation levels */
@@ -106,6 +110,7 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
      * Only while the tape holds x (recorded this epoch), so nothing can have written to it:
      * writes to a recorded tensor are refused (tensor_obj.c). */
     bool s8 = rows > 0 && out > 0 && bg__s8gemm_ok(in);
+    bool lut = !s8 && rows >= LUT_MIN_ROWS && out > 0; /* tables (tlut.h): the same bits */
     bool memo = s8 && ctx->actq.x == x && ctx->actq.data == x->data &&
                 ctx->actq.epoch == ctx->tape->epoch && x->recorded_epoch == ctx->tape->epoch &&
                 ctx->actq.bits == act_bits && ctx->actq.rows == rows && ctx->actq.in == in;
@@ -116,16 +121,24 @@ bg_tensor *bg_bitlinear(bg_tensor *x, bg_tensor *w, int act_bits, bool per_row)
     if (!sv->levels || !sv->s_x || !sv->codes || !sv->s_w) return NULL;
     /* scratch (float copies for sgemm, or the int8 kernel's packed codes): given back below */
     bg_arena_mark mark = bg__arena_mark(ctx);
-    float *lvf = s8 ? NULL : bg__arena_alloc(ctx, (size_t)(rows * in) * sizeof(float));
-    float *cf = s8 ? NULL : bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float));
-    void *scratch = s8 ? bg__arena_alloc(ctx, bg__s8gemm_scratch(rows, out, in)) : NULL;
-    if (s8 ? !scratch : (!lvf || !cf)) return NULL;
+    bool flt = !s8 && !lut;
+    float *lvf = flt ? bg__arena_alloc(ctx, (size_t)(rows * in) * sizeof(float)) : NULL;
+    float *cf = flt ? bg__arena_alloc(ctx, (size_t)(out * in) * sizeof(float)) : NULL;
+    size_t nb = s8    ? bg__s8gemm_scratch(rows, out, in)
+                : lut ? bg__tlut_fwd_scratch(rows, out, in, omp_get_max_threads())
+                      : 0;
+    void *scratch = nb ? bg__arena_alloc(ctx, nb) : NULL;
+    if (flt ? (!lvf || !cf) : !scratch) return NULL;
     if (!memo) quantize_acts(xd, rows, in, act_bits, lvf, sv->levels, sv->s_x);
     quantize_weights(wd, out, in, per_row, cf, sv->codes, sv->s_w);
     float *yd = y->data;
     if (s8) { /* the same integer sums and formula: the same bits as the sgemm form */
         bg__gemm_count(ctx, rows, out, in, 1);
         bg__s8gemm(sv->levels, sv->s_x, sv->codes, sv->s_w, per_row, rows, out, in, yd, scratch);
+    } else if (lut) { /* likewise */
+        bg__gemm_count(ctx, rows, out, in, 1);
+        bg__tlut_fwd(sv->codes, NULL, sv->levels, sv->s_x, sv->s_w, per_row, rows, out, in, yd,
+                     scratch);
     } else if (rows > 0 && out > 0) {
         bg__gemm_count(ctx, rows, out, in, 1);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f,
@@ -180,8 +193,18 @@ bg_tensor *bg__bitlinear_packed(bg_tensor *x, bg_tensor *w, const bg_tmat *pk, i
     sv->per_row = per_row;
     if (rows > 0 && !packed_levels(ctx, x, xd, rows, in, act_bits, sv)) return NULL;
     bg__gemm_count(ctx, rows, out, in, 1);
-    /* (float)(integer dot) * s_w / s_x: the bits of the latent path (exact integer sums) */
-    int rc = rows > 0 ? bg_tmat_matmul(pk, sv->levels, sv->s_x, rows, y->data) : BG_OK;
+    /* (float)(integer dot) * s_w / s_x: the bits of the latent path (exact integer sums), by
+     * tables (tlut.h) for a training batch unless the CPU has VNNI's int8 dot products */
+    int rc = BG_OK;
+    if (rows >= LUT_MIN_ROWS && out > 0 && bg_isa_best() < BG_ISA_AVX512VNNI) {
+        void *scratch = bg__pool_take(ctx, bg__tlut_fwd_scratch(rows, out, in, omp_get_max_threads()));
+        if (!scratch) return NULL;
+        bg__tlut_fwd(NULL, pk, sv->levels, sv->s_x, sv->s_w, per_row, rows, out, in, y->data,
+                     scratch);
+        bg__pool_give(ctx, scratch);
+    } else if (rows > 0) {
+        rc = bg_tmat_matmul(pk, sv->levels, sv->s_x, rows, y->data);
+    }
     if (rc) {
         bg__error(ctx, rc, "bitlinear: packed product: out of memory");
         return NULL;

@@ -181,3 +181,180 @@ void bg__tlut_dx(const int8_t *codes, const bg_tmat *pk, const float *dy, const 
         }
     }
 }
+
+/* ---- the forward: levels times T on int16 tables ---- */
+
+typedef int16_t v16s __attribute__((vector_size(32)));
+typedef int16_t v8s __attribute__((vector_size(16)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+#define FTOK 16 /* tokens per int16 vector */
+/* Tiles summed in int16 before widening: a table entry is at most 4 * 128 in magnitude, a
+ * tile's eight at most 4096, seven tiles 28672 < 32767. */
+#define WIDEN_EVERY 7
+
+BG_V8_INLINE v16s v16s_load(const int16_t *p)
+{
+    v16s v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+BG_V8_INLINE void v16s_store(int16_t *p, v16s v) { memcpy(p, &v, sizeof v); }
+
+BG_V8_INLINE v8i v8i_load(const int32_t *p)
+{
+    v8i v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+BG_V8_INLINE void v8i_store(int32_t *p, v8i v) { memcpy(p, &v, sizeof v); }
+
+typedef struct flayout {
+    size_t xt, idx;                     /* shared: levels^T as int16; the indices */
+    size_t tab, acc16, acc32, dig, thread; /* per thread */
+} flayout;
+
+static flayout fplan(int64_t rows, int64_t out, int64_t in)
+{
+    flayout l;
+    int64_t r16 = round_up(rows, FTOK), ip = round_up(in, TILE);
+    l.xt = align64((size_t)(ip * r16) * sizeof(int16_t));
+    l.idx = align64((size_t)(ip / GROUP * out));
+    l.tab = align64((size_t)GROUPS * COMB * FTOK * sizeof(int16_t));
+    l.acc16 = align64((size_t)(out * FTOK) * sizeof(int16_t));
+    l.acc32 = align64((size_t)(out * FTOK) * sizeof(int32_t));
+    l.dig = align64((size_t)ip);
+    l.thread = l.tab + l.acc16 + l.acc32 + l.dig;
+    return l;
+}
+
+size_t bg__tlut_fwd_scratch(int64_t rows, int64_t out, int64_t in, int nthreads)
+{
+    flayout l = fplan(rows, out, in);
+    return l.xt + l.idx + (size_t)(nthreads > 0 ? nthreads : 1) * l.thread;
+}
+
+BG_V8_INLINE void extend16(const v16s *cur, int n, v16s a, v16s *next)
+{
+    for (int x = 0; x < n; x++) {
+        next[x] = cur[x] - a;
+        next[x + n] = cur[x];
+        next[x + 2 * n] = cur[x] + a;
+    }
+}
+
+/* The tables of tile g (input columns 32 g ..) for tokens t0 .. t0 + 15. */
+BG_V8_INLINE void build_tables16(const int16_t *xt, int64_t r16, int64_t i0, int64_t t0,
+                                 int16_t *tab)
+{
+    for (int q = 0; q < GROUPS; q++) {
+        const int16_t *a = xt + (i0 + q * GROUP) * r16 + t0;
+        v16s a0 = v16s_load(a), a1 = v16s_load(a + r16), a2 = v16s_load(a + 2 * r16),
+             a3 = v16s_load(a + 3 * r16);
+        v16s l1[3] = { -a0, a0 - a0, a0 }, l2[9], l3[27];
+        extend16(l1, 3, a1, l2);
+        extend16(l2, 9, a2, l3);
+        int16_t *t = tab + q * COMB * FTOK;
+        for (int x = 0; x < 27; x++) {
+            v16s_store(t + x * FTOK, l3[x] - a3);
+            v16s_store(t + (x + 27) * FTOK, l3[x]);
+            v16s_store(t + (x + 54) * FTOK, l3[x] + a3);
+        }
+    }
+}
+
+/* Tokens t0 .. t0 + 15 (nt real) against every output row: integer dots into acc32
+ * [out][16], then the scaled outputs. */
+BG_CLONES static void fwd_block(const uint8_t *idx, const int16_t *xt, int64_t r16, int64_t ntile,
+                                int64_t out, int64_t t0, int nt, const float *s_x,
+                                const float *s_w, bool per_row, float *y, int16_t *tab,
+                                int16_t *acc16, int32_t *acc32)
+{
+    if (ntile == 0) memset(acc32, 0, (size_t)(out * FTOK) * sizeof(int32_t));
+    for (int64_t g = 0; g < ntile; g++) {
+        build_tables16(xt, r16, g * TILE, t0, tab);
+        const uint8_t *ix = idx + g * out * GROUPS;
+        bool first = g % WIDEN_EVERY == 0, first32 = g < WIDEN_EVERY;
+        bool flush = g % WIDEN_EVERY == WIDEN_EVERY - 1 || g == ntile - 1;
+        for (int64_t o = 0; o < out; o++) {
+            uint64_t v;
+            memcpy(&v, ix + o * GROUPS, sizeof v);
+#define PICK(q) v16s_load(tab + ((q) * COMB + (int64_t)((v >> (8 * (q))) & 0xff)) * FTOK)
+            v16s s = ((PICK(0) + PICK(1)) + (PICK(2) + PICK(3))) +
+                     ((PICK(4) + PICK(5)) + (PICK(6) + PICK(7)));
+#undef PICK
+            if (!first) s = v16s_load(acc16 + o * FTOK) + s;
+            if (!flush) {
+                v16s_store(acc16 + o * FTOK, s);
+                continue;
+            }
+            v8s lo8, hi8;
+            memcpy(&lo8, &s, sizeof lo8);
+            memcpy(&hi8, (char *)&s + sizeof lo8, sizeof hi8);
+            v8i lo = __builtin_convertvector(lo8, v8i), hi = __builtin_convertvector(hi8, v8i);
+            if (!first32) {
+                lo += v8i_load(acc32 + o * FTOK);
+                hi += v8i_load(acc32 + o * FTOK + 8);
+            }
+            v8i_store(acc32 + o * FTOK, lo);
+            v8i_store(acc32 + o * FTOK + 8, hi);
+        }
+    }
+    for (int r = 0; r < nt; r++) {
+        float *yr = y + (t0 + r) * out, sx = s_x[t0 + r];
+        for (int64_t o = 0; o < out; o++)
+            yr[o] = (float)acc32[o * FTOK + r] * s_w[per_row ? o : 0] / sx;
+    }
+}
+
+void bg__tlut_fwd(const int8_t *codes, const bg_tmat *pk, const int8_t *levels, const float *s_x,
+                  const float *s_w, bool per_row, int64_t rows, int64_t out, int64_t in, float *y,
+                  void *scratch)
+{
+    if (rows <= 0 || out <= 0) return;
+    flayout l = fplan(rows, out, in);
+    uint8_t *base = scratch;
+    int16_t *xt = (int16_t *)base;
+    uint8_t *idx = base + l.xt, *thr = idx + l.idx;
+    int64_t r16 = round_up(rows, FTOK), ip = round_up(in, TILE), ntile = ip / TILE;
+    int64_t nblk = r16 / FTOK;
+#pragma omp parallel if (rows * out * in > PAR_MIN)
+    {
+        uint8_t *mine = thr + (size_t)omp_get_thread_num() * l.thread;
+        int16_t *tab = (int16_t *)mine, *acc16 = (int16_t *)(mine + l.tab);
+        int32_t *acc32 = (int32_t *)(mine + l.tab + l.acc16);
+        uint8_t *dig = mine + l.tab + l.acc16 + l.acc32;
+        /* levels^T in strips of 16 input columns, zero past the rows and columns */
+#pragma omp for schedule(static)
+        for (int64_t i0 = 0; i0 < ip; i0 += 16) {
+            int64_t ni = in - i0 < 16 ? (in - i0 > 0 ? in - i0 : 0) : 16;
+            for (int64_t t = 0; t < rows; t++)
+                for (int64_t ii = 0; ii < ni; ii++)
+                    xt[(i0 + ii) * r16 + t] = levels[t * in + i0 + ii];
+            for (int64_t ii = 0; ii < 16; ii++) {
+                int16_t *d = xt + (i0 + ii) * r16;
+                int64_t from = ii < ni ? rows : 0;
+                memset(d + from, 0, (size_t)(r16 - from) * sizeof(int16_t));
+            }
+        }
+        /* indices: row o's codes four at a time, [tile][o][group] */
+#pragma omp for schedule(static)
+        for (int64_t o = 0; o < out; o++) {
+            row_digits(codes, pk, out, in, o, dig);
+            memset(dig + in, 1, (size_t)(ip - in));
+            for (int64_t g = 0; g < ntile; g++)
+                for (int q = 0; q < GROUPS; q++) {
+                    const uint8_t *d = dig + g * TILE + q * GROUP;
+                    idx[(g * out + o) * GROUPS + q] = (uint8_t)(d[0] + 3 * d[1] + 9 * d[2] + 27 * d[3]);
+                }
+        }
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < nblk; b++) {
+            int64_t t0 = b * FTOK;
+            int nt = rows - t0 < FTOK ? (int)(rows - t0) : FTOK;
+            fwd_block(idx, xt, r16, ntile, out, t0, nt, s_x, s_w, per_row, y, tab, acc16, acc32);
+        }
+    }
+}

@@ -24,4 +24,13 @@ void bg__tlut_dx(const int8_t *codes, const bg_tmat *pk, const float *dy, const 
                  bool per_row, int64_t rows, int64_t out, int64_t in, bool accumulate, float *dx,
                  void *scratch);
 
+/* The forward by the same tables on integers: y = (float)(levels . T) * s_w / s_x, the
+ * formula and bits of bg_tmat_matmul and of the sgemm form (every sum is exact). Input
+ * columns are taken four at a time, tables of 81 int16 sums per 16 tokens. levels [rows, in],
+ * y [rows, out]; scratch holds bg__tlut_fwd_scratch(rows, out, in, omp_get_max_threads()). */
+size_t bg__tlut_fwd_scratch(int64_t rows, int64_t out, int64_t in, int nthreads);
+void bg__tlut_fwd(const int8_t *codes, const bg_tmat *pk, const int8_t *levels, const float *s_x,
+                  const float *s_w, bool per_row, int64_t rows, int64_t out, int64_t in, float *y,
+                  void *scratch);
+
 #endif
