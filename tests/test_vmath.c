@@ -48,12 +48,12 @@ static void test_act_quant_avx512(void)
           n, bad_max, bad_lv);
 }
 
-/* The AVX-512 exp(x - m) of the softmax rows (attention, cross-entropy) against bg_expf over
+/* The vector (AVX-512 or AVX2) exp(x - m) of the softmax rows (attention, cross-entropy) against bg_expf over
  * every 61st float bit pattern as x, shifts of 0, 1.5 and -80, ragged lengths. */
-static void test_exp_sub_avx512(void)
+static void test_exp_sub_vec(void)
 {
-    if (!bg__vmath_avx512()) {
-        printf("no AVX-512 here: exp kernel not tested\n");
+    if (!bg__vmath_vexp()) {
+        printf("no AVX2 or AVX-512 here: exp kernel not tested\n");
         return;
     }
     enum { N = 4099 };
@@ -67,24 +67,25 @@ static void test_exp_sub_avx512(void)
         }
         int len = N - (int)(u0 % 17);
         float m = shift[(u0 / ((uint64_t)N * 61)) % 3];
-        bg__exp_sub_avx512(x, m, y, len);
+        bg__exp_sub_vec(x, m, y, len);
         for (int i = 0; i < len; i++, n++) {
             float want = bg_expf(x[i] - m);
             bad += isnan(want) ? !isnan(y[i]) : memcmp(&want, &y[i], 4) != 0;
         }
     }
-    CHECK(bad == 0, "AVX-512 exp(x - m) = bg_expf bit for bit over %ld inputs (%ld differ)", n, bad);
+    CHECK(bad == 0, "%s exp(x - m) = bg_expf bit for bit over %ld inputs (%ld differ)",
+          bg__vmath_avx512() ? "AVX-512" : "AVX2", n, bad);
 }
 
 /* The scalar SiLU expressions of op_elementwise.c, on bg_expf. */
 static float sigmoid_ref(float x) { return 1.0f / (1.0f + bg_expf(-x)); }
 
-/* The AVX-512 SiLU kernels must give the scalar expressions' bits: every 997th float bit
+/* The vector (AVX-512 or AVX2) SiLU kernels must give the scalar expressions' bits: every 997th float bit
  * pattern (NaN inputs: NaN out) and lengths that leave a partial vector. */
-static void test_silu_avx512(void)
+static void test_silu_vec(void)
 {
-    if (!bg__vmath_avx512()) {
-        printf("no AVX-512 here: SiLU kernels not tested\n");
+    if (!bg__vmath_vexp()) {
+        printf("no AVX2 or AVX-512 here: SiLU kernels not tested\n");
         return;
     }
     enum { N = 4099 };
@@ -112,9 +113,9 @@ static void test_silu_avx512(void)
         memcpy(g0, g, sizeof g);
         memcpy(dg0, dg, sizeof dg);
         memcpy(du0, du, sizeof du);
-        bg__silu_fwd_avx512(x, y, len);
-        bg__silu_bwd_avx512(x, go, g, len, as);
-        bg__swiglu_bwd_avx512(x, u, go, dg, du, len, as, !as);
+        bg__silu_fwd_vec(x, y, len);
+        bg__silu_bwd_vec(x, go, g, len, as);
+        bg__swiglu_bwd_vec(x, u, go, dg, du, len, as, !as);
         for (int i = 0; i < len; i++, n++) {
             float s = sigmoid_ref(x[i]), yf = x[i] * s;
             float d = sigmoid_ref(x[i]) * (1.0f + x[i] * (1.0f - sigmoid_ref(x[i])));
@@ -129,9 +130,9 @@ static void test_silu_avx512(void)
         }
     }
     CHECK(diff_f == 0 && diff_b == 0 && diff_s == 0,
-          "AVX-512 SiLU and SwiGLU gradients = scalar bit for bit over %ld inputs, stored and "
+          "%s SiLU and SwiGLU gradients = scalar bit for bit over %ld inputs, stored and "
           "added (%ld forward, %ld backward, %ld swiglu backward differ)",
-          n, diff_f, diff_b, diff_s);
+          bg__vmath_avx512() ? "AVX-512" : "AVX2", n, diff_f, diff_b, diff_s);
 }
 
 /* quant_fast.c against bitnet_math.h: the sum of |w| run by run in parallel must be
@@ -242,8 +243,8 @@ int main(void)
     CHECK(bg_expf(-INFINITY) == 0.0f && bg_expf(INFINITY) == INFINITY && bg_expf(0.0f) == 1.0f &&
               bg_expf(-0.0f) == 1.0f && bg_expf(-200.0f) == 0.0f && isnan(bg_expf(NAN)),
           "exp(-inf) = 0, exp(inf) = inf, exp(+-0) = 1, exp(-200) = 0, exp(NaN) = NaN");
-    test_exp_sub_avx512();
-    test_silu_avx512();
+    test_exp_sub_vec();
+    test_silu_vec();
     test_act_quant_avx512();
     test_quant_fast();
     return harness_summary();

@@ -187,11 +187,11 @@ static inline float row_max8(const float *a, int64_t n)
 
 BG_CLONES static void causal_softmax_head(float *S, int T)
 {
-    bool v512 = bg__vmath_avx512();
+    bool v512 = bg__vmath_vexp();
     for (int64_t i = 0; i < T; i++) {
         float *row = S + i * T, m = row_max8(row, i + 1);
         if (v512) /* the same bits as the loop */
-            bg__exp_sub_avx512(row, m, row, i + 1);
+            bg__exp_sub_vec(row, m, row, i + 1);
         else
             for (int64_t j = 0; j <= i; j++) row[j] = bg_expf(row[j] - m); /* vectorises */
         float inv = (float)(1.0 / row_sum8(row, NULL, i + 1));

@@ -207,8 +207,8 @@ static void unary_kernel(int op, const float *x, float *y, int64_t n, float p0, 
     case BG_OP_EXP: UNARY_FWD(bg_expf(v));
     case BG_OP_SIGMOID: UNARY_FWD(sigmoid_f(v));
     case BG_OP_SILU:
-        if (bg__vmath_avx512()) {
-            PAR_CHUNKS(bg__silu_fwd_avx512(x + c0, y + c0, c1 - c0));
+        if (bg__vmath_vexp()) {
+            PAR_CHUNKS(bg__silu_fwd_vec(x + c0, y + c0, c1 - c0));
             break;
         }
         UNARY_FWD(v * sigmoid_f(v));
@@ -253,8 +253,8 @@ static void unary_grad_kernel(int op, const float *x, const float *y, const floa
     case BG_OP_SIGMOID: UNARY_BWD(w * (1.0f - w));
     case BG_OP_TANH: UNARY_BWD(1.0f - w * w);
     case BG_OP_SILU:
-        if (bg__vmath_avx512()) {
-            PAR_CHUNKS(bg__silu_bwd_avx512(x + c0, go + c0, g + c0, c1 - c0, as));
+        if (bg__vmath_vexp()) {
+            PAR_CHUNKS(bg__silu_bwd_vec(x + c0, go + c0, g + c0, c1 - c0, as));
             break;
         }
         UNARY_BWD(sigmoid_f(v) * (1.0f + v * (1.0f - sigmoid_f(v))));
@@ -342,8 +342,8 @@ void bg__backward_tanh(bg_node *node) { unary_backward(node); }
 /* silu over one chunk, by the kernel bg_silu uses (the same bits). */
 static void silu_span(const float *x, float *y, int64_t n)
 {
-    if (bg__vmath_avx512()) {
-        bg__silu_fwd_avx512(x, y, n);
+    if (bg__vmath_vexp()) {
+        bg__silu_fwd_vec(x, y, n);
         return;
     }
     for (int64_t i = 0; i < n; i++) y[i] = x[i] * sigmoid_f(x[i]);
@@ -361,8 +361,8 @@ BG_CLONES static void mul_into(float *restrict y, const float *restrict u, int64
 static void swiglu_grad_span(const float *x, const float *u, const float *go, float *dg, float *du,
                              int64_t n, bool as_g, bool as_u)
 {
-    if (bg__vmath_avx512()) {
-        bg__swiglu_bwd_avx512(x, u, go, dg, du, n, as_g, as_u);
+    if (bg__vmath_vexp()) {
+        bg__swiglu_bwd_vec(x, u, go, dg, du, n, as_g, as_u);
         return;
     }
     for (int64_t i = 0; i < n; i++) {

@@ -211,7 +211,7 @@ static int64_t ce_count(bg_ctx *ctx, const bg_tensor *targets, const int32_t *t,
 static void ce_rows(const float *x, const int32_t *t, int64_t rows, int64_t V, int ignore_index,
                     float eps, float *lse, double *loss)
 {
-    bool v512 = bg__vmath_avx512();
+    bool v512 = bg__vmath_vexp();
 #pragma omp parallel for schedule(static) if (rows * V > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * V;
@@ -222,7 +222,7 @@ static void ce_rows(const float *x, const int32_t *t, int64_t rows, int64_t V, i
             float e[1024];
             for (int64_t j0 = 0; j0 < V; j0 += 1024) {
                 int64_t n = V - j0 < 1024 ? V - j0 : 1024;
-                bg__exp_sub_avx512(xr + j0, m, e, n);
+                bg__exp_sub_vec(xr + j0, m, e, n);
                 for (int64_t j = 0; j < n; j++) {
                     s += e[j];
                     sx += xr[j0 + j];
@@ -293,7 +293,7 @@ void bg__backward_cross_entropy(bg_node *node)
     int ignore_index = (int)node->i[0];
     float eps = node->f[0], k = go[0] / (float)count;
     float smooth = eps / (float)V, hit = 1.0f - eps;
-    bool v512 = bg__vmath_avx512();
+    bool v512 = bg__vmath_vexp();
 #pragma omp parallel for schedule(static) if (rows * V > BG_PAR_MIN)
     for (int64_t r = 0; r < rows; r++) {
         int32_t t = sv->targets[r];
@@ -305,7 +305,7 @@ void bg__backward_cross_entropy(bg_node *node)
         const float *xr = sv->logits + r * V;
         float l = sv->lse[r];
         if (as && v512) { /* exp into the row first (the same bits as bg_expf) */
-            bg__exp_sub_avx512(xr, l, gr, V);
+            bg__exp_sub_vec(xr, l, gr, V);
             for (int64_t j = 0; j < V; j++) gr[j] = 0.0f + (gr[j] - smooth) * k;
         } else if (as) { /* two loops: each vectorises */
             for (int64_t j = 0; j < V; j++) gr[j] = 0.0f + (bg_expf(xr[j] - l) - smooth) * k;

@@ -41,7 +41,7 @@ static layout plan(int64_t rows, int64_t out, int64_t in)
     l.idx = align64((size_t)(op / GROUP * in));
     l.tab = align64((size_t)GROUPS * COMB * TOK * sizeof(float));
     l.acc = align64((size_t)in * TOK * sizeof(float));
-    l.dig = align64((size_t)(GROUP * in));
+    l.dig = align64((size_t)((GROUP + GROUPS) * in));
     l.thread = l.tab + l.acc + l.dig;
     return l;
 }
@@ -66,16 +66,24 @@ static void row_digits(const int8_t *codes, const bg_tmat *pk, int64_t out, int6
     }
 }
 
-/* The indices of tile g: ix[i * GROUPS + q] for column i and group q. */
+/* The indices of tile g: ix[i * GROUPS + q] for column i and group q. dig holds 4 rows of
+ * digits and GROUPS rows of one group's indices. */
 static void tile_index(const int8_t *codes, const bg_tmat *pk, int64_t out, int64_t in, int64_t g,
                        uint8_t *dig, uint8_t *ix)
 {
+    uint8_t *grp = dig + GROUP * in;
     for (int q = 0; q < GROUPS; q++) {
         for (int k = 0; k < GROUP; k++)
             row_digits(codes, pk, out, in, g * TILE + q * GROUP + k, dig + k * in);
         const uint8_t *d0 = dig, *d1 = dig + in, *d2 = dig + 2 * in, *d3 = dig + 3 * in;
+        uint8_t *gq = grp + q * in;
         for (int64_t i = 0; i < in; i++)
-            ix[i * GROUPS + q] = (uint8_t)(d0[i] + 3 * d1[i] + 9 * d2[i] + 27 * d3[i]);
+            gq[i] = (uint8_t)(d0[i] + 3 * d1[i] + 9 * d2[i] + 27 * d3[i]);
+    }
+    for (int64_t i = 0; i < in; i++) { /* one 8-byte store per column */
+        uint64_t v = 0;
+        for (int q = 0; q < GROUPS; q++) v |= (uint64_t)grp[q * in + i] << (8 * q);
+        memcpy(ix + i * GROUPS, &v, sizeof v);
     }
 }
 
@@ -344,11 +352,16 @@ void bg__tlut_fwd(const int8_t *codes, const bg_tmat *pk, const int8_t *levels, 
         for (int64_t o = 0; o < out; o++) {
             row_digits(codes, pk, out, in, o, dig);
             memset(dig + in, 1, (size_t)(ip - in));
-            for (int64_t g = 0; g < ntile; g++)
+            /* four digits as one little-endian word w: the top byte of w * 0x0103091B is
+             * d0 + 3 d1 + 9 d2 + 27 d3 (no byte of the product carries: each stays <= 80) */
+            for (int64_t g = 0; g < ntile; g++) {
+                uint8_t *ix = idx + (g * out + o) * GROUPS;
                 for (int q = 0; q < GROUPS; q++) {
-                    const uint8_t *d = dig + g * TILE + q * GROUP;
-                    idx[(g * out + o) * GROUPS + q] = (uint8_t)(d[0] + 3 * d[1] + 9 * d[2] + 27 * d[3]);
+                    uint32_t w;
+                    memcpy(&w, dig + g * TILE + q * GROUP, sizeof w);
+                    ix[q] = (uint8_t)((w * 0x0103091Bu) >> 24);
                 }
+            }
         }
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < nblk; b++) {
