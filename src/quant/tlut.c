@@ -87,36 +87,38 @@ static void tile_index(const int8_t *codes, const bg_tmat *pk, int64_t out, int6
     }
 }
 
-/* One level of the table: next[x + n * d] = cur[x] + (d - 1) * a for d in {0, 1, 2}, the
- * zero digit a copy. */
-BG_V8_INLINE void extend(const bg_v8f *cur, int n, bg_v8f a, bg_v8f *next)
-{
-    for (int x = 0; x < n; x++) {
-        next[x] = cur[x] - a;
-        next[x + n] = cur[x];
-        next[x + 2 * n] = cur[x] + a;
+/* The tables of one tile: for group q (rows i0 + 4q .. i0 + 4q + 3 of the transposed input
+ * src, each a vector of W tokens from t0), tab[(q * COMB + e) * W + lane] = the sum over k of
+ * (digit k of e - 1) times row k, digit 0 the least significant, built level by level
+ * (cur - a, cur, cur + a; the zero digit adds nothing) and the last level stored as made. For
+ * fp32 x 8 tokens (dX) and int16 x 16 tokens (forward). */
+#define DEFINE_TABLES(name, V, T, W)                                                         \
+    BG_V8_INLINE void name(const T *src, int64_t stride, int64_t i0, int64_t t0, T *tab)      \
+    {                                                                                         \
+        for (int q = 0; q < GROUPS; q++) {                                                    \
+            const T *a = src + (i0 + q * GROUP) * stride + t0;                                \
+            V r[GROUP], l[27];                                                                \
+            for (int k = 0; k < GROUP; k++) memcpy(&r[k], a + k * stride, sizeof r[k]);       \
+            l[0] = -r[0];                                                                     \
+            l[1] = (V){ 0 };                                                                  \
+            l[2] = r[0];                                                                      \
+            for (int k = 1, n = 3; k < GROUP - 1; k++, n *= 3)                                \
+                for (int x = 0; x < n; x++) {                                                 \
+                    l[x + 2 * n] = l[x] + r[k];                                               \
+                    l[x + n] = l[x];                                                          \
+                    l[x] = l[x] - r[k];                                                       \
+                }                                                                             \
+            T *t = tab + q * COMB * W;                                                        \
+            for (int x = 0; x < 27; x++) {                                                    \
+                V lo = l[x] - r[3], hi = l[x] + r[3];                                         \
+                memcpy(t + x * W, &lo, sizeof lo);                                            \
+                memcpy(t + (x + 27) * W, &l[x], sizeof lo);                                   \
+                memcpy(t + (x + 54) * W, &hi, sizeof hi);                                     \
+            }                                                                                 \
+        }                                                                                     \
     }
-}
 
-/* The tables of one tile for tokens t0 .. t0 + 7: tab[(q * COMB + e) * TOK + lane]. The last
- * level is written straight into the table. */
-BG_V8_INLINE void build_tables(const float *dyt, int64_t r8, int64_t j0, int64_t t0, float *tab)
-{
-    for (int q = 0; q < GROUPS; q++) {
-        const float *a = dyt + (j0 + q * GROUP) * r8 + t0;
-        bg_v8f a0 = bg_v8f_load(a), a1 = bg_v8f_load(a + r8), a2 = bg_v8f_load(a + 2 * r8),
-               a3 = bg_v8f_load(a + 3 * r8);
-        bg_v8f l1[3] = { -a0, bg_v8f_set1(0.0f), a0 }, l2[9], l3[27];
-        extend(l1, 3, a1, l2);
-        extend(l2, 9, a2, l3);
-        float *t = tab + q * COMB * TOK;
-        for (int x = 0; x < 27; x++) {
-            bg_v8f_store(t + x * TOK, l3[x] - a3);
-            bg_v8f_store(t + (x + 27) * TOK, l3[x]);
-            bg_v8f_store(t + (x + 54) * TOK, l3[x] + a3);
-        }
-    }
-}
+DEFINE_TABLES(build_tables, bg_v8f, float, TOK)
 
 /* Token block t0 .. t0 + 7 (nt real tokens) over every tile, into dx. */
 BG_CLONES static void token_block(const uint8_t *idx, const float *dyt, int64_t r8, int64_t ntile,
@@ -244,34 +246,7 @@ size_t bg__tlut_fwd_scratch(int64_t rows, int64_t out, int64_t in, int nthreads)
     return l.xt + l.idx + (size_t)(nthreads > 0 ? nthreads : 1) * l.thread;
 }
 
-BG_V8_INLINE void extend16(const v16s *cur, int n, v16s a, v16s *next)
-{
-    for (int x = 0; x < n; x++) {
-        next[x] = cur[x] - a;
-        next[x + n] = cur[x];
-        next[x + 2 * n] = cur[x] + a;
-    }
-}
-
-/* The tables of tile g (input columns 32 g ..) for tokens t0 .. t0 + 15. */
-BG_V8_INLINE void build_tables16(const int16_t *xt, int64_t r16, int64_t i0, int64_t t0,
-                                 int16_t *tab)
-{
-    for (int q = 0; q < GROUPS; q++) {
-        const int16_t *a = xt + (i0 + q * GROUP) * r16 + t0;
-        v16s a0 = v16s_load(a), a1 = v16s_load(a + r16), a2 = v16s_load(a + 2 * r16),
-             a3 = v16s_load(a + 3 * r16);
-        v16s l1[3] = { -a0, a0 - a0, a0 }, l2[9], l3[27];
-        extend16(l1, 3, a1, l2);
-        extend16(l2, 9, a2, l3);
-        int16_t *t = tab + q * COMB * FTOK;
-        for (int x = 0; x < 27; x++) {
-            v16s_store(t + x * FTOK, l3[x] - a3);
-            v16s_store(t + (x + 27) * FTOK, l3[x]);
-            v16s_store(t + (x + 54) * FTOK, l3[x] + a3);
-        }
-    }
-}
+DEFINE_TABLES(build_tables16, v16s, int16_t, FTOK)
 
 /* Tokens t0 .. t0 + 15 (nt real) against every output row: integer dots into acc32
  * [out][16], then the scaled outputs. */
