@@ -211,7 +211,7 @@ static void test_tlut(void)
 {
     static const int64_t shapes[][3] = { { 1, 1, 1 },    { 3, 5, 7 },     { 8, 32, 16 },
                                          { 9, 33, 65 },  { 17, 64, 300 }, { 40, 100, 257 },
-                                         { 130, 70, 45 }, { 64, 256, 96 } };
+                                         { 130, 70, 45 }, { 64, 256, 96 }, { 24, 96, 1100 } };
     int bad = 0, cases = 0;
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
         for (int per_row = 0; per_row < 2; per_row++) {
